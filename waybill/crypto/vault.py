@@ -1,0 +1,313 @@
+"""Envelope encryption of personal-data fields, and the phone blind index.
+
+Ciphertext layout (all integers big-endian)::
+
+    version (1 byte) | algorithm id (1) | data-key id (4) | nonce (12) | ciphertext + GCM tag (16)
+
+The first six bytes are the header. The associated data is ``header || table || 0 || column || 0 ||
+row id``, so a ciphertext copied to another row or column, or with any header bit changed, fails
+authentication instead of decrypting to something wrong.
+
+Data keys (DEKs) are random, stored in the ``data_keys`` table wrapped (AEAD) by a master key
+from the key file. Rotation adds a master key and re-wraps the DEKs; ciphertexts never change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import struct
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from sqlalchemy import Connection, Engine, func, select, update
+
+from waybill import keyfile
+from waybill.models import DataKey, utcnow
+
+VERSION = 1
+ALGORITHMS = {"aes-256-gcm": 1, "sm4-gcm": 2}
+_ALG_NAMES = {v: k for k, v in ALGORITHMS.items()}
+_KEY_LEN = {"aes-256-gcm": 32, "sm4-gcm": 16}
+_HEADER = struct.Struct(">BBI")
+_NONCE = 12
+_TAG = 16
+# Re-read the active data key this often, so servers pick up a rotation without a restart.
+_ACTIVE_TTL_S = 60.0
+
+
+class CryptoError(Exception):
+    """Base of every vault failure. Messages never include key or plaintext material."""
+
+
+class MalformedCiphertext(CryptoError):
+    """Too short, unknown format version or unknown algorithm id."""
+
+
+class UnknownKeyId(CryptoError):
+    """The ciphertext names a data key that does not exist (or was destroyed)."""
+
+
+class KeyUnavailable(CryptoError):
+    """The data key's master key is not in the key file (rotated away or wrong key file)."""
+
+
+class DecryptionFailed(CryptoError):
+    """Authentication failed: wrong key, tampered bytes, or a ciphertext moved to another row/column."""
+
+
+class FieldCodec(Protocol):
+    """What the shipment store needs from a vault; lets the benchmark swap in an identity codec."""
+
+    def encrypt(self, plaintext: str, *, table: str, column: str, row_id: str) -> bytes: ...
+
+    def decrypt(self, blob: bytes, *, table: str, column: str, row_id: str) -> str: ...
+
+    def blind_index(self, field: str, normalised: str) -> int: ...
+
+
+def _aad(header: bytes, table: str, column: str, row_id: str) -> bytes:
+    return b"".join((header, table.encode(), b"\0", column.encode(), b"\0", row_id.encode()))
+
+
+def _seal(algorithm: str, key: bytes, nonce: bytes, data: bytes, aad: bytes) -> bytes:
+    if algorithm == "aes-256-gcm":
+        return AESGCM(key).encrypt(nonce, data, aad)
+    enc = Cipher(algorithms.SM4(key), modes.GCM(nonce)).encryptor()
+    enc.authenticate_additional_data(aad)
+    return enc.update(data) + enc.finalize() + enc.tag
+
+
+def _open(algorithm: str, key: bytes, nonce: bytes, data: bytes, aad: bytes) -> bytes:
+    try:
+        if algorithm == "aes-256-gcm":
+            return AESGCM(key).decrypt(nonce, data, aad)
+        if len(data) < _TAG:
+            raise DecryptionFailed("ciphertext failed authentication")
+        dec = Cipher(algorithms.SM4(key), modes.GCM(nonce, data[-_TAG:])).decryptor()
+        dec.authenticate_additional_data(aad)
+        return dec.update(data[:-_TAG]) + dec.finalize()
+    except InvalidTag:
+        raise DecryptionFailed("ciphertext failed authentication") from None
+
+
+def _hkdf(secret: bytes, info: bytes, length: int = 32) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(secret)
+
+
+def _wrap_key(master: bytes, algorithm: str) -> bytes:
+    # Master keys are 32 random bytes; derive the wrapping key per algorithm so one master key
+    # never serves two ciphers directly.
+    return _hkdf(master, b"waybill dek wrap " + algorithm.encode(), _KEY_LEN[algorithm])
+
+
+def _wrap_aad(dek_id: int, algorithm: str) -> bytes:
+    return f"waybill-dek|{dek_id}|{algorithm}".encode()
+
+
+def _wrap(master: bytes, dek_id: int, algorithm: str, key: bytes) -> bytes:
+    nonce = os.urandom(_NONCE)
+    return nonce + _seal(algorithm, _wrap_key(master, algorithm), nonce, key, _wrap_aad(dek_id, algorithm))
+
+
+def _unwrap(master: bytes, dek_id: int, algorithm: str, wrapped: bytes) -> bytes:
+    return _open(algorithm, _wrap_key(master, algorithm), wrapped[:_NONCE], wrapped[_NONCE:],
+                 _wrap_aad(dek_id, algorithm))
+
+
+@dataclass(frozen=True)
+class _Dek:
+    id: int
+    algorithm: str
+    key: bytes
+
+
+class Vault:
+    """AEAD field encryption with data keys wrapped by the key file's master keys."""
+
+    def __init__(self, engine: Engine, key_file: Path, algorithm: str, *, blind_index_bits: int = 32,
+                 material: keyfile.KeyMaterial | None = None) -> None:
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"unknown algorithm {algorithm}")
+        if not 16 <= blind_index_bits <= 63:
+            raise ValueError("blind_index_bits must be within 16..63")
+        self._engine = engine
+        self._key_file = key_file
+        self._material = material or keyfile.load(key_file)
+        self.algorithm = algorithm
+        self._bidx_bits = blind_index_bits
+        self._deks: dict[int, _Dek] = {}
+        self._active: _Dek | None = None
+        self._active_checked = 0.0
+        self._lock = threading.Lock()
+        self._bidx_keys: dict[str, bytes] = {}
+
+    # -- data keys ---------------------------------------------------------------------------
+    def _master(self, key_id: str) -> bytes:
+        key = self._material.master_keys.get(key_id)
+        if key is None:
+            # A rotation by another process may have added it: re-read the file once.
+            self._material = keyfile.load(self._key_file)
+            key = self._material.master_keys.get(key_id)
+        if key is None:
+            raise KeyUnavailable("the master key protecting this data key is not available")
+        return key
+
+    def _unwrap(self, dek_id: int, algorithm: str, master_key_id: str, wrapped: bytes) -> _Dek:
+        return _Dek(dek_id, algorithm, _unwrap(self._master(master_key_id), dek_id, algorithm, wrapped))
+
+    def _dek(self, dek_id: int) -> _Dek:
+        dek = self._deks.get(dek_id)
+        if dek is not None:
+            return dek
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                select(DataKey.algorithm, DataKey.master_key_id, DataKey.wrapped).where(DataKey.id == dek_id)
+            ).first()
+        if row is None:
+            raise UnknownKeyId("ciphertext refers to an unknown data key")
+        dek = self._unwrap(dek_id, row.algorithm, row.master_key_id, bytes(row.wrapped))
+        with self._lock:
+            self._deks[dek_id] = dek
+        return dek
+
+    def _active_dek(self) -> _Dek:
+        now = time.monotonic()
+        if self._active is not None and now - self._active_checked < _ACTIVE_TTL_S:
+            return self._active
+        with self._engine.connect() as conn:
+            dek_id = conn.execute(
+                select(func.max(DataKey.id)).where(DataKey.active.is_(True),
+                                                   DataKey.algorithm == self.algorithm)
+            ).scalar()
+        if dek_id is None:
+            raise KeyUnavailable(f"no active {self.algorithm} data key: run `waybill init`")
+        self._active = self._dek(dek_id)
+        self._active_checked = now
+        return self._active
+
+    # -- fields --------------------------------------------------------------------------------
+    def encrypt(self, plaintext: str, *, table: str, column: str, row_id: str) -> bytes:
+        """Encrypt one field value, bound to its table, column and row."""
+        dek = self._active_dek()
+        header = _HEADER.pack(VERSION, ALGORITHMS[dek.algorithm], dek.id)
+        nonce = os.urandom(_NONCE)
+        return header + nonce + _seal(dek.algorithm, dek.key, nonce, plaintext.encode(),
+                                      _aad(header, table, column, row_id))
+
+    def decrypt(self, blob: bytes, *, table: str, column: str, row_id: str) -> str:
+        """Decrypt a field value; any mismatch is a typed :class:`CryptoError`, never garbage."""
+        blob = bytes(blob)
+        if len(blob) < _HEADER.size + _NONCE + _TAG:
+            raise MalformedCiphertext("ciphertext too short")
+        version, alg_id, dek_id = _HEADER.unpack_from(blob)
+        if version != VERSION:
+            raise MalformedCiphertext("unsupported ciphertext version")
+        algorithm = _ALG_NAMES.get(alg_id)
+        if algorithm is None:
+            raise MalformedCiphertext("unknown algorithm id")
+        dek = self._dek(dek_id)
+        if dek.algorithm != algorithm:
+            raise DecryptionFailed("ciphertext failed authentication")
+        header = blob[:_HEADER.size]
+        nonce = blob[_HEADER.size:_HEADER.size + _NONCE]
+        data = _open(algorithm, dek.key, nonce, blob[_HEADER.size + _NONCE:],
+                     _aad(header, table, column, row_id))
+        try:
+            return data.decode()
+        except UnicodeDecodeError:  # authenticated, so only a programming error gets here
+            raise DecryptionFailed("decrypted value is not text") from None
+
+    def blind_index(self, field: str, normalised: str) -> int:
+        """Truncated keyed hash of a normalised value, for equality search without decryption.
+
+        Truncation is deliberate: with 2**bits buckets a bucket holds many phones once the table is
+        large, so the index alone cannot confirm a guessed number; candidates are decrypted and
+        false positives dropped by the caller.
+        """
+        key = self._bidx_keys.get(field)
+        if key is None:
+            key = _hkdf(self._material.secret("blind_index"), b"waybill bidx " + field.encode())
+            self._bidx_keys[field] = key
+        digest = hmac.new(key, normalised.encode(), hashlib.sha256).digest()
+        return int.from_bytes(digest[:8], "big") >> (64 - self._bidx_bits)
+
+
+def ensure_active_data_key(engine: Engine, material: keyfile.KeyMaterial, algorithm: str) -> int:
+    """Create a data key for ``algorithm`` under the primary master key if none is active."""
+    with engine.begin() as conn:
+        existing = conn.execute(
+            select(func.max(DataKey.id)).where(DataKey.active.is_(True), DataKey.algorithm == algorithm)
+        ).scalar()
+        if existing is not None:
+            return int(existing)
+        return _insert_data_key(conn, material, algorithm)
+
+
+def _insert_data_key(conn: Connection, material: keyfile.KeyMaterial, algorithm: str) -> int:
+    dek_id = int(conn.execute(select(func.coalesce(func.max(DataKey.id), 0))).scalar_one()) + 1
+    mk = material.primary_master_key
+    wrapped = _wrap(material.master_keys[mk], dek_id, algorithm, os.urandom(_KEY_LEN[algorithm]))
+    conn.execute(DataKey.__table__.insert().values(
+        id=dek_id, algorithm=algorithm, master_key_id=mk, wrapped=wrapped, active=True, created_at=utcnow()))
+    return dek_id
+
+
+@dataclass(frozen=True)
+class RotationReport:
+    new_master_key: str
+    rewrapped: int
+    new_data_key: int
+
+
+def rotate(engine: Engine, key_file: Path, algorithm: str) -> RotationReport:
+    """Promote a new master key, re-wrap every data key under it, start a new data key.
+
+    Each data key is re-wrapped in its own short transaction (no long lock; servers keep running)
+    and only wrapped key material is ever written. Existing ciphertexts are untouched and stay
+    readable because their data keys survive, merely wrapped differently.
+    """
+    material, mk = keyfile.add_master_key(key_file)
+    count = 0
+    with engine.connect() as conn:
+        ids = [r[0] for r in conn.execute(select(DataKey.id).order_by(DataKey.id))]
+    for dek_id in ids:
+        with engine.begin() as conn:
+            row = conn.execute(
+                select(DataKey.algorithm, DataKey.master_key_id, DataKey.wrapped)
+                .where(DataKey.id == dek_id).with_for_update()
+            ).one()
+            old_master = material.master_keys.get(row.master_key_id)
+            if old_master is None:
+                raise KeyUnavailable("a data key's master key is missing from the key file")
+            key = _unwrap(old_master, dek_id, row.algorithm, bytes(row.wrapped))
+            rewrapped = _wrap(material.master_keys[mk], dek_id, row.algorithm, key)
+            conn.execute(update(DataKey).where(DataKey.id == dek_id).values(
+                wrapped=rewrapped, master_key_id=mk, rewrapped_at=utcnow()))
+            count += 1
+    with engine.begin() as conn:
+        conn.execute(update(DataKey).where(DataKey.algorithm == algorithm).values(active=False))
+        new_id = _insert_data_key(conn, material, algorithm)
+    return RotationReport(new_master_key=mk, rewrapped=count, new_data_key=new_id)
+
+
+class IdentityCodec:
+    """No encryption at all. Exists only so the benchmark can measure the vault's overhead."""
+
+    def encrypt(self, plaintext: str, *, table: str, column: str, row_id: str) -> bytes:
+        return plaintext.encode()
+
+    def decrypt(self, blob: bytes, *, table: str, column: str, row_id: str) -> str:
+        return bytes(blob).decode()
+
+    def blind_index(self, field: str, normalised: str) -> int:
+        return int.from_bytes(hashlib.sha256(normalised.encode()).digest()[:4], "big")

@@ -1,0 +1,149 @@
+"""The local key file: master keys (key-encryption keys) and one secret per purpose.
+
+Layout (JSON, owner-only permissions)::
+
+    {"format": 1,
+     "primary_master_key": "mk-...",
+     "master_keys": {"mk-...": "<base64 32 bytes>", ...},
+     "secrets": {"blind_index": "<b64>", "audit_chain": "<b64>", ...}}
+
+Each purpose has its own random secret so that a leak or a rotation of one never touches the
+others (one secret per token purpose, as Warehouse does it).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+PURPOSES = ("blind_index", "audit_chain", "api_key", "idempotency", "qr_token", "session_token")
+FORMAT = 1
+
+
+class KeyFileError(RuntimeError):
+    """The key file is missing, unreadable, malformed or too permissive."""
+
+
+@dataclass(frozen=True)
+class KeyMaterial:
+    """Parsed key file contents (immutable)."""
+
+    primary_master_key: str
+    master_keys: dict[str, bytes]
+    secrets: dict[str, bytes]
+
+    def secret(self, purpose: str) -> bytes:
+        """Return the secret for ``purpose``; unknown purposes are a programming error."""
+        if purpose not in PURPOSES:
+            raise KeyError(purpose)
+        return self.secrets[purpose]
+
+
+def new_master_key_id() -> str:
+    return "mk-" + secrets.token_hex(6)
+
+
+def _encode(material: KeyMaterial) -> bytes:
+    doc = {
+        "format": FORMAT,
+        "primary_master_key": material.primary_master_key,
+        "master_keys": {k: base64.b64encode(v).decode() for k, v in material.master_keys.items()},
+        "secrets": {k: base64.b64encode(v).decode() for k, v in material.secrets.items()},
+    }
+    return json.dumps(doc, indent=2, sort_keys=True).encode()
+
+
+def generate() -> KeyMaterial:
+    """Fresh key material: one master key and a random secret per purpose."""
+    mk = new_master_key_id()
+    return KeyMaterial(
+        primary_master_key=mk,
+        master_keys={mk: secrets.token_bytes(32)},
+        secrets={p: secrets.token_bytes(32) for p in PURPOSES},
+    )
+
+
+def write(path: Path, material: KeyMaterial) -> None:
+    """Atomically replace the key file; it is created owner-read/write only."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".keys-", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(_encode(material))
+            fh.flush()
+            os.fsync(fh.fileno())
+        # rename is atomic: a running server re-reading the file sees the old or the new one.
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load(path: Path) -> KeyMaterial:
+    """Read and validate the key file."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise KeyFileError(f"key file not found: {path}") from None
+    if st.st_mode & 0o077:
+        raise KeyFileError(f"key file {path} must be readable by its owner only (chmod 600)")
+    try:
+        doc = json.loads(path.read_bytes())
+        if doc.get("format") != FORMAT:
+            raise KeyFileError(f"key file {path}: unsupported format")
+        master = {k: base64.b64decode(v, validate=True) for k, v in doc["master_keys"].items()}
+        secs = {k: base64.b64decode(v, validate=True) for k, v in doc["secrets"].items()}
+        primary = doc["primary_master_key"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise KeyFileError(f"key file {path} is malformed ({type(exc).__name__})") from None
+    if primary not in master:
+        raise KeyFileError(f"key file {path}: primary master key is missing")
+    if any(len(v) != 32 for v in master.values()):
+        raise KeyFileError(f"key file {path}: master keys must be 32 bytes")
+    missing = [p for p in PURPOSES if len(secs.get(p, b"")) < 32]
+    if missing:
+        raise KeyFileError(f"key file {path}: missing or short secrets: {', '.join(missing)}")
+    return KeyMaterial(primary_master_key=primary, master_keys=master, secrets=secs)
+
+
+def load_or_create(path: Path, *, allow_create: bool) -> tuple[KeyMaterial, bool]:
+    """Load the key file, generating it first when allowed (never in production)."""
+    if not path.exists():
+        if not allow_create:
+            raise KeyFileError(f"key file not found: {path} (production never generates keys)")
+        write(path, generate())
+        return load(path), True
+    return load(path), False
+
+
+def add_master_key(path: Path) -> tuple[KeyMaterial, str]:
+    """Add a new master key to the file and make it primary; old keys stay for unwrapping."""
+    current = load(path)
+    mk = new_master_key_id()
+    updated = KeyMaterial(
+        primary_master_key=mk,
+        master_keys={**current.master_keys, mk: secrets.token_bytes(32)},
+        secrets=current.secrets,
+    )
+    write(path, updated)
+    return updated, mk
+
+
+def remove_master_key(path: Path, key_id: str) -> KeyMaterial:
+    """Retire a (non-primary) master key from the file."""
+    current = load(path)
+    if key_id == current.primary_master_key:
+        raise KeyFileError("the primary master key cannot be retired")
+    if key_id not in current.master_keys:
+        raise KeyFileError(f"no master key {key_id}")
+    keys = {k: v for k, v in current.master_keys.items() if k != key_id}
+    updated = KeyMaterial(current.primary_master_key, keys, current.secrets)
+    write(path, updated)
+    return updated

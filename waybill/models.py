@@ -1,0 +1,168 @@
+"""Database tables (SQLAlchemy 2.0 declarative). The schema itself is made by Alembic migrations.
+
+Personal data lives only in the ``*_ct`` columns, encrypted by :mod:`waybill.crypto.vault`.
+Province, city and district stay readable because routing needs them and they do not identify a
+person; the masked snapshot (what a label shows) is stored beside the ciphertext so that labels
+and merchant views never need to decrypt anything.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite keeps no offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Merchant(Base):
+    __tablename__ = "merchants"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ApiKey(Base):
+    """A merchant API key, stored as a keyed hash; ``id`` is the public prefix used for lookup."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True)
+    key_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class DataKey(Base):
+    """A data-encryption key, wrapped by a master key from the key file (envelope encryption)."""
+
+    __tablename__ = "data_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    algorithm: Mapped[str] = mapped_column(String(20))
+    master_key_id: Mapped[str] = mapped_column(String(40))
+    wrapped: Mapped[bytes] = mapped_column(LargeBinary(128))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    rewrapped_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Shipment(Base):
+    __tablename__ = "shipments"
+    __table_args__ = (
+        UniqueConstraint("merchant_id", "merchant_order_id"),
+        UniqueConstraint("merchant_id", "idempotency_key"),
+        Index("ix_shipments_merchant_id_id", "merchant_id", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
+    merchant_order_id: Mapped[str] = mapped_column(String(64))
+    waybill_no: Mapped[str] = mapped_column(String(20), unique=True)
+    status: Mapped[str] = mapped_column(String(20), default="created")
+    sorting_code: Mapped[str] = mapped_column(String(32))
+
+    sender_name_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    sender_phone_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    sender_address_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    sender_region: Mapped[dict[str, str]] = mapped_column(JSON)
+    sender_masked: Mapped[dict[str, str]] = mapped_column(JSON)
+    sender_phone_bidx: Mapped[int] = mapped_column(BigInteger, index=True)
+
+    recipient_name_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    recipient_phone_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    recipient_address_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    recipient_region: Mapped[dict[str, str]] = mapped_column(JSON)
+    recipient_masked: Mapped[dict[str, str]] = mapped_column(JSON)
+    recipient_phone_bidx: Mapped[int] = mapped_column(BigInteger, index=True)
+
+    weight_g: Mapped[int] = mapped_column(Integer)
+    description_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+
+    idempotency_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    request_fingerprint: Mapped[bytes | None] = mapped_column(LargeBinary(32), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class AuditEvent(Base):
+    """One entry of the hash-chained audit log. Never holds personal data."""
+
+    __tablename__ = "audit_events"
+
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                     autoincrement=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(80))
+    role: Mapped[str] = mapped_column(String(40))
+    action: Mapped[str] = mapped_column(String(60), index=True)
+    object_type: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    object_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    purpose: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    fields: Mapped[list[str]] = mapped_column(JSON)
+    outcome: Mapped[str] = mapped_column(String(30))
+    client_addr: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    prev_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class AuditHead(Base):
+    """The single row holding the chain's tip; updating it serialises appends across processes."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))

@@ -1,0 +1,148 @@
+"""Service settings: read once from the environment, validated, frozen.
+
+Every knob lives here so that nothing else in the code base reads ``os.environ``.
+Secrets are not settings: they live in the key file (see :mod:`waybill.keyfile`),
+and the settings only say where that file is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from waybill.masking import MaskPolicy
+
+CIPHERS = ("aes-256-gcm", "sm4-gcm")
+ENVIRONMENTS = ("development", "production", "test")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated, immutable configuration of one service instance."""
+
+    env: str = "development"
+    data_dir: Path = Path("var")
+    database_url: str = ""
+    key_file: Path = Path("var/keys.json")
+    cipher: str = "aes-256-gcm"
+    log_level: str = "INFO"
+    # Merchant API rate limit: a token bucket per merchant.
+    merchant_rate_per_s: float = 200.0
+    merchant_burst: int = 400
+    batch_max_items: int = 1000
+    max_request_bytes: int = 8 * 1024 * 1024
+    page_max: int = 200
+    # Width of the phone blind index in bits: wide enough to be selective, narrow enough that
+    # one value maps to many phones at scale (see waybill/crypto/vault.py).
+    blind_index_bits: int = 32
+    redis_url: str | None = None
+    mask_policy: MaskPolicy = field(default_factory=MaskPolicy)
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+_ENV_PREFIX = "WAYBILL_"
+
+
+def _int(name: str, raw: str, lo: int, hi: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{_ENV_PREFIX}{name.upper()} must be an integer") from None
+    if not lo <= value <= hi:
+        raise SettingsError(f"{_ENV_PREFIX}{name.upper()} must be between {lo} and {hi}")
+    return value
+
+
+def _float(name: str, raw: str, lo: float, hi: float) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{_ENV_PREFIX}{name.upper()} must be a number") from None
+    if not lo <= value <= hi:
+        raise SettingsError(f"{_ENV_PREFIX}{name.upper()} must be between {lo} and {hi}")
+    return value
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build settings from ``environ`` (default: the process environment) plus overrides.
+
+    Overrides use field names (``database_url=...``) and win over the environment; they are how
+    tests and the app factory configure an instance without touching ``os.environ``.
+    """
+    env = dict(os.environ if environ is None else environ)
+
+    def get(name: str) -> str | None:
+        if name in overrides:
+            value = overrides[name]
+            return None if value is None else str(value)
+        return env.get(_ENV_PREFIX + name.upper()) or None
+
+    mode = get("env") or "development"
+    if mode not in ENVIRONMENTS:
+        raise SettingsError(f"WAYBILL_ENV must be one of {', '.join(ENVIRONMENTS)}")
+    data_dir = Path(get("data_dir") or "var")
+    database_url = get("database_url") or f"sqlite:///{(data_dir / 'waybill.db').as_posix()}"
+    if not database_url.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
+        raise SettingsError("WAYBILL_DATABASE_URL must be a sqlite:// or postgresql+psycopg:// URL")
+    if database_url.startswith("postgresql:"):
+        # psycopg 3 is the only PostgreSQL driver we ship; make the URL say so.
+        database_url = "postgresql+psycopg:" + database_url[len("postgresql:"):]
+    key_file_raw = get("key_file")
+    if mode == "production" and not key_file_raw:
+        raise SettingsError("WAYBILL_KEY_FILE is required in production (no key file is generated there)")
+    key_file = Path(key_file_raw) if key_file_raw else data_dir / "keys.json"
+    cipher = (get("cipher") or "aes-256-gcm").lower()
+    if cipher not in CIPHERS:
+        raise SettingsError(f"WAYBILL_CIPHER must be one of {', '.join(CIPHERS)}")
+
+    values: dict[str, Any] = {
+        "env": mode,
+        "data_dir": data_dir,
+        "database_url": database_url,
+        "key_file": key_file,
+        "cipher": cipher,
+        "log_level": (get("log_level") or "INFO").upper(),
+        "redis_url": get("redis_url"),
+    }
+    if (raw := get("merchant_rate_per_s")) is not None:
+        values["merchant_rate_per_s"] = _float("merchant_rate_per_s", raw, 0.01, 1e6)
+    if (raw := get("merchant_burst")) is not None:
+        values["merchant_burst"] = _int("merchant_burst", raw, 1, 10**7)
+    if (raw := get("batch_max_items")) is not None:
+        values["batch_max_items"] = _int("batch_max_items", raw, 1, 1000)
+    if (raw := get("page_max")) is not None:
+        values["page_max"] = _int("page_max", raw, 1, 1000)
+    if (raw := get("blind_index_bits")) is not None:
+        values["blind_index_bits"] = _int("blind_index_bits", raw, 16, 64)
+    if values["log_level"] not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise SettingsError("WAYBILL_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+
+    policy = overrides.get("mask_policy")
+    if isinstance(policy, MaskPolicy):
+        values["mask_policy"] = policy
+    # A policy weaker than the national floor is a configuration error, refused at start-up.
+    mask_policy: MaskPolicy = values.get("mask_policy", MaskPolicy())
+    try:
+        mask_policy.validate()
+    except ValueError as exc:
+        raise SettingsError(f"masking policy rejected: {exc}") from None
+    values["mask_policy"] = mask_policy
+    for name, value in overrides.items():
+        if name not in values and name in {f.name for f in dataclasses.fields(Settings)}:
+            values[name] = value
+    return Settings(**values)
