@@ -13,8 +13,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """Create an engine; SQLite gets WAL, foreign keys, a busy timeout and write-ahead locking."""
+def make_engine(url: str, *, write_lock: bool = True, **kwargs: Any) -> Engine:
+    """Create an engine; SQLite gets WAL, foreign keys, a busy timeout and (if ``write_lock``)
+    transactions that take the write lock when they begin.
+
+    ``write_lock=False`` is for read-only side lookups (the vault's key table) that must not wait
+    for the write lock a request's own transaction already holds.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -37,7 +42,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         def _sqlite_begin(conn: Any) -> None:
             # IMMEDIATE takes the write lock up front: a deferred transaction that reads and then
             # writes can fail at once with "database is locked" under concurrency instead of waiting.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write_lock else "BEGIN")
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)

@@ -1,0 +1,1 @@
+"""privacy-waybill: privacy-preserving express waybills."""

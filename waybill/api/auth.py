@@ -1,0 +1,66 @@
+"""Route-level authentication and permission checks (the first of the two checks)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask import g, request
+
+from waybill import audit, merchants
+from waybill.app import db_session, services
+from waybill.errors import AuthenticationFailed, PermissionDenied, RateLimited
+from waybill.permissions import Permission, Principal
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _bearer() -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip() or len(token) > 512:
+        raise AuthenticationFailed()
+    return token.strip()
+
+
+def authenticate() -> Principal:
+    """Resolve the caller from the ``Authorization`` header (merchant API keys for now)."""
+    principal: Principal | None = g.get("principal")
+    if principal is not None:
+        return principal
+    session = db_session()
+    try:
+        token = _bearer()
+        if token.startswith(merchants.KEY_PREFIX + "_"):
+            principal = merchants.authenticate(session, token,
+                                               api_key_secret=services().keys.secret("api_key"))
+        else:
+            raise AuthenticationFailed()
+    except AuthenticationFailed:
+        audit.record(session, None, "auth.failed", outcome="denied", durable=True)
+        raise
+    g.principal = principal
+    return principal
+
+
+def requires(permission: Permission, *, cost: float = 1.0) -> Callable[[F], F]:
+    """Authenticate, check the role holds ``permission``, and apply the caller's rate limit."""
+
+    def deco(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            principal = authenticate()
+            if not principal.can(permission):
+                audit.record(db_session(), principal, "access.denied", outcome="denied",
+                             purpose=str(permission), durable=True)
+                raise PermissionDenied()
+            if principal.kind == "merchant":
+                wait = services().merchant_limiter.hit(principal.id, cost)
+                if wait is not None:
+                    raise RateLimited(wait)
+            return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return deco

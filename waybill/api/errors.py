@@ -1,0 +1,101 @@
+"""The one table mapping domain exceptions to HTTP answers, and the JSON error handlers."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from waybill.crypto.vault import CryptoError
+from waybill.errors import (
+    AuthenticationFailed,
+    Conflict,
+    DomainError,
+    DuplicateMerchantOrder,
+    IdempotencyConflict,
+    InvalidStatusTransition,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+    ValidationFailed,
+)
+
+log = logging.getLogger("waybill.api")
+
+# Most specific first; the first isinstance match wins.
+ERROR_TABLE: list[tuple[type[Exception], int, str]] = [
+    (ValidationFailed, 422, "validation_error"),
+    (NotFound, 404, "not_found"),
+    (IdempotencyConflict, 409, "idempotency_conflict"),
+    (DuplicateMerchantOrder, 409, "duplicate_merchant_order_id"),
+    (InvalidStatusTransition, 409, "invalid_status"),
+    (Conflict, 409, "conflict"),
+    (AuthenticationFailed, 401, "unauthenticated"),
+    (PermissionDenied, 403, "forbidden"),
+    (RateLimited, 429, "rate_limited"),
+    (DomainError, 400, "bad_request"),
+]
+
+HTTP_CODES = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
+              405: "method_not_allowed", 406: "not_acceptable", 409: "conflict", 411: "length_required",
+              413: "payload_too_large", 415: "unsupported_media_type", 429: "rate_limited"}
+HTTP_MESSAGES = {404: "对象不存在", 405: "不支持该请求方法", 413: "请求体过大", 415: "请求体须为 JSON",
+                 400: "请求格式错误", 401: "身份验证失败", 403: "无权执行此操作"}
+
+
+def error_payload(code: str, message: str, field: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "field": field, **extra}}
+
+
+def classify(exc: DomainError) -> tuple[int, str]:
+    for cls, status, code in ERROR_TABLE:
+        if isinstance(exc, cls):
+            return status, code
+    return 400, "bad_request"
+
+
+def domain_error_response(exc: DomainError) -> Response:
+    status, code = classify(exc)
+    extra: dict[str, Any] = {}
+    details = getattr(exc, "details", None)
+    if details and len(details) > 1:
+        extra["details"] = details
+    resp = jsonify(error_payload(code, exc.message, exc.field, **extra))
+    resp.status_code = status
+    if isinstance(exc, RateLimited):
+        resp.headers["Retry-After"] = str(max(1, math.ceil(min(exc.retry_after, 86400))))
+    if status == 401:
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="waybill"'
+    return resp
+
+
+def register(app: Flask) -> None:
+    app.register_error_handler(DomainError, domain_error_response)
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        resp = jsonify(error_payload(HTTP_CODES.get(status, "http_error"),
+                                     HTTP_MESSAGES.get(status, "请求无法处理")))
+        resp.status_code = status
+        if status == 405 and exc.get_response().headers.get("Allow"):
+            resp.headers["Allow"] = exc.get_response().headers["Allow"]
+        return resp
+
+    @app.errorhandler(CryptoError)
+    def _crypto(exc: CryptoError) -> Response:
+        # Never says which key or value; the log line names the failure type only.
+        log.error("crypto failure", extra={"error_type": type(exc).__name__})
+        resp = jsonify(error_payload("internal_error", "服务内部错误"))
+        resp.status_code = 500
+        return resp
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.error("unhandled exception", exc_info=exc)
+        resp = jsonify(error_payload("internal_error", "服务内部错误"))
+        resp.status_code = 500
+        return resp

@@ -1,0 +1,156 @@
+"""Merchant API: create (single, batch), read, list, search, cancel shipments."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from waybill import shipments
+from waybill.api.auth import authenticate, requires
+from waybill.api.errors import classify
+from waybill.api.openapi import operation
+from waybill.app import db_session, services
+from waybill.errors import ValidationFailed
+from waybill.models import Shipment
+from waybill.permissions import Permission
+from waybill.schemas import (
+    BatchIn,
+    BatchOut,
+    ShipmentIn,
+    ShipmentOut,
+    ShipmentPage,
+    parse,
+)
+
+bp = Blueprint("merchant", __name__)
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
+TAGS = ("merchant",)
+
+
+def json_body() -> Any:
+    if not request.is_json:
+        raise ValidationFailed("请求体须为 JSON（Content-Type: application/json）", field=None)
+    data = request.get_json(silent=True)
+    if data is None:
+        raise ValidationFailed("请求体不是有效的 JSON", field=None)
+    return data
+
+
+def party_out(shipment: Shipment, role: str) -> dict[str, str]:
+    masked = getattr(shipment, f"{role}_masked")
+    region = getattr(shipment, f"{role}_region")
+    return {"name": masked["name"], "phone": masked["phone"], "province": region["province"],
+            "city": region["city"], "district": region["district"], "address": masked["address"]}
+
+
+def shipment_out(s: Shipment) -> dict[str, Any]:
+    """The merchant view: masked parties only (same masks as the printed label)."""
+    return {
+        "id": s.id, "waybill_no": s.waybill_no, "status": s.status, "sorting_code": s.sorting_code,
+        "merchant_order_id": s.merchant_order_id,
+        "sender": party_out(s, "sender"), "recipient": party_out(s, "recipient"),
+        "parcel": {"weight_g": s.weight_g, "has_description": s.description_ct is not None},
+        "created_at": s.created_at.isoformat().replace("+00:00", "Z"),
+    }
+
+
+@bp.post("/v1/shipments")
+@operation(summary="创建运单", tags=TAGS, body=ShipmentIn, response=ShipmentOut, status=201,
+           headers=(("Idempotency-Key", "幂等键：相同键与相同内容返回同一运单"),), errors=(409,))
+@requires(Permission.SHIPMENT_CREATE)
+def create() -> tuple[Response, int]:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not _IDEMPOTENCY_KEY.match(key):
+        raise ValidationFailed("Idempotency-Key 须为 1-128 个可见 ASCII 字符", field="Idempotency-Key")
+    data = parse(ShipmentIn, json_body())
+    shipment, created = shipments.create_shipment(db_session(), services().shipment_deps, authenticate(), data,
+                                                  idempotency_key=key)
+    resp = jsonify(shipment_out(shipment))
+    if not created:
+        resp.headers["Idempotent-Replayed"] = "true"
+    return resp, 201
+
+
+@bp.post("/v1/shipments/batch")
+@operation(summary="批量创建运单（最多 1000 条，逐条成败）", tags=TAGS, body=BatchIn, response=BatchOut)
+@requires(Permission.SHIPMENT_CREATE, cost=10.0)
+def create_batch() -> Response:
+    body = json_body()
+    limit = services().settings.batch_max_items
+    if not isinstance(body, dict) or set(body) != {"shipments"}:
+        raise ValidationFailed("请求体须为仅包含 shipments 的对象", field="shipments")
+    items = body["shipments"]
+    if not isinstance(items, list) or not 1 <= len(items) <= limit:
+        raise ValidationFailed(f"shipments 须为 1-{limit} 个元素的数组", field="shipments")
+    parsed: list[ShipmentIn | ValidationFailed] = []
+    for item in items:
+        try:
+            parsed.append(parse(ShipmentIn, item))
+        except ValidationFailed as exc:
+            parsed.append(exc)
+    results = []
+    for res in shipments.create_batch(db_session(), services().shipment_deps, authenticate(), parsed):
+        if res.shipment is not None:
+            results.append({"index": res.index, "status": "created", "shipment": shipment_out(res.shipment)})
+        else:
+            assert res.error is not None
+            _, code = classify(res.error)
+            results.append({"index": res.index, "status": "error",
+                            "error": {"code": code, "message": res.error.message, "field": res.error.field}})
+    return jsonify({"results": results})
+
+
+@bp.get("/v1/shipments/<shipment_id>")
+@operation(summary="查询运单（脱敏）", tags=TAGS, response=ShipmentOut, errors=(404,))
+@requires(Permission.SHIPMENT_READ)
+def get(shipment_id: str) -> Response:
+    return jsonify(shipment_out(shipments.get_shipment(db_session(), authenticate(), shipment_id)))
+
+
+def _limit() -> int:
+    raw = request.args.get("limit", "50")
+    maximum = services().settings.page_max
+    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise ValidationFailed(f"limit 须为 1-{maximum} 的整数", field="limit")
+    return int(raw)
+
+
+@bp.get("/v1/shipments")
+@operation(summary="列出本商户运单（游标分页）", tags=TAGS, response=ShipmentPage,
+           query=(("limit", "integer", "每页条数"), ("cursor", "string", "上一页返回的 next_cursor")),
+           errors=(422,))
+@requires(Permission.SHIPMENT_LIST)
+def list_() -> Response:
+    unknown = set(request.args) - {"limit", "cursor"}
+    if unknown:
+        raise ValidationFailed("不支持的查询参数", field=sorted(unknown)[0])
+    rows, cursor = shipments.list_shipments(db_session(), services().shipment_deps, authenticate(),
+                                            limit=_limit(), cursor=request.args.get("cursor") or None)
+    return jsonify({"items": [shipment_out(r) for r in rows], "next_cursor": cursor})
+
+
+@bp.post("/v1/shipments/search")
+@operation(summary="按收件人电话查找本商户运单（电话放在请求体中，不进日志）", tags=TAGS,
+           response=ShipmentPage, errors=(422,))
+@requires(Permission.SHIPMENT_LIST)
+def search() -> Response:
+    body = json_body()
+    if not isinstance(body, dict) or set(body) - {"recipient_phone", "limit"} or "recipient_phone" not in body:
+        raise ValidationFailed("请求体须为包含 recipient_phone 的对象", field="recipient_phone")
+    phone, limit = body["recipient_phone"], body.get("limit", 50)
+    if not isinstance(phone, str):
+        raise ValidationFailed("应为字符串", field="recipient_phone")
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= services().settings.page_max:
+        raise ValidationFailed("limit 超出范围", field="limit")
+    rows, _ = shipments.list_shipments(db_session(), services().shipment_deps, authenticate(), limit=limit,
+                                       recipient_phone=phone)
+    return jsonify({"items": [shipment_out(r) for r in rows], "next_cursor": None})
+
+
+@bp.post("/v1/shipments/<shipment_id>/cancel")
+@operation(summary="取消运单（揽收前）", tags=TAGS, response=ShipmentOut, errors=(404, 409))
+@requires(Permission.SHIPMENT_CANCEL)
+def cancel(shipment_id: str) -> Response:
+    return jsonify(shipment_out(shipments.cancel_shipment(db_session(), authenticate(), shipment_id)))

@@ -1,0 +1,131 @@
+"""Application factory and the per-request unit of work.
+
+One transaction per request: the session is opened lazily, committed in ``after_request`` when
+the answer is a success and rolled back otherwise — in that one place. Audit events marked
+durable (denied attempts) are written even when the request's own work is rolled back.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from typing import Any
+
+from flask import Flask, Response, g, jsonify, request
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import Session
+
+from waybill import audit, logs
+from waybill.api import errors as api_errors
+from waybill.api.openapi import build_document
+from waybill.services import Services, build
+from waybill.settings import Settings, load_settings
+
+log = logging.getLogger("waybill.request")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def services() -> Services:
+    from flask import current_app
+
+    return current_app.extensions["waybill"]
+
+
+def db_session() -> Session:
+    """The request's session, opened on first use with its audit context."""
+    session: Session | None = g.get("db")
+    if session is None:
+        session = services().session_factory()
+        session.info[audit.CONTEXT_INFO] = audit.AuditContext(request_id=g.request_id,
+                                                              client_addr=request.remote_addr)
+        g.db = session
+    return session
+
+
+def create_app(settings: Settings | None = None, *, services_override: Services | None = None,
+               **overrides: Any) -> Flask:
+    """Build the WSGI app. ``overrides`` are setting names (tests pass ``database_url=...``)."""
+    settings = settings or load_settings(**overrides)
+    svc = services_override or build(settings)
+    app = Flask("waybill")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["waybill"] = svc
+    logs.configure(settings.log_level)
+
+    api_errors.register(app)
+    from waybill.api.merchant import bp as merchant_bp
+
+    app.register_blueprint(merchant_bp)
+
+    @app.before_request
+    def _begin() -> None:
+        rid = request.headers.get("X-Request-Id", "")
+        g.request_id = rid if _REQUEST_ID.match(rid) else secrets.token_hex(8)
+        g.t0 = time.perf_counter()
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        session: Session | None = g.pop("db", None)
+        if session is not None:
+            response = _end_transaction(session, response)
+        response.headers["X-Request-Id"] = g.get("request_id", "")
+        response.headers.setdefault("Cache-Control", "no-store")
+        principal = g.get("principal")
+        log.info("request", extra={
+            "request_id": g.get("request_id"), "method": request.method, "path": request.path,
+            "status": response.status_code, "actor": principal.actor if principal else None,
+            "duration_ms": round((time.perf_counter() - g.get("t0", time.perf_counter())) * 1000, 2),
+        })
+        return response
+
+    @app.teardown_request
+    def _teardown(_exc: BaseException | None) -> None:
+        session: Session | None = g.pop("db", None)
+        if session is not None:  # after_request never ran (an error escaped): undo and close.
+            session.rollback()
+            session.close()
+
+    @app.get("/openapi.json")
+    def openapi() -> Response:
+        return jsonify(app.extensions.setdefault("waybill_openapi", build_document(app)))
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return jsonify({"ok": True})
+
+    return app
+
+
+def _end_transaction(session: Session, response: Response) -> Response:
+    svc = services()
+    try:
+        if response.status_code < 400:
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                return api_errors.domain_error_response(_conflict())
+            except DBAPIError as exc:
+                session.rollback()
+                logging.getLogger("waybill.db").error("commit failed", extra={"error_type": type(exc).__name__})
+                resp = jsonify(api_errors.error_payload("unavailable", "服务暂时不可用，请重试"))
+                resp.status_code = 503
+                resp.headers["Retry-After"] = "1"
+                return resp
+        else:
+            durable = audit.take_durable(session)
+            session.rollback()
+            audit.write_durable(svc.session_factory, durable)
+    finally:
+        session.close()
+    return response
+
+
+def _conflict() -> Exception:
+    from waybill.errors import Conflict
+
+    return Conflict()

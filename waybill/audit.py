@@ -1,0 +1,178 @@
+"""The audit log: every read or write of personal data, and every denied attempt.
+
+Domain code calls :func:`record`; the events are appended to the hash chain when the session
+commits (a ``before_commit`` hook), so they are written in the same transaction as the access
+they describe and the chain's lock is held only for the append itself. Events marked
+``durable`` (denied attempts, failures) are written again in their own transaction when the
+request's transaction is rolled back, so a refused attempt leaves a trace too.
+
+Each event's hash is ``HMAC(audit key, previous hash || canonical event)``; keyed, so someone
+with write access to the database cannot recompute a chain after editing it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from waybill.models import AuditEvent, AuditHead, utcnow
+from waybill.permissions import Principal
+
+_PENDING = "audit_pending"
+KEY_INFO = "audit_key"
+CONTEXT_INFO = "audit_context"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditContext:
+    """Where a request came from; set by the web layer or CLI on the session."""
+
+    request_id: str | None = None
+    client_addr: str | None = None
+
+
+@dataclass(slots=True)
+class PendingEvent:
+    at: datetime
+    actor: str
+    role: str
+    action: str
+    object_type: str | None
+    object_id: str | None
+    purpose: str | None
+    fields: list[str]
+    outcome: str
+    client_addr: str | None
+    request_id: str | None
+    durable: bool = False
+
+
+def record(session: Session, principal: Principal | None, action: str, *, object_type: str | None = None,
+           object_id: str | None = None, fields: Iterable[str] = (), outcome: str = "ok",
+           purpose: str | None = None, durable: bool = False) -> None:
+    """Queue an audit event on ``session``; it is chained and written when the session commits.
+
+    ``fields`` names the personal-data fields touched (``recipient.phone``), never their values.
+    """
+    ctx: AuditContext = session.info.get(CONTEXT_INFO) or AuditContext()
+    session.info.setdefault(_PENDING, []).append(PendingEvent(
+        at=utcnow(),
+        actor=principal.actor if principal else "anonymous",
+        role=principal.role if principal else "anonymous",
+        action=action, object_type=object_type, object_id=object_id, purpose=purpose,
+        fields=sorted(fields), outcome=outcome,
+        client_addr=ctx.client_addr, request_id=ctx.request_id, durable=durable,
+    ))
+
+
+def take_durable(session: Session) -> list[PendingEvent]:
+    """Remove and return the queued events that must survive a rollback."""
+    pending: list[PendingEvent] = session.info.pop(_PENDING, [])
+    return [e for e in pending if e.durable]
+
+
+def requeue(session: Session, events: Sequence[PendingEvent]) -> None:
+    session.info.setdefault(_PENDING, []).extend(events)
+
+
+def _canonical(seq: int, ev: AuditEvent | PendingEvent) -> bytes:
+    doc: list[Any] = [seq, ev.at.isoformat(), ev.actor, ev.role, ev.action, ev.object_type,
+                      ev.object_id, ev.purpose, list(ev.fields), ev.outcome, ev.client_addr, ev.request_id]
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def chain_hash(key: bytes, prev: bytes, seq: int, ev: AuditEvent | PendingEvent) -> bytes:
+    return hmac.new(key, bytes(prev) + _canonical(seq, ev), hashlib.sha256).digest()
+
+
+def _append(session: Session) -> None:
+    pending: list[PendingEvent] = session.info.pop(_PENDING, [])
+    if not pending:
+        return
+    key: bytes = session.info[KEY_INFO]
+    # FOR UPDATE on the head row serialises appenders on PostgreSQL; SQLite is serialised already
+    # by BEGIN IMMEDIATE. populate_existing: never trust a head cached earlier in this session.
+    head = session.execute(
+        select(AuditHead).where(AuditHead.id == 1).with_for_update().execution_options(populate_existing=True)
+    ).scalar_one()
+    seq, prev = head.seq, bytes(head.hash)
+    rows = []
+    for ev in pending:
+        seq += 1
+        digest = chain_hash(key, prev, seq, ev)
+        rows.append({
+            "seq": seq, "at": ev.at, "actor": ev.actor, "role": ev.role, "action": ev.action,
+            "object_type": ev.object_type, "object_id": ev.object_id, "purpose": ev.purpose,
+            "fields": ev.fields, "outcome": ev.outcome, "client_addr": ev.client_addr,
+            "request_id": ev.request_id, "prev_hash": prev, "hash": digest,
+        })
+        prev = digest
+    session.execute(AuditEvent.__table__.insert(), rows)
+    head.seq, head.hash = seq, prev
+    session.flush()
+
+
+def install(factory: sessionmaker[Session], audit_key: bytes) -> None:
+    """Give sessions from ``factory`` the chain key and the append-on-commit hook."""
+    factory.kw.setdefault("info", {})[KEY_INFO] = audit_key
+
+    @event.listens_for(factory, "before_commit")
+    def _before_commit(session: Session) -> None:
+        _append(session)
+
+
+def write_durable(factory: sessionmaker[Session], events: Sequence[PendingEvent]) -> None:
+    """Write events that must outlive a rolled-back request, in a transaction of their own."""
+    if not events:
+        return
+    with factory() as session:
+        requeue(session, events)
+        session.commit()
+
+
+@dataclass
+class VerifyResult:
+    ok: bool
+    events: int
+    head_seq: int
+    first_bad: dict[str, Any] | None = field(default=None)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "events": self.events, "head_seq": self.head_seq, "first_bad": self.first_bad}
+
+
+def verify(session: Session, key: bytes, *, batch: int = 2000) -> VerifyResult:
+    """Walk the chain in sequence order; report the first edited, deleted, inserted or moved event."""
+    head = session.execute(select(AuditHead).where(AuditHead.id == 1)).scalar_one()
+    expected_seq, prev, count = 1, bytes(32), 0
+    last = 0
+    while True:
+        rows = session.execute(
+            select(AuditEvent).where(AuditEvent.seq > last).order_by(AuditEvent.seq).limit(batch)
+        ).scalars().all()
+        if not rows:
+            break
+        for ev in rows:
+            count += 1
+            if ev.seq != expected_seq:
+                reason = "missing events before this one" if ev.seq > expected_seq else "out of order"
+                return VerifyResult(False, count, head.seq, {"seq": expected_seq, "found_seq": ev.seq,
+                                                            "reason": reason})
+            if bytes(ev.prev_hash) != prev:
+                return VerifyResult(False, count, head.seq, {"seq": ev.seq, "reason": "broken link"})
+            digest = chain_hash(key, prev, ev.seq, ev)
+            if not hmac.compare_digest(digest, bytes(ev.hash)):
+                return VerifyResult(False, count, head.seq, {"seq": ev.seq, "reason": "content altered"})
+            prev, expected_seq, last = digest, expected_seq + 1, ev.seq
+        session.expunge_all()
+    if head.seq != last or not hmac.compare_digest(bytes(head.hash), prev):
+        return VerifyResult(False, count, head.seq, {"seq": last + 1, "reason": "events missing at the end"})
+    return VerifyResult(True, count, head.seq)

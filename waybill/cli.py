@@ -1,0 +1,171 @@
+"""The `waybill` command line. Every command prints one JSON object."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from waybill import audit, keyfile, logs
+from waybill.crypto import vault
+from waybill.errors import DomainError
+from waybill.merchants import create_merchant
+from waybill.permissions import SYSTEM
+from waybill.services import Services, build, initialise
+from waybill.settings import Settings, SettingsError, load_settings
+
+
+def emit(doc: dict[str, Any]) -> None:
+    click.echo(json.dumps(doc, ensure_ascii=False, default=str))
+
+
+def fail(doc: dict[str, Any], code: int = 1) -> None:
+    emit(doc)
+    sys.exit(code)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        fail({"ok": False, "error": {"code": "invalid_settings", "message": str(exc)}}, 2)
+        raise  # unreachable; keeps type checkers happy
+
+
+def _ready(settings: Settings) -> Services:
+    """Run `init` implicitly (schema and keys) and build the services."""
+    try:
+        _keys, engine, _created = initialise(settings)
+    except keyfile.KeyFileError as exc:
+        fail({"ok": False, "error": {"code": "key_file", "message": str(exc)}}, 2)
+        raise
+    return build(settings, engine=engine)
+
+
+@click.group()
+def main() -> None:
+    """privacy-waybill: encrypted shipment store, privacy labels, audited courier access."""
+
+
+@main.command()
+def init() -> None:
+    """Create or upgrade the schema and key material (idempotent)."""
+    settings = _settings()
+    try:
+        _keys, engine, created = initialise(settings)
+    except keyfile.KeyFileError as exc:
+        fail({"ok": False, "error": {"code": "key_file", "message": str(exc)}}, 2)
+        return
+    engine.dispose()
+    emit({"ok": True, "data_dir": str(settings.data_dir), "key_file": str(settings.key_file),
+          "key_file_created": created, "database": settings.database_url.split("://", 1)[0],
+          "cipher": settings.cipher})
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=int, help="gunicorn worker processes")
+def serve(host: str, port: int, workers: int) -> None:
+    """Serve the HTTP API (runs `init` first if needed)."""
+    settings = _settings()
+    initialise(settings)[1].dispose()
+    from gunicorn.app.base import BaseApplication
+
+    from waybill.app import create_app
+
+    class _App(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{host}:{port}")
+            self.cfg.set("workers", workers)
+            self.cfg.set("threads", 4 if settings.is_sqlite else 2)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("accesslog", None)  # our request log omits query strings; gunicorn's would not
+
+        def load(self) -> Any:
+            return create_app(settings)
+
+    emit({"ok": True, "listening": f"http://{host}:{port}", "workers": workers})
+    _App().run()
+
+
+@main.group()
+def merchants() -> None:
+    """Manage merchants."""
+
+
+@merchants.command("create")
+@click.argument("name")
+def merchants_create(name: str) -> None:
+    """Create a merchant; prints its id and API key (shown once, stored hashed)."""
+    svc = _ready(_settings())
+    with svc.session_factory() as session:
+        try:
+            new = create_merchant(session, SYSTEM, name, api_key_secret=svc.keys.secret("api_key"))
+        except DomainError as exc:
+            fail({"ok": False, "error": {"code": "validation_error", "message": exc.message, "field": exc.field}})
+            return
+        session.commit()
+    emit({"merchant_id": new.merchant_id, "api_key": new.api_key})
+
+
+@main.group("audit")
+def audit_group() -> None:
+    """Audit log tools."""
+
+
+@audit_group.command("verify")
+def audit_verify() -> None:
+    """Verify the hash chain; exit 1 and name the first bad event if it was tampered with."""
+    svc = _ready(_settings())
+    with svc.session_factory() as session:
+        result = audit.verify(session, svc.keys.secret("audit_chain"))
+    if not result.ok:
+        fail(result.as_dict(), 1)
+    emit(result.as_dict())
+
+
+@main.group()
+def keys() -> None:
+    """Key management."""
+
+
+@keys.command("rotate")
+def keys_rotate() -> None:
+    """Promote a new master key and re-wrap every data key; ciphertexts stay readable."""
+    settings = _settings()
+    svc = _ready(settings)
+    report = vault.rotate(svc.engine, settings.key_file, settings.cipher)
+    with svc.session_factory() as session:
+        audit.record(session, SYSTEM, "keys.rotate", object_type="master_key", object_id=report.new_master_key)
+        session.commit()
+    emit({"ok": True, "new_master_key": report.new_master_key, "rewrapped_data_keys": report.rewrapped,
+          "new_data_key": report.new_data_key})
+
+
+@keys.command("retire")
+@click.argument("master_key_id")
+def keys_retire(master_key_id: str) -> None:
+    """Remove an old master key from the key file once no data key is wrapped by it."""
+    settings = _settings()
+    svc = _ready(settings)
+    from sqlalchemy import func, select
+
+    from waybill.models import DataKey
+
+    with svc.session_factory() as session:
+        still = session.execute(select(func.count()).where(DataKey.master_key_id == master_key_id)).scalar_one()
+    if still:
+        fail({"ok": False, "error": {"code": "key_in_use", "message": f"{still} data keys still use it; rotate first"}})
+    try:
+        keyfile.remove_master_key(settings.key_file, master_key_id)
+    except keyfile.KeyFileError as exc:
+        fail({"ok": False, "error": {"code": "key_file", "message": str(exc)}})
+    emit({"ok": True, "retired": master_key_id})
+
+
+if __name__ == "__main__":  # pragma: no cover
+    logs.configure()
+    main()

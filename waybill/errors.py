@@ -1,0 +1,68 @@
+"""Named domain exceptions. The web layer maps them to HTTP answers in one table
+(:mod:`waybill.api.errors`); the domain itself knows nothing of HTTP.
+
+Messages are Chinese (they reach merchants and staff) and never contain submitted values.
+"""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """Base class; ``field`` names the offending input path, if any."""
+
+    default_message = "请求无法处理"
+
+    def __init__(self, message: str | None = None, *, field: str | None = None) -> None:
+        self.message = message or self.default_message
+        self.field = field
+        super().__init__(self.message)
+
+
+class ValidationFailed(DomainError):
+    default_message = "字段值无效"
+
+
+class NotFound(DomainError):
+    """Unknown, foreign and unauthorised objects all raise this (or a subclass): same answer."""
+
+    default_message = "对象不存在"
+
+
+class ShipmentNotFound(NotFound):
+    pass
+
+
+class TokenRevoked(NotFound):
+    pass
+
+
+class Conflict(DomainError):
+    default_message = "与当前状态冲突"
+
+
+class IdempotencyConflict(Conflict):
+    default_message = "同一 Idempotency-Key 已用于不同的请求内容"
+
+
+class DuplicateMerchantOrder(Conflict):
+    default_message = "该商户订单号已存在"
+
+
+class InvalidStatusTransition(Conflict):
+    default_message = "当前状态不允许此操作"
+
+
+class AuthenticationFailed(DomainError):
+    default_message = "身份验证失败"
+
+
+class PermissionDenied(DomainError):
+    default_message = "无权执行此操作"
+
+
+class RateLimited(DomainError):
+    default_message = "请求过于频繁，请稍后重试"
+
+    def __init__(self, retry_after: float, message: str | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -1,0 +1,61 @@
+"""Permissions as named values, the roles that hold them, and the acting principal.
+
+Checked twice: by role on the route (:func:`waybill.api.auth.requires`) and by object
+(ownership, assignment) inside the domain. Anything not granted here is denied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from waybill.errors import PermissionDenied
+
+
+class Permission(StrEnum):
+    SHIPMENT_CREATE = "shipment:create"
+    SHIPMENT_READ = "shipment:read"
+    SHIPMENT_LIST = "shipment:list"
+    SHIPMENT_CANCEL = "shipment:cancel"
+    LABEL_READ = "label:read"
+    PRINT_JOB_CREATE = "print_job:create"
+    AUDIT_READ = "audit:read"
+
+
+ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
+    "merchant": frozenset({
+        Permission.SHIPMENT_CREATE, Permission.SHIPMENT_READ, Permission.SHIPMENT_LIST,
+        Permission.SHIPMENT_CANCEL, Permission.LABEL_READ,
+    }),
+    "sorter": frozenset({Permission.LABEL_READ, Permission.PRINT_JOB_CREATE}),
+    "courier": frozenset(),
+    "dispatcher": frozenset(),
+    "auditor": frozenset({Permission.AUDIT_READ}),
+    "privacy_officer": frozenset(),
+    "admin": frozenset(),
+    "system": frozenset(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is acting: a merchant (API key), a staff user, or the system (CLI)."""
+
+    kind: str  # "merchant" | "staff" | "system"
+    id: str
+    role: str
+    station: str | None = None
+
+    @property
+    def actor(self) -> str:
+        return f"{self.kind}:{self.id}"
+
+    def can(self, permission: Permission) -> bool:
+        return permission in ROLE_PERMISSIONS.get(self.role, frozenset())
+
+    def require(self, permission: Permission) -> None:
+        if not self.can(permission):
+            raise PermissionDenied()
+
+
+SYSTEM = Principal(kind="system", id="cli", role="system")

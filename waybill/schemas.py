@@ -1,0 +1,197 @@
+"""Request and response schemas. The same models validate requests and generate the OpenAPI document.
+
+Validation normalises as it goes (phones to their canonical form, whitespace trimmed) and turns
+every failure into a Chinese message naming the field — never echoing the submitted value.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
+
+from waybill.errors import ValidationFailed
+from waybill.phones import InvalidPhone, normalize_phone
+
+WEIGHT_MIN_G = 1
+WEIGHT_MAX_G = 70_000
+
+_STRICT = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=True)
+
+
+def _no_control_chars(value: str) -> str:
+    # Control and format characters (other than the joiners emoji need) break labels and logs.
+    for ch in value:
+        cat = unicodedata.category(ch)
+        if cat == "Cc" or (cat == "Cf" and ch not in "\u200d\ufe0f"):
+            raise PydanticCustomError("control_char", "包含不允许的控制字符")
+    return unicodedata.normalize("NFC", value)
+
+
+class PartyIn(BaseModel):
+    """A sender or recipient as submitted by a merchant."""
+
+    model_config = _STRICT
+
+    name: str = Field(min_length=1, max_length=50, description="姓名")
+    phone: str = Field(min_length=1, max_length=40, description="手机或固定电话，可带 +86/0086、空格或短横线")
+    province: str = Field(min_length=2, max_length=20, description="省/自治区/直辖市")
+    city: str = Field(min_length=2, max_length=30, description="市")
+    district: str = Field(min_length=1, max_length=30, description="区/县")
+    address: str = Field(min_length=2, max_length=200, description="街道、楼栋、单元、门牌")
+
+    _clean = field_validator("name", "province", "city", "district", "address")(_no_control_chars)
+
+    @field_validator("phone")
+    @classmethod
+    def _phone(cls, value: str) -> str:
+        try:
+            return normalize_phone(value).number
+        except InvalidPhone as exc:
+            raise PydanticCustomError("phone_invalid", str(exc)) from None
+
+
+class ParcelIn(BaseModel):
+    model_config = _STRICT
+
+    weight_g: int = Field(ge=WEIGHT_MIN_G, le=WEIGHT_MAX_G, description="重量（克）")
+    description: str | None = Field(default=None, max_length=200, description="物品描述（加密保存）")
+
+    _clean = field_validator("description")(lambda v: None if v is None else _no_control_chars(v))
+
+
+class ShipmentIn(BaseModel):
+    model_config = _STRICT
+
+    merchant_order_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-.:]+$",
+                                   description="商户订单号，每个商户内唯一")
+    sender: PartyIn
+    recipient: PartyIn
+    parcel: ParcelIn
+
+
+class BatchIn(BaseModel):
+    """Batch envelope. Items are validated one by one so each stands or fails alone."""
+
+    model_config = _STRICT
+
+    shipments: Annotated[list[ShipmentIn], Field(min_length=1, max_length=1000)]
+
+
+class PartyOut(BaseModel):
+    name: str
+    phone: str
+    province: str
+    city: str
+    district: str
+    address: str
+
+
+class ParcelOut(BaseModel):
+    weight_g: int
+    has_description: bool
+
+
+class ShipmentOut(BaseModel):
+    id: str
+    waybill_no: str
+    status: Literal["created", "printed", "in_transit", "out_for_delivery", "delivered", "cancelled"]
+    sorting_code: str
+    merchant_order_id: str
+    sender: PartyOut
+    recipient: PartyOut
+    parcel: ParcelOut
+    created_at: str
+
+
+class ShipmentPage(BaseModel):
+    items: list[ShipmentOut]
+    next_cursor: str | None
+
+
+class BatchItemError(BaseModel):
+    code: str
+    message: str
+    field: str | None
+
+
+class BatchResult(BaseModel):
+    index: int
+    status: Literal["created", "error"]
+    shipment: ShipmentOut | None = None
+    error: BatchItemError | None = None
+
+
+class BatchOut(BaseModel):
+    results: list[BatchResult]
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    field: str | None
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody
+
+
+_MESSAGES: dict[str, str] = {
+    "missing": "缺少必填字段",
+    "extra_forbidden": "不支持的字段",
+    "string_type": "应为字符串",
+    "int_type": "应为整数",
+    "bool_type": "应为布尔值",
+    "dict_type": "应为对象",
+    "model_type": "应为对象",
+    "model_attributes_type": "应为对象",
+    "list_type": "应为数组",
+    "string_pattern_mismatch": "格式不正确",
+    "string_too_short": "长度不能少于 {min_length} 个字符",
+    "string_too_long": "长度不能超过 {max_length} 个字符",
+    "too_short": "至少需要 {min_length} 个元素",
+    "too_long": "元素数量不能超过 {max_length}",
+    "greater_than_equal": "不能小于 {ge}",
+    "less_than_equal": "不能大于 {le}",
+    "literal_error": "取值不在允许范围内",
+    "enum": "取值不在允许范围内",
+}
+
+
+def _path(loc: tuple[int | str, ...], prefix: str = "") -> str:
+    out = prefix
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def to_validation_failed(exc: ValidationError, prefix: str = "") -> ValidationFailed:
+    """Turn a pydantic error into our error: first failure's field + Chinese message, no input echo."""
+    errors = exc.errors(include_input=False, include_url=False)
+    details = []
+    for err in errors:
+        template = _MESSAGES.get(err["type"])
+        if template is None:
+            # Our own custom errors carry a safe Chinese message; anything else gets a generic one.
+            message = err["msg"] if err["type"] in ("phone_invalid", "control_char") else "字段值无效"
+        else:
+            message = template.format(**{k: v for k, v in (err.get("ctx") or {}).items()
+                                         if isinstance(v, int | float | str)})
+        details.append({"field": _path(err["loc"], prefix), "code": err["type"], "message": message})
+    first = details[0]
+    failed = ValidationFailed(first["message"], field=first["field"] or None)
+    failed.details = details  # type: ignore[attr-defined]
+    return failed
+
+
+def parse(model: type[BaseModel], data: Any, prefix: str = "") -> Any:
+    """Validate ``data`` against ``model`` or raise :class:`ValidationFailed`."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise to_validation_failed(exc, prefix) from None

@@ -1,0 +1,60 @@
+"""The service container: everything a request or a CLI command needs, built once per process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from waybill import audit, db, keyfile
+from waybill.crypto.vault import FieldCodec, Vault, ensure_active_data_key
+from waybill.ratelimit import TokenBucketLimiter
+from waybill.routing import RoutingTable
+from waybill.settings import Settings
+from waybill.shipments import ShipmentDeps
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: Engine
+    session_factory: sessionmaker[Session]
+    keys: keyfile.KeyMaterial
+    codec: FieldCodec
+    routing: RoutingTable
+    merchant_limiter: TokenBucketLimiter
+
+    @property
+    def shipment_deps(self) -> ShipmentDeps:
+        return ShipmentDeps(codec=self.codec, routing=self.routing, policy=self.settings.mask_policy,
+                            fingerprint_key=self.keys.secret("idempotency"))
+
+
+def initialise(settings: Settings) -> tuple[keyfile.KeyMaterial, Engine, bool]:
+    """`waybill init`: data dir, key file (not in production), schema, an active data key."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    keys, created = keyfile.load_or_create(settings.key_file, allow_create=not settings.is_production)
+    engine = db.make_engine(settings.database_url)
+    db.upgrade(engine)
+    ensure_active_data_key(engine, keys, settings.cipher)
+    return keys, engine, created
+
+
+def build(settings: Settings, *, engine: Engine | None = None, codec: FieldCodec | None = None,
+          session_factory: sessionmaker[Session] | None = None) -> Services:
+    """Wire the services; the schema and keys must exist already (see :func:`initialise`)."""
+    keys = keyfile.load(settings.key_file)
+    engine = engine or db.make_engine(settings.database_url)
+    factory = session_factory or db.make_session_factory(engine)
+    audit.install(factory, keys.secret("audit_chain"))
+    # On SQLite the vault reads data keys through its own non-locking engine: the request's
+    # transaction may already hold the write lock.
+    key_engine = db.make_engine(settings.database_url, write_lock=False) if settings.is_sqlite else engine
+    vault = codec or Vault(key_engine, settings.key_file, settings.cipher,
+                           blind_index_bits=settings.blind_index_bits, material=keys)
+    return Services(
+        settings=settings, engine=engine, session_factory=factory, keys=keys, codec=vault,
+        routing=RoutingTable.load(),
+        merchant_limiter=TokenBucketLimiter(settings.merchant_rate_per_s, settings.merchant_burst),
+    )

@@ -1,0 +1,307 @@
+"""Shipments: create (single, idempotent, batch), read, list, cancel, search by phone.
+
+Domain functions take a session, the acting principal and plain data; they flush but never commit.
+Personal data is encrypted field by field, bound to (table, column, row id); the masked snapshot
+stored beside it is what every merchant view and label shows.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from waybill import audit
+from waybill.crypto.vault import FieldCodec
+from waybill.errors import (
+    DomainError,
+    DuplicateMerchantOrder,
+    IdempotencyConflict,
+    InvalidStatusTransition,
+    ShipmentNotFound,
+    ValidationFailed,
+)
+from waybill.ids import looks_like, new_id
+from waybill.masking import MaskPolicy, mask_address, mask_name, mask_phone
+from waybill.models import Shipment, utcnow
+from waybill.permissions import Permission, Principal
+from waybill.phones import normalize_phone
+from waybill.routing import RoutingTable, UnknownProvince
+from waybill.schemas import PartyIn, ShipmentIn
+from waybill.waybill_no import new_waybill_no
+
+TABLE = "shipments"
+PARTIES = ("sender", "recipient")
+PD_FIELDS = tuple(f"{p}.{f}" for p in PARTIES for f in ("name", "phone", "address"))
+CANCELLABLE = frozenset({"created", "printed"})
+
+
+@dataclass(frozen=True)
+class ShipmentDeps:
+    """What the shipment store needs besides the session: codec, routing, masking, fingerprint key."""
+
+    codec: FieldCodec
+    routing: RoutingTable
+    policy: MaskPolicy
+    fingerprint_key: bytes
+
+
+@dataclass(frozen=True)
+class BatchItemResult:
+    index: int
+    shipment: Shipment | None = None
+    error: DomainError | None = None
+
+
+def _duplicate() -> DuplicateMerchantOrder:
+    return DuplicateMerchantOrder(field="merchant_order_id")
+
+
+def _fingerprint(deps: ShipmentDeps, data: ShipmentIn) -> bytes:
+    # Keyed, so the stored fingerprint of a body full of personal data can't be brute-forced.
+    canonical = json.dumps(data.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+    return hmac.new(deps.fingerprint_key, canonical.encode(), hashlib.sha256).digest()
+
+
+def _region(party: PartyIn) -> dict[str, str]:
+    return {"province": party.province, "city": party.city, "district": party.district}
+
+
+def _build(deps: ShipmentDeps, principal: Principal, data: ShipmentIn, idempotency_key: str | None,
+           fingerprint: bytes | None) -> Shipment:
+    """Encrypt, mask and route one validated shipment into an unsaved row."""
+    try:
+        sorting_code = deps.routing.sorting_code(data.recipient.province, data.recipient.city,
+                                                 data.recipient.district)
+    except UnknownProvince as exc:
+        raise ValidationFailed(str(exc), field="recipient.province") from None
+    if deps.routing.canonical_province(data.sender.province) is None:
+        raise ValidationFailed("未知的省份", field="sender.province")
+    sid = new_id("shp")
+    now = utcnow()
+    values: dict[str, object] = {}
+    for role in PARTIES:
+        party: PartyIn = getattr(data, role)
+        enc = deps.codec.encrypt
+        values[f"{role}_name_ct"] = enc(party.name, table=TABLE, column=f"{role}_name", row_id=sid)
+        values[f"{role}_phone_ct"] = enc(party.phone, table=TABLE, column=f"{role}_phone", row_id=sid)
+        values[f"{role}_address_ct"] = enc(party.address, table=TABLE, column=f"{role}_address", row_id=sid)
+        values[f"{role}_phone_bidx"] = deps.codec.blind_index("phone", party.phone)
+        values[f"{role}_region"] = _region(party)
+        values[f"{role}_masked"] = {
+            "name": mask_name(party.name, deps.policy),
+            "phone": mask_phone(party.phone, deps.policy),
+            "address": mask_address(party.address, deps.policy),
+        }
+    description = data.parcel.description
+    return Shipment(
+        id=sid, merchant_id=principal.id, merchant_order_id=data.merchant_order_id,
+        waybill_no=new_waybill_no(), status="created", sorting_code=sorting_code,
+        weight_g=data.parcel.weight_g,
+        description_ct=None if not description else deps.codec.encrypt(
+            description, table=TABLE, column="description", row_id=sid),
+        idempotency_key=idempotency_key, request_fingerprint=fingerprint,
+        created_at=now, updated_at=now, **values,
+    )
+
+
+def _own(session: Session, principal: Principal, shipment_id: str, *, lock: bool = False) -> Shipment:
+    # Unknown, malformed and foreign ids are indistinguishable to the caller.
+    if principal.kind != "merchant" or not looks_like("shp", shipment_id):
+        raise ShipmentNotFound()
+    stmt = select(Shipment).where(Shipment.id == shipment_id, Shipment.merchant_id == principal.id)
+    if lock:
+        stmt = stmt.with_for_update()
+    shipment = session.execute(stmt).scalar_one_or_none()
+    if shipment is None:
+        raise ShipmentNotFound()
+    return shipment
+
+
+def create_shipment(session: Session, deps: ShipmentDeps, principal: Principal, data: ShipmentIn, *,
+                    idempotency_key: str | None = None) -> tuple[Shipment, bool]:
+    """Create one shipment; returns ``(shipment, created)``.
+
+    With an idempotency key, the same body again returns the original shipment (``created`` False)
+    and a different body raises :class:`IdempotencyConflict`. A reused ``merchant_order_id`` raises
+    :class:`DuplicateMerchantOrder`.
+    """
+    principal.require(Permission.SHIPMENT_CREATE)
+    fingerprint = _fingerprint(deps, data) if idempotency_key else None
+    if idempotency_key:
+        replay = _idempotent_replay(session, principal, idempotency_key, fingerprint)
+        if replay is not None:
+            return replay, False
+    shipment = _build(deps, principal, data, idempotency_key, fingerprint)
+    try:
+        with session.begin_nested():
+            session.add(shipment)
+    except IntegrityError:
+        # A concurrent request won the race for the key or the order id: answer as it would have.
+        if idempotency_key:
+            replay = _idempotent_replay(session, principal, idempotency_key, fingerprint)
+            if replay is not None:
+                return replay, False
+        raise DuplicateMerchantOrder(field="merchant_order_id") from None
+    audit.record(session, principal, "shipment.create", object_type="shipment", object_id=shipment.id,
+                 fields=PD_FIELDS)
+    return shipment, True
+
+
+def _idempotent_replay(session: Session, principal: Principal, key: str,
+                       fingerprint: bytes | None) -> Shipment | None:
+    existing = session.execute(
+        select(Shipment).where(Shipment.merchant_id == principal.id, Shipment.idempotency_key == key)
+    ).scalar_one_or_none()
+    if existing is None:
+        return None
+    if fingerprint is None or not hmac.compare_digest(bytes(existing.request_fingerprint or b""), fingerprint):
+        raise IdempotencyConflict(field="Idempotency-Key")
+    return existing
+
+
+def create_batch(session: Session, deps: ShipmentDeps, principal: Principal,
+                 items: Sequence[ShipmentIn | ValidationFailed], *,
+                 chunk: int = 250) -> Iterator[BatchItemResult]:
+    """Create many shipments, each standing or failing alone; yields results in input order.
+
+    Work is done in chunks: one query finds already-used order ids, one multi-row insert writes
+    the chunk, and objects are expunged afterwards so memory stays bounded by the chunk size.
+    """
+    principal.require(Permission.SHIPMENT_CREATE)
+    seen: set[str] = set()
+    for start in range(0, len(items), chunk):
+        part = items[start:start + chunk]
+        order_ids = [it.merchant_order_id for it in part if isinstance(it, ShipmentIn)]
+        taken = set(session.execute(
+            select(Shipment.merchant_order_id).where(Shipment.merchant_id == principal.id,
+                                                     Shipment.merchant_order_id.in_(order_ids))
+        ).scalars()) if order_ids else set()
+        results: list[BatchItemResult] = []
+        rows: list[Shipment] = []
+        for offset, item in enumerate(part):
+            index = start + offset
+            if isinstance(item, ValidationFailed):
+                results.append(BatchItemResult(index, error=item))
+                continue
+            if item.merchant_order_id in taken or item.merchant_order_id in seen:
+                results.append(BatchItemResult(index, error=_duplicate()))
+                continue
+            try:
+                row = _build(deps, principal, item, None, None)
+            except ValidationFailed as exc:
+                results.append(BatchItemResult(index, error=exc))
+                continue
+            seen.add(item.merchant_order_id)
+            rows.append(row)
+            results.append(BatchItemResult(index, shipment=row))
+        _insert_rows(session, principal, rows, results)
+        for row in rows:
+            if row in session:
+                audit.record(session, principal, "shipment.create", object_type="shipment",
+                             object_id=row.id, fields=PD_FIELDS)
+        yield from results
+        session.flush()
+        for row in rows:
+            if row in session:
+                session.expunge(row)
+
+
+def _insert_rows(session: Session, principal: Principal, rows: list[Shipment],
+                 results: list[BatchItemResult]) -> None:
+    if not rows:
+        return
+    try:
+        with session.begin_nested():
+            session.add_all(rows)
+    except IntegrityError:
+        # Rare: a concurrent request took an order id (or a waybill number collided). Fall back to
+        # one savepoint per row so only the offending rows fail.
+        for i, res in enumerate(results):
+            if res.shipment is None:
+                continue
+            try:
+                with session.begin_nested():
+                    session.add(res.shipment)
+            except IntegrityError:
+                results[i] = BatchItemResult(res.index, error=_duplicate())
+
+
+def get_shipment(session: Session, principal: Principal, shipment_id: str) -> Shipment:
+    principal.require(Permission.SHIPMENT_READ)
+    shipment = _own(session, principal, shipment_id)
+    audit.record(session, principal, "shipment.read", object_type="shipment", object_id=shipment.id,
+                 fields=["masked"])
+    return shipment
+
+
+def _decode_cursor(cursor: str) -> str:
+    try:
+        sid = base64.urlsafe_b64decode(cursor.encode() + b"==").decode()
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ValidationFailed("分页游标无效", field="cursor") from None
+    if not looks_like("shp", sid):
+        raise ValidationFailed("分页游标无效", field="cursor")
+    return sid
+
+
+def _encode_cursor(shipment: Shipment) -> str:
+    # Ids are time-ordered (ULID), so the last id seen is a complete keyset position.
+    return base64.urlsafe_b64encode(shipment.id.encode()).decode().rstrip("=")
+
+
+def list_shipments(session: Session, deps: ShipmentDeps, principal: Principal, *, limit: int,
+                   cursor: str | None = None, recipient_phone: str | None = None
+                   ) -> tuple[list[Shipment], str | None]:
+    """The merchant's own shipments, newest first, keyset-paginated; optional exact phone search."""
+    principal.require(Permission.SHIPMENT_LIST)
+    if principal.kind != "merchant":
+        return [], None
+    stmt = select(Shipment).where(Shipment.merchant_id == principal.id)
+    if cursor:
+        stmt = stmt.where(Shipment.id < _decode_cursor(cursor))
+    wanted: str | None = None
+    if recipient_phone is not None:
+        try:
+            wanted = normalize_phone(recipient_phone).number
+        except ValueError as exc:
+            raise ValidationFailed(str(exc), field="recipient_phone") from None
+        stmt = stmt.where(Shipment.recipient_phone_bidx == deps.codec.blind_index("phone", wanted))
+    stmt = stmt.order_by(Shipment.id.desc()).limit(limit + 1)
+    rows = list(session.execute(stmt).scalars())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = _encode_cursor(rows[-1]) if more and rows else None
+    if wanted is not None:
+        # The blind index is truncated on purpose: confirm each candidate by decrypting it.
+        rows = [r for r in rows if deps.codec.decrypt(r.recipient_phone_ct, table=TABLE,
+                                                      column="recipient_phone", row_id=r.id) == wanted]
+        audit.record(session, principal, "shipment.search", object_type="shipment",
+                     fields=["recipient.phone"], purpose="merchant phone search")
+    for row in rows:
+        audit.record(session, principal, "shipment.read", object_type="shipment", object_id=row.id,
+                     fields=["masked"])
+    return rows, next_cursor
+
+
+def cancel_shipment(session: Session, principal: Principal, shipment_id: str) -> Shipment:
+    """Cancel before pickup (``created`` or ``printed``); otherwise :class:`InvalidStatusTransition`."""
+    principal.require(Permission.SHIPMENT_CANCEL)
+    shipment = _own(session, principal, shipment_id, lock=True)
+    if shipment.status == "cancelled":
+        return shipment
+    if shipment.status not in CANCELLABLE:
+        raise InvalidStatusTransition(field="status")
+    shipment.status = "cancelled"
+    shipment.updated_at = utcnow()
+    audit.record(session, principal, "shipment.cancel", object_type="shipment", object_id=shipment.id)
+    session.flush()
+    return shipment
