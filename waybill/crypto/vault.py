@@ -169,6 +169,8 @@ class Vault:
         dek = self._deks.get(dek_id)
         if dek is not None:
             return dek
+        if not 0 < dek_id < 2**31:  # the column is a 32-bit signed integer; don't ask the database
+            raise UnknownKeyId("ciphertext refers to an unknown data key")
         with self._engine.connect() as conn:
             row = conn.execute(
                 select(DataKey.algorithm, DataKey.master_key_id, DataKey.wrapped).where(DataKey.id == dek_id)
