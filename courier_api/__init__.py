@@ -1,0 +1,1 @@
+"""Courier side: staff authentication, dispatch, scan, virtual-number calls, delivery (not yet built)."""
