@@ -113,15 +113,22 @@ def _build(deps: ShipmentDeps, principal: Principal, data: ShipmentIn, idempoten
     )
 
 
-def _own(session: Session, principal: Principal, shipment_id: str, *, lock: bool = False) -> Shipment:
-    # Unknown, malformed and foreign ids are indistinguishable to the caller.
-    if principal.kind != "merchant" or not looks_like("shp", shipment_id):
-        raise ShipmentNotFound()
-    stmt = select(Shipment).where(Shipment.id == shipment_id, Shipment.merchant_id == principal.id)
-    if lock:
-        stmt = stmt.with_for_update()
-    shipment = session.execute(stmt).scalar_one_or_none()
+def _own(session: Session, principal: Principal, shipment_id: str, action: str, *,
+         lock: bool = False) -> Shipment:
+    """The principal's own shipment, or :class:`ShipmentNotFound` (audited: probing leaves a trace).
+
+    Unknown, malformed and foreign ids are indistinguishable to the caller.
+    """
+    shipment = None
+    if principal.kind == "merchant" and looks_like("shp", shipment_id):
+        stmt = select(Shipment).where(Shipment.id == shipment_id, Shipment.merchant_id == principal.id)
+        if lock:
+            stmt = stmt.with_for_update()
+        shipment = session.execute(stmt).scalar_one_or_none()
     if shipment is None:
+        audit.record(session, principal, action, object_type="shipment",
+                     object_id=shipment_id if looks_like("shp", shipment_id) else None,
+                     outcome="not_found", durable=True)
         raise ShipmentNotFound()
     return shipment
 
@@ -237,7 +244,7 @@ def _insert_rows(session: Session, principal: Principal, rows: list[Shipment],
 
 def get_shipment(session: Session, principal: Principal, shipment_id: str) -> Shipment:
     principal.require(Permission.SHIPMENT_READ)
-    shipment = _own(session, principal, shipment_id)
+    shipment = _own(session, principal, shipment_id, "shipment.read")
     audit.record(session, principal, "shipment.read", object_type="shipment", object_id=shipment.id,
                  fields=["masked"])
     return shipment
@@ -295,7 +302,7 @@ def list_shipments(session: Session, deps: ShipmentDeps, principal: Principal, *
 def cancel_shipment(session: Session, principal: Principal, shipment_id: str) -> Shipment:
     """Cancel before pickup (``created`` or ``printed``); otherwise :class:`InvalidStatusTransition`."""
     principal.require(Permission.SHIPMENT_CANCEL)
-    shipment = _own(session, principal, shipment_id, lock=True)
+    shipment = _own(session, principal, shipment_id, "shipment.cancel", lock=True)
     if shipment.status == "cancelled":
         return shipment
     if shipment.status not in CANCELLABLE:
