@@ -1,0 +1,158 @@
+"""CJK font resolution and the per-process font objects shared by every renderer.
+
+The project ships its Chinese font as a dependency: the PyPI package ``paperang-p2-fonts-cjk`` carries
+WenQuanYi Micro Hei (``wqy-microhei.ttc``, TrueType outlines, byte-identical to Debian's
+``fonts-wqy-microhei``). Resolution order:
+
+1. ``WAYBILL_LABEL_FONT`` (a path, optionally ``path#index`` for a face inside a .ttc) — if set it must work;
+   a bad override is an error, never a silent fallback;
+2. the font inside the ``paperang_p2_fonts_cjk`` package;
+3. Debian/Ubuntu system locations (``fonts-wqy-microhei``, ``fonts-wqy-zenhei``).
+
+Nothing is downloaded at run time. A missing or unusable font raises :class:`FontMissing` at start-up (the
+first render, or :func:`check_fonts`), because rendering Chinese with a font that lacks the glyphs
+prints tofu.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from .errors import FontMissing
+
+ENV_VAR = "WAYBILL_LABEL_FONT"
+PDF_FONT_NAME = "WaybillCJK"
+INSTALL_HINT = (
+    "install the Python package 'paperang-p2-fonts-cjk' (a dependency of privacy-waybill), or "
+    "'apt-get install fonts-wqy-microhei', or point WAYBILL_LABEL_FONT at a TrueType (.ttf/.ttc) CJK font"
+)
+# Characters every label prints; a font lacking any of them would produce tofu.
+_PROBE = "收寄件人重量服务打印时间签收标准快递省市区街道*0123456789ABCZ-:."
+_SYSTEM_FONTS = (
+    "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
+    "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FontSpec:
+    """A resolved font: file path and face index inside a TrueType collection."""
+
+    path: Path
+    index: int = 0
+
+
+def _package_font() -> Path | None:
+    try:
+        import paperang_p2_fonts_cjk  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    path = Path(paperang_p2_fonts_cjk.__file__).parent / "fonts" / "wqy-microhei.ttc"
+    return path if path.is_file() else None
+
+
+def resolve_font() -> FontSpec:
+    """Find the CJK font to use, honouring ``WAYBILL_LABEL_FONT``; raise :class:`FontMissing` if none."""
+    override = os.environ.get(ENV_VAR, "").strip()
+    if override:
+        raw, _, idx = override.partition("#")
+        path = Path(raw).expanduser()
+        if not path.is_file():
+            raise FontMissing(f"{ENV_VAR}={override!r} does not name a font file; {INSTALL_HINT}")
+        try:
+            return FontSpec(path, int(idx or 0))
+        except ValueError:
+            raise FontMissing(f"{ENV_VAR}: bad face index in {override!r} (use path#N)") from None
+    candidates = [_package_font(), *(Path(p) for p in _SYSTEM_FONTS)]
+    for path in candidates:
+        if path is not None and path.is_file():
+            return FontSpec(path)
+    raise FontMissing(f"no CJK TrueType font found; {INSTALL_HINT}")
+
+
+class _Widths(dict):
+    """char -> advance in em; unknown characters get the font's default width."""
+
+    def __init__(self, widths: dict[str, float], default: float) -> None:
+        super().__init__(widths)
+        self.default = default
+
+    def __missing__(self, key: str) -> float:
+        return self.default
+
+
+class FontMetrics:
+    """Advance widths (in em) and vertical metrics of the label font, format-independent.
+
+    The layout engine measures with these, so PDF, PNG and ZPL place text identically.
+    """
+
+    def __init__(self, char_widths: dict[int, float], default_width: float, ascent: float, descent: float,
+                 cmap: frozenset[int]) -> None:
+        # Keyed by character (not code point) so that measuring is sum(map(...)) at C speed.
+        self._widths = _Widths({chr(c): w for c, w in char_widths.items()}, default_width)
+        self.ascent = ascent  # em, positive, above the baseline
+        self.descent = descent  # em, positive, below the baseline
+        self.cmap = cmap
+        self.chars = frozenset(chr(c) for c in cmap) | {" "}
+
+    def width(self, text: str) -> float:
+        """Advance width of ``text`` in em (multiply by the font size)."""
+        return sum(map(self._widths.__getitem__, text))
+
+    def has_glyphs(self, text: str) -> bool:
+        """Whether every character of ``text`` has a glyph (spaces aside)."""
+        return self.chars.issuperset(text)
+
+
+_lock = threading.Lock()
+
+
+@lru_cache(maxsize=1)
+def pdf_font():  # -> reportlab.pdfbase.ttfonts.TTFont
+    """The reportlab TrueType font object, parsed and registered once per process."""
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.ttfonts import TTFError, TTFont
+
+    spec = resolve_font()
+    with _lock:
+        try:
+            font = TTFont(PDF_FONT_NAME, str(spec.path), subfontIndex=spec.index, asciiReadable=False)
+        except TTFError as exc:
+            # e.g. a CFF-flavoured .otf: reportlab can only embed TrueType outlines.
+            msg = f"font {spec.path} is not a usable TrueType font ({exc}); {INSTALL_HINT}"
+            raise FontMissing(msg) from exc
+        pdfmetrics.registerFont(font)
+    missing = [c for c in _PROBE if ord(c) not in font.face.charToGlyph]
+    if missing:
+        raise FontMissing(f"font {spec.path} lacks CJK glyphs ({''.join(missing)}); {INSTALL_HINT}")
+    return font
+
+
+@lru_cache(maxsize=1)
+def metrics() -> FontMetrics:
+    """The shared :class:`FontMetrics`, built from the same face the PDF embeds."""
+    face = pdf_font().face
+    widths = {code: w / 1000.0 for code, w in face.charWidths.items()}
+    return FontMetrics(widths, face.defaultWidth / 1000.0, face.ascent / 1000.0, abs(face.descent) / 1000.0,
+                       frozenset(face.charToGlyph))
+
+
+@lru_cache(maxsize=64)
+def pil_font(px: int):  # -> PIL.ImageFont.FreeTypeFont
+    """A Pillow font of ``px`` pixels (em size), cached per size."""
+    from PIL import ImageFont
+
+    spec = resolve_font()
+    return ImageFont.truetype(str(spec.path), px, index=spec.index, layout_engine=ImageFont.Layout.BASIC)
+
+
+def check_fonts() -> FontSpec:
+    """Resolve and load the font now (call at service start-up to fail fast); return what was loaded."""
+    pdf_font()
+    metrics()
+    return resolve_font()

@@ -1,0 +1,177 @@
+"""ZPL II renderer for Zebra-compatible printers (raw jobs, e.g. to TCP port 9100).
+
+Code128 (``^BC``, automatic subsets) and QR (``^BQN``) are encoded by the printer itself; the renderer sends
+only the data. Chinese text needs a choice, made explicit here (``text_mode``, or ``WAYBILL_ZPL_TEXT``):
+
+``"glyphs"`` (default, robust)
+    Text is sent as bitmaps, so it prints the same on every ZPL II printer whether or not a CJK font is
+    installed. Each distinct glyph (character at a pixel size) is rasterised with Pillow from the label font
+    once per job, downloaded once with ``~DG`` (to ``R:WBxxxxxx.GRF``, before the first label that needs it)
+    and placed with ``^XG``; the job ends by deleting those graphics (``^IDR:WB*.GRF``). Jobs stay small
+    and generation stays fast, unlike one ``^GF`` bitmap per text field per label.
+``"resident"``
+    Text is sent as UTF-8 (``^CI28``) in a printer-resident TrueType font mapped with ``^CW`` (font path from
+    ``font`` or ``WAYBILL_ZPL_FONT``, default ``E:SIMSUN.TTF``). Smallest and fastest, but the font must be
+    installed on every printer; a missing font prints nothing or boxes, which the service cannot detect.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from functools import lru_cache
+
+from PIL import Image, ImageDraw
+
+from .barcodes import QR_QUIET_MODULES, QUIET_MODULES
+from .fonts import metrics, pil_font
+from .layout import DOTS_PER_MM, LabelLayout, PlacedLine
+from .templates import Template
+
+MEDIA_TYPE = "application/zpl"
+TEXT_MODES = ("glyphs", "resident")
+DEFAULT_FONT = "E:SIMSUN.TTF"
+FRAME_DOTS = 2
+# Byte-mode capacity of QR versions 1..10 at error level M: enough to size ^BQ's magnification.
+_QR_CAPACITY_M = (14, 26, 42, 62, 84, 106, 122, 152, 180, 213)
+
+
+def _d(mm: float) -> int:
+    return round(mm * DOTS_PER_MM)
+
+
+def _fd(text: str) -> str:
+    """A ``^FD`` field, hex-escaped with ``^FH`` when the data holds ZPL control characters."""
+    if "^" in text or "~" in text or "\\" in text:
+        text = text.replace("\\", "\\5C").replace("^", "\\5E").replace("~", "\\7E")
+        return f"^FH\\^FD{text}^FS"
+    return f"^FD{text}^FS"
+
+
+_STATIC: dict[str, str] = {}
+
+
+def _static(template: Template) -> str:
+    """Per-template format prefix: media size and zone frames (identical for every label)."""
+    cached = _STATIC.get(template.size)
+    if cached is not None:
+        return cached
+    parts = [f"^XA^CI28^PW{_d(template.width)}^LL{_d(template.height)}^LH0,0"]
+    for z in template.zones.values():
+        parts.append(f"^FO{_d(z.x)},{_d(z.y)}^GB{_d(z.w)},{_d(z.h)},{FRAME_DOTS}^FS")
+    cached = _STATIC[template.size] = "".join(parts)
+    return cached
+
+
+def _symbols(lay: LabelLayout, waybill_no: str, token: str) -> str:
+    t = lay.template
+    box = t.barcode
+    avail = int(box.w * DOTS_PER_MM)
+    # Upper bound of the symbol width (all subset B); the printer's automatic subsets are never wider.
+    modules = 11 * (len(waybill_no) + 2) + 13
+    dots = max(1, min(t.barcode_module_max_dots, avail // (modules + 2 * QUIET_MODULES)))
+    x = _d(box.x) + max(0, (avail - modules * dots) // 2)
+    h = int(box.h * DOTS_PER_MM)
+    bc = f"^FO{x},{_d(box.y)}^BY{dots},3,{h}^BCN,{h},N,N,N,A{_fd(waybill_no)}"
+    q = t.qr
+    version = next((v for v, cap in enumerate(_QR_CAPACITY_M, 1) if len(token) <= cap), 10)
+    size = 17 + 4 * version
+    side = int(min(q.w, q.h) * DOTS_PER_MM)
+    mag = max(1, min(10, side // (size + 2 * QR_QUIET_MODULES)))
+    qx = _d(q.x) + (int(q.w * DOTS_PER_MM) - size * mag) // 2
+    qy = _d(q.y) + (int(q.h * DOTS_PER_MM) - size * mag) // 2
+    return bc + f"^FO{qx},{qy}^BQN,2,{mag}{_fd('MA,' + token)}"
+
+
+@lru_cache(maxsize=20000)
+def _glyph_hex(ch: str, px: int) -> tuple[int, int, int, str] | None:
+    """Rasterise one glyph cell: (top offset from baseline, width, row bytes, hex); None if blank."""
+    font = pil_font(px)
+    m = metrics()
+    w = max(1, round(m.width(ch) * px))
+    asc, desc = round(m.ascent * px), round(m.descent * px)
+    img = Image.new("1", (w, asc + desc), 0)
+    draw = ImageDraw.Draw(img)
+    draw.fontmode = "1"
+    draw.text((0, asc), ch, font=font, fill=1, anchor="ls")
+    if img.getbbox() is None:
+        return None
+    return asc, w, (w + 7) // 8, img.tobytes().hex().upper()
+
+
+class _GlyphJob:
+    """Per-job registry of downloaded glyph graphics."""
+
+    def __init__(self) -> None:
+        self.names: dict[tuple[str, int], str] = {}
+        self.pending: list[str] = []
+
+    def _name(self, ch: str, px: int) -> str:
+        key = (ch, px)
+        name = self.names.get(key)
+        if name is None:
+            g = _glyph_hex(ch, px)
+            name = self.names[key] = "" if g is None else f"R:WB{len(self.names):06X}.GRF"
+            if g is not None:
+                self.pending.append(f"~DG{name},{len(g[3]) // 2},{g[2]},{g[3]}\n")
+        return name
+
+    def line(self, line: PlacedLine) -> str:
+        px = max(1, round(line.size * DOTS_PER_MM))
+        m = metrics()
+        scale = line.size * DOTS_PER_MM
+        width = m.width
+        x = line.x * DOTS_PER_MM
+        top = f",{round(line.baseline * DOTS_PER_MM) - round(m.ascent * px)}^XG"
+        out = []
+        name_of = self._name
+        for ch in line.text:
+            name = name_of(ch, px)
+            if name:
+                out.append(f"^FO{round(x)}{top}{name},1,1^FS")
+            x += width(ch) * scale
+        return "".join(out)
+
+
+def _resident_line(line: PlacedLine) -> str:
+    h = max(1, round(line.size * DOTS_PER_MM))
+    top = round((line.baseline - line.ascent) * DOTS_PER_MM)
+    return f"^FO{round(line.x * DOTS_PER_MM)},{top}^AJN,{h},{h}{_fd(line.text)}"
+
+
+def iter_zpl(layouts: Iterable[LabelLayout], template: Template, *, text_mode: str | None = None,
+             font: str | None = None) -> Iterator[bytes]:
+    """One ``^XA..^XZ`` format per label, in order; glyph downloads precede the first label using them."""
+    mode = text_mode or os.environ.get("WAYBILL_ZPL_TEXT", "glyphs")
+    if mode not in TEXT_MODES:
+        raise ValueError(f"ZPL text mode must be one of {TEXT_MODES}")
+    static = _static(template)
+    if mode == "resident":
+        font = font or os.environ.get("WAYBILL_ZPL_FONT", DEFAULT_FONT)
+        static += f"^CWJ,{font}"
+    glyphs = _GlyphJob() if mode == "glyphs" else None
+    emit = glyphs.line if glyphs is not None else _resident_line
+    # Emitted commands per placed text. The layout memoises repeated texts (sender, captions, service
+    # line), so the same PlacedText object comes back; keyed by id() with the object kept alive in the
+    # entry (and checked with `is`), so an id can never be reused for different text.
+    memo: dict[int, tuple[object, str]] = {}
+    for lay in layouts:
+        parts = [static, _symbols(lay, lay.waybill_no, lay.token)]
+        for placed in lay.texts:
+            hit = memo.get(id(placed))
+            if hit is not None and hit[0] is placed:
+                parts.append(hit[1])
+                continue
+            cmds = "".join([emit(line) for line in placed.lines])
+            if len(memo) >= 4096:
+                memo.clear()
+            memo[id(placed)] = (placed, cmds)
+            parts.append(cmds)
+        parts.append("^XZ\n")
+        body = "".join(parts)
+        if glyphs is not None and glyphs.pending:
+            body = "".join(glyphs.pending) + body
+            glyphs.pending.clear()
+        yield body.encode("utf-8")
+    if glyphs is not None and glyphs.names:
+        yield b"^XA^IDR:WB*.GRF^FS^XZ\n"
