@@ -126,9 +126,11 @@ def _own(session: Session, principal: Principal, shipment_id: str, action: str, 
             stmt = stmt.with_for_update()
         shipment = session.execute(stmt).scalar_one_or_none()
     if shipment is None:
-        audit.record(session, principal, action, object_type="shipment",
-                     object_id=shipment_id if looks_like("shp", shipment_id) else None,
-                     outcome="not_found", durable=True)
+        # The caller can't tell "foreign" from "unknown"; the audit log can, for the auditors.
+        known = looks_like("shp", shipment_id)
+        exists = known and session.execute(select(Shipment.id).where(Shipment.id == shipment_id)).first()
+        audit.record(session, principal, action, object_type="shipment", object_id=shipment_id if known else None,
+                     outcome="denied" if exists else "not_found", durable=True)
         raise ShipmentNotFound()
     return shipment
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from label_helpers import TOKEN
 
 from printing import LabelModel, MaskedParty
 from printing.samples import PRINTED_AT
+from tests.printing.label_helpers import TOKEN
 
 
 @pytest.fixture

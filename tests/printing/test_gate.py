@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from label_helpers import PLAINTEXT
 
 import printing
 from printing import UnmaskedField
+from tests.printing.label_helpers import PLAINTEXT
 
 
 @pytest.mark.parametrize("fmt", printing.FORMATS)

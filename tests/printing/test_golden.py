@@ -9,11 +9,11 @@ import os
 from pathlib import Path
 
 import pytest
-from label_helpers import png_image
 from PIL import ImageChops
 
 import printing
 from printing.samples import sample_model
+from tests.printing.label_helpers import png_image
 
 GOLDEN = Path(__file__).parent / "golden"
 TOLERANCE = 0.005  # fraction of differing pixels (font rasteriser versions differ slightly)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from label_helpers import decode, pdf_pages_as_images, png_image
 
 import printing
 from printing.layout import ELLIPSIS, fit_text, layout_label
 from printing.templates import TEMPLATES, get_template
+from tests.printing.label_helpers import decode, pdf_pages_as_images, png_image
 
 
 def _assert_inside(lay):

@@ -6,9 +6,9 @@ import zlib
 
 import pymupdf
 import pytest
-from label_helpers import PLAINTEXT, png_image
 
 import printing
+from tests.printing.label_helpers import PLAINTEXT, png_image
 
 
 def _forms(value: str) -> list[bytes]:

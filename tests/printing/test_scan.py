@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from label_helpers import decode, pdf_pages_as_images, png_image
 
 import printing
 from printing.barcodes import code128, code128_values
 from printing.samples import sample_models
+from tests.printing.label_helpers import decode, pdf_pages_as_images, png_image
 
 
 @pytest.mark.parametrize("size", printing.SIZES)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import make_merchant, shipment_body
+from tests.conftest import make_merchant, shipment_body
 
 
 def test_colliding_phones_are_told_apart(fresh_env):

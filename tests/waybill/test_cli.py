@@ -11,7 +11,7 @@ import sys
 import pytest
 from sqlalchemy import text
 
-from conftest import PG_URL
+from tests.conftest import PG_URL
 
 
 def run(args, env_vars, check=True):

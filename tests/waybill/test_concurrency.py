@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from conftest import make_merchant, shipment_body
+from tests.conftest import make_merchant, shipment_body
 
 
 def _race(env, n, make_request):

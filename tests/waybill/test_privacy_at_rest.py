@@ -10,7 +10,7 @@ import subprocess
 
 from sqlalchemy import MetaData, select
 
-from conftest import PG_URL, RECIPIENT, SENDER, make_merchant, shipment_body
+from tests.conftest import PG_URL, RECIPIENT, SENDER, make_merchant, shipment_body
 from waybill import logs
 
 PLAINTEXT = [RECIPIENT["name"], RECIPIENT["phone"], RECIPIENT["address"], SENDER["name"], SENDER["phone"],

@@ -1,4 +1,4 @@
-from conftest import shipment_body
+from tests.conftest import shipment_body
 
 
 def test_create_and_get(client, merchant):

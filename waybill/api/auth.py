@@ -56,7 +56,9 @@ def requires(permission: Permission, *, cost: float = 1.0) -> Callable[[F], F]:
                              purpose=str(permission), durable=True)
                 raise PermissionDenied()
             if principal.kind == "merchant":
-                wait = services().merchant_limiter.hit(principal.id, cost)
+                limiter = services().merchant_limiter
+                # Never ask for more than the bucket can hold, or the request could never pass.
+                wait = limiter.hit(principal.id, min(cost, limiter.burst))
                 if wait is not None:
                     raise RateLimited(wait)
             return fn(*args, **kwargs)

@@ -27,12 +27,17 @@ from waybill.schemas import (
 bp = Blueprint("merchant", __name__)
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
 TAGS = ("merchant",)
+# A batch of up to 1000 counts as ten requests against the merchant's token bucket.
+BATCH_COST = 10.0
 
 
 def json_body() -> Any:
     if not request.is_json:
         raise ValidationFailed("请求体须为 JSON（Content-Type: application/json）", field=None)
-    data = request.get_json(silent=True)
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:  # absurdly deep nesting: json.loads gives up before Flask can catch it
+        data = None
     if data is None:
         raise ValidationFailed("请求体不是有效的 JSON", field=None)
     return data
@@ -75,7 +80,7 @@ def create() -> tuple[Response, int]:
 
 @bp.post("/v1/shipments/batch")
 @operation(summary="批量创建运单（最多 1000 条，逐条成败）", tags=TAGS, body=BatchIn, response=BatchOut)
-@requires(Permission.SHIPMENT_CREATE, cost=10.0)
+@requires(Permission.SHIPMENT_CREATE, cost=BATCH_COST)
 def create_batch() -> Response:
     body = json_body()
     limit = services().settings.batch_max_items
@@ -112,7 +117,8 @@ def get(shipment_id: str) -> Response:
 def _limit() -> int:
     raw = request.args.get("limit", "50")
     maximum = services().settings.page_max
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    # ASCII digits only: str.isdigit() also accepts '²' and other scripts' digits.
+    if not re.fullmatch(r"[0-9]{1,6}", raw) or not 1 <= int(raw) <= maximum:
         raise ValidationFailed(f"limit 须为 1-{maximum} 的整数", field="limit")
     return int(raw)
 
