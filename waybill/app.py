@@ -17,6 +17,7 @@ from flask import Flask, Response, g, jsonify, request
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
+import printing
 from waybill import audit, logs
 from waybill.api import errors as api_errors
 from waybill.api.openapi import build_document
@@ -55,11 +56,17 @@ def create_app(settings: Settings | None = None, *, services_override: Services 
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["waybill"] = svc
     logs.configure(settings.log_level)
+    # A missing CJK font is a start-up error, never tofu boxes on a label.
+    printing.check_fonts()
 
     api_errors.register(app)
+    from courier_api import register as register_courier_api
+    from waybill.api.labels import bp as labels_bp
     from waybill.api.merchant import bp as merchant_bp
 
     app.register_blueprint(merchant_bp)
+    app.register_blueprint(labels_bp)
+    register_courier_api(app)
 
     @app.before_request
     def _begin() -> None:

@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -130,10 +131,33 @@ class Shipment(Base):
     weight_g: Mapped[int] = mapped_column(Integer)
     description_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
+    printed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
     request_fingerprint: Mapped[bytes | None] = mapped_column(LargeBinary(32), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class QrToken(Base):
+    """A label's QR token, stored only as a keyed hash. At most one live token per shipment."""
+
+    __tablename__ = "qr_tokens"
+    __table_args__ = (
+        Index("ix_qr_tokens_live_shipment", "shipment_id", unique=True,
+              postgresql_where=text("revoked_at IS NULL"), sqlite_where=text("revoked_at IS NULL")),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    shipment_id: Mapped[str] = mapped_column(ForeignKey("shipments.id"), index=True)
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    issued_by: Mapped[str] = mapped_column(String(80))
+    # Why this token was issued: "first_print" or a reprint's recorded reason.
+    issue_reason: Mapped[str] = mapped_column(String(200))
+    is_reprint: Mapped[bool] = mapped_column(Boolean, default=False)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_by: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    revoke_reason: Mapped[str | None] = mapped_column(String(40), nullable=True)
 
 
 class AuditEvent(Base):

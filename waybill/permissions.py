@@ -18,23 +18,34 @@ class Permission(StrEnum):
     SHIPMENT_LIST = "shipment:list"
     SHIPMENT_CANCEL = "shipment:cancel"
     LABEL_READ = "label:read"
+    LABEL_REPRINT = "label:reprint"
     PRINT_JOB_CREATE = "print_job:create"
+    DISPATCH_ASSIGN = "dispatch:assign"
+    COURIER_SCAN = "courier:scan"
+    COURIER_CALL = "courier:call"
+    COURIER_DELIVER = "courier:deliver"
     AUDIT_READ = "audit:read"
+    PERSONAL_DATA_REQUEST = "personal_data:request"
+    USER_MANAGE = "user:manage"
 
 
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "merchant": frozenset({
         Permission.SHIPMENT_CREATE, Permission.SHIPMENT_READ, Permission.SHIPMENT_LIST,
-        Permission.SHIPMENT_CANCEL, Permission.LABEL_READ,
+        Permission.SHIPMENT_CANCEL, Permission.LABEL_READ, Permission.LABEL_REPRINT,
     }),
-    "sorter": frozenset({Permission.LABEL_READ, Permission.PRINT_JOB_CREATE}),
-    "courier": frozenset(),
-    "dispatcher": frozenset(),
+    "sorter": frozenset({Permission.LABEL_READ, Permission.LABEL_REPRINT, Permission.PRINT_JOB_CREATE}),
+    "courier": frozenset({Permission.COURIER_SCAN, Permission.COURIER_CALL, Permission.COURIER_DELIVER}),
+    "dispatcher": frozenset({Permission.DISPATCH_ASSIGN}),
     "auditor": frozenset({Permission.AUDIT_READ}),
-    "privacy_officer": frozenset(),
-    "admin": frozenset(),
+    # Full access only per recorded request with a purpose (GB/T 35273 7.1 e).
+    "privacy_officer": frozenset({Permission.PERSONAL_DATA_REQUEST}),
+    # Separation of duties: admins manage accounts and keys and read no personal data.
+    "admin": frozenset({Permission.USER_MANAGE}),
     "system": frozenset(),
 }
+STAFF_ROLES = ("courier", "dispatcher", "sorter", "auditor", "privacy_officer", "admin")
+MFA_ROLES = frozenset({"auditor", "privacy_officer", "admin"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from waybill import audit, db, keyfile
 from waybill.crypto.vault import FieldCodec, Vault, ensure_active_data_key
+from waybill.labels import LabelDeps
 from waybill.ratelimit import TokenBucketLimiter
 from waybill.routing import RoutingTable
 from waybill.settings import Settings
@@ -24,6 +25,10 @@ class Services:
     codec: FieldCodec
     routing: RoutingTable
     merchant_limiter: TokenBucketLimiter
+
+    @property
+    def label_deps(self) -> LabelDeps:
+        return LabelDeps(token_key=self.keys.secret("qr_token"), reprint_max=self.settings.reprint_max)
 
     @property
     def shipment_deps(self) -> ShipmentDeps:

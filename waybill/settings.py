@@ -44,6 +44,8 @@ class Settings:
     # one value maps to many phones at scale (see waybill/crypto/vault.py).
     blind_index_bits: int = 32
     redis_url: str | None = None
+    reprint_max: int = 3
+    print_job_max: int = 10_000
     mask_policy: MaskPolicy = field(default_factory=MaskPolicy)
 
     @property
@@ -127,6 +129,10 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         values["batch_max_items"] = _int("batch_max_items", raw, 1, 1000)
     if (raw := get("page_max")) is not None:
         values["page_max"] = _int("page_max", raw, 1, 1000)
+    if (raw := get("reprint_max")) is not None:
+        values["reprint_max"] = _int("reprint_max", raw, 0, 100)
+    if (raw := get("print_job_max")) is not None:
+        values["print_job_max"] = _int("print_job_max", raw, 1, 10_000)
     if (raw := get("blind_index_bits")) is not None:
         values["blind_index_bits"] = _int("blind_index_bits", raw, 16, 64)
     if values["log_level"] not in ("DEBUG", "INFO", "WARNING", "ERROR"):

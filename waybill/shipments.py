@@ -30,6 +30,7 @@ from waybill.errors import (
     ValidationFailed,
 )
 from waybill.ids import looks_like, new_id
+from waybill.labels import revoke_tokens
 from waybill.masking import MaskPolicy, mask_address, mask_name, mask_phone
 from waybill.models import Shipment, utcnow
 from waybill.permissions import Permission, Principal
@@ -311,6 +312,8 @@ def cancel_shipment(session: Session, principal: Principal, shipment_id: str) ->
         raise InvalidStatusTransition(field="status")
     shipment.status = "cancelled"
     shipment.updated_at = utcnow()
+    # A cancelled parcel's printed label must stop resolving.
+    revoke_tokens(session, principal, shipment.id, "cancelled", now=shipment.updated_at)
     audit.record(session, principal, "shipment.cancel", object_type="shipment", object_id=shipment.id)
     session.flush()
     return shipment

@@ -1,0 +1,163 @@
+"""Labels through the API and the domain: first print, reprint, print jobs, token lifecycle."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from tests.conftest import RECIPIENT, SENDER, shipment_body
+from tests.printing.label_helpers import decode, pdf_pages_as_images, png_image
+from waybill import labels
+from waybill.errors import InvalidStatusTransition, NotFound, ValidationFailed
+from waybill.models import AuditEvent, QrToken, Shipment
+from waybill.permissions import Principal
+
+SORTER = Principal(kind="staff", id="usr_sorter", role="sorter", station="755")
+PLAINTEXT = [RECIPIENT["name"], RECIPIENT["phone"], RECIPIENT["address"], SENDER["name"], SENDER["phone"],
+             SENDER["address"]]
+
+
+def create(client, merchant, order="L-1"):
+    r = client.post("/v1/shipments", json=shipment_body(order), headers=merchant.headers)
+    assert r.status_code == 201
+    return r.get_json()
+
+
+def qr_and_barcode(pdf: bytes) -> dict[str, str]:
+    (page,) = pdf_pages_as_images(pdf)
+    return {fmt: text for fmt, text in decode(page)}
+
+
+def tokens_of(services, sid):
+    with services.session_factory() as s:
+        return s.execute(select(QrToken).where(QrToken.shipment_id == sid).order_by(QrToken.issued_at)).scalars().all()
+
+
+def test_first_print_by_merchant_scans_and_sets_printed(client, merchant, services):
+    shp = create(client, merchant)
+    r = client.get(f"/v1/shipments/{shp['id']}/label?format=pdf&size=100x150", headers=merchant.headers)
+    assert r.status_code == 200 and r.mimetype == "application/pdf"
+    codes = qr_and_barcode(r.data)
+    qr = next(v for k, v in codes.items() if "QR" in k.upper())
+    code128 = next(v for k, v in codes.items() if "128" in k)
+    assert code128 == shp["waybill_no"]
+    assert len(qr) >= 26  # >= 128 bits in base32
+    with services.session_factory() as s:
+        assert labels.resolve_token(s, services.keys.secret("qr_token"), qr).id == shp["id"]
+        assert s.get(Shipment, shp["id"]).status == "printed"
+    # The token is stored only as a keyed hash.
+    (tok,) = tokens_of(services, shp["id"])
+    assert qr.encode() not in bytes(tok.token_hash) and len(tok.token_hash) == 32
+    assert client.get(f"/v1/shipments/{shp['id']}", headers=merchant.headers).get_json()["status"] == "printed"
+
+
+def test_label_bytes_hold_no_plaintext(client, merchant):
+    for i, fmt in enumerate(("pdf", "png", "zpl")):
+        shp = create(client, merchant, f"P-{i}")
+        r = client.get(f"/v1/shipments/{shp['id']}/label?format={fmt}", headers=merchant.headers)
+        assert r.status_code == 200
+        for value in PLAINTEXT:
+            for form in (value.encode(), value.encode("utf-16-be"), value.encode("utf-16-be").hex().encode()):
+                assert form not in r.data, (fmt, value)
+        if fmt == "png":
+            assert any(shp["waybill_no"] == text for _, text in decode(png_image(r.data)))
+
+
+def test_second_print_is_a_conflict_and_burns_nothing(client, merchant, services):
+    shp = create(client, merchant)
+    bad = client.get(f"/v1/shipments/{shp['id']}/label?format=bmp", headers=merchant.headers)
+    assert bad.status_code == 422 and bad.get_json()["error"]["field"] == "format"
+    assert tokens_of(services, shp["id"]) == []
+    assert client.get(f"/v1/shipments/{shp['id']}/label", headers=merchant.headers).status_code == 200
+    again = client.get(f"/v1/shipments/{shp['id']}/label", headers=merchant.headers)
+    assert again.status_code == 409 and "reprint" in again.get_json()["error"]["message"]
+
+
+def test_reprint_revokes_old_token_records_reason_and_is_capped(client, merchant, services):
+    shp = create(client, merchant)
+    first = qr_and_barcode(client.get(f"/v1/shipments/{shp['id']}/label", headers=merchant.headers).data)
+    key = services.keys.secret("qr_token")
+    seen = [next(v for k, v in first.items() if "QR" in k.upper())]
+    for n in range(services.settings.reprint_max):
+        r = client.post(f"/v1/shipments/{shp['id']}/label/reprint", json={"reason": f"卡纸第{n}次"},
+                        headers=merchant.headers)
+        assert r.status_code == 200, r.get_json()
+        codes = qr_and_barcode(r.data)
+        seen.append(next(v for k, v in codes.items() if "QR" in k.upper()))
+    assert len(set(seen)) == len(seen)
+    with services.session_factory() as s:
+        assert all(labels.resolve_token(s, key, t) is None for t in seen[:-1])
+        assert labels.resolve_token(s, key, seen[-1]).id == shp["id"]
+        events = s.execute(select(AuditEvent).where(AuditEvent.action == "label.reprint",
+                                                    AuditEvent.object_id == shp["id"])).scalars().all()
+    assert [e.purpose for e in events] == [f"卡纸第{n}次" for n in range(services.settings.reprint_max)]
+    assert all(e.actor == f"merchant:{merchant.id}" for e in events)
+    over = client.post(f"/v1/shipments/{shp['id']}/label/reprint", json={"reason": "再来一次"},
+                       headers=merchant.headers)
+    assert over.status_code == 409
+    missing_reason = client.post(f"/v1/shipments/{shp['id']}/label/reprint", json={}, headers=merchant.headers)
+    assert missing_reason.status_code == 422 and missing_reason.get_json()["error"]["field"] == "reason"
+
+
+def test_foreign_and_unknown_label_are_the_same_404(client, merchant, other_merchant):
+    shp = create(client, merchant)
+    a = client.get(f"/v1/shipments/{shp['id']}/label", headers=other_merchant.headers)
+    b = client.get("/v1/shipments/shp_01M84W6YCHMGSJGX88D78TFZGM/label", headers=other_merchant.headers)
+    c = client.post(f"/v1/shipments/{shp['id']}/label/reprint", json={"reason": "试试"}, headers=other_merchant.headers)
+    assert a.status_code == b.status_code == c.status_code == 404
+    assert a.data == b.data == c.data
+
+
+def test_cancel_revokes_the_token_and_blocks_printing(client, merchant, services):
+    shp = create(client, merchant)
+    codes = qr_and_barcode(client.get(f"/v1/shipments/{shp['id']}/label", headers=merchant.headers).data)
+    qr = next(v for k, v in codes.items() if "QR" in k.upper())
+    assert client.post(f"/v1/shipments/{shp['id']}/cancel", headers=merchant.headers).status_code == 200
+    with services.session_factory() as s:
+        assert labels.resolve_token(s, services.keys.secret("qr_token"), qr) is None
+    r = client.post(f"/v1/shipments/{shp['id']}/label/reprint", json={"reason": "取消后重打"}, headers=merchant.headers)
+    assert r.status_code == 409
+
+
+def test_print_job_domain_order_conflicts_and_reprints(client, merchant, services):
+    ids = [create(client, merchant, f"J-{i}")["id"] for i in range(4)]
+    deps = services.label_deps
+    with services.session_factory() as s:
+        models = labels.issue_print_job(s, deps, SORTER, ids[:3])
+        s.commit()
+    assert [m.waybill_no for m in models] == [
+        client.get(f"/v1/shipments/{i}", headers=merchant.headers).get_json()["waybill_no"] for i in ids[:3]]
+    with services.session_factory() as s:
+        with pytest.raises(labels.LabelAlreadyIssued) as exc:
+            labels.issue_print_job(s, deps, SORTER, [ids[3], ids[1]])
+        assert exc.value.field == "shipment_ids[1]"
+        s.rollback()
+        assert labels.issue_print_job(s, deps, SORTER, [ids[3], ids[1]], reprint_reason="批量补打")
+        s.commit()
+    assert len(tokens_of(services, ids[1])) == 2
+    with services.session_factory() as s:
+        with pytest.raises(NotFound):
+            labels.issue_print_job(s, deps, SORTER, ["shp_01M84W6YCHMGSJGX88D78TFZGM", ids[0]])
+        with pytest.raises(ValidationFailed):
+            labels.issue_print_job(s, deps, SORTER, [ids[0], ids[0]])
+
+
+def test_other_staff_roles_cannot_print(client, merchant, services):
+    shp = create(client, merchant)
+    courier = Principal(kind="staff", id="usr_c", role="courier", station="755")
+    with services.session_factory() as s:
+        from waybill.errors import PermissionDenied
+
+        with pytest.raises(PermissionDenied):
+            labels.issue_label(s, services.label_deps, courier, shp["id"])
+        dispatcher_like = Principal(kind="staff", id="usr_x", role="sorter", station="755")
+        assert labels.issue_label(s, services.label_deps, dispatcher_like, shp["id"]).model.token
+
+
+def test_unprintable_status(client, merchant, services):
+    shp = create(client, merchant)
+    with services.session_factory() as s:
+        s.get(Shipment, shp["id"]).status = "delivered"
+        s.commit()
+    with services.session_factory() as s, pytest.raises(InvalidStatusTransition):
+        labels.issue_label(s, services.label_deps, SORTER, shp["id"])

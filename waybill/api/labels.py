@@ -1,0 +1,102 @@
+"""Label endpoints: first print, reprint, and sorters' print jobs (streamed page by page)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from flask import Blueprint, Response, request
+from pydantic import BaseModel, ConfigDict, Field
+
+import printing
+from waybill import labels
+from waybill.api.auth import authenticate, requires
+from waybill.api.merchant import json_body
+from waybill.api.openapi import operation
+from waybill.app import db_session, services
+from waybill.errors import ValidationFailed
+from waybill.permissions import Permission
+from waybill.schemas import parse
+
+bp = Blueprint("labels", __name__)
+TAGS = ("labels",)
+DEFAULT_SIZE = "100x180"
+LABEL_TYPES = ("application/pdf", "image/png", "application/zpl")
+
+
+class ReprintIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=True)
+
+    reason: str = Field(min_length=2, max_length=200, description="重打原因（记录在审计日志中）")
+    format: Literal["pdf", "png", "zpl"] = "pdf"
+    size: Literal["100x150", "100x180", "76x130"] = DEFAULT_SIZE
+
+
+class PrintJobIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=True)
+
+    shipment_ids: Annotated[list[str], Field(min_length=1, max_length=10_000)]
+    format: Literal["pdf", "zpl"] = "pdf"
+    size: Literal["100x150", "100x180", "76x130"] = DEFAULT_SIZE
+    reprint_reason: str | None = Field(default=None, min_length=2, max_length=200,
+                                       description="给出原因时，已打印的运单将作为重打处理")
+
+
+def _query_format(allowed: tuple[str, ...]) -> tuple[str, str]:
+    unknown = set(request.args) - {"format", "size"}
+    if unknown:
+        raise ValidationFailed("不支持的查询参数", field=sorted(unknown)[0])
+    fmt = request.args.get("format", "pdf")
+    size = request.args.get("size", DEFAULT_SIZE)
+    if fmt not in allowed:
+        raise ValidationFailed(f"format 须为 {' / '.join(allowed)}", field="format")
+    if size not in printing.SIZES:
+        raise ValidationFailed(f"size 须为 {' / '.join(printing.SIZES)}", field="size")
+    return fmt, size
+
+
+def _file(data: bytes, fmt: str, waybill_no: str) -> Response:
+    resp = Response(data, mimetype=printing.MEDIA_TYPES[fmt])
+    resp.headers["Content-Disposition"] = f'attachment; filename="{waybill_no}.{fmt}"'
+    return resp
+
+
+@bp.get("/v1/shipments/<shipment_id>/label")
+@operation(summary="首次打印面单（隐私面单；再次打印请用 reprint）", tags=TAGS, errors=(404, 409, 422),
+           query=(("format", "string", "pdf | png | zpl"), ("size", "string", "100x150 | 100x180 | 76x130")),
+           content_types=LABEL_TYPES)
+@requires(Permission.LABEL_READ)
+def label(shipment_id: str) -> Response:
+    fmt, size = _query_format(("pdf", "png", "zpl"))
+    issued = labels.issue_label(db_session(), services().label_deps, authenticate(), shipment_id)
+    return _file(printing.render_label(issued.model, fmt, size), fmt, issued.shipment.waybill_no)
+
+
+@bp.post("/v1/shipments/<shipment_id>/label/reprint")
+@operation(summary="重打面单：签发新二维码令牌、作废旧令牌并记录原因与操作人（次数有上限）", tags=TAGS,
+           body=ReprintIn, errors=(404, 409), content_types=LABEL_TYPES)
+@requires(Permission.LABEL_REPRINT)
+def reprint(shipment_id: str) -> Response:
+    data: ReprintIn = parse(ReprintIn, json_body())
+    issued = labels.reprint_label(db_session(), services().label_deps, authenticate(), shipment_id, data.reason)
+    return _file(printing.render_label(issued.model, data.format, data.size), data.format,
+                 issued.shipment.waybill_no)
+
+
+@bp.post("/v1/print-jobs")
+@operation(summary="分拣中心批量打印：一个文档按请求顺序包含全部面单，逐页流式输出", tags=TAGS,
+           body=PrintJobIn, errors=(404, 409), content_types=("application/pdf", "application/zpl"))
+@requires(Permission.PRINT_JOB_CREATE)
+def print_job() -> Response:
+    data: PrintJobIn = parse(PrintJobIn, json_body())
+    if len(data.shipment_ids) > services().settings.print_job_max:
+        raise ValidationFailed(f"单个打印任务最多 {services().settings.print_job_max} 张", field="shipment_ids")
+    models = labels.issue_print_job(db_session(), services().label_deps, authenticate(), data.shipment_ids,
+                                    reprint_reason=data.reprint_reason)
+    # Gate every label before the first byte goes out: a stream cannot change its status code later.
+    for model in models:
+        printing.check_release(model)
+    # The request's transaction commits in after_request, before this body is iterated.
+    resp = Response(printing.iter_render(models, data.format, data.size), mimetype=printing.MEDIA_TYPES[data.format])
+    resp.headers["Content-Disposition"] = f'attachment; filename="print-job.{data.format}"'
+    resp.headers["X-Label-Count"] = str(len(models))
+    return resp
