@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,3 +180,40 @@ def shipment_body(order_id: str = "ORD-1", **changes: Any) -> dict[str, Any]:
                             "parcel": {"weight_g": 1500, "description": "书籍"}}
     body.update(changes)
     return body
+
+
+# --- the command line, run as a user would: a subprocess with environment variables --------------------
+
+
+def run(args, env_vars, check=True):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WAYBILL_")}
+    env.update(env_vars)
+    proc = subprocess.run([sys.executable, "-m", "waybill.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=120)
+    if check:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A data dir, plus (on PostgreSQL) a schema of its own."""
+    env = {"WAYBILL_DATA_DIR": str(tmp_path / "data")}
+    schema = None
+    if PG_URL:
+        import secrets
+
+        from waybill.db import make_engine
+
+        schema = "wbcli_" + secrets.token_hex(4)
+        admin = make_engine(PG_URL)
+        with admin.begin() as c:
+            c.execute(text(f'CREATE SCHEMA "{schema}"'))
+        env["WAYBILL_DATABASE_URL"] = f"{PG_URL}{'&' if '?' in PG_URL else '?'}options=-csearch_path%3D{schema}"
+    yield env
+    if schema:
+        with admin.begin() as c:
+            c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+

@@ -166,6 +166,14 @@ def keys_retire(master_key_id: str) -> None:
     emit({"ok": True, "retired": master_key_id})
 
 
+def _register_more() -> None:
+    from waybill import cli_print
+
+    cli_print.register(main)
+
+
+_register_more()
+
 if __name__ == "__main__":  # pragma: no cover
     logs.configure()
     main()

@@ -14,7 +14,7 @@ import hmac
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -29,6 +29,8 @@ from waybill.permissions import Permission, Principal
 TOKEN_BYTES = 20  # 160 bits: above the 128-bit floor, and 32 base32 characters fit QR alphanumeric mode
 PRINTABLE = frozenset({"created", "printed", "in_transit", "out_for_delivery"})
 SERVICE_NAME = "标准快递"
+# Labels show Beijing time (UTC+8 all year, no daylight saving), whatever the server's zone.
+CHINA_TIME = timezone(timedelta(hours=8), "CST")
 
 
 class LabelAlreadyIssued(Conflict):
@@ -69,7 +71,8 @@ def label_model(shipment: Shipment, token: str, printed_at: datetime) -> LabelMo
     """The label as printed: masked snapshot, sorting code, waybill number and the QR token only."""
     return LabelModel(waybill_no=shipment.waybill_no, sorting_code=shipment.sorting_code,
                       recipient=_party(shipment, "recipient"), sender=_party(shipment, "sender"), token=token,
-                      weight_g=shipment.weight_g, service=SERVICE_NAME, category=None, printed_at=printed_at)
+                      weight_g=shipment.weight_g, service=SERVICE_NAME, category=None,
+                      printed_at=printed_at.astimezone(CHINA_TIME))
 
 
 def _load(session: Session, principal: Principal, shipment_id: str, action: str) -> Shipment:

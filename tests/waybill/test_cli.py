@@ -5,45 +5,10 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
-import sys
 
-import pytest
 from sqlalchemy import text
 
-from tests.conftest import PG_URL
-
-
-def run(args, env_vars, check=True):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WAYBILL_")}
-    env.update(env_vars)
-    proc = subprocess.run([sys.executable, "-m", "waybill.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=120)
-    if check:
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc
-
-
-@pytest.fixture
-def cli_env(tmp_path):
-    """A data dir, plus (on PostgreSQL) a schema of its own."""
-    env = {"WAYBILL_DATA_DIR": str(tmp_path / "data")}
-    schema = None
-    if PG_URL:
-        import secrets
-
-        from waybill.db import make_engine
-
-        schema = "wbcli_" + secrets.token_hex(4)
-        admin = make_engine(PG_URL)
-        with admin.begin() as c:
-            c.execute(text(f'CREATE SCHEMA "{schema}"'))
-        env["WAYBILL_DATABASE_URL"] = f"{PG_URL}{'&' if '?' in PG_URL else '?'}options=-csearch_path%3D{schema}"
-    yield env
-    if schema:
-        with admin.begin() as c:
-            c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+from tests.conftest import PG_URL, run
 
 
 def test_init_is_idempotent_and_owner_only(cli_env, tmp_path):
