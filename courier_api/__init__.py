@@ -6,4 +6,9 @@ from flask import Flask
 
 
 def register(app: Flask) -> None:
-    """Register the courier-side blueprints on ``app`` (none yet: staff auth lands next)."""
+    """Register the courier-side blueprints on ``app``."""
+    # Imported here, not at the top: waybill.api.auth imports courier_api.staff, so importing the
+    # web modules with the package would be circular.
+    from courier_api import auth_api
+
+    auth_api.install(app)

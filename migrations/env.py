@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Engine
 
+import courier_api.models  # noqa: F401  (registers the staff tables on Base.metadata)
 from waybill.db import make_engine
 from waybill.models import Base
 

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from flask import g, request
 
+from courier_api import staff
 from waybill import audit, merchants
 from waybill.app import db_session, services
 from waybill.errors import AuthenticationFailed, PermissionDenied, RateLimited
@@ -16,7 +17,8 @@ from waybill.permissions import Permission, Principal
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _bearer() -> str:
+def bearer_token() -> str:
+    """The raw bearer token of the current request, or :class:`AuthenticationFailed`."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip() or len(token) > 512:
@@ -25,16 +27,22 @@ def _bearer() -> str:
 
 
 def authenticate() -> Principal:
-    """Resolve the caller from the ``Authorization`` header (merchant API keys for now)."""
+    """Resolve the caller from the ``Authorization`` header: merchant API key or staff access token.
+
+    Staff tokens are checked against the database on every request (expiry, revocation, the
+    user's ``disabled_at``), so disabling a user takes effect on their very next request.
+    """
     principal: Principal | None = g.get("principal")
     if principal is not None:
         return principal
     session = db_session()
     try:
-        token = _bearer()
+        token = bearer_token()
         if token.startswith(merchants.KEY_PREFIX + "_"):
             principal = merchants.authenticate(session, token,
                                                api_key_secret=services().keys.secret("api_key"))
+        elif token.startswith(staff.TOKEN_PREFIX + "_"):
+            principal = staff.authenticate_token(session, token, secret=services().keys.secret("session_token"))
         else:
             raise AuthenticationFailed()
     except AuthenticationFailed:

@@ -1,0 +1,116 @@
+"""Staff authentication endpoints: ``POST /v1/auth/token`` (login) and ``POST /v1/auth/logout``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from pydantic import BaseModel, ConfigDict, Field
+
+from courier_api import staff
+from waybill import audit
+from waybill.api.auth import authenticate, bearer_token
+from waybill.api.merchant import json_body
+from waybill.api.openapi import operation
+from waybill.app import db_session, services
+from waybill.errors import AuthenticationFailed, PermissionDenied, RateLimited
+from waybill.ratelimit import TokenBucketLimiter
+from waybill.schemas import parse
+
+bp = Blueprint("staff_auth", __name__)
+TAGS = ("auth",)
+LIMITERS_KEY = "courier_api.login_limiters"
+# Login throttling, in front of the per-account lockout: it slows guessing across many accounts
+# from one address (IP bucket) and spraying one account from many addresses (username bucket).
+LOGIN_IP_BURST = 30
+LOGIN_IP_RATE_PER_S = 0.5
+LOGIN_USER_BURST = 10
+LOGIN_USER_RATE_PER_S = 10 / 60
+
+
+class TokenRequest(BaseModel):
+    """Login body. Not whitespace-stripped: a password is taken exactly as typed."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    username: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_.-]+$", description="用户名")
+    password: str = Field(min_length=1, max_length=staff.PASSWORD_MAX_LEN, description="密码")
+    totp: str | None = Field(default=None, pattern=r"^[0-9]{6}$",
+                             description="动态验证码（RFC 6238，6 位）；审计员、隐私官、管理员必填")
+
+
+class TokenResponse(BaseModel):
+    access_token: str = Field(description="访问令牌，放在 Authorization: Bearer 中")
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 (the scheme name)
+    expires_in: int = Field(description="有效期（秒）")
+    role: str = Field(description="角色")
+
+
+@dataclass(frozen=True)
+class LoginLimiters:
+    by_ip: TokenBucketLimiter
+    by_user: TokenBucketLimiter
+
+
+def install(app: Flask) -> None:
+    """Register the blueprint and give the app its login limiters (one set per worker)."""
+    app.extensions.setdefault(LIMITERS_KEY, LoginLimiters(
+        by_ip=TokenBucketLimiter(LOGIN_IP_RATE_PER_S, LOGIN_IP_BURST),
+        by_user=TokenBucketLimiter(LOGIN_USER_RATE_PER_S, LOGIN_USER_BURST),
+    ))
+    app.register_blueprint(bp)
+
+
+def _throttle(limiter: TokenBucketLimiter, key: str) -> None:
+    wait = limiter.hit(key)
+    if wait is not None:
+        # A durable event: the 429 rolls the request back, the trace must stay.
+        audit.record(db_session(), None, "auth.throttled", outcome="denied", durable=True)
+        raise RateLimited(wait)
+
+
+def _setting(name: str, default: int) -> int:
+    # The settings gain these knobs later; until then the domain's constants apply.
+    return int(getattr(services().settings, name, default))
+
+
+@bp.post("/v1/auth/token")
+@operation(summary="员工登录，换取短期访问令牌", tags=TAGS, body=TokenRequest, response=TokenResponse,
+           security=None, errors=(401, 422, 429))
+def token() -> Response:
+    limiters: LoginLimiters = current_app.extensions[LIMITERS_KEY]
+    _throttle(limiters.by_ip, request.remote_addr or "unknown")
+    body: TokenRequest = parse(TokenRequest, json_body())
+    _throttle(limiters.by_user, body.username)
+    session = db_session()
+    svc = services()
+    try:
+        result = staff.login(session, body.username, body.password, body.totp,
+                             secret=svc.keys.secret("session_token"), codec=svc.codec,
+                             ttl_s=_setting("staff_token_ttl_s", staff.ACCESS_TOKEN_TTL_S),
+                             max_failures=_setting("login_max_failures", staff.MAX_FAILED_ATTEMPTS),
+                             lockout_s=_setting("login_lockout_s", staff.LOCKOUT_S))
+    except staff.LoginFailed:
+        # The refusal's own work (failure counter, lock, audit events) must outlive the 401, and
+        # this request did nothing else: commit it here, then answer. The request's end then finds
+        # an empty transaction to roll back.
+        session.commit()
+        raise
+    resp = jsonify(TokenResponse(access_token=result.access_token, expires_in=result.expires_in,
+                                 role=result.role).model_dump())
+    resp.headers["Pragma"] = "no-cache"
+    return resp
+
+
+@bp.post("/v1/auth/logout")
+@operation(summary="注销：吊销当前访问令牌", tags=TAGS, status=204)
+def logout() -> tuple[str, int]:
+    principal = authenticate()
+    if principal.kind != "staff":
+        raise PermissionDenied()
+    session = db_session()
+    if not staff.revoke_token(session, bearer_token(), secret=services().keys.secret("session_token")):
+        raise AuthenticationFailed()  # unreachable in practice: authenticate() just accepted it
+    audit.record(session, principal, "auth.logout", object_type="staff_user", object_id=principal.id)
+    return "", 204

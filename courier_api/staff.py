@@ -1,0 +1,285 @@
+"""Staff accounts: creation, disabling, password + TOTP login, short-lived access tokens.
+
+Plain arguments, no Flask. Functions flush and never commit; the caller owns the transaction.
+A refused login raises :class:`LoginFailed`, whose work (failure counter, lock, audit event)
+must still be committed: see :mod:`courier_api.auth_api`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from datetime import datetime, timedelta
+from functools import cache
+from typing import NamedTuple
+
+from argon2 import PasswordHasher, Type
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from courier_api import totp
+from courier_api.models import StaffToken, StaffUser
+from waybill import audit
+from waybill.crypto.vault import FieldCodec
+from waybill.errors import AuthenticationFailed, Conflict, NotFound, ValidationFailed
+from waybill.ids import new_id
+from waybill.models import utcnow
+from waybill.permissions import MFA_ROLES, STAFF_ROLES, Permission, Principal
+
+TOKEN_PREFIX = "wbs"  # noqa: S105 (a public prefix, not a secret)
+# Defaults; the web layer prefers settings of the same meaning when they exist.
+ACCESS_TOKEN_TTL_S = 15 * 60
+MAX_FAILED_ATTEMPTS = 5
+LOCKOUT_S = 15 * 60
+# last_used_at is bookkeeping: refresh it at most this often so requests do not all write.
+LAST_USED_RESOLUTION_S = 60
+PASSWORD_MIN_LEN = 12
+PASSWORD_MAX_LEN = 1024  # Argon2 accepts any length; bound the work an attacker can ask for.
+STATION_ROLES = frozenset({"courier", "dispatcher", "sorter"})
+
+USERNAME_RE = re.compile(r"[a-z0-9_.-]{1,64}")
+STATION_RE = re.compile(r"[A-Z0-9][A-Z0-9-]{0,31}")
+_TOKEN_ID_HEX = 16
+
+# Argon2id with the library's RFC 9106 parameters (t=3, 64 MiB, p=4); type made explicit so a
+# library default change can never silently downgrade to Argon2i.
+HASHER = PasswordHasher(type=Type.ID)
+LOGIN_FAILED_MESSAGE = "用户名、密码或动态验证码错误"
+
+TABLE = "staff_users"
+TOTP_COLUMN = "totp_secret"
+
+
+class NewUser(NamedTuple):
+    user: StaffUser
+    password: str
+    totp_secret: str | None
+
+
+class LoginResult(NamedTuple):
+    access_token: str
+    expires_in: int
+    role: str
+
+
+class LoginFailed(AuthenticationFailed):
+    """A refused login. Same message whatever the reason; the session holds state to commit."""
+
+    default_message = LOGIN_FAILED_MESSAGE
+
+
+@cache
+def _dummy_hash() -> str:
+    # Verified against when the username is unknown, so the answer takes as long as for a real user.
+    return HASHER.hash(secrets.token_urlsafe(16))
+
+
+def _principal(user: StaffUser) -> Principal:
+    return Principal(kind="staff", id=user.id, role=user.role, station=user.station)
+
+
+def _token_hash(secret: bytes, raw: str) -> bytes:
+    return hmac.new(secret, raw.encode(), hashlib.sha256).digest()
+
+
+def _by_username(session: Session, username: str, *, lock: bool = False) -> StaffUser | None:
+    stmt = select(StaffUser).where(StaffUser.username == username)
+    if lock:  # serialise concurrent logins of one user so the failure counter is exact
+        stmt = stmt.with_for_update()
+    return session.execute(stmt.execution_options(populate_existing=True)).scalar_one_or_none()
+
+
+# -- accounts ----------------------------------------------------------------------------------
+def validate_account(username: str, role: str, station: str | None) -> str | None:
+    """Check username, role and station; return the station in canonical (upper-case) form."""
+    if USERNAME_RE.fullmatch(username) is None:
+        raise ValidationFailed("用户名须为 1-64 个小写字母、数字或 _ . -", field="username")
+    if role not in STAFF_ROLES:
+        raise ValidationFailed("角色须为 " + "、".join(STAFF_ROLES) + " 之一", field="role")
+    station = station.strip().upper() if station else None
+    if station is not None and STATION_RE.fullmatch(station) is None:
+        raise ValidationFailed("站点编码须为 1-32 个字母、数字或短横线", field="station")
+    if role in STATION_ROLES and station is None:
+        raise ValidationFailed("该角色必须指定站点", field="station")
+    return station
+
+
+def create_user(session: Session, actor: Principal, username: str, role: str, station: str | None,
+                password: str | None, codec: FieldCodec) -> NewUser:
+    """Create a staff account; returns the user, its password (generated when not given) and,
+    for MFA roles, the TOTP secret. Both are shown to the caller once and never stored in clear.
+    """
+    if actor.kind != "system":
+        actor.require(Permission.USER_MANAGE)
+    station = validate_account(username, role, station)
+    if password is None:
+        password = secrets.token_urlsafe(18)  # 144 bits
+    elif not PASSWORD_MIN_LEN <= len(password) <= PASSWORD_MAX_LEN:
+        raise ValidationFailed(f"密码长度须为 {PASSWORD_MIN_LEN}-{PASSWORD_MAX_LEN} 个字符", field="password")
+    if _by_username(session, username) is not None:
+        raise Conflict("用户名已存在")
+    user = StaffUser(id=new_id("usr"), username=username, role=role, station=station,
+                     password_hash=HASHER.hash(password), failed_attempts=0, created_at=utcnow())
+    secret = None
+    if role in MFA_ROLES:
+        secret = totp.new_secret()
+        user.totp_secret_ct = codec.encrypt(secret, table=TABLE, column=TOTP_COLUMN, row_id=user.id)
+    session.add(user)
+    session.flush()
+    audit.record(session, actor, "user.create", object_type="staff_user", object_id=user.id)
+    return NewUser(user, password, secret)
+
+
+def disable_user(session: Session, actor: Principal, username: str, *,
+                 now: datetime | None = None) -> tuple[StaffUser, int]:
+    """Disable an account and revoke every token it holds, in the same transaction.
+
+    Returns the user and the number of tokens revoked. Disabling twice keeps the first
+    ``disabled_at``.
+    """
+    if actor.kind != "system":
+        actor.require(Permission.USER_MANAGE)
+    now = now or utcnow()
+    user = _by_username(session, username, lock=True)
+    if user is None:
+        raise NotFound("用户不存在")
+    if user.disabled_at is None:
+        user.disabled_at = now
+    revoked = session.execute(
+        update(StaffToken).where(StaffToken.user_id == user.id, StaffToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+    ).rowcount
+    session.flush()
+    audit.record(session, actor, "user.disable", object_type="staff_user", object_id=user.id)
+    return user, int(revoked or 0)
+
+
+# -- login -------------------------------------------------------------------------------------
+def _refuse(session: Session, user: StaffUser | None, action: str, reason: str) -> LoginFailed:
+    principal = _principal(user) if user is not None else None
+    audit.record(session, principal, action, object_type="staff_user" if user else None,
+                 object_id=user.id if user else None, outcome="denied", purpose=reason, durable=True)
+    session.flush()
+    return LoginFailed()
+
+
+def _check_totp(user: StaffUser, code: str | None, codec: FieldCodec, now: datetime) -> str | None:
+    """``None`` when the code is acceptable (and remembered), else the reason it is not."""
+    if user.totp_secret_ct is None:
+        return None
+    if not code:
+        return "totp_missing"
+    secret = codec.decrypt(user.totp_secret_ct, table=TABLE, column=TOTP_COLUMN, row_id=user.id)
+    step = totp.matching_step(secret, code, now.timestamp())
+    if step is None:
+        return "totp_invalid"
+    if user.totp_last_step is not None and step <= user.totp_last_step:
+        return "totp_replayed"
+    user.totp_last_step = step
+    return None
+
+
+def login(session: Session, username: str, password: str, totp_code: str | None, *, secret: bytes,
+          codec: FieldCodec, now: datetime | None = None, ttl_s: int = ACCESS_TOKEN_TTL_S,
+          max_failures: int = MAX_FAILED_ATTEMPTS, lockout_s: int = LOCKOUT_S) -> LoginResult:
+    """Check password (Argon2id) and, for MFA roles, the TOTP code; issue an access token.
+
+    Unknown user, wrong password, wrong/missing/replayed code, disabled or locked account all
+    raise the same :class:`LoginFailed`. ``max_failures`` consecutive failures lock the account
+    for ``lockout_s`` seconds; while locked even the right password is refused.
+    """
+    now = now or utcnow()
+    user = _by_username(session, username, lock=True) if USERNAME_RE.fullmatch(username) else None
+    try:
+        ok = HASHER.verify(user.password_hash if user else _dummy_hash(), password)
+    except (VerificationError, InvalidHashError):
+        ok = False
+    if user is None:
+        raise _refuse(session, None, "auth.failed", "bad_credentials")
+    if user.locked_until is not None and user.locked_until > now:
+        raise _refuse(session, user, "auth.locked", "locked")
+    if user.disabled_at is not None:
+        raise _refuse(session, user, "auth.failed", "disabled")
+    reason = "bad_credentials" if not ok else _check_totp(user, totp_code, codec, now)
+    if reason is not None:
+        user.failed_attempts = (user.failed_attempts or 0) + 1
+        if user.failed_attempts >= max_failures:
+            # Counter restarts with the lock, so after it expires the user gets a full set again.
+            user.failed_attempts = 0
+            user.locked_until = now + timedelta(seconds=lockout_s)
+            audit.record(session, _principal(user), "auth.locked", object_type="staff_user", object_id=user.id,
+                         outcome="denied", purpose="lock_started", durable=True)
+        raise _refuse(session, user, "auth.failed", reason)
+    if HASHER.check_needs_rehash(user.password_hash):
+        user.password_hash = HASHER.hash(password)
+    user.failed_attempts = 0
+    user.locked_until = None
+    raw = issue_token(session, user, secret=secret, now=now, ttl_s=ttl_s)
+    audit.record(session, _principal(user), "auth.login", object_type="staff_user", object_id=user.id)
+    session.flush()
+    return LoginResult(raw, ttl_s, user.role)
+
+
+# -- tokens ------------------------------------------------------------------------------------
+def issue_token(session: Session, user: StaffUser, *, secret: bytes, now: datetime | None = None,
+                ttl_s: int = ACCESS_TOKEN_TTL_S) -> str:
+    """Store a new token for ``user`` (hashed) and return the raw ``wbs_<id>_<secret>`` once."""
+    now = now or utcnow()
+    token_id = secrets.token_hex(_TOKEN_ID_HEX // 2)
+    raw = f"{TOKEN_PREFIX}_{token_id}_{secrets.token_urlsafe(32)}"
+    session.add(StaffToken(id=token_id, user_id=user.id, token_hash=_token_hash(secret, raw), created_at=now,
+                           expires_at=now + timedelta(seconds=ttl_s)))
+    return raw
+
+
+def _token_id(raw: str) -> str | None:
+    parts = raw.split("_", 2)
+    if len(parts) != 3 or parts[0] != TOKEN_PREFIX or len(parts[1]) != _TOKEN_ID_HEX or not parts[2]:
+        return None
+    return parts[1]
+
+
+def authenticate_token(session: Session, raw: str, *, secret: bytes, now: datetime | None = None) -> Principal:
+    """Resolve a raw access token to its staff principal, or raise :class:`AuthenticationFailed`.
+
+    Checked on every request: expiry, revocation and the user's ``disabled_at``, so disabling a
+    user stops their tokens on the very next request.
+    """
+    now = now or utcnow()
+    token_id = _token_id(raw)
+    row = None
+    if token_id is not None:
+        row = session.execute(
+            select(StaffToken.token_hash, StaffToken.expires_at, StaffToken.revoked_at, StaffToken.last_used_at,
+                   StaffUser.id, StaffUser.role, StaffUser.station, StaffUser.disabled_at)
+            .join(StaffUser, StaffUser.id == StaffToken.user_id)
+            .where(StaffToken.id == token_id)
+        ).first()
+    expected = bytes(row.token_hash) if row is not None else bytes(32)
+    # Always compare, even for an unknown id, so timing does not tell which ids exist.
+    matches = hmac.compare_digest(_token_hash(secret, raw), expected)
+    if (row is None or not matches or row.revoked_at is not None or row.expires_at <= now
+            or row.disabled_at is not None):
+        raise AuthenticationFailed()
+    if row.last_used_at is None or (now - row.last_used_at).total_seconds() >= LAST_USED_RESOLUTION_S:
+        session.execute(update(StaffToken).where(StaffToken.id == token_id).values(last_used_at=now))
+    return Principal(kind="staff", id=row.id, role=row.role, station=row.station)
+
+
+def revoke_token(session: Session, raw: str, *, secret: bytes, now: datetime | None = None) -> bool:
+    """Revoke the token ``raw`` (logout); ``False`` when it is unknown or was already revoked."""
+    token_id = _token_id(raw)
+    if token_id is None:
+        return False
+    token = session.get(StaffToken, token_id)
+    if token is None or not hmac.compare_digest(_token_hash(secret, raw), bytes(token.token_hash)):
+        return False
+    if token.revoked_at is not None:
+        return False
+    token.revoked_at = now or utcnow()
+    session.flush()
+    return True
+
