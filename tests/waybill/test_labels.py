@@ -161,3 +161,58 @@ def test_unprintable_status(client, merchant, services):
         s.commit()
     with services.session_factory() as s, pytest.raises(InvalidStatusTransition):
         labels.issue_label(s, services.label_deps, SORTER, shp["id"])
+
+
+# --- through HTTP with a logged-in sorter --------------------------------------------------------------
+
+
+def _sorter_headers(client, services, name="sorter1"):
+    from tests.courier_api import bearer, login, make_staff
+
+    r = login(client, make_staff(services, name, "sorter"))
+    assert r.status_code == 200, r.get_json()
+    return bearer(r.get_json()["access_token"])
+
+
+def test_print_job_api_streams_every_label_in_order(client, merchant, services):
+    ids = [create(client, merchant, f"H-{i}")["id"] for i in range(5)]
+    waybills = [client.get(f"/v1/shipments/{i}", headers=merchant.headers).get_json()["waybill_no"] for i in ids]
+    headers = _sorter_headers(client, services)
+    r = client.post("/v1/print-jobs", json={"shipment_ids": ids, "format": "pdf", "size": "76x130"}, headers=headers)
+    assert r.status_code == 200 and r.mimetype == "application/pdf"
+    assert r.headers["X-Label-Count"] == "5"
+    pages = pdf_pages_as_images(r.data)
+    assert len(pages) == 5
+    key = services.keys.secret("qr_token")
+    for page, sid, wb in zip(pages, ids, waybills, strict=True):
+        codes = dict(decode(page))
+        assert next(v for k, v in codes.items() if "128" in k) == wb
+        qr = next(v for k, v in codes.items() if "QR" in k.upper())
+        with services.session_factory() as s:
+            assert labels.resolve_token(s, key, qr).id == sid
+    for sid in ids:
+        assert client.get(f"/v1/shipments/{sid}", headers=merchant.headers).get_json()["status"] == "printed"
+    # A second job over the same shipments is refused (naming the item) unless it is a recorded reprint.
+    again = client.post("/v1/print-jobs", json={"shipment_ids": ids[:2], "format": "zpl"}, headers=headers)
+    assert again.status_code == 409 and again.get_json()["error"]["field"] == "shipment_ids[0]"
+    zpl = client.post("/v1/print-jobs", json={"shipment_ids": ids[:2], "format": "zpl", "reprint_reason": "补打"},
+                      headers=headers)
+    assert zpl.status_code == 200 and zpl.mimetype == "application/zpl" and zpl.data.count(b"^BQN") == 2
+
+
+def test_print_job_validation_and_roles(client, merchant, services):
+    sid = create(client, merchant)["id"]
+    headers = _sorter_headers(client, services)
+    assert client.post("/v1/print-jobs", json={"shipment_ids": []}, headers=headers).status_code == 422
+    bad = client.post("/v1/print-jobs", json={"shipment_ids": [sid], "format": "png"}, headers=headers)
+    assert bad.status_code == 422 and bad.get_json()["error"]["field"] == "format"
+    unknown = client.post("/v1/print-jobs", json={"shipment_ids": ["shp_01M84W6YCHMGSJGX88D78TFZGM"]},
+                          headers=headers)
+    assert unknown.status_code == 404
+    # Merchants may not run print jobs; a sorter may print any merchant's label once.
+    assert client.post("/v1/print-jobs", json={"shipment_ids": [sid]}, headers=merchant.headers).status_code == 403
+    assert client.get(f"/v1/shipments/{sid}/label?format=zpl", headers=headers).status_code == 200
+    from tests.courier_api import bearer, login, make_staff
+
+    courier = login(client, make_staff(services, "courier9", "courier")).get_json()["access_token"]
+    assert client.get(f"/v1/shipments/{sid}/label", headers=bearer(courier)).status_code == 403
