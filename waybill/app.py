@@ -21,6 +21,7 @@ import printing
 from waybill import audit, logs
 from waybill.api import errors as api_errors
 from waybill.api.openapi import build_document
+from waybill.errors import Conflict
 from waybill.services import Services, build
 from waybill.settings import Settings, load_settings
 
@@ -83,7 +84,9 @@ def create_app(settings: Settings | None = None, *, services_override: Services 
         response.headers.setdefault("Cache-Control", "no-store")
         principal = g.get("principal")
         log.info("request", extra={
-            "request_id": g.get("request_id"), "method": request.method, "path": request.path,
+            # The route pattern, not the raw path: whatever a caller puts in a URL never reaches the log.
+            "request_id": g.get("request_id"), "method": request.method,
+            "path": request.url_rule.rule if request.url_rule is not None else "<unmatched>",
             "status": response.status_code, "actor": principal.actor if principal else None,
             "duration_ms": round((time.perf_counter() - g.get("t0", time.perf_counter())) * 1000, 2),
         })
@@ -98,7 +101,10 @@ def create_app(settings: Settings | None = None, *, services_override: Services 
 
     @app.get("/openapi.json")
     def openapi() -> Response:
-        return jsonify(app.extensions.setdefault("waybill_openapi", build_document(app)))
+        doc = app.extensions.get("waybill_openapi")
+        if doc is None:  # built once, on first request, when every blueprint is registered
+            doc = app.extensions["waybill_openapi"] = build_document(app)
+        return jsonify(doc)
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -108,31 +114,41 @@ def create_app(settings: Settings | None = None, *, services_override: Services 
 
 
 def _end_transaction(session: Session, response: Response) -> Response:
+    """Commit a success, roll back anything else; durable audit events survive every failure path."""
     svc = services()
+    # Taken before commit: if the commit fails, the hook that would have written them never finishes.
+    durable = audit.take_durable(session)
     try:
         if response.status_code < 400:
+            audit.requeue(session, durable)
             try:
                 session.commit()
+                return response
             except IntegrityError:
                 session.rollback()
-                return api_errors.domain_error_response(_conflict())
+                response = api_errors.domain_error_response(Conflict())
             except DBAPIError as exc:
                 session.rollback()
-                logging.getLogger("waybill.db").error("commit failed", extra={"error_type": type(exc).__name__})
-                resp = jsonify(api_errors.error_payload("unavailable", "服务暂时不可用，请重试"))
-                resp.status_code = 503
-                resp.headers["Retry-After"] = "1"
-                return resp
+                _log_db_error("commit failed", exc)
+                response = _unavailable()
         else:
-            durable = audit.take_durable(session)
             session.rollback()
-            audit.write_durable(svc.session_factory, durable)
     finally:
         session.close()
+    try:
+        audit.write_durable(svc.session_factory, durable)
+    except DBAPIError as exc:
+        _log_db_error("durable audit write failed", exc)
+        return _unavailable()
     return response
 
 
-def _conflict() -> Exception:
-    from waybill.errors import Conflict
+def _log_db_error(message: str, exc: Exception) -> None:
+    logging.getLogger("waybill.db").error(message, extra={"error_type": type(exc).__name__})
 
-    return Conflict()
+
+def _unavailable() -> Response:
+    resp = jsonify(api_errors.error_payload("unavailable", "服务暂时不可用，请重试"))
+    resp.status_code = 503
+    resp.headers["Retry-After"] = "1"
+    return resp

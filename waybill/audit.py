@@ -74,8 +74,9 @@ def record(session: Session, principal: Principal | None, action: str, *, object
 
 
 def take_durable(session: Session) -> list[PendingEvent]:
-    """Remove and return the queued events that must survive a rollback."""
-    pending: list[PendingEvent] = session.info.pop(_PENDING, [])
+    """Remove and return the queued events that must survive a rollback; the others stay queued."""
+    pending: list[PendingEvent] = session.info.get(_PENDING, [])
+    session.info[_PENDING] = [e for e in pending if not e.durable]
     return [e for e in pending if e.durable]
 
 
@@ -136,6 +137,26 @@ def write_durable(factory: sessionmaker[Session], events: Sequence[PendingEvent]
     with factory() as session:
         requeue(session, events)
         session.commit()
+
+
+def list_events(session: Session, principal: Principal, *, limit: int, after: int | None = None,
+                action: str | None = None, actor: str | None = None) -> tuple[list[AuditEvent], str | None]:
+    """Events in chain order for auditors (they hold no personal data); the read is itself audited."""
+    from waybill.permissions import Permission
+
+    principal.require(Permission.AUDIT_READ)
+    stmt = select(AuditEvent).order_by(AuditEvent.seq).limit(limit + 1)
+    if after is not None:
+        stmt = stmt.where(AuditEvent.seq > after)
+    if action:
+        stmt = stmt.where(AuditEvent.action == action)
+    if actor:
+        stmt = stmt.where(AuditEvent.actor == actor)
+    rows = list(session.execute(stmt).scalars())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    record(session, principal, "audit.read", purpose=f"action={action or '*'} actor={actor or '*'}"[:120])
+    return rows, str(rows[-1].seq) if more and rows else None
 
 
 @dataclass

@@ -34,7 +34,8 @@ def _cli() -> Any:
 @click.option("--ids-file", type=click.File("r"), help="file with one shipment id per line (a print job)")
 @click.option("--format", "fmt", type=click.Choice(["zpl", "tspl", "pdf"]), default="zpl", show_default=True)
 @click.option("--size", type=click.Choice(list(printing.SIZES)), default="100x180", show_default=True)
-@click.option("--reprint-reason", default=None, help="reprint shipments already printed, recording this reason")
+@click.option("--reprint-reason", type=click.Choice(list(labels.REPRINT_REASONS)), default=None,
+              help="issue new tokens for shipments already printed (a recorded, capped reprint)")
 @click.option("--operator", required=True, help="who is printing (recorded in the audit log)")
 @click.option("--retries", default=3, show_default=True, type=int)
 @click.option("--timeout", default=10.0, show_default=True, type=float)
@@ -71,7 +72,7 @@ def print_cmd(printer: str, shipments: tuple[str, ...], ids_file: Any, fmt: str,
         except DomainError as exc:
             session.rollback()
             conn.close()
-            cli.fail({"ok": False, "error": {"code": type(exc).__name__, "message": exc.message, "field": exc.field}})
+            cli.fail({"ok": False, "error": {"code": "refused", "message": exc.message, "field": exc.field}})
             return
     try:
         sent = send(conn, printing.iter_render(models, fmt, size), attempts=attempts)
@@ -128,7 +129,7 @@ def demo(out: Path | None) -> None:
         path.write_bytes(r.data)
         files.append(str(path))
         steps.append({"step": f"label.{fmt}", "status": r.status_code, "file": str(path)})
-    r = client.post(f"/v1/shipments/{created[0]['id']}/label/reprint", json={"reason": "演示：标签污损"},
+    r = client.post(f"/v1/shipments/{created[0]['id']}/label/reprint", json={"reason": "damaged"},
                     headers=headers)
     reprint = folder / f"{created[0]['waybill_no']}-reprint.pdf"
     reprint.write_bytes(r.data)

@@ -48,6 +48,10 @@ class DuplicateMerchantOrder(Conflict):
     default_message = "该商户订单号已存在"
 
 
+class ReprintLimitReached(Conflict):
+    default_message = "该运单重打次数已达上限"
+
+
 class InvalidStatusTransition(Conflict):
     default_message = "当前状态不允许此操作"
 

@@ -1,9 +1,11 @@
 """Labels: QR tokens and the label models handed to the printing package.
 
-A QR token is 160 random bits from :mod:`secrets`, shown once on the printed label and stored only as
-a keyed hash (HMAC-SHA256 with the ``qr_token`` secret). Because the service cannot print the same
-token twice, a label is issued once; printing it again is a *reprint* — a new token, the old one revoked,
-with reason and actor recorded, and capped per shipment — so photographed or lost labels stop working.
+A token is derived from 160 random bits (a nonce from :mod:`secrets`) with the ``qr_token`` secret:
+``token = HMAC(secret, "derive" | nonce)``; the table keeps the nonce and ``HMAC(secret, "hash" | token)``
+for lookup, never the token. So the label can be printed again with the *same* token (a GET stays
+idempotent), while the database alone reveals no token. A *reprint* issues a new nonce and revokes the
+old token, with a reason code and the actor recorded, capped per shipment — so a photographed or lost
+label stops working.
 """
 
 from __future__ import annotations
@@ -21,24 +23,26 @@ from sqlalchemy.orm import Session
 
 from printing.model import LabelModel, MaskedParty
 from waybill import audit
-from waybill.errors import Conflict, InvalidStatusTransition, NotFound, ShipmentNotFound, ValidationFailed
+from waybill.errors import (
+    DomainError,
+    InvalidStatusTransition,
+    NotFound,
+    ReprintLimitReached,
+    ShipmentNotFound,
+    ValidationFailed,
+)
 from waybill.ids import looks_like, new_id
 from waybill.models import QrToken, Shipment, utcnow
 from waybill.permissions import Permission, Principal
 
 TOKEN_BYTES = 20  # 160 bits: above the 128-bit floor, and 32 base32 characters fit QR alphanumeric mode
+# Reprints carry a reason code, not free text: the reason lands in the audit log, which holds no personal data.
+REPRINT_REASONS = {"damaged": "面单污损", "lost": "面单丢失", "printer_jam": "打印机卡纸", "misprint": "打印错误",
+                   "relabel": "更换面单规格"}
 PRINTABLE = frozenset({"created", "printed", "in_transit", "out_for_delivery"})
 SERVICE_NAME = "标准快递"
 # Labels show Beijing time (UTC+8 all year, no daylight saving), whatever the server's zone.
 CHINA_TIME = timezone(timedelta(hours=8), "CST")
-
-
-class LabelAlreadyIssued(Conflict):
-    default_message = "面单已打印；如需重打，请调用 reprint 接口并说明原因"
-
-
-class ReprintLimitReached(Conflict):
-    default_message = "该运单重打次数已达上限"
 
 
 @dataclass(frozen=True)
@@ -54,11 +58,13 @@ class IssuedLabel:
 
 
 def hash_token(key: bytes, raw: str) -> bytes:
-    return hmac.new(key, raw.encode(), hashlib.sha256).digest()
+    return hmac.new(key, b"hash|" + raw.encode(), hashlib.sha256).digest()
 
 
-def new_token() -> str:
-    return base64.b32encode(secrets.token_bytes(TOKEN_BYTES)).decode().rstrip("=")
+def derive_token(key: bytes, nonce: bytes) -> str:
+    """The QR payload for a nonce: 32 base32 characters (160 bits)."""
+    digest = hmac.new(key, b"derive|" + bytes(nonce), hashlib.sha256).digest()[:TOKEN_BYTES]
+    return base64.b32encode(digest).decode().rstrip("=")
 
 
 def _party(shipment: Shipment, role: str) -> MaskedParty:
@@ -95,11 +101,14 @@ def _load(session: Session, principal: Principal, shipment_id: str, action: str)
 
 def _issue(session: Session, deps: LabelDeps, principal: Principal, shipment: Shipment, *, reason: str,
            reprint: bool, now: datetime) -> LabelModel:
+    """A new token for ``shipment`` (the caller has revoked any live one), and its label."""
     if shipment.status not in PRINTABLE:
         raise InvalidStatusTransition("当前状态不可打印面单", field="status")
-    raw = new_token()
-    session.add(QrToken(id=new_id("qrt"), shipment_id=shipment.id, token_hash=hash_token(deps.token_key, raw),
-                        issued_at=now, issued_by=principal.actor, issue_reason=reason, is_reprint=reprint))
+    nonce = secrets.token_bytes(TOKEN_BYTES)
+    raw = derive_token(deps.token_key, nonce)
+    session.add(QrToken(id=new_id("qrt"), shipment_id=shipment.id, nonce=nonce,
+                        token_hash=hash_token(deps.token_key, raw), issued_at=now, issued_by=principal.actor,
+                        issue_reason=reason, is_reprint=reprint))
     if shipment.status == "created":
         shipment.status = "printed"
     if shipment.printed_at is None:
@@ -110,6 +119,16 @@ def _issue(session: Session, deps: LabelDeps, principal: Principal, shipment: Sh
     return label_model(shipment, raw, now)
 
 
+def _again(session: Session, deps: LabelDeps, principal: Principal, shipment: Shipment, token: QrToken,
+           now: datetime) -> LabelModel:
+    """The same label once more, with the live token: nothing changes but the audit trail."""
+    if shipment.status not in PRINTABLE:
+        raise InvalidStatusTransition("当前状态不可打印面单", field="status")
+    audit.record(session, principal, "label.print_again", object_type="shipment", object_id=shipment.id,
+                 fields=["masked"])
+    return label_model(shipment, derive_token(deps.token_key, token.nonce), now)
+
+
 def _live_token(session: Session, shipment_id: str) -> QrToken | None:
     return session.execute(
         select(QrToken).where(QrToken.shipment_id == shipment_id, QrToken.revoked_at.is_(None))
@@ -117,28 +136,41 @@ def _live_token(session: Session, shipment_id: str) -> QrToken | None:
 
 
 def issue_label(session: Session, deps: LabelDeps, principal: Principal, shipment_id: str) -> IssuedLabel:
-    """First print of a shipment's label (owning merchant or sorter); a second call is a conflict."""
+    """The shipment's label (owning merchant or sorter): first print issues the token, later calls reuse it."""
     principal.require(Permission.LABEL_READ)
     shipment = _load(session, principal, shipment_id, "label.print")
-    if _live_token(session, shipment.id) is not None:
-        raise LabelAlreadyIssued(field="shipment_id")
-    model = _issue(session, deps, principal, shipment, reason="first_print", reprint=False, now=utcnow())
+    live = _live_token(session, shipment.id)
+    now = utcnow()
+    if live is not None:
+        model = _again(session, deps, principal, shipment, live, now)
+    else:
+        model = _issue(session, deps, principal, shipment, reason="first_print", reprint=False, now=now)
     session.flush()
     return IssuedLabel(shipment, model)
+
+
+def _check_reason(reason: str, field: str) -> None:
+    if reason not in REPRINT_REASONS:
+        raise ValidationFailed(f"重打原因须为 {' / '.join(REPRINT_REASONS)} 之一", field=field)
+
+
+def _reprints(session: Session, shipment_ids: Sequence[str]) -> dict[str, int]:
+    if not shipment_ids:
+        return {}
+    rows = session.execute(
+        select(QrToken.shipment_id, func.count()).where(QrToken.shipment_id.in_(list(shipment_ids)),
+                                                        QrToken.is_reprint.is_(True))
+        .group_by(QrToken.shipment_id)).all()
+    return {sid: int(n) for sid, n in rows}
 
 
 def reprint_label(session: Session, deps: LabelDeps, principal: Principal, shipment_id: str,
                   reason: str) -> IssuedLabel:
     """New token, old one revoked, reason and actor recorded; at most ``deps.reprint_max`` times."""
     principal.require(Permission.LABEL_REPRINT)
-    reason = reason.strip()
-    if not 2 <= len(reason) <= 200:
-        raise ValidationFailed("重打原因须为 2-200 个字符", field="reason")
+    _check_reason(reason, "reason")
     shipment = _load(session, principal, shipment_id, "label.reprint")
-    done = session.execute(
-        select(func.count()).where(QrToken.shipment_id == shipment.id, QrToken.is_reprint.is_(True))
-    ).scalar_one()
-    if done >= deps.reprint_max:
+    if _reprints(session, [shipment.id]).get(shipment.id, 0) >= deps.reprint_max:
         audit.record(session, principal, "label.reprint", object_type="shipment", object_id=shipment.id,
                      outcome="limit_reached", purpose=reason, durable=True)
         raise ReprintLimitReached(field="shipment_id")
@@ -151,48 +183,54 @@ def reprint_label(session: Session, deps: LabelDeps, principal: Principal, shipm
 
 def issue_print_job(session: Session, deps: LabelDeps, principal: Principal, shipment_ids: Sequence[str], *,
                     reprint_reason: str | None = None) -> list[LabelModel]:
-    """A sorter's batch: every label issued (or, with ``reprint_reason``, reprinted) in request order.
+    """A sorter's batch, in request order: unprinted shipments get their first token, printed ones
+    their live token again — or, with ``reprint_reason``, a new token each (a recorded, capped reprint).
 
-    All or nothing: an unknown, unprintable or already-printed shipment fails the whole job, naming the
-    item, before any label is issued.
+    All or nothing: an unknown or unprintable shipment fails the whole job, naming the item (and the
+    attempt is audited) before any label is issued.
     """
     principal.require(Permission.PRINT_JOB_CREATE)
+    if reprint_reason is not None:
+        _check_reason(reprint_reason, "reprint_reason")
     now = utcnow()
     ids = list(shipment_ids)
     if len(set(ids)) != len(ids):
         raise ValidationFailed("shipment_ids 中有重复", field="shipment_ids")
     rows: dict[str, Shipment] = {}
-    live: set[str] = set()
+    live: dict[str, QrToken] = {}
     for start in range(0, len(ids), 500):
         chunk = [i for i in ids[start:start + 500] if looks_like("shp", i)]
         rows.update({s.id: s for s in session.execute(
             select(Shipment).where(Shipment.id.in_(chunk)).with_for_update()).scalars()})
-        live.update(session.execute(select(QrToken.shipment_id).where(
-            QrToken.shipment_id.in_(chunk), QrToken.revoked_at.is_(None))).scalars())
+        live.update({t.shipment_id: t for t in session.execute(select(QrToken).where(
+            QrToken.shipment_id.in_(chunk), QrToken.revoked_at.is_(None))).scalars()})
     for index, sid in enumerate(ids):
         shipment = rows.get(sid)
-        field = f"shipment_ids[{index}]"
+        error: DomainError | None = None
         if shipment is None:
-            raise NotFound("运单不存在", field=field)
-        if shipment.status not in PRINTABLE:
-            raise InvalidStatusTransition("当前状态不可打印面单", field=field)
-        if sid in live and reprint_reason is None:
-            raise LabelAlreadyIssued(field=field)
-    models = []
+            error = NotFound("运单不存在", field=f"shipment_ids[{index}]")
+        elif shipment.status not in PRINTABLE:
+            error = InvalidStatusTransition("当前状态不可打印面单", field=f"shipment_ids[{index}]")
+        if error is not None:
+            audit.record(session, principal, "print_job.create", object_type="shipment",
+                         object_id=sid if looks_like("shp", sid) else None,
+                         outcome="not_found" if shipment is None else "invalid_status", durable=True)
+            raise error
     if reprint_reason is not None:
-        already = [sid for sid in ids if sid in live]
-        counts = dict(session.execute(
-            select(QrToken.shipment_id, func.count()).where(QrToken.shipment_id.in_(already),
-                                                            QrToken.is_reprint.is_(True))
-            .group_by(QrToken.shipment_id)).all()) if already else {}
+        counts = _reprints(session, list(live))
         for index, sid in enumerate(ids):
-            if counts.get(sid, 0) >= deps.reprint_max:
+            if sid in live and counts.get(sid, 0) >= deps.reprint_max:
                 raise ReprintLimitReached(field=f"shipment_ids[{index}]")
-        revoke_many(session, principal, already, "reprint", now=now)
+        revoke_many(session, principal, list(live), "reprint", now=now)
+    models = []
     for sid in ids:
-        reprint = sid in live
-        models.append(_issue(session, deps, principal, rows[sid], reason=reprint_reason if reprint else
-                             "first_print", reprint=reprint, now=now))
+        token = live.get(sid)
+        if token is None:
+            models.append(_issue(session, deps, principal, rows[sid], reason="first_print", reprint=False, now=now))
+        elif reprint_reason is not None:
+            models.append(_issue(session, deps, principal, rows[sid], reason=reprint_reason, reprint=True, now=now))
+        else:
+            models.append(_again(session, deps, principal, rows[sid], token, now))
     session.flush()
     return models
 

@@ -139,7 +139,11 @@ class Shipment(Base):
 
 
 class QrToken(Base):
-    """A label's QR token, stored only as a keyed hash. At most one live token per shipment."""
+    """A label's QR token: never stored, only re-derivable with the secret. One live token per shipment.
+
+    ``nonce`` is 160 random bits; the token is ``HMAC(qr secret, nonce)`` and ``token_hash`` its keyed hash
+    for lookup. The database alone yields neither the token nor a way to test a guess.
+    """
 
     __tablename__ = "qr_tokens"
     __table_args__ = (
@@ -149,6 +153,7 @@ class QrToken(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     shipment_id: Mapped[str] = mapped_column(ForeignKey("shipments.id"), index=True)
+    nonce: Mapped[bytes] = mapped_column(LargeBinary(20))
     token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
     issued_by: Mapped[str] = mapped_column(String(80))

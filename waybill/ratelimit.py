@@ -7,7 +7,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class RateLimiter(Protocol):
@@ -48,3 +48,70 @@ class TokenBucketLimiter:
             while len(self._buckets) > self._max_keys:
                 self._buckets.popitem(last=False)
         return None if allowed else (cost - tokens) / self.rate
+
+
+# Token bucket in Redis, atomic through a Lua script so every worker process shares one bucket.
+# State: a hash {tokens, ts}; expires after a full refill so idle keys disappear.
+_LUA = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local now = tonumber(ARGV[4])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1])
+local ts = tonumber(state[2])
+if tokens == nil then tokens = burst; ts = now end
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+local allowed = 0
+if tokens >= cost then tokens = tokens - cost; allowed = 1 end
+redis.call('HSET', KEYS[1], 'tokens', tokens, 'ts', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+if allowed == 1 then return '-1' end
+return tostring((cost - tokens) / rate)
+"""
+
+
+class RedisTokenBucketLimiter:
+    """The same token bucket as :class:`TokenBucketLimiter`, shared by all workers through Redis."""
+
+    def __init__(self, client: Any, rate: float, burst: float, *, prefix: str,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._client = client
+        self._prefix = prefix
+        self._clock = clock
+        self._script = client.register_script(_LUA)
+
+    def hit(self, key: str, cost: float = 1.0) -> float | None:
+        if cost > self.burst:
+            return math.inf
+        raw = self._script(keys=[f"{self._prefix}:{key}"], args=[self.rate, self.burst, cost, self._clock()])
+        wait = float(raw)
+        return None if wait < 0 else wait
+
+
+class CompositeLimiter:
+    """Several buckets that must all allow (e.g. a per-minute burst and an hourly quota)."""
+
+    def __init__(self, *limiters: RateLimiter) -> None:
+        self._limiters = limiters
+
+    def hit(self, key: str, cost: float = 1.0) -> float | None:
+        # Check every bucket so each one is charged; report the longest wait.
+        waits = [w for w in (lim.hit(key, cost) for lim in self._limiters) if w is not None]
+        return max(waits) if waits else None
+
+
+def quota_limiter(redis_url: str | None, *, name: str, per_minute: float, per_hour: float) -> RateLimiter:
+    """A burst (per minute) plus hourly quota, in Redis when configured, in-process otherwise."""
+    if redis_url:
+        import redis
+
+        client = redis.Redis.from_url(redis_url, socket_timeout=2)
+        return CompositeLimiter(
+            RedisTokenBucketLimiter(client, per_minute / 60, per_minute, prefix=f"wb:{name}:m"),
+            RedisTokenBucketLimiter(client, per_hour / 3600, per_hour, prefix=f"wb:{name}:h"),
+        )
+    return CompositeLimiter(TokenBucketLimiter(per_minute / 60, per_minute),
+                            TokenBucketLimiter(per_hour / 3600, per_hour))

@@ -6,6 +6,7 @@ every failure into a Chinese message naming the field — never echoing the subm
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from typing import Annotated, Any, Literal
 
@@ -30,6 +31,19 @@ def _no_control_chars(value: str) -> str:
     return unicodedata.normalize("NFC", value)
 
 
+# City and district are stored and printed in full, so they must be administrative names and nothing
+# else: CJK characters (and the middle dot of minority place names) ending in an administrative suffix.
+# That keeps a phone number or a person's name out of fields that are not encrypted.
+_CITY = re.compile(r"^[\u4e00-\u9fff·]{1,18}(市|地区|自治州|州|盟|特别行政区)$")
+_DISTRICT = re.compile(r"^[\u4e00-\u9fff·]{1,18}(区|县|市|旗|镇|乡|林区|特区)$")
+
+
+def _admin_name(pattern: re.Pattern[str], value: str) -> str:
+    if not pattern.match(value):
+        raise PydanticCustomError("admin_name", "须为行政区划名称（如“深圳市”“南山区”）")
+    return value
+
+
 class PartyIn(BaseModel):
     """A sender or recipient as submitted by a merchant."""
 
@@ -43,6 +57,16 @@ class PartyIn(BaseModel):
     address: str = Field(min_length=2, max_length=200, description="街道、楼栋、单元、门牌")
 
     _clean = field_validator("name", "province", "city", "district", "address")(_no_control_chars)
+
+    @field_validator("city")
+    @classmethod
+    def _city(cls, value: str) -> str:
+        return _admin_name(_CITY, value)
+
+    @field_validator("district")
+    @classmethod
+    def _district(cls, value: str) -> str:
+        return _admin_name(_DISTRICT, value)
 
     @field_validator("phone")
     @classmethod
@@ -178,7 +202,7 @@ def to_validation_failed(exc: ValidationError, prefix: str = "") -> ValidationFa
         template = _MESSAGES.get(err["type"])
         if template is None:
             # Our own custom errors carry a safe Chinese message; anything else gets a generic one.
-            message = err["msg"] if err["type"] in ("phone_invalid", "control_char") else "字段值无效"
+            message = err["msg"] if err["type"] in ("phone_invalid", "control_char", "admin_name") else "字段值无效"
         else:
             message = template.format(**{k: v for k, v in (err.get("ctx") or {}).items()
                                          if isinstance(v, int | float | str)})

@@ -45,6 +45,12 @@ class Settings:
     blind_index_bits: int = 32
     redis_url: str | None = None
     reprint_max: int = 3
+    # Courier scan quotas: a burst per minute and a total per hour (shared through Redis if configured).
+    scan_per_minute: int = 30
+    scan_per_hour: int = 300
+    # Virtual-number bindings: lifetime while out for delivery, and call-back grace after sign-off.
+    binding_ttl_hours: int = 48
+    release_grace_hours: int = 72
     print_job_max: int = 10_000
     mask_policy: MaskPolicy = field(default_factory=MaskPolicy)
 
@@ -131,10 +137,14 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         values["page_max"] = _int("page_max", raw, 1, 1000)
     if (raw := get("reprint_max")) is not None:
         values["reprint_max"] = _int("reprint_max", raw, 0, 100)
+    for name, lo, hi in (("scan_per_minute", 1, 10_000), ("scan_per_hour", 1, 1_000_000),
+                         ("binding_ttl_hours", 1, 24 * 30), ("release_grace_hours", 0, 24 * 30)):
+        if (raw := get(name)) is not None:
+            values[name] = _int(name, raw, lo, hi)
     if (raw := get("print_job_max")) is not None:
         values["print_job_max"] = _int("print_job_max", raw, 1, 10_000)
     if (raw := get("blind_index_bits")) is not None:
-        values["blind_index_bits"] = _int("blind_index_bits", raw, 16, 64)
+        values["blind_index_bits"] = _int("blind_index_bits", raw, 16, 63)
     if values["log_level"] not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise SettingsError("WAYBILL_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
 

@@ -25,6 +25,7 @@ def upgrade() -> None:
         "qr_tokens",
         sa.Column("id", sa.String(32), nullable=False),
         sa.Column("shipment_id", sa.String(32), nullable=False),
+        sa.Column("nonce", sa.LargeBinary(20), nullable=False),
         sa.Column("token_hash", sa.LargeBinary(32), nullable=False),
         sa.Column("issued_at", TS, nullable=False),
         sa.Column("issued_by", sa.String(80), nullable=False),

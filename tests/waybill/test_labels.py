@@ -63,14 +63,21 @@ def test_label_bytes_hold_no_plaintext(client, merchant):
             assert any(shp["waybill_no"] == text for _, text in decode(png_image(r.data)))
 
 
-def test_second_print_is_a_conflict_and_burns_nothing(client, merchant, services):
+def test_printing_again_reuses_the_live_token_and_bad_input_burns_nothing(client, merchant, services):
     shp = create(client, merchant)
     bad = client.get(f"/v1/shipments/{shp['id']}/label?format=bmp", headers=merchant.headers)
     assert bad.status_code == 422 and bad.get_json()["error"]["field"] == "format"
     assert tokens_of(services, shp["id"]) == []
-    assert client.get(f"/v1/shipments/{shp['id']}/label", headers=merchant.headers).status_code == 200
+    first = client.get(f"/v1/shipments/{shp['id']}/label", headers=merchant.headers)
     again = client.get(f"/v1/shipments/{shp['id']}/label", headers=merchant.headers)
-    assert again.status_code == 409 and "reprint" in again.get_json()["error"]["message"]
+    assert first.status_code == again.status_code == 200
+    qr = [next(v for k, v in qr_and_barcode(r.data).items() if "QR" in k.upper()) for r in (first, again)]
+    assert qr[0] == qr[1]  # GET is idempotent: same label, same token
+    assert len(tokens_of(services, shp["id"])) == 1
+    with services.session_factory() as s:
+        actions = s.execute(select(AuditEvent.action).where(AuditEvent.object_id == shp["id"])
+                            .order_by(AuditEvent.seq)).scalars().all()
+    assert actions[-2:] == ["label.print", "label.print_again"]
 
 
 def test_reprint_revokes_old_token_records_reason_and_is_capped(client, merchant, services):
@@ -78,8 +85,9 @@ def test_reprint_revokes_old_token_records_reason_and_is_capped(client, merchant
     first = qr_and_barcode(client.get(f"/v1/shipments/{shp['id']}/label", headers=merchant.headers).data)
     key = services.keys.secret("qr_token")
     seen = [next(v for k, v in first.items() if "QR" in k.upper())]
-    for n in range(services.settings.reprint_max):
-        r = client.post(f"/v1/shipments/{shp['id']}/label/reprint", json={"reason": f"卡纸第{n}次"},
+    reasons = ["damaged", "lost", "printer_jam", "misprint"][:services.settings.reprint_max]
+    for reason in reasons:
+        r = client.post(f"/v1/shipments/{shp['id']}/label/reprint", json={"reason": reason},
                         headers=merchant.headers)
         assert r.status_code == 200, r.get_json()
         codes = qr_and_barcode(r.data)
@@ -90,11 +98,14 @@ def test_reprint_revokes_old_token_records_reason_and_is_capped(client, merchant
         assert labels.resolve_token(s, key, seen[-1]).id == shp["id"]
         events = s.execute(select(AuditEvent).where(AuditEvent.action == "label.reprint",
                                                     AuditEvent.object_id == shp["id"])).scalars().all()
-    assert [e.purpose for e in events] == [f"卡纸第{n}次" for n in range(services.settings.reprint_max)]
+    assert [e.purpose for e in events] == reasons
     assert all(e.actor == f"merchant:{merchant.id}" for e in events)
-    over = client.post(f"/v1/shipments/{shp['id']}/label/reprint", json={"reason": "再来一次"},
+    over = client.post(f"/v1/shipments/{shp['id']}/label/reprint", json={"reason": "damaged"},
                        headers=merchant.headers)
-    assert over.status_code == 409
+    assert over.status_code == 409 and over.get_json()["error"]["code"] == "reprint_limit_reached"
+    free_text = client.post(f"/v1/shipments/{shp['id']}/label/reprint", json={"reason": "收件人13812345678要求"},
+                            headers=merchant.headers)
+    assert free_text.status_code == 422 and free_text.get_json()["error"]["field"] == "reason"
     missing_reason = client.post(f"/v1/shipments/{shp['id']}/label/reprint", json={}, headers=merchant.headers)
     assert missing_reason.status_code == 422 and missing_reason.get_json()["error"]["field"] == "reason"
 
@@ -103,7 +114,8 @@ def test_foreign_and_unknown_label_are_the_same_404(client, merchant, other_merc
     shp = create(client, merchant)
     a = client.get(f"/v1/shipments/{shp['id']}/label", headers=other_merchant.headers)
     b = client.get("/v1/shipments/shp_01M84W6YCHMGSJGX88D78TFZGM/label", headers=other_merchant.headers)
-    c = client.post(f"/v1/shipments/{shp['id']}/label/reprint", json={"reason": "试试"}, headers=other_merchant.headers)
+    c = client.post(f"/v1/shipments/{shp['id']}/label/reprint", json={"reason": "damaged"},
+                    headers=other_merchant.headers)
     assert a.status_code == b.status_code == c.status_code == 404
     assert a.data == b.data == c.data
 
@@ -115,7 +127,7 @@ def test_cancel_revokes_the_token_and_blocks_printing(client, merchant, services
     assert client.post(f"/v1/shipments/{shp['id']}/cancel", headers=merchant.headers).status_code == 200
     with services.session_factory() as s:
         assert labels.resolve_token(s, services.keys.secret("qr_token"), qr) is None
-    r = client.post(f"/v1/shipments/{shp['id']}/label/reprint", json={"reason": "取消后重打"}, headers=merchant.headers)
+    r = client.post(f"/v1/shipments/{shp['id']}/label/reprint", json={"reason": "damaged"}, headers=merchant.headers)
     assert r.status_code == 409
 
 
@@ -128,12 +140,14 @@ def test_print_job_domain_order_conflicts_and_reprints(client, merchant, service
     assert [m.waybill_no for m in models] == [
         client.get(f"/v1/shipments/{i}", headers=merchant.headers).get_json()["waybill_no"] for i in ids[:3]]
     with services.session_factory() as s:
-        with pytest.raises(labels.LabelAlreadyIssued) as exc:
-            labels.issue_print_job(s, deps, SORTER, [ids[3], ids[1]])
-        assert exc.value.field == "shipment_ids[1]"
-        s.rollback()
-        assert labels.issue_print_job(s, deps, SORTER, [ids[3], ids[1]], reprint_reason="批量补打")
+        again = labels.issue_print_job(s, deps, SORTER, [ids[3], ids[1]])
         s.commit()
+    assert again[1].token == models[1].token  # printed before: the live token again
+    assert len(tokens_of(services, ids[1])) == 1
+    with services.session_factory() as s:
+        reprinted = labels.issue_print_job(s, deps, SORTER, [ids[3], ids[1]], reprint_reason="misprint")
+        s.commit()
+    assert reprinted[1].token != models[1].token
     assert len(tokens_of(services, ids[1])) == 2
     with services.session_factory() as s:
         with pytest.raises(NotFound):
@@ -192,12 +206,13 @@ def test_print_job_api_streams_every_label_in_order(client, merchant, services):
             assert labels.resolve_token(s, key, qr).id == sid
     for sid in ids:
         assert client.get(f"/v1/shipments/{sid}", headers=merchant.headers).get_json()["status"] == "printed"
-    # A second job over the same shipments is refused (naming the item) unless it is a recorded reprint.
+    # A second job prints the same live tokens; a reprint reason code issues new ones.
     again = client.post("/v1/print-jobs", json={"shipment_ids": ids[:2], "format": "zpl"}, headers=headers)
-    assert again.status_code == 409 and again.get_json()["error"]["field"] == "shipment_ids[0]"
-    zpl = client.post("/v1/print-jobs", json={"shipment_ids": ids[:2], "format": "zpl", "reprint_reason": "补打"},
+    assert again.status_code == 200 and again.data.count(b"^BQN") == 2
+    zpl = client.post("/v1/print-jobs", json={"shipment_ids": ids[:2], "format": "zpl", "reprint_reason": "misprint"},
                       headers=headers)
     assert zpl.status_code == 200 and zpl.mimetype == "application/zpl" and zpl.data.count(b"^BQN") == 2
+    assert len(tokens_of(services, ids[0])) == 2
 
 
 def test_print_job_validation_and_roles(client, merchant, services):
@@ -216,3 +231,30 @@ def test_print_job_validation_and_roles(client, merchant, services):
 
     courier = login(client, make_staff(services, "courier9", "courier")).get_json()["access_token"]
     assert client.get(f"/v1/shipments/{sid}/label", headers=bearer(courier)).status_code == 403
+
+
+def test_print_job_failing_mid_stream_is_logged_and_audited(client, merchant, services, monkeypatch):
+    import printing as printing_pkg
+
+    ids = [create(client, merchant, f"F-{i}")["id"] for i in range(3)]
+    headers = _sorter_headers(client, services, "sorter-f")
+    real = printing_pkg.iter_render
+
+    def broken(models, fmt, size):
+        stream = real(models, fmt, size)
+        yield next(stream)
+        raise RuntimeError("renderer crashed")
+
+    monkeypatch.setattr(printing_pkg, "iter_render", broken)
+    r = client.post("/v1/print-jobs", json={"shipment_ids": ids, "format": "zpl"}, headers=headers)
+    assert r.status_code == 200
+    with pytest.raises(RuntimeError):
+        r.get_data()
+    with services.session_factory() as s:
+        failed = s.execute(select(AuditEvent).where(AuditEvent.action == "print_job.failed")).scalars().all()
+    assert len(failed) == 1 and failed[0].outcome == "error"
+    monkeypatch.setattr(printing_pkg, "iter_render", real)
+    # The retry prints the same live tokens, costing no reprint.
+    retry = client.post("/v1/print-jobs", json={"shipment_ids": ids, "format": "zpl"}, headers=headers)
+    assert retry.status_code == 200 and retry.data.count(b"^BQN") == 3
+    assert all(len(tokens_of(services, i)) == 1 for i in ids)

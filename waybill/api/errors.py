@@ -9,6 +9,7 @@ from typing import Any
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
+from printing.errors import LabelError
 from waybill.crypto.vault import CryptoError
 from waybill.errors import (
     AuthenticationFailed,
@@ -20,6 +21,7 @@ from waybill.errors import (
     NotFound,
     PermissionDenied,
     RateLimited,
+    ReprintLimitReached,
     ValidationFailed,
 )
 
@@ -32,6 +34,7 @@ ERROR_TABLE: list[tuple[type[Exception], int, str]] = [
     (IdempotencyConflict, 409, "idempotency_conflict"),
     (DuplicateMerchantOrder, 409, "duplicate_merchant_order_id"),
     (InvalidStatusTransition, 409, "invalid_status"),
+    (ReprintLimitReached, 409, "reprint_limit_reached"),
     (Conflict, 409, "conflict"),
     (AuthenticationFailed, 401, "unauthenticated"),
     (PermissionDenied, 403, "forbidden"),
@@ -83,6 +86,14 @@ def register(app: Flask) -> None:
         resp.status_code = status
         if status == 405 and exc.get_response().headers.get("Allow"):
             resp.headers["Allow"] = exc.get_response().headers["Allow"]
+        return resp
+
+    @app.errorhandler(LabelError)
+    def _label(exc: LabelError) -> Response:
+        # The renderer's release gate refused a label: a bug upstream, never the caller's input.
+        log.error("label refused by the renderer", extra={"error_type": type(exc).__name__})
+        resp = jsonify(error_payload("label_refused", "面单生成失败"))
+        resp.status_code = 500
         return resp
 
     @app.errorhandler(CryptoError)

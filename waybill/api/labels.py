@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from typing import Annotated, Literal
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, g, request
 from pydantic import BaseModel, ConfigDict, Field
 
 import printing
-from waybill import labels
+from waybill import audit, labels
 from waybill.api.auth import authenticate, requires
 from waybill.api.merchant import json_body
 from waybill.api.openapi import operation
@@ -19,14 +21,19 @@ from waybill.schemas import parse
 
 bp = Blueprint("labels", __name__)
 TAGS = ("labels",)
+log = logging.getLogger("waybill.labels")
 DEFAULT_SIZE = "100x180"
 LABEL_TYPES = ("application/pdf", "image/png", "application/zpl")
+
+
+ReasonCode = Literal["damaged", "lost", "printer_jam", "misprint", "relabel"]
 
 
 class ReprintIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=True)
 
-    reason: str = Field(min_length=2, max_length=200, description="重打原因（记录在审计日志中）")
+    reason: ReasonCode = Field(description="重打原因代码：damaged 污损 / lost 丢失 / printer_jam 卡纸 / "
+                                           "misprint 打印错误 / relabel 更换规格（记录在审计日志中）")
     format: Literal["pdf", "png", "zpl"] = "pdf"
     size: Literal["100x150", "100x180", "76x130"] = DEFAULT_SIZE
 
@@ -37,8 +44,8 @@ class PrintJobIn(BaseModel):
     shipment_ids: Annotated[list[str], Field(min_length=1, max_length=10_000)]
     format: Literal["pdf", "zpl"] = "pdf"
     size: Literal["100x150", "100x180", "76x130"] = DEFAULT_SIZE
-    reprint_reason: str | None = Field(default=None, min_length=2, max_length=200,
-                                       description="给出原因时，已打印的运单将作为重打处理")
+    reprint_reason: ReasonCode | None = Field(default=None,
+                                              description="给出原因代码时，已打印的运单签发新令牌（重打，计入上限）")
 
 
 def _query_format(allowed: tuple[str, ...]) -> tuple[str, str]:
@@ -61,7 +68,7 @@ def _file(data: bytes, fmt: str, waybill_no: str) -> Response:
 
 
 @bp.get("/v1/shipments/<shipment_id>/label")
-@operation(summary="首次打印面单（隐私面单；再次打印请用 reprint）", tags=TAGS, errors=(404, 409, 422),
+@operation(summary="打印面单（首次签发二维码令牌，之后重复打印同一令牌）", tags=TAGS, errors=(404, 409, 422),
            query=(("format", "string", "pdf | png | zpl"), ("size", "string", "100x150 | 100x180 | 76x130")),
            content_types=LABEL_TYPES)
 @requires(Permission.LABEL_READ)
@@ -96,7 +103,37 @@ def print_job() -> Response:
     for model in models:
         printing.check_release(model)
     # The request's transaction commits in after_request, before this body is iterated.
-    resp = Response(printing.iter_render(models, data.format, data.size), mimetype=printing.MEDIA_TYPES[data.format])
+    resp = Response(_guarded(printing.iter_render(models, data.format, data.size), len(models)),
+                    mimetype=printing.MEDIA_TYPES[data.format])
     resp.headers["Content-Disposition"] = f'attachment; filename="print-job.{data.format}"'
     resp.headers["X-Label-Count"] = str(len(models))
     return resp
+
+
+def _guarded(chunks: Iterator[bytes], count: int) -> Iterator[bytes]:
+    """Stream the document; if rendering fails part-way, say so in the log and the audit trail.
+
+    The status line is gone by then, so the client sees a truncated document. Nothing needs undoing:
+    a retried job prints the same live tokens again and costs no reprint.
+    """
+    # Captured now: the body is iterated after the request (and its app context) has ended.
+    factory = services().session_factory
+    principal, request_id = g.get("principal"), g.get("request_id")
+
+    def stream() -> Iterator[bytes]:
+        sent = 0
+        try:
+            for chunk in chunks:
+                yield chunk
+                sent += 1
+        except Exception as exc:
+            log.error("print job failed mid-stream", extra={"error_type": type(exc).__name__,
+                                                            "request_id": request_id, "count": count})
+            with factory() as session:
+                session.info[audit.CONTEXT_INFO] = audit.AuditContext(request_id=request_id)
+                audit.record(session, principal, "print_job.failed", outcome="error",
+                             purpose=f"chunks_sent={sent}")
+                session.commit()
+            raise
+
+    return stream()
