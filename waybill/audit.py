@@ -99,6 +99,8 @@ def _append(session: Session) -> None:
     if not pending:
         return
     key: bytes = session.info[KEY_INFO]
+    # Write the transaction's own changes first, so the head row is always the last lock taken.
+    session.flush()
     # FOR UPDATE on the head row serialises appenders on PostgreSQL; SQLite is serialised already
     # by BEGIN IMMEDIATE. populate_existing: never trust a head cached earlier in this session.
     head = session.execute(

@@ -45,9 +45,23 @@ def _ready(settings: Settings) -> Services:
     return build(settings, engine=engine)
 
 
+def _existing(settings: Settings) -> Services:
+    """Services for an installation that must already exist: never creates keys or schema.
+
+    Read-only commands use this, so a wrong data dir is an error instead of a fresh, empty install.
+    """
+    try:
+        return build(settings)
+    except keyfile.KeyFileError as exc:
+        fail({"ok": False, "error": {"code": "key_file", "message": str(exc)}}, 2)
+        raise
+
+
 @click.group()
 def main() -> None:
     """privacy-waybill: encrypted shipment store, privacy labels, audited courier access."""
+    # The console script enters here: structured logs (no exception text) from the first line on.
+    logs.configure()
 
 
 @main.command()
@@ -176,7 +190,7 @@ def audit_group() -> None:
 @audit_group.command("verify")
 def audit_verify() -> None:
     """Verify the hash chain; exit 1 and name the first bad event if it was tampered with."""
-    svc = _ready(_settings())
+    svc = _existing(_settings())
     with svc.session_factory() as session:
         result = audit.verify(session, svc.keys.secret("audit_chain"))
     if not result.ok:
@@ -217,7 +231,8 @@ def keys_retire(master_key_id: str) -> None:
     if still:
         fail({"ok": False, "error": {"code": "key_in_use", "message": f"{still} data keys still use it; rotate first"}})
     try:
-        keyfile.remove_master_key(settings.key_file, master_key_id)
+        with keyfile.exclusive(settings.key_file):
+            keyfile.remove_master_key(settings.key_file, master_key_id)
     except keyfile.KeyFileError as exc:
         fail({"ok": False, "error": {"code": "key_file", "message": str(exc)}})
     emit({"ok": True, "retired": master_key_id})

@@ -98,6 +98,9 @@ def demo(out: Path | None) -> None:
 
     cli = _cli()
     settings = cli._settings()
+    if settings.is_production:
+        # The demo creates a merchant and live labels: never in a production installation.
+        cli.fail({"ok": False, "error": {"code": "refused", "message": "waybill demo is not run in production"}}, 2)
     svc = cli._ready(settings)
     folder = out or settings.data_dir / f"demo-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}"
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -14,10 +14,13 @@ others (one secret per token purpose, as Warehouse does it).
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import secrets
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,6 +124,19 @@ def load_or_create(path: Path, *, allow_create: bool) -> tuple[KeyMaterial, bool
         write(path, generate())
         return load(path), True
     return load(path), False
+
+
+@contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock beside the key file (read-modify-write of it must not interleave)."""
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def add_master_key(path: Path) -> tuple[KeyMaterial, str]:

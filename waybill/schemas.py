@@ -184,13 +184,18 @@ _MESSAGES: dict[str, str] = {
 }
 
 
+_SAFE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
+
+
 def _path(loc: tuple[int | str, ...], prefix: str = "") -> str:
     out = prefix
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else str(part)
+            # An unknown key is the caller's text: echo it only if it looks like a field name.
+            name = part if _SAFE_KEY.match(part) else "<unknown>"
+            out += f".{name}" if out else name
     return out
 
 

@@ -43,6 +43,7 @@ TABLE = "shipments"
 PARTIES = ("sender", "recipient")
 PD_FIELDS = tuple(f"{p}.{f}" for p in PARTIES for f in ("name", "phone", "address"))
 CANCELLABLE = frozenset({"created", "printed"})
+WAYBILL_NO_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,10 @@ class BatchItemResult:
     index: int
     shipment: Shipment | None = None
     error: DomainError | None = None
+
+
+def _waybill_no_taken(session: Session, waybill_no: str) -> bool:
+    return session.execute(select(Shipment.id).where(Shipment.waybill_no == waybill_no)).first() is not None
 
 
 def _duplicate() -> DuplicateMerchantOrder:
@@ -149,18 +154,26 @@ def create_shipment(session: Session, deps: ShipmentDeps, principal: Principal, 
     if idempotency_key:
         replay = _idempotent_replay(session, principal, idempotency_key, fingerprint)
         if replay is not None:
+            audit.record(session, principal, "shipment.read", object_type="shipment", object_id=replay.id,
+                         fields=["masked"], purpose="idempotent replay")
             return replay, False
     shipment = _build(deps, principal, data, idempotency_key, fingerprint)
-    try:
-        with session.begin_nested():
-            session.add(shipment)
-    except IntegrityError:
-        # A concurrent request won the race for the key or the order id: answer as it would have.
-        if idempotency_key:
-            replay = _idempotent_replay(session, principal, idempotency_key, fingerprint)
-            if replay is not None:
-                return replay, False
-        raise DuplicateMerchantOrder(field="merchant_order_id") from None
+    for attempt in range(WAYBILL_NO_ATTEMPTS):
+        try:
+            with session.begin_nested():
+                session.add(shipment)
+            break
+        except IntegrityError:
+            if attempt + 1 < WAYBILL_NO_ATTEMPTS and _waybill_no_taken(session, shipment.waybill_no):
+                # A random waybill number collided (rare, but certain at scale): draw another.
+                shipment.waybill_no = new_waybill_no()
+                continue
+            # A concurrent request won the race for the key or the order id: answer as it would have.
+            if idempotency_key:
+                replay = _idempotent_replay(session, principal, idempotency_key, fingerprint)
+                if replay is not None:
+                    return replay, False
+            raise DuplicateMerchantOrder(field="merchant_order_id") from None
     audit.record(session, principal, "shipment.create", object_type="shipment", object_id=shipment.id,
                  fields=PD_FIELDS)
     return shipment, True
@@ -238,11 +251,17 @@ def _insert_rows(session: Session, principal: Principal, rows: list[Shipment],
         for i, res in enumerate(results):
             if res.shipment is None:
                 continue
-            try:
-                with session.begin_nested():
-                    session.add(res.shipment)
-            except IntegrityError:
-                results[i] = BatchItemResult(res.index, error=_duplicate())
+            for attempt in range(WAYBILL_NO_ATTEMPTS):
+                try:
+                    with session.begin_nested():
+                        session.add(res.shipment)
+                    break
+                except IntegrityError:
+                    if attempt + 1 < WAYBILL_NO_ATTEMPTS and _waybill_no_taken(session, res.shipment.waybill_no):
+                        res.shipment.waybill_no = new_waybill_no()
+                        continue
+                    results[i] = BatchItemResult(res.index, error=_duplicate())
+                    break
 
 
 def get_shipment(session: Session, principal: Principal, shipment_id: str) -> Shipment:
@@ -307,6 +326,8 @@ def cancel_shipment(session: Session, principal: Principal, shipment_id: str) ->
     principal.require(Permission.SHIPMENT_CANCEL)
     shipment = _own(session, principal, shipment_id, "shipment.cancel", lock=True)
     if shipment.status == "cancelled":
+        audit.record(session, principal, "shipment.read", object_type="shipment", object_id=shipment.id,
+                     fields=["masked"], purpose="repeated cancel")
         return shipment
     if shipment.status not in CANCELLABLE:
         raise InvalidStatusTransition(field="status")

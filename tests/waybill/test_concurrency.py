@@ -46,3 +46,18 @@ def test_same_order_id_in_parallel_creates_one(fresh_env):
     for status, body in results:
         if status == 409:
             assert body["error"]["code"] in ("duplicate_merchant_order_id", "conflict")
+
+
+def test_waybill_number_collision_is_retried_not_reported_as_duplicate(client, merchant, monkeypatch):
+    import waybill.shipments as shipments_mod
+    from waybill.waybill_no import new_waybill_no
+
+    first = client.post("/v1/shipments", json=shipment_body("WB-1"), headers=merchant.headers).get_json()
+    drawn = iter([first["waybill_no"], first["waybill_no"]])
+    monkeypatch.setattr(shipments_mod, "new_waybill_no", lambda: next(drawn, None) or new_waybill_no())
+    r = client.post("/v1/shipments", json=shipment_body("WB-2"), headers=merchant.headers)
+    assert r.status_code == 201, r.get_json()
+    assert r.get_json()["waybill_no"] != first["waybill_no"]
+    batch = client.post("/v1/shipments/batch", headers=merchant.headers,
+                        json={"shipments": [shipment_body("WB-3"), shipment_body("WB-4")]}).get_json()["results"]
+    assert [x["status"] for x in batch] == ["created", "created"]

@@ -162,3 +162,30 @@ def test_blind_index_keys_differ_per_field(base_env):
     same = sum(v.blind_index("phone", f"1381234{n:04d}") == v.blind_index("id_card", f"1381234{n:04d}")
                for n in range(200))
     assert same < 5
+
+
+def test_concurrent_rotations_never_lose_a_master_key(fresh_env):
+    import threading
+
+    env = fresh_env()
+    v = make_vault(env)
+    blob = v.encrypt("欧阳娜娜", **BIND)
+    errors = []
+
+    def go():
+        try:
+            rotate(env.engine, env.settings.key_file, "aes-256-gcm")
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=go) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    material = keyfile.load(env.settings.key_file)
+    with env.engine.connect() as c:
+        used = {r.master_key_id for r in c.execute(select(DataKey))}
+    assert used <= set(material.master_keys)
+    assert make_vault(env).decrypt(blob, **BIND) == "欧阳娜娜"

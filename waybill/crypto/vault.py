@@ -278,28 +278,31 @@ def rotate(engine: Engine, key_file: Path, algorithm: str) -> RotationReport:
     and only wrapped key material is ever written. Existing ciphertexts are untouched and stay
     readable because their data keys survive, merely wrapped differently.
     """
-    material, mk = keyfile.add_master_key(key_file)
-    count = 0
-    with engine.connect() as conn:
-        ids = [r[0] for r in conn.execute(select(DataKey.id).order_by(DataKey.id))]
-    for dek_id in ids:
+    # One rotation at a time: two interleaved rotations could re-wrap data keys under a master key
+    # that the other one's write of the key file then drops — leaving data undecryptable.
+    with keyfile.exclusive(key_file):
+        material, mk = keyfile.add_master_key(key_file)
+        count = 0
+        with engine.connect() as conn:
+            ids = [r[0] for r in conn.execute(select(DataKey.id).order_by(DataKey.id))]
+        for dek_id in ids:
+            with engine.begin() as conn:
+                row = conn.execute(
+                    select(DataKey.algorithm, DataKey.master_key_id, DataKey.wrapped)
+                    .where(DataKey.id == dek_id).with_for_update()
+                ).one()
+                old_master = material.master_keys.get(row.master_key_id)
+                if old_master is None:
+                    raise KeyUnavailable("a data key's master key is missing from the key file")
+                key = _unwrap(old_master, dek_id, row.algorithm, bytes(row.wrapped))
+                rewrapped = _wrap(material.master_keys[mk], dek_id, row.algorithm, key)
+                conn.execute(update(DataKey).where(DataKey.id == dek_id).values(
+                    wrapped=rewrapped, master_key_id=mk, rewrapped_at=utcnow()))
+                count += 1
         with engine.begin() as conn:
-            row = conn.execute(
-                select(DataKey.algorithm, DataKey.master_key_id, DataKey.wrapped)
-                .where(DataKey.id == dek_id).with_for_update()
-            ).one()
-            old_master = material.master_keys.get(row.master_key_id)
-            if old_master is None:
-                raise KeyUnavailable("a data key's master key is missing from the key file")
-            key = _unwrap(old_master, dek_id, row.algorithm, bytes(row.wrapped))
-            rewrapped = _wrap(material.master_keys[mk], dek_id, row.algorithm, key)
-            conn.execute(update(DataKey).where(DataKey.id == dek_id).values(
-                wrapped=rewrapped, master_key_id=mk, rewrapped_at=utcnow()))
-            count += 1
-    with engine.begin() as conn:
-        conn.execute(update(DataKey).where(DataKey.algorithm == algorithm).values(active=False))
-        new_id = _insert_data_key(conn, material, algorithm)
-    return RotationReport(new_master_key=mk, rewrapped=count, new_data_key=new_id)
+            conn.execute(update(DataKey).where(DataKey.algorithm == algorithm).values(active=False))
+            new_id = _insert_data_key(conn, material, algorithm)
+        return RotationReport(new_master_key=mk, rewrapped=count, new_data_key=new_id)
 
 
 class IdentityCodec:
