@@ -9,6 +9,7 @@ def register(app: Flask) -> None:
     """Register the courier-side blueprints on ``app``."""
     # Imported here, not at the top: waybill.api.auth imports courier_api.staff, so importing the
     # web modules with the package would be circular.
-    from courier_api import auth_api
+    from courier_api import auth_api, views
 
     auth_api.install(app)
+    views.install(app)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, LargeBinary, String
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from waybill.models import Base, UTCDateTime, utcnow
@@ -25,6 +25,8 @@ class StaffUser(Base):
     # Station code; required for courier, dispatcher and sorter (the station they work at).
     station: Mapped[str | None] = mapped_column(String(32), nullable=True)
     password_hash: Mapped[str] = mapped_column(String(255))
+    # A courier's own phone (vault ciphertext): the "A" side of a virtual-number binding.
+    phone_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     # Vault ciphertext of the base32 TOTP secret; only for roles that require MFA.
     totp_secret_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     # Last accepted TOTP time step: a code (or an older one) is never accepted twice.
@@ -47,3 +49,25 @@ class StaffToken(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Assignment(Base):
+    """A dispatcher handing a shipment to a courier of the same station. One active per shipment."""
+
+    __tablename__ = "assignments"
+    __table_args__ = (
+        Index("ix_assignments_active_shipment", "shipment_id", unique=True,
+              postgresql_where=text("ended_at IS NULL"), sqlite_where=text("ended_at IS NULL")),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    shipment_id: Mapped[str] = mapped_column(ForeignKey("shipments.id"), index=True)
+    courier_id: Mapped[str] = mapped_column(ForeignKey("staff_users.id"), index=True)
+    dispatcher_id: Mapped[str] = mapped_column(ForeignKey("staff_users.id"))
+    station: Mapped[str] = mapped_column(String(32))
+    assigned_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    end_reason: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    # The virtual-number binding made for this delivery, released after delivery plus a grace period.
+    binding_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    delivered_method: Mapped[str | None] = mapped_column(String(20), nullable=True)

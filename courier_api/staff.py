@@ -24,7 +24,7 @@ from courier_api import totp
 from courier_api.models import StaffToken, StaffUser
 from waybill import audit
 from waybill.crypto.vault import FieldCodec
-from waybill.errors import AuthenticationFailed, Conflict, NotFound, ValidationFailed
+from waybill.errors import AuthenticationFailed, Conflict, NotFound, PermissionDenied, ValidationFailed
 from waybill.ids import new_id
 from waybill.models import utcnow
 from waybill.permissions import MFA_ROLES, STAFF_ROLES, Permission, Principal
@@ -283,3 +283,22 @@ def revoke_token(session: Session, raw: str, *, secret: bytes, now: datetime | N
     session.flush()
     return True
 
+
+
+def set_phone(session: Session, actor: Principal, username: str, phone: str, codec: FieldCodec) -> StaffUser:
+    """Record a courier's own phone, encrypted: the "A" side of the virtual-number bindings they call through."""
+    from waybill.phones import InvalidPhone, normalize_phone
+
+    if actor.kind != "system" and not actor.can(Permission.USER_MANAGE):
+        raise PermissionDenied()
+    user = _by_username(session, username, lock=True)
+    if user is None:
+        raise NotFound(field="username")
+    try:
+        number = normalize_phone(phone).number
+    except InvalidPhone as exc:
+        raise ValidationFailed(str(exc), field="phone") from None
+    user.phone_ct = codec.encrypt(number, table="staff_users", column="phone", row_id=user.id)
+    audit.record(session, actor, "user.set_phone", object_type="staff_user", object_id=user.id, fields=["phone"])
+    session.flush()
+    return user

@@ -6,6 +6,7 @@ from alembic import context
 from sqlalchemy import Engine
 
 import courier_api.models  # noqa: F401  (registers the staff tables on Base.metadata)
+import waybill.virtual_numbers.models  # noqa: F401  (registers the virtual-number tables on Base.metadata)
 from waybill.db import make_engine
 from waybill.models import Base
 

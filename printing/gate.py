@@ -6,29 +6,53 @@ checks); this module only applies it to both parties of a :class:`~printing.mode
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 
 from .errors import UnmaskedField
-from .model import LabelModel
+from .model import LabelModel, MaskedParty
+
+# (name, phone, address) -> offending field names, in the masking module's order (empty: may be printed).
+# floor_violations is a pure function of the three masked strings, so its verdict can be memoised: in a batch
+# the sender repeats on every label. Bounded: cleared when full (a batch refills it with what repeats).
+_VERDICTS: dict[tuple[str, str, str], tuple[str, ...]] = {}
+_VERDICTS_MAX = 8192
 
 
-@lru_cache(maxsize=4096)
 def _violations(name: str, phone: str, address: str) -> tuple[str, ...]:
-    # floor_violations is a pure function of masked strings, so its verdict can be memoised: in a batch the
-    # sender repeats on every label. Imported lazily so that `import printing` needs no database setup.
+    """The (memoised) verdict of ``waybill.masking.floor_violations`` for one party's masked fields."""
+    key = (name, phone, address)
+    bad = _VERDICTS.get(key)
+    if bad is None:
+        bad = tuple(_floor_violations()(name=name, phone=phone, address=address))
+        if len(_VERDICTS) >= _VERDICTS_MAX:
+            _VERDICTS.clear()
+        _VERDICTS[key] = bad
+    return bad
+
+
+@lru_cache(maxsize=1)
+def _floor_violations() -> Callable[..., list[str]]:
+    # Imported lazily so that `import printing` needs no database setup; resolved once, not per check.
     from waybill.masking import floor_violations
 
-    return tuple(floor_violations(name=name, phone=phone, address=address))
+    return floor_violations
+
+
+def _check_party(role: str, party: MaskedParty) -> None:
+    name, phone, address = party.name, party.phone, party.address
+    # Type check first (and every time): a memo hit must never stand in for a field that is not a string.
+    if not (isinstance(name, str) and isinstance(phone, str) and isinstance(address, str)):
+        for field in ("name", "phone", "address"):
+            if not isinstance(getattr(party, field), str):
+                raise UnmaskedField(f"{role}.{field}")
+    bad = _violations(name, phone, address)
+    if bad:
+        # Report the first offending field; the list is ordered by the masking module.
+        raise UnmaskedField(f"{role}.{bad[0]}")
 
 
 def check_release(model: LabelModel) -> None:
     """Raise :class:`UnmaskedField` (naming the field, never its value) unless the model may be printed."""
-    for role in ("recipient", "sender"):
-        party = getattr(model, role)
-        for field in ("name", "phone", "address"):
-            if not isinstance(getattr(party, field), str):
-                raise UnmaskedField(f"{role}.{field}")
-        bad = _violations(party.name, party.phone, party.address)
-        if bad:
-            # Report the first offending field; the list is ordered by the masking module.
-            raise UnmaskedField(f"{role}.{bad[0]}")
+    _check_party("recipient", model.recipient)
+    _check_party("sender", model.sender)

@@ -179,22 +179,32 @@ def fit_text(name: str, slot: TextSlot, text: str, m: FontMetrics | None = None)
     return PlacedText(name, slot.zone, box, tuple(placed), truncated)
 
 
+# Model-filled slots, in the order _slot_values returns their texts.
+_VALUE_SLOTS = ("waybill_no", "sorting_code", "recipient_line", "recipient_address", "sender_line",
+                "sender_address", "contents", "service")
+
+
 def slot_texts(model: LabelModel) -> dict[str, str]:
     """The text of every model-filled slot (captions come from the template)."""
+    return dict(zip(_VALUE_SLOTS, _slot_values(model), strict=True))
+
+
+def _slot_values(model: LabelModel) -> tuple[str, ...]:
+    # A tuple in _VALUE_SLOTS order: layout_label indexes it through a per-template plan (no dict per label).
     r, s = model.recipient, model.sender
     weight = f"{model.weight_g / 1000:.2f}kg"
     contents = f"品类: {model.category}   重量: {weight}" if model.category else f"重量: {weight}"
     service = _service_line(model.service, model.printed_at)
-    return {
-        "waybill_no": model.waybill_no,
-        "sorting_code": model.sorting_code,
-        "recipient_line": f"{_short(r.name)}  {r.phone}",
-        "recipient_address": f"{r.province}{r.city}{r.district}{r.address}",
-        "sender_line": f"{_short(s.name)}  {s.phone}",
-        "sender_address": f"{s.province}{s.city}{s.district}{s.address}",
-        "contents": contents,
-        "service": service,
-    }
+    return (
+        model.waybill_no,
+        model.sorting_code,
+        f"{_short(r.name)}  {r.phone}",
+        f"{r.province}{r.city}{r.district}{r.address}",
+        f"{_short(s.name)}  {s.phone}",
+        f"{s.province}{s.city}{s.district}{s.address}",
+        contents,
+        service,
+    )
 
 
 def _short(name: str, limit: int = 10) -> str:
@@ -236,9 +246,46 @@ def _place_qr(t: Template, data: str) -> PlacedQR:
     return PlacedQR(left / DOTS_PER_MM, top / DOTS_PER_MM, dots / DOTS_PER_MM, dots, sym)
 
 
-_FIT_CACHE: dict[tuple[str, str, str], PlacedText] = {}
-_FIT_CACHE_MAX = 4096
-_CAPTIONS: dict[tuple[str, str], PlacedText] = {}
+_FIT_CACHE_MAX = 4096  # fitted texts kept per template slot
+_SEEN_MAX = 8192  # texts remembered per template slot as met once
+
+
+class _Fill(NamedTuple):
+    """A model-filled slot of a template: where it goes, where its text comes from, and its memo."""
+
+    position: int  # index into LabelLayout.texts (template slot order)
+    name: str
+    slot: TextSlot
+    value: int  # index into _slot_values
+    cache: dict[str, PlacedText]  # text -> fitted text, for this slot of this template
+    seen: set[str]  # texts met once in this slot (admission to `cache` on the second sighting)
+
+
+class _Plan(NamedTuple):
+    """A template prepared once: fixed captions already placed (laid out once per process), and the fills."""
+
+    skeleton: list[PlacedText | None]  # None where a model-filled slot goes; copied for every label
+    fills: tuple[_Fill, ...]
+
+
+_PLANS: dict[str, _Plan] = {}
+
+
+def _plan(template: Template) -> _Plan:
+    """The template's slots in drawing order, with captions fitted and value indices resolved (memoised)."""
+    plan = _PLANS.get(template.size)
+    if plan is None:
+        m = metrics()
+        skeleton: list[PlacedText | None] = []
+        fills = []
+        for pos, (name, slot) in enumerate(template.slots.items()):
+            if slot.text is not None:
+                skeleton.append(fit_text(name, slot, slot.text, m))
+            else:
+                skeleton.append(None)
+                fills.append(_Fill(pos, name, slot, _VALUE_SLOTS.index(name), {}, set()))
+        plan = _PLANS[template.size] = _Plan(skeleton, tuple(fills))
+    return plan
 
 
 def layout_label(model: LabelModel, template: Template, *, symbols: bool = True) -> LabelLayout:
@@ -246,28 +293,28 @@ def layout_label(model: LabelModel, template: Template, *, symbols: bool = True)
 
     ``symbols=False`` skips barcode/QR geometry for printer languages that encode the symbols themselves.
     """
-    m = metrics()
-    values = slot_texts(model)
-    texts = []
-    cache = _FIT_CACHE
-    for name, slot in template.slots.items():
-        if slot.text is not None:
-            cap = _CAPTIONS.get((template.size, name))
-            if cap is None:  # fixed captions are laid out once per process
-                cap = _CAPTIONS[(template.size, name)] = fit_text(name, slot, slot.text, m)
-            texts.append(cap)
-            continue
-        # Batches repeat many slot texts (sender, service line, contents): memoise fitted text.
-        key = (template.size, name, values[name])
-        placed = cache.get(key)
+    values = _slot_values(model)
+    skeleton, fills = _plan(template)
+    texts = skeleton.copy()
+    for pos, name, slot, index, cache, seen in fills:
+        # Batches repeat many slot texts (sender, service line, sorting code): memoise fitted text, but only
+        # from a text's second sighting. One-off texts (waybill number, recipient line) then never pile up
+        # in the cache: kept there they would be garbage-collector work (three tracked tuples each) for
+        # nothing, while `seen` holds only strings, which the collector does not track.
+        value = values[index]
+        placed = cache.get(value)
         if placed is None:
-            placed = fit_text(name, slot, values[name], m)
-            if len(cache) >= _FIT_CACHE_MAX:
-                cache.clear()
-            cache[key] = placed
-        texts.append(placed)
+            placed = fit_text(name, slot, value)
+            if value in seen:
+                if len(cache) >= _FIT_CACHE_MAX:
+                    cache.clear()
+                cache[value] = placed
+            else:
+                if len(seen) >= _SEEN_MAX:
+                    seen.clear()
+                seen.add(value)
+        texts[pos] = placed
     if not symbols:
         return LabelLayout(template, model.waybill_no, model.token, tuple(texts), None, None)
     return LabelLayout(template, model.waybill_no, model.token, tuple(texts),
                        place_barcode(template, model.waybill_no), _place_qr(template, model.token))
-

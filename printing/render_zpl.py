@@ -32,6 +32,10 @@ MEDIA_TYPE = "application/zpl"
 TEXT_MODES = ("glyphs", "resident")
 DEFAULT_FONT = "E:SIMSUN.TTF"
 FRAME_DOTS = 2
+_RUN = 3  # characters per memoised run of a glyph line
+_RUNS_MAX = 8192  # memoised runs per text row of a job
+_MEMO_MAX = 2048  # emitted placed texts per generation of a job's memo
+_SEEN_MAX = 16384  # first lines of placed texts met once in a job (memo admission)
 # Byte-mode capacity of QR versions 1..10 at error level M: enough to size ^BQ's magnification.
 _QR_CAPACITY_M = (14, 26, 42, 62, 84, 106, 122, 152, 180, 213)
 
@@ -64,23 +68,35 @@ def _static(template: Template) -> str:
 
 
 def _symbols(lay: LabelLayout, waybill_no: str, token: str) -> str:
-    t = lay.template
+    """Code128 and QR fields; their geometry depends only on the template and the two data lengths."""
+    key = (lay.template.size, len(waybill_no), len(token))
+    heads = _SYMBOL_HEADS.get(key)
+    if heads is None:
+        heads = _SYMBOL_HEADS[key] = _symbol_heads(lay.template, len(waybill_no), len(token))
+    return f"{heads[0]}{_fd(waybill_no)}{heads[1]}{_fd('MA,' + token)}"
+
+
+_SYMBOL_HEADS: dict[tuple[str, int, int], tuple[str, str]] = {}
+
+
+def _symbol_heads(t: Template, n_data: int, n_token: int) -> tuple[str, str]:
+    """The ``^BC`` and ``^BQ`` commands (up to their ``^FD``) for data of these lengths."""
     box = t.barcode
     avail = int(box.w * DOTS_PER_MM)
     # Upper bound of the symbol width (all subset B); the printer's automatic subsets are never wider.
-    modules = 11 * (len(waybill_no) + 2) + 13
+    modules = 11 * (n_data + 2) + 13
     dots = max(1, min(t.barcode_module_max_dots, avail // (modules + 2 * QUIET_MODULES)))
     x = _d(box.x) + max(0, (avail - modules * dots) // 2)
     h = int(box.h * DOTS_PER_MM)
-    bc = f"^FO{x},{_d(box.y)}^BY{dots},3,{h}^BCN,{h},N,N,N,A{_fd(waybill_no)}"
+    bc = f"^FO{x},{_d(box.y)}^BY{dots},3,{h}^BCN,{h},N,N,N,A"
     q = t.qr
-    version = next((v for v, cap in enumerate(_QR_CAPACITY_M, 1) if len(token) <= cap), 10)
+    version = next((v for v, cap in enumerate(_QR_CAPACITY_M, 1) if n_token <= cap), 10)
     size = 17 + 4 * version
     side = int(min(q.w, q.h) * DOTS_PER_MM)
     mag = max(1, min(10, side // (size + 2 * QR_QUIET_MODULES)))
     qx = _d(q.x) + (int(q.w * DOTS_PER_MM) - size * mag) // 2
     qy = _d(q.y) + (int(q.h * DOTS_PER_MM) - size * mag) // 2
-    return bc + f"^FO{qx},{qy}^BQN,2,{mag}{_fd('MA,' + token)}"
+    return bc, f"^FO{qx},{qy}^BQN,2,{mag}"
 
 
 @lru_cache(maxsize=20000)
@@ -100,11 +116,25 @@ def _glyph_hex(ch: str, px: int) -> tuple[int, int, int, str] | None:
 
 
 class _GlyphJob:
-    """Per-job registry of downloaded glyph graphics."""
+    """Per-job registry of downloaded glyph graphics, and the text-to-``^XG`` emitter.
+
+    Graphic names are numbered in order of first use within the job (blank glyphs take a number too), so
+    they are per job; everything derived from them (the per-line fragment tables) lives here as well.
+    """
 
     def __init__(self) -> None:
         self.names: dict[tuple[str, int], str] = {}
         self.pending: list[str] = []
+        # em size (mm) -> baseline (mm) -> that row's cell table; sizes and baselines recur across labels.
+        self._rows: dict[float, dict[float, _Cells]] = {}
+        self._faces: dict[float, _Face] = {}
+
+    def _cells(self, size: float, baseline: float) -> _Cells:
+        face = self._faces.get(size)
+        if face is None:
+            face = self._faces[size] = _Face(self, size)
+        y = round(baseline * DOTS_PER_MM) - face.ascent
+        return _Cells(face, f",{y}^XG")
 
     def _name(self, ch: str, px: int) -> str:
         key = (ch, px)
@@ -117,20 +147,77 @@ class _GlyphJob:
         return name
 
     def line(self, line: PlacedLine) -> str:
-        px = max(1, round(line.size * DOTS_PER_MM))
-        m = metrics()
-        scale = line.size * DOTS_PER_MM
-        width = m.width
+        """``^FO..^XG`` per visible character of ``line``; blank glyphs only advance the pen."""
+        rows = self._rows.get(line.size)
+        if rows is None:
+            rows = self._rows[line.size] = {}
+        cells = rows.get(line.baseline)
+        if cells is None:
+            cells = rows[line.baseline] = self._cells(line.size, line.baseline)
+        # Lines are drawn in short runs of characters, memoised per (run, pen position): the variable parts
+        # of a batch's lines (digits of waybill numbers, phones, weights) sit at recurring positions because
+        # the surrounding glyphs have the same widths. The pen position is carried in float exactly as a
+        # per-character `x += width(ch) * scale` loop would carry it, so the bytes do not depend on the runs.
         x = line.x * DOTS_PER_MM
-        top = f",{round(line.baseline * DOTS_PER_MM) - round(m.ascent * px)}^XG"
+        text = line.text
+        runs = cells.runs
         out = []
-        name_of = self._name
-        for ch in line.text:
-            name = name_of(ch, px)
-            if name:
-                out.append(f"^FO{round(x)}{top}{name},1,1^FS")
-            x += width(ch) * scale
+        add = out.append
+        for i in range(0, len(text), _RUN):
+            key = (text[i:i + _RUN], x)
+            hit = runs.get(key)
+            if hit is None:
+                hit = cells.run(*key)
+                if len(runs) >= _RUNS_MAX:
+                    runs.clear()
+                runs[key] = hit
+            cmds, x = hit
+            add(cmds)
         return "".join(out)
+
+
+class _Face:
+    """One em size within a job: pixel size, scale (dots per em), ascent in dots."""
+
+    __slots__ = ("job", "px", "scale", "ascent")
+
+    def __init__(self, job: _GlyphJob, size: float) -> None:
+        self.job = job
+        self.px = max(1, round(size * DOTS_PER_MM))
+        self.scale = size * DOTS_PER_MM
+        self.ascent = round(metrics().ascent * self.px)
+
+
+class _Cells(dict):
+    """char -> (``"{top}{graphic},1,1^FS"`` or ``""`` for a blank glyph, advance in dots) for one face and row.
+
+    Filled on first use of a character, which is also when the glyph gets its job-wide name (and download),
+    so names keep the order of first use.
+    """
+
+    __slots__ = ("face", "top", "runs")
+
+    def __init__(self, face: _Face, top: str) -> None:
+        super().__init__()
+        self.face = face
+        self.top = top
+        self.runs: dict[tuple[str, float], tuple[str, float]] = {}  # (run, pen x) -> (commands, pen x after)
+
+    def __missing__(self, ch: str) -> tuple[str, float]:
+        face = self.face
+        name = face.job._name(ch, face.px)
+        cell = self[ch] = (f"{self.top}{name},1,1^FS" if name else "", metrics().width(ch) * face.scale)
+        return cell
+
+    def run(self, text: str, x: float) -> tuple[str, float]:
+        """Commands for ``text`` with the pen at ``x`` (dots), and the pen position after it."""
+        out = []
+        add = out.append
+        for tail, adv in map(self.__getitem__, text):
+            if tail:
+                add(f"^FO{round(x)}{tail}")
+            x += adv
+        return "".join(out), x
 
 
 def _resident_line(line: PlacedLine) -> str:
@@ -153,20 +240,36 @@ def iter_zpl(layouts: Iterable[LabelLayout], template: Template, *, text_mode: s
     emit = glyphs.line if glyphs is not None else _resident_line
     # Emitted commands per placed text. The layout memoises repeated texts (sender, captions, service
     # line), so the same PlacedText object comes back; keyed by id() with the object kept alive in the
-    # entry (and checked with `is`), so an id can never be reused for different text.
+    # entry (and checked with `is`), so an id can never be reused for different text. Two generations:
+    # when the young one fills up it becomes the old one, and entries still in use are promoted back, so
+    # the repeating texts are never emitted again. Admission on a text's second sighting (`seen` holds
+    # strings, which the garbage collector does not track): one-off texts (waybill number, recipient line)
+    # are emitted and dropped instead of being kept alive as collector work.
     memo: dict[int, tuple[object, str]] = {}
+    old: dict[int, tuple[object, str]] = {}
+    seen: set[str] = set()
     for lay in layouts:
         parts = [static, _symbols(lay, lay.waybill_no, lay.token)]
+        add = parts.append
         for placed in lay.texts:
-            hit = memo.get(id(placed))
-            if hit is not None and hit[0] is placed:
-                parts.append(hit[1])
-                continue
-            cmds = "".join([emit(line) for line in placed.lines])
-            if len(memo) >= 4096:
-                memo.clear()
-            memo[id(placed)] = (placed, cmds)
-            parts.append(cmds)
+            key = id(placed)
+            hit = memo.get(key)
+            if hit is None or hit[0] is not placed:
+                hit = old.get(key)
+                if hit is None or hit[0] is not placed:
+                    cmds = "".join([emit(line) for line in placed.lines])
+                    first = placed.lines[0].text if placed.lines else ""
+                    if first not in seen:
+                        if len(seen) >= _SEEN_MAX:
+                            seen.clear()
+                        seen.add(first)
+                        add(cmds)
+                        continue
+                    hit = (placed, cmds)
+                if len(memo) >= _MEMO_MAX:
+                    old, memo = memo, {}
+                memo[key] = hit
+            add(hit[1])
         parts.append("^XZ\n")
         body = "".join(parts)
         if glyphs is not None and glyphs.pending:

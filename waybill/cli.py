@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from courier_api.staff import create_user, disable_user, validate_account
+from courier_api.staff import create_user, disable_user, set_phone, validate_account
 from waybill import audit, keyfile, logs
 from waybill.crypto import vault
 from waybill.errors import DomainError, ValidationFailed
@@ -142,7 +142,8 @@ def _read_password() -> str:
 @click.option("--role", required=True, help="courier, dispatcher, sorter, auditor, privacy_officer or admin")
 @click.option("--station", default=None, help="station code (required for courier, dispatcher, sorter)")
 @click.option("--password-stdin", is_flag=True, help="read the password from stdin instead of generating one")
-def users_create(username: str, role: str, station: str | None, password_stdin: bool) -> None:
+@click.option("--phone", default=None, help="a courier's own phone (stored encrypted; the A side of call bindings)")
+def users_create(username: str, role: str, station: str | None, password_stdin: bool, phone: str | None) -> None:
     """Create a staff user; prints the password (if generated) and, for MFA roles, the TOTP secret once."""
     try:
         validate_account(username, role, station)
@@ -153,6 +154,8 @@ def users_create(username: str, role: str, station: str | None, password_stdin: 
     with svc.session_factory() as session:
         try:
             new = create_user(session, SYSTEM, username, role, station, password, svc.codec)
+            if phone is not None:
+                set_phone(session, SYSTEM, username, phone, svc.codec)
         except ValidationFailed as exc:
             fail({"ok": False, "error": {"code": "validation_error", "message": exc.message, "field": exc.field}}, 2)
             return
@@ -239,9 +242,10 @@ def keys_retire(master_key_id: str) -> None:
 
 
 def _register_more() -> None:
-    from waybill import cli_print
+    from waybill import cli_phone, cli_print
 
     cli_print.register(main)
+    cli_phone.register(main)
 
 
 _register_more()

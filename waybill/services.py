@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -14,6 +16,11 @@ from waybill.ratelimit import TokenBucketLimiter
 from waybill.routing import RoutingTable
 from waybill.settings import Settings
 from waybill.shipments import ShipmentDeps
+from waybill.virtual_numbers import BuiltinProvider
+from waybill.virtual_numbers.base import VirtualNumberProvider
+
+if TYPE_CHECKING:
+    from courier_api.delivery import DeliveryDeps
 
 
 @dataclass
@@ -25,6 +32,16 @@ class Services:
     codec: FieldCodec
     routing: RoutingTable
     merchant_limiter: TokenBucketLimiter
+    phone_provider: VirtualNumberProvider | None = None
+
+    @property
+    def delivery_deps(self) -> DeliveryDeps:
+        from courier_api.delivery import DeliveryDeps
+
+        provider = self.phone_provider or BuiltinProvider.from_services(self)
+        return DeliveryDeps(codec=self.codec, token_key=self.keys.secret("qr_token"), provider=provider,
+                            binding_ttl=timedelta(hours=self.settings.binding_ttl_hours),
+                            release_grace=timedelta(hours=self.settings.release_grace_hours))
 
     @property
     def label_deps(self) -> LabelDeps:

@@ -9,6 +9,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 import courier_api.models  # noqa: F401  (the staff tables belong to the compared metadata)
+import waybill.virtual_numbers.models  # noqa: F401  (the virtual-number tables belong to the compared metadata)
 from waybill.masking import MaskPolicy
 from waybill.models import Base
 from waybill.settings import SettingsError, load_settings

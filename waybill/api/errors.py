@@ -24,12 +24,15 @@ from waybill.errors import (
     ReprintLimitReached,
     ValidationFailed,
 )
+from waybill.virtual_numbers.base import NoAvailableNumber, ProviderError
 
 log = logging.getLogger("waybill.api")
 
 # Most specific first; the first isinstance match wins.
 ERROR_TABLE: list[tuple[type[Exception], int, str]] = [
     (ValidationFailed, 422, "validation_error"),
+    (NoAvailableNumber, 503, "no_available_number"),
+    (ProviderError, 502, "provider_error"),
     (NotFound, 404, "not_found"),
     (IdempotencyConflict, 409, "idempotency_conflict"),
     (DuplicateMerchantOrder, 409, "duplicate_merchant_order_id"),

@@ -1,0 +1,184 @@
+"""Dispatch, scan, call and deliver: what a courier needs to deliver, and nothing more.
+
+Object-level rules (the second of the two permission checks):
+- a dispatcher assigns only shipments destined for their own station, to a courier of that station;
+- a courier sees a shipment only while it is assigned to them and out for delivery;
+- unknown, foreign, revoked, expired and delivered tokens all answer the same ``NotFound``.
+Every scan attempt is audited with its outcome; reading the full address is audited as such.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from courier_api.models import Assignment, StaffUser
+from waybill import audit, labels
+from waybill.crypto.vault import FieldCodec
+from waybill.errors import Conflict, InvalidStatusTransition, NotFound, ShipmentNotFound, ValidationFailed
+from waybill.ids import looks_like, new_id
+from waybill.models import Shipment, utcnow
+from waybill.permissions import Permission, Principal
+from waybill.virtual_numbers.base import Binding, VirtualNumberProvider
+
+ASSIGNABLE = frozenset({"printed", "in_transit", "out_for_delivery"})
+DELIVERY_METHODS = ("handover", "locker", "station")
+
+
+class NoCourierPhone(Conflict):
+    default_message = "快递员未登记手机号，无法分配隐私号"
+
+
+@dataclass(frozen=True)
+class DeliveryDeps:
+    codec: FieldCodec
+    token_key: bytes
+    provider: VirtualNumberProvider
+    binding_ttl: timedelta
+    release_grace: timedelta
+
+
+def shipment_station(shipment: Shipment) -> str:
+    """The delivering station: the first two segments of the sorting code (hub and station)."""
+    hub, station, _area = (shipment.sorting_code.split("-") + ["", "", ""])[:3]
+    return f"{hub}-{station}"
+
+
+def _decrypt(deps: DeliveryDeps, shipment: Shipment, column: str) -> str:
+    return deps.codec.decrypt(getattr(shipment, f"{column}_ct"), table="shipments", column=column,
+                              row_id=shipment.id)
+
+
+def assign(session: Session, principal: Principal, shipment_id: str, courier_username: str) -> Assignment:
+    """Hand a shipment to a courier of the dispatcher's station; status becomes ``out_for_delivery``."""
+    principal.require(Permission.DISPATCH_ASSIGN)
+    shipment = None
+    if looks_like("shp", shipment_id):
+        shipment = session.execute(select(Shipment).where(Shipment.id == shipment_id).with_for_update()
+                                   ).scalar_one_or_none()
+    if shipment is None or principal.station is None or shipment_station(shipment) != principal.station:
+        audit.record(session, principal, "dispatch.assign", object_type="shipment",
+                     object_id=shipment_id if looks_like("shp", shipment_id) else None, outcome="denied",
+                     durable=True)
+        raise ShipmentNotFound()
+    courier = session.execute(select(StaffUser).where(StaffUser.username == courier_username)).scalar_one_or_none()
+    if (courier is None or courier.role != "courier" or courier.disabled_at is not None
+            or courier.station != principal.station):
+        # Unknown and other-station couriers look the same.
+        raise ValidationFailed("快递员不存在或不属于本站", field="courier")
+    if shipment.status not in ASSIGNABLE:
+        raise InvalidStatusTransition("当前状态不可派送", field="shipment_id")
+    now = utcnow()
+    session.execute(update(Assignment).where(Assignment.shipment_id == shipment.id, Assignment.ended_at.is_(None))
+                    .values(ended_at=now, end_reason="reassigned").execution_options(synchronize_session=False))
+    session.flush()
+    assignment = Assignment(id=new_id("asg"), shipment_id=shipment.id, courier_id=courier.id,
+                            dispatcher_id=principal.id, station=principal.station, assigned_at=now)
+    session.add(assignment)
+    shipment.status = "out_for_delivery"
+    shipment.updated_at = now
+    audit.record(session, principal, "dispatch.assign", object_type="shipment", object_id=shipment.id,
+                 purpose=f"courier:{courier.id}")
+    session.flush()
+    return assignment
+
+
+def _active_assignment(session: Session, principal: Principal, shipment: Shipment) -> Assignment | None:
+    if principal.role != "courier" or shipment.status != "out_for_delivery":
+        return None
+    return session.execute(select(Assignment).where(
+        Assignment.shipment_id == shipment.id, Assignment.ended_at.is_(None),
+        Assignment.courier_id == principal.id)).scalar_one_or_none()
+
+
+def scan(session: Session, deps: DeliveryDeps, principal: Principal, raw_token: Any) -> dict[str, Any]:
+    """The courier view for a scanned QR token: masked name and phone, full address."""
+    principal.require(Permission.COURIER_SCAN)
+    shipment = labels.resolve_token(session, deps.token_key, raw_token) if isinstance(raw_token, str) else None
+    assignment = _active_assignment(session, principal, shipment) if shipment is not None else None
+    if shipment is None or assignment is None:
+        audit.record(session, principal, "courier.scan", object_type="shipment",
+                     object_id=shipment.id if shipment is not None else None,
+                     outcome="denied" if shipment is not None else "not_found", durable=True)
+        raise NotFound()
+    region, masked = shipment.recipient_region, shipment.recipient_masked
+    view = {
+        "shipment_id": shipment.id, "waybill_no": shipment.waybill_no, "status": shipment.status,
+        "sorting_code": shipment.sorting_code,
+        "recipient": {"name": masked["name"], "phone": masked["phone"], "province": region["province"],
+                      "city": region["city"], "district": region["district"],
+                      "address": _decrypt(deps, shipment, "recipient_address")},
+    }
+    audit.record(session, principal, "courier.scan", object_type="shipment", object_id=shipment.id,
+                 fields=["recipient.address"], purpose="delivery")
+    return view
+
+
+def _assigned(session: Session, principal: Principal, shipment_id: str, action: str) -> tuple[Shipment, Assignment]:
+    shipment = None
+    if looks_like("shp", shipment_id):
+        shipment = session.execute(select(Shipment).where(Shipment.id == shipment_id).with_for_update()
+                                   ).scalar_one_or_none()
+    assignment = _active_assignment(session, principal, shipment) if shipment is not None else None
+    if shipment is None or assignment is None:
+        audit.record(session, principal, action, object_type="shipment",
+                     object_id=shipment_id if looks_like("shp", shipment_id) else None, outcome="denied",
+                     durable=True)
+        raise ShipmentNotFound()
+    return shipment, assignment
+
+
+def call(session: Session, deps: DeliveryDeps, principal: Principal, shipment_id: str) -> Binding:
+    """A virtual number (and extension) for the assigned courier to call the recipient through."""
+    principal.require(Permission.COURIER_CALL)
+    shipment, assignment = _assigned(session, principal, shipment_id, "courier.call")
+    courier = session.get(StaffUser, principal.id)
+    if courier is None or courier.phone_ct is None:
+        raise NoCourierPhone(field="courier")
+    courier_phone = deps.codec.decrypt(courier.phone_ct, table="staff_users", column="phone", row_id=courier.id)
+    # Binding again with the same ref and parties returns the live binding: repeated calls are cheap.
+    binding = deps.provider.bind_axe(session, courier_phone, _decrypt(deps, shipment, "recipient_phone"),
+                                     ttl=deps.binding_ttl, ref=shipment.id)
+    assignment.binding_id = binding.id
+    audit.record(session, principal, "courier.call", object_type="shipment", object_id=shipment.id,
+                 fields=["recipient.phone"], purpose="delivery call")
+    session.flush()
+    return binding
+
+
+def deliver(session: Session, deps: DeliveryDeps, principal: Principal, shipment_id: str, method: str,
+            pickup_code: str | None = None, *, now: datetime | None = None) -> Shipment:
+    """Sign-off: status ``delivered``, the QR token revoked, the call binding released after a grace period.
+
+    ``handover`` needs the recipient's pickup code: the last four digits of their phone, which the
+    recipient knows and the courier (who sees only the masked phone) does not.
+    """
+    principal.require(Permission.COURIER_DELIVER)
+    if method not in DELIVERY_METHODS:
+        raise ValidationFailed("method 须为 handover / locker / station", field="method")
+    shipment, assignment = _assigned(session, principal, shipment_id, "courier.deliver")
+    if method == "handover":
+        expected = _decrypt(deps, shipment, "recipient_phone")[-4:]
+        if not isinstance(pickup_code, str) or not hmac.compare_digest(pickup_code.encode(), expected.encode()):
+            audit.record(session, principal, "courier.deliver", object_type="shipment", object_id=shipment.id,
+                         outcome="bad_pickup_code", durable=True)
+            raise ValidationFailed("取件码不正确", field="pickup_code")
+    now = now or utcnow()
+    shipment.status = "delivered"
+    shipment.updated_at = now
+    assignment.ended_at = now
+    assignment.end_reason = "delivered"
+    assignment.delivered_method = method
+    labels.revoke_tokens(session, principal, shipment.id, "delivered", now=now)
+    if assignment.binding_id is not None:
+        # The recipient may still call back for a while after sign-off; then the number stops routing.
+        deps.provider.release(session, assignment.binding_id, at=now + deps.release_grace)
+    audit.record(session, principal, "courier.deliver", object_type="shipment", object_id=shipment.id,
+                 purpose=method)
+    session.flush()
+    return shipment

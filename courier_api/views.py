@@ -1,0 +1,202 @@
+"""Courier-side HTTP: dispatch, scan, call, deliver, and the auditors' endpoints."""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from pydantic import BaseModel, ConfigDict, Field
+
+from courier_api import delivery
+from waybill import audit
+from waybill.api.auth import authenticate, requires
+from waybill.api.merchant import json_body, shipment_out
+from waybill.api.openapi import operation
+from waybill.app import db_session, services
+from waybill.errors import RateLimited, ValidationFailed
+from waybill.models import AuditEvent
+from waybill.permissions import Permission
+from waybill.ratelimit import RateLimiter, quota_limiter
+from waybill.schemas import ShipmentOut, parse
+
+bp = Blueprint("courier", __name__)
+QUOTA_KEY = "courier_api.scan_quota"
+log = logging.getLogger("waybill.alerts")
+_STRICT = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=True)
+
+
+class AssignIn(BaseModel):
+    model_config = _STRICT
+    shipment_id: str = Field(min_length=1, max_length=64)
+    courier: str = Field(min_length=1, max_length=64, description="快递员用户名")
+
+
+class AssignOut(BaseModel):
+    assignment_id: str
+    shipment_id: str
+    courier: str
+    status: str
+    assigned_at: str
+
+
+class ScanIn(BaseModel):
+    model_config = _STRICT
+    token: str = Field(min_length=1, max_length=256, description="二维码内容（原样）")
+
+
+class CourierRecipient(BaseModel):
+    name: str
+    phone: str
+    province: str
+    city: str
+    district: str
+    address: str
+
+
+class CourierView(BaseModel):
+    shipment_id: str
+    waybill_no: str
+    status: str
+    sorting_code: str
+    recipient: CourierRecipient
+
+
+class CallOut(BaseModel):
+    virtual_number: str
+    extension: str | None
+    expires_at: str
+
+
+class DeliverIn(BaseModel):
+    model_config = _STRICT
+    method: Literal["handover", "locker", "station"]
+    pickup_code: str | None = Field(default=None, pattern=r"^[0-9]{4}$", description="当面签收：收件人手机号后四位")
+    locker_id: str | None = Field(default=None, max_length=64)
+
+
+class AuditItem(BaseModel):
+    seq: int
+    at: str
+    actor: str
+    role: str
+    action: str
+    object_type: str | None
+    object_id: str | None
+    purpose: str | None
+    fields: list[str]
+    outcome: str
+    request_id: str | None
+
+
+class AuditPage(BaseModel):
+    items: list[AuditItem]
+    next_cursor: str | None
+
+
+class VerifyOut(BaseModel):
+    ok: bool
+    events: int
+    head_seq: int
+    first_bad: dict | None
+
+
+def install(app: Flask) -> None:
+    settings = app.extensions["waybill"].settings
+    app.extensions[QUOTA_KEY] = quota_limiter(settings.redis_url, name="scan", per_minute=settings.scan_per_minute,
+                                              per_hour=settings.scan_per_hour)
+    app.register_blueprint(bp)
+
+
+def _iso(dt: object) -> str:
+    return dt.isoformat().replace("+00:00", "Z")  # type: ignore[attr-defined]
+
+
+@bp.post("/v1/dispatch/assignments")
+@operation(summary="派件：把本站运单分配给本站快递员", tags=("dispatch",), body=AssignIn, response=AssignOut,
+           status=201, errors=(404, 409))
+@requires(Permission.DISPATCH_ASSIGN)
+def assign() -> tuple[Response, int]:
+    data: AssignIn = parse(AssignIn, json_body())
+    a = delivery.assign(db_session(), authenticate(), data.shipment_id, data.courier)
+    return jsonify({"assignment_id": a.id, "shipment_id": a.shipment_id, "courier": data.courier,
+                    "status": "out_for_delivery", "assigned_at": _iso(a.assigned_at)}), 201
+
+
+@bp.post("/v1/courier/scan")
+@operation(summary="快递员扫码：仅限被分配的快递员、签收前；限额", tags=("courier",), body=ScanIn, response=CourierView,
+           errors=(404,))
+@requires(Permission.COURIER_SCAN)
+def scan() -> Response:
+    principal = authenticate()
+    limiter: RateLimiter = current_app.extensions[QUOTA_KEY]
+    wait = limiter.hit(principal.id)
+    if wait is not None:
+        # Bulk lookups by one account are how rented or stolen accounts leak data: alert on it.
+        audit.record(db_session(), principal, "alert.scan_quota", outcome="alert", durable=True)
+        log.warning("scan quota exceeded", extra={"actor": principal.actor})
+        raise RateLimited(wait)
+    data: ScanIn = parse(ScanIn, json_body())
+    return jsonify(delivery.scan(db_session(), services().delivery_deps, principal, data.token))
+
+
+@bp.post("/v1/courier/shipments/<shipment_id>/call")
+@operation(summary="获取隐私号（虚拟号码 + 分机号）联系收件人", tags=("courier",), response=CallOut, errors=(404, 409))
+@requires(Permission.COURIER_CALL)
+def call(shipment_id: str) -> Response:
+    binding = delivery.call(db_session(), services().delivery_deps, authenticate(), shipment_id)
+    return jsonify({"virtual_number": binding.x_number, "extension": binding.extension,
+                    "expires_at": _iso(binding.expires_at)})
+
+
+@bp.post("/v1/courier/shipments/<shipment_id>/deliver")
+@operation(summary="签收：当面（取件码）、快递柜或驿站", tags=("courier",), body=DeliverIn, response=ShipmentOut,
+           errors=(404, 409))
+@requires(Permission.COURIER_DELIVER)
+def deliver(shipment_id: str) -> Response:
+    data: DeliverIn = parse(DeliverIn, json_body())
+    if data.method == "handover" and data.pickup_code is None:
+        raise ValidationFailed("当面签收须提供取件码", field="pickup_code")
+    if data.method == "locker" and not data.locker_id:
+        raise ValidationFailed("快递柜签收须提供柜号", field="locker_id")
+    shipment = delivery.deliver(db_session(), services().delivery_deps, authenticate(), shipment_id, data.method,
+                                data.pickup_code)
+    return jsonify(shipment_out(shipment))
+
+
+@bp.get("/v1/audit/events")
+@operation(summary="审计事件（不含个人信息）", tags=("audit",), response=AuditPage, errors=(422,),
+           query=(("limit", "integer", "每页条数"), ("cursor", "string", "上一页的 next_cursor"),
+                  ("action", "string", "按动作过滤"), ("actor", "string", "按操作人过滤")))
+@requires(Permission.AUDIT_READ)
+def audit_events() -> Response:
+    unknown = set(request.args) - {"limit", "cursor", "action", "actor"}
+    if unknown:
+        raise ValidationFailed("不支持的查询参数", field=sorted(unknown)[0])
+    limit_raw, cursor = request.args.get("limit", "100"), request.args.get("cursor")
+    if not limit_raw.isascii() or not limit_raw.isdigit() or not 1 <= int(limit_raw[:6]) <= 500:
+        raise ValidationFailed("limit 须为 1-500 的整数", field="limit")
+    if cursor is not None and (not cursor.isascii() or not cursor.isdigit() or len(cursor) > 18):
+        raise ValidationFailed("分页游标无效", field="cursor")
+    events, next_cursor = audit.list_events(db_session(), authenticate(), limit=int(limit_raw[:6]),
+                                            after=int(cursor) if cursor else None,
+                                            action=request.args.get("action"), actor=request.args.get("actor"))
+    return jsonify({"items": [_event_out(e) for e in events], "next_cursor": next_cursor})
+
+
+def _event_out(e: AuditEvent) -> dict:
+    return {"seq": e.seq, "at": _iso(e.at), "actor": e.actor, "role": e.role, "action": e.action,
+            "object_type": e.object_type, "object_id": e.object_id, "purpose": e.purpose, "fields": e.fields,
+            "outcome": e.outcome, "request_id": e.request_id}
+
+
+@bp.get("/v1/audit/verify")
+@operation(summary="校验审计日志哈希链", tags=("audit",), response=VerifyOut)
+@requires(Permission.AUDIT_READ)
+def audit_verify() -> Response:
+    principal = authenticate()
+    session = db_session()
+    result = audit.verify(session, services().keys.secret("audit_chain"))
+    audit.record(session, principal, "audit.verify", outcome="ok" if result.ok else "broken")
+    return jsonify(result.as_dict())
+

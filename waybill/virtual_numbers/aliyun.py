@@ -1,0 +1,294 @@
+"""Adapter for Alibaba Cloud Phone Number Protection (号码隐私保护, product ``Dyplsapi``, API 2017-05-25).
+
+Actions used: ``BindAxb`` (AXB), ``BindAxnExtension`` (X plus extension), ``UnbindSubscription`` and
+``UpdateSubscription`` (``OperateType=updateExpire``, for a grace-period release). Requests are RPC-style,
+signed with HMAC-SHA1 over the canonicalised parameters (signature version 1.0), and sent with the
+standard library only. Business errors come back as ``{"Code": "isv.…"}`` and are mapped to the named
+exceptions of :mod:`.base`; the provider's ``Message`` is never passed on (it may echo a number).
+
+The adapter keeps the same local records as the built-in provider (``provider="aliyun"``, ``provider_ref``
+= SubsId), so release, local routing decisions and call receipts (``SecretReport`` pushes, parsed by
+:func:`parse_receipts`) work the same way.
+
+AXE mapping: Aliyun's AXN extension connects *anyone* dialling X plus the extension to its ``PhoneNoA`` and
+connects ``PhoneNoA`` calling X to ``PhoneNoB``. So our B (the recipient, reached through the extension)
+is sent as ``PhoneNoA`` and our A (the courier, reached on call-back) as ``PhoneNoB``. Unlike the built-in
+provider, Aliyun lets third parties who know X and the extension through; its extensions have 1-3 digits.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import secrets
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from waybill.crypto.vault import FieldCodec
+from waybill.models import utcnow
+from waybill.virtual_numbers.base import (
+    BindConflict,
+    Binding,
+    CallReceipt,
+    Mode,
+    NoAvailableNumber,
+    OutOfSession,
+    ProviderError,
+    VirtualNumberError,
+    check_ttl,
+)
+from waybill.virtual_numbers.models import VnBinding, VnBindingEndpoint
+from waybill.virtual_numbers.store import StoredProvider, check_ref, normalise, to_binding
+
+API_VERSION = "2017-05-25"
+DEFAULT_ENDPOINT = "https://dyplsapi.aliyuncs.com/"
+BEIJING = timezone(timedelta(hours=8))  # Aliyun's Expiration and receipt times are Beijing wall-clock time
+_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+#: What the receipt push endpoint must answer so Aliyun stops re-sending a batch.
+RECEIPT_ACK = {"code": 0, "msg": "成功"}
+
+_NAMED_ERRORS: dict[str, type[VirtualNumberError]] = {
+    "isv.NO_AVAILABLE_NUMBER": NoAvailableNumber,
+    "isv.BIND_CONFLICT": BindConflict,
+    "isv.SUBS_NOT_EXIST": OutOfSession,
+}
+_RETRYABLE = {"isv.FLOW_LIMIT", "isp.SYSTEM_ERROR", "isp.DAO_EXCEPTION", "isp.GATEWAY_ERROR", "isp.UNKNOWN_ERR_CODE",
+              "isp.VENDOR_UNAVAILABLE", "Throttling", "Throttling.User", "ServiceUnavailable"}
+
+
+# -- signing -------------------------------------------------------------------------------------------------
+def percent_encode(value: str) -> str:
+    """RFC 3986 encoding as the RPC signature wants it: only ``A-Z a-z 0-9 - _ . ~`` stay as they are."""
+    return urllib.parse.quote(value, safe="~")
+
+
+def string_to_sign(method: str, params: dict[str, str]) -> str:
+    """``METHOD&%2F&`` plus the encoded, sorted, encoded query (the ``Signature`` parameter excluded)."""
+    canonical = "&".join(f"{percent_encode(k)}={percent_encode(v)}" for k, v in sorted(params.items())
+                         if k != "Signature")
+    return f"{method}&{percent_encode('/')}&{percent_encode(canonical)}"
+
+
+def sign(method: str, params: dict[str, str], access_key_secret: str) -> str:
+    """Alibaba Cloud RPC signature: base64(HMAC-SHA1(secret + "&", string to sign))."""
+    digest = hmac.new((access_key_secret + "&").encode(), string_to_sign(method, params).encode(), hashlib.sha1)
+    return base64.b64encode(digest.digest()).decode()
+
+
+def to_beijing(moment: datetime) -> str:
+    """An aware datetime as Aliyun's ``YYYY-MM-DD HH:MM:SS`` Beijing time."""
+    return moment.astimezone(BEIJING).strftime(_TIME_FORMAT)
+
+
+def from_beijing(text: str) -> datetime:
+    """Parse Aliyun's Beijing-time stamp into an aware UTC datetime."""
+    return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=BEIJING).astimezone(UTC)
+
+
+def wire_number(normalised: str) -> str:
+    """Aliyun wants digits only: landlines as area code and number without the dash."""
+    return normalised.replace("-", "")
+
+
+class AliyunClient:
+    """A minimal signed RPC client for the Dyplsapi endpoint (POST, form-encoded, JSON answers)."""
+
+    def __init__(self, access_key_id: str, access_key_secret: str, *, endpoint: str = DEFAULT_ENDPOINT,
+                 timeout: float = 10.0) -> None:
+        if not access_key_id or not access_key_secret:
+            raise ValueError("access key id and secret are required")
+        if not endpoint.startswith(("https://", "http://")):
+            raise ValueError("endpoint must be an http(s) URL")
+        self.access_key_id = access_key_id
+        self._secret = access_key_secret
+        self.endpoint = endpoint
+        self.timeout = timeout
+
+    def __repr__(self) -> str:  # the secret must not end up in logs or tracebacks
+        return f"<AliyunClient {self.endpoint} key={self.access_key_id}>"
+
+    def call(self, action: str, params: dict[str, str]) -> dict[str, Any]:
+        """Call one action; returns the JSON answer when ``Code`` is ``OK``, raises a named error otherwise."""
+        query = {
+            "Action": action, "Version": API_VERSION, "Format": "JSON", "AccessKeyId": self.access_key_id,
+            "SignatureMethod": "HMAC-SHA1", "SignatureVersion": "1.0", "SignatureNonce": secrets.token_hex(16),
+            "Timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), **params,
+        }
+        query["Signature"] = sign("POST", query, self._secret)
+        request = urllib.request.Request(  # noqa: S310  (the scheme is checked in __init__)
+            self.endpoint, data=urllib.parse.urlencode(query).encode(), method="POST",
+            headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+                payload = response.read()
+        except urllib.error.HTTPError as exc:  # 4xx/5xx still carry a JSON body with the error code
+            payload = exc.read()
+        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+            raise ProviderError("隐私号服务商无法连接", code="network", retryable=True) from exc
+        try:
+            doc = json.loads(payload)
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            raise ProviderError("隐私号服务商返回了无法解析的应答", code="bad_response", retryable=True)
+        code = str(doc.get("Code", ""))
+        if code != "OK":
+            raise error_for(code)
+        return doc
+
+
+def error_for(code: str) -> VirtualNumberError:
+    """Map an Aliyun error code to a named exception (the code is kept on ``provider_code``)."""
+    cls = _NAMED_ERRORS.get(code)
+    error = cls() if cls is not None else ProviderError(f"隐私号服务商拒绝了请求（{code[:60]}）", code=code[:60],
+                                                        retryable=code in _RETRYABLE)
+    error.provider_code = code[:60]  # type: ignore[attr-defined]
+    return error
+
+
+class AliyunProvider(StoredProvider):
+    """The :class:`~waybill.virtual_numbers.base.VirtualNumberProvider` interface on top of Dyplsapi."""
+
+    name = "aliyun"
+
+    def __init__(self, codec: FieldCodec, endpoint_key: bytes, *, access_key_id: str, access_key_secret: str,
+                 pool_key: str, endpoint: str = DEFAULT_ENDPOINT, timeout: float = 10.0,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        super().__init__(codec, endpoint_key, clock=clock)
+        if not pool_key:
+            raise ValueError("pool_key is required")
+        self.pool_key = pool_key
+        self.client = AliyunClient(access_key_id, access_key_secret, endpoint=endpoint, timeout=timeout)
+
+    def bind_axb(self, session: Session, a: str, b: str, *, ttl: timedelta, ref: str) -> Binding:
+        """``BindAxb``: A and B on an X chosen by Aliyun."""
+        return self._bind(session, "axb", a, b, ttl=ttl, ref=ref)
+
+    def bind_axe(self, session: Session, a: str, b: str, *, ttl: timedelta, ref: str) -> Binding:
+        """``BindAxnExtension``: X plus an extension that reaches B; B calling X reaches A."""
+        return self._bind(session, "axe", a, b, ttl=ttl, ref=ref)
+
+    def _bind(self, session: Session, mode: Mode, a: str, b: str, *, ttl: timedelta, ref: str) -> Binding:
+        check_ttl(ttl)
+        check_ref(ref)
+        a_number, b_number = normalise(a), normalise(b)
+        if a_number == b_number:
+            raise ValueError("the two endpoints of a binding must differ")
+        ha, hb = self.endpoint_hash(a_number), self.endpoint_hash(b_number)
+        now = self._clock()
+        self.expire_due(session, now)
+        existing = self.existing_for_ref(session, ref, mode, ha, hb, now)
+        if existing is not None:
+            return existing  # no second remote binding for a repeated request
+        expires_at = (now + ttl).replace(microsecond=0)  # Aliyun's granularity is the second
+        params = {"PoolKey": self.pool_key, "Expiration": to_beijing(expires_at), "OutId": ref}
+        if mode == "axb":
+            action = "BindAxb"
+            params.update(PhoneNoA=wire_number(a_number), PhoneNoB=wire_number(b_number))
+        else:
+            action = "BindAxnExtension"
+            params.update(PhoneNoA=wire_number(b_number), PhoneNoB=wire_number(a_number))
+        dto = self.client.call(action, params).get("SecretBindDTO") or {}
+        try:
+            subs_id, x_number = str(dto["SubsId"]), normalise(str(dto["SecretNo"]))
+        except (KeyError, ValueError, TypeError):
+            raise ProviderError("隐私号服务商返回了无法解析的应答", code="bad_response") from None
+        extension = str(dto["Extension"]) if mode == "axe" and dto.get("Extension") else None
+        fields = {"mode": mode, "x_number": x_number, "extension": extension, "a": a_number, "b": b_number,
+                  "ref": ref, "now": now, "expires_at": expires_at, "provider_ref": subs_id}
+        try:
+            return to_binding(self.insert_binding(session, **fields))  # type: ignore[arg-type]
+        except IntegrityError:
+            pass
+        # Aliyun has just vouched that this binding is valid; a local clash is either a concurrent bind of
+        # the same ref (keep that one, undo ours) or local rows that are stale (the provider expired or
+        # unbound them without telling us).
+        try:
+            existing = self.existing_for_ref(session, ref, mode, ha, hb, now)
+        except BindConflict:
+            self._unbind_quietly(subs_id, x_number)
+            raise
+        if existing is not None:
+            self._unbind_quietly(subs_id, x_number)
+            return existing
+        self._drop_stale(session, x_number, (ha, hb), extension)
+        try:
+            return to_binding(self.insert_binding(session, **fields))  # type: ignore[arg-type]
+        except IntegrityError:  # still clashing (a concurrent local change): give the remote binding back
+            self._unbind_quietly(subs_id, x_number)
+            raise BindConflict() from None
+
+    def _drop_stale(self, session: Session, x_number: str, hashes: tuple[bytes, bytes], extension: str | None) -> None:
+        stale = set(session.scalars(select(VnBindingEndpoint.binding_id).where(
+            VnBindingEndpoint.x_number == x_number, VnBindingEndpoint.active.is_(True),
+            VnBindingEndpoint.endpoint_hash.in_(hashes))))
+        if extension is not None:
+            stale |= set(session.scalars(select(VnBinding.id).where(
+                VnBinding.x_number == x_number, VnBinding.extension == extension, VnBinding.active.is_(True))))
+        for binding_id in stale:
+            self._deactivate(session, binding_id, released_at=self._clock())
+
+    def _unbind_quietly(self, subs_id: str, x_number: str) -> None:
+        # If this fails too, the binding still expires at the provider; nothing local refers to it.
+        with contextlib.suppress(VirtualNumberError):
+            self._unbind(subs_id, x_number)
+
+    def _unbind(self, subs_id: str, x_number: str) -> None:
+        with contextlib.suppress(OutOfSession):  # already gone at the provider: the goal is reached
+            self.client.call("UnbindSubscription", {"PoolKey": self.pool_key, "SubsId": subs_id,
+                                                    "SecretNo": wire_number(x_number)})
+
+    def release_remote(self, session: Session, row: VnBinding, at: datetime | None) -> None:
+        """Unbind at Aliyun, or shorten the binding there (``UpdateSubscription``/``updateExpire``)."""
+        if row.provider_ref is None:
+            return
+        if at is None:
+            self._unbind(row.provider_ref, row.x_number)
+            return
+        self.client.call("UpdateSubscription", {
+            "PoolKey": self.pool_key, "SubsId": row.provider_ref, "PhoneNoX": wire_number(row.x_number),
+            "OperateType": "updateExpire", "Expiration": to_beijing(at)})
+
+
+def parse_receipts(body: bytes | str) -> list[CallReceipt]:
+    """Parse a ``SecretReport`` push (a JSON array of call records; a single object is accepted too).
+
+    ``call_type`` 0 means ``phone_no`` called ``peer_no``, 1 the reverse, 4 an intercepted call. The talk
+    time is ``release_time - start_time`` (0 when not answered). Records without ``call_id`` are skipped.
+    """
+    doc = json.loads(body)
+    items = doc if isinstance(doc, list) else [doc]
+    receipts: list[CallReceipt] = []
+    for item in items:
+        if not isinstance(item, dict) or not item.get("call_id"):
+            continue
+        call_type = _int(item.get("call_type"))
+        caller = item.get("peer_no") if call_type == 1 else item.get("phone_no")
+        started = from_beijing(str(item.get("call_time") or item.get("start_time")))
+        answered = from_beijing(str(item["start_time"])) if item.get("start_time") else started
+        released = from_beijing(str(item["release_time"])) if item.get("release_time") else answered
+        receipts.append(CallReceipt(
+            call_id=str(item["call_id"])[:100], x_number=str(item.get("secret_no") or ""), started_at=started,
+            duration_s=max(0, int((released - answered).total_seconds())),
+            caller=str(caller) if caller else None,
+            provider_ref=str(item["sub_id"]) if item.get("sub_id") is not None else None,
+            release_cause=_int(item.get("release_cause")), routed=call_type != 4))
+    return receipts
+
+
+def _int(value: object) -> int | None:
+    try:
+        return int(value)  # type: ignore[call-overload,no-any-return]
+    except (TypeError, ValueError):
+        return None
