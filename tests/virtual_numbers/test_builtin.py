@@ -140,11 +140,23 @@ def test_scheduled_release_keeps_a_grace_period_for_call_backs(session, provider
     assert session.get(VnBinding, binding.id).expires_at == grace_end
     assert _route(provider, session, clock, B, X1, at=grace_end - timedelta(minutes=1)).callee == A
     assert not _route(provider, session, clock, B, X1, at=grace_end).routed
-    provider.release(session, binding.id, at=clock.now + 48 * HOUR)  # never extends
-    assert session.get(VnBinding, binding.id).expires_at == grace_end
     clock.advance(timedelta(minutes=31))
     provider.bind_axb(session, A, C, ttl=HOUR, ref="r2")  # the X is free again after the grace period
     assert _route(provider, session, clock, A, X1).callee == C
+
+
+def test_grace_period_counts_from_release_even_beyond_the_original_ttl(session, provider, clock):
+    add_numbers(session, [X1])
+    binding = provider.bind_axb(session, A, B, ttl=HOUR, ref="r1")
+    grace_end = clock.now + 72 * HOUR  # delivered now; the recipient may call back for three days
+    provider.release(session, binding.id, at=grace_end)
+    assert session.get(VnBinding, binding.id).expires_at == grace_end
+    assert _route(provider, session, clock, B, X1, at=clock.now + 2 * HOUR).callee == A
+    assert not _route(provider, session, clock, B, X1, at=grace_end).routed
+    # An expired binding is never revived by a later release.
+    clock.advance(73 * HOUR)
+    provider.release(session, binding.id, at=clock.now + HOUR)
+    assert not _route(provider, session, clock, B, X1).routed
 
 
 def test_same_ref_is_idempotent_and_other_parties_conflict(session, provider):

@@ -157,7 +157,11 @@ class StoredProvider:
         """Hook for adapters: tell the remote provider first. The built-in provider has nobody to tell."""
 
     def release(self, session: Session, binding_id: str, *, at: datetime | None = None) -> None:
-        """Release now, or shorten the binding's life to ``at`` (a grace period). Never extends a binding."""
+        """Release now, or let a live binding end exactly at ``at`` (a call-back grace period after delivery).
+
+        ``at`` may lie beyond the original expiry: the grace period is counted from the delivery, whatever
+        was left of the binding's lifetime. A binding already released or expired is never revived.
+        """
         row = session.scalars(select(VnBinding).where(VnBinding.id == binding_id, VnBinding.provider == self.name)
                               .with_for_update()).first()
         if row is None:
@@ -169,8 +173,6 @@ class StoredProvider:
             session.flush()
             return
         if at is not None and at > now:
-            if at >= row.expires_at:
-                return  # it ends before the grace period would: nothing to do
             self.release_remote(session, row, at)
             session.execute(update(VnBinding).where(VnBinding.id == row.id).values(expires_at=at),
                             execution_options=_NO_SYNC)
