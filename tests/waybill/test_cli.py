@@ -20,7 +20,8 @@ def test_init_is_idempotent_and_owner_only(cli_env, tmp_path):
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
     assert stat.S_IMODE((data / "keys.json").stat().st_mode) == 0o600
     if not PG_URL:
-        assert (data / "waybill.db").exists()
+        for path in data.glob("waybill.db*"):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 
 
 def test_merchant_create_audit_verify_and_rotate(cli_env, tmp_path):
