@@ -40,9 +40,9 @@ class Settings:
     batch_max_items: int = 1000
     max_request_bytes: int = 8 * 1024 * 1024
     page_max: int = 200
-    # Width of the phone blind index in bits: wide enough to be selective, narrow enough that
-    # one value maps to many phones at scale (see waybill/crypto/vault.py).
-    blind_index_bits: int = 32
+    # Width of the phone blind index in bits: selective within a merchant, yet each value stands for
+    # about a hundred possible mobile numbers (see waybill/crypto/vault.py).
+    blind_index_bits: int = 24
     redis_url: str | None = None
     reprint_max: int = 3
     # Courier scan quotas: a burst per minute and a total per hour (shared through Redis if configured).

@@ -63,6 +63,15 @@ class BatchItemResult:
     error: DomainError | None = None
 
 
+def phone_index(codec: FieldCodec, merchant_id: str, role: str, phone: str) -> int:
+    """Blind index of a normalised phone, scoped to one merchant and one role (sender or recipient).
+
+    Search is always within a merchant, so scoping costs nothing and means equal values across merchants
+    or between a person's sent and received parcels do not line up in the table.
+    """
+    return codec.blind_index(f"{role}_phone", f"{merchant_id}|{phone}")
+
+
 def _waybill_no_taken(session: Session, waybill_no: str) -> bool:
     return session.execute(select(Shipment.id).where(Shipment.waybill_no == waybill_no)).first() is not None
 
@@ -100,7 +109,7 @@ def _build(deps: ShipmentDeps, principal: Principal, data: ShipmentIn, idempoten
         values[f"{role}_name_ct"] = enc(party.name, table=TABLE, column=f"{role}_name", row_id=sid)
         values[f"{role}_phone_ct"] = enc(party.phone, table=TABLE, column=f"{role}_phone", row_id=sid)
         values[f"{role}_address_ct"] = enc(party.address, table=TABLE, column=f"{role}_address", row_id=sid)
-        values[f"{role}_phone_bidx"] = deps.codec.blind_index("phone", party.phone)
+        values[f"{role}_phone_bidx"] = phone_index(deps.codec, principal.id, role, party.phone)
         values[f"{role}_region"] = _region(party)
         values[f"{role}_masked"] = {
             "name": mask_name(party.name, deps.policy),
@@ -303,7 +312,7 @@ def list_shipments(session: Session, deps: ShipmentDeps, principal: Principal, *
             wanted = normalize_phone(recipient_phone).number
         except ValueError as exc:
             raise ValidationFailed(str(exc), field="recipient_phone") from None
-        stmt = stmt.where(Shipment.recipient_phone_bidx == deps.codec.blind_index("phone", wanted))
+        stmt = stmt.where(Shipment.recipient_phone_bidx == phone_index(deps.codec, principal.id, "recipient", wanted))
     stmt = stmt.order_by(Shipment.id.desc()).limit(limit + 1)
     rows = list(session.execute(stmt).scalars())
     more = len(rows) > limit
