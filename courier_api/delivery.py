@@ -41,6 +41,7 @@ class DeliveryDeps:
     provider: VirtualNumberProvider
     binding_ttl: timedelta
     release_grace: timedelta
+    token_max_age: timedelta
 
 
 def shipment_station(shipment: Shipment) -> str:
@@ -99,7 +100,8 @@ def _active_assignment(session: Session, principal: Principal, shipment: Shipmen
 def scan(session: Session, deps: DeliveryDeps, principal: Principal, raw_token: Any) -> dict[str, Any]:
     """The courier view for a scanned QR token: masked name and phone, full address."""
     principal.require(Permission.COURIER_SCAN)
-    shipment = labels.resolve_token(session, deps.token_key, raw_token) if isinstance(raw_token, str) else None
+    shipment = labels.resolve_token(session, deps.token_key, raw_token, max_age=deps.token_max_age) \
+        if isinstance(raw_token, str) else None
     assignment = _active_assignment(session, principal, shipment) if shipment is not None else None
     if shipment is None or assignment is None:
         audit.record(session, principal, "courier.scan", object_type="shipment",

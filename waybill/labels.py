@@ -255,15 +255,21 @@ def revoke_many(session: Session, principal: Principal, shipment_ids: Sequence[s
     return int(result.rowcount or 0)
 
 
-def resolve_token(session: Session, key: bytes, raw: str) -> Shipment | None:
-    """The shipment a live token belongs to, or ``None`` (unknown, revoked, malformed alike)."""
+def resolve_token(session: Session, key: bytes, raw: str, *, max_age: timedelta | None = None,
+                  now: datetime | None = None) -> Shipment | None:
+    """The shipment a live token belongs to, or ``None`` (unknown, revoked, expired, malformed alike).
+
+    ``max_age`` bounds how long a printed label stays scannable: a photographed label sold on stops
+    working even if the parcel was never delivered.
+    """
     if not isinstance(raw, str) or not 16 <= len(raw) <= 64:
         return None
     digest = hash_token(key, raw.strip())
-    row = session.execute(
-        select(QrToken, Shipment).join(Shipment, Shipment.id == QrToken.shipment_id)
-        .where(QrToken.token_hash == digest, QrToken.revoked_at.is_(None))
-    ).first()
+    stmt = (select(QrToken, Shipment).join(Shipment, Shipment.id == QrToken.shipment_id)
+            .where(QrToken.token_hash == digest, QrToken.revoked_at.is_(None)))
+    if max_age is not None:
+        stmt = stmt.where(QrToken.issued_at > (now or utcnow()) - max_age)
+    row = session.execute(stmt).first()
     # The lookup is by hash; compare again in constant time so no code path depends on early exits.
     if row is None or not hmac.compare_digest(bytes(row[0].token_hash), digest):
         return None

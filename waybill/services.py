@@ -41,7 +41,8 @@ class Services:
         provider = self.phone_provider or BuiltinProvider.from_services(self)
         return DeliveryDeps(codec=self.codec, token_key=self.keys.secret("qr_token"), provider=provider,
                             binding_ttl=timedelta(hours=self.settings.binding_ttl_hours),
-                            release_grace=timedelta(hours=self.settings.release_grace_hours))
+                            release_grace=timedelta(hours=self.settings.release_grace_hours),
+                            token_max_age=timedelta(days=self.settings.qr_token_ttl_days))
 
     @property
     def label_deps(self) -> LabelDeps:

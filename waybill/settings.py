@@ -45,6 +45,8 @@ class Settings:
     blind_index_bits: int = 24
     redis_url: str | None = None
     reprint_max: int = 3
+    # How long a printed QR token stays scannable (a label older than this needs a reprint).
+    qr_token_ttl_days: int = 30
     # Courier scan quotas: a burst per minute and a total per hour (shared through Redis if configured).
     scan_per_minute: int = 30
     scan_per_hour: int = 300
@@ -137,7 +139,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         values["page_max"] = _int("page_max", raw, 1, 1000)
     if (raw := get("reprint_max")) is not None:
         values["reprint_max"] = _int("reprint_max", raw, 0, 100)
-    for name, lo, hi in (("scan_per_minute", 1, 10_000), ("scan_per_hour", 1, 1_000_000),
+    for name, lo, hi in (("qr_token_ttl_days", 1, 365), ("scan_per_minute", 1, 10_000), ("scan_per_hour", 1, 1_000_000),
                          ("binding_ttl_hours", 1, 24 * 30), ("release_grace_hours", 0, 24 * 30)):
         if (raw := get(name)) is not None:
             values[name] = _int(name, raw, lo, hi)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from datetime import timedelta
 
 import pytest
 
@@ -120,6 +121,20 @@ def test_scan_refusals_all_look_the_same(client, merchant, services, crew):
         client.post("/v1/courier/scan", json={"token": shp["waybill_no"]}, headers=crew["courier"]),  # waybill no
         client.post("/v1/courier/scan", json={"token": qr.lower()}, headers=crew["courier"]),
     ]
+    # An expired token (older than the configured lifetime) is refused like any other.
+    from sqlalchemy import update
+
+    from waybill.models import QrToken, utcnow
+
+    with services.session_factory() as s:
+        s.execute(update(QrToken).where(QrToken.shipment_id == shp["id"])
+                  .values(issued_at=utcnow() - timedelta(days=services.settings.qr_token_ttl_days, minutes=1)))
+        s.commit()
+    answers.append(client.post("/v1/courier/scan", json={"token": qr}, headers=crew["courier"]))
+    with services.session_factory() as s:
+        s.execute(update(QrToken).where(QrToken.shipment_id == shp["id"]).values(issued_at=utcnow()))
+        s.commit()
+    assert client.post("/v1/courier/scan", json={"token": qr}, headers=crew["courier"]).status_code == 200
     # A reprint revokes the scanned token.
     assert client.post(f"/v1/shipments/{shp['id']}/label/reprint", json={"reason": "damaged"},
                        headers=merchant.headers).status_code == 200
