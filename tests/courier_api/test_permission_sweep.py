@@ -1,0 +1,520 @@
+"""The permission sweep: every endpoint x every principal x own / foreign / missing object.
+
+Permissions are named values, checked by role on the route and by object (ownership, assignment,
+station) in the domain; anything not granted is denied. The expectations below are written out by
+hand as data: a change to a role's permissions, a new endpoint or a relaxed object check makes a
+case fail here instead of silently widening access.
+
+One installation per module, with real commits: staff log in once (an MFA code is accepted once per
+30 s step), and every case that needs an object makes a fresh one, so state-changing calls (cancel,
+reprint, assign, deliver) never see each other's effects.
+
+Objects (absolute, the same for every principal):
+- ``A``: the merchant's shipment to 深圳市南山区 (station 755-W012: the ``courier``, ``courier_same``
+  and ``dispatcher`` principals' station); when the endpoint needs it assigned, it is assigned to
+  ``courier``.
+- ``A_unassigned``: like ``A``, printed but assigned to nobody (courier endpoints only).
+- ``B``: the other merchant's shipment to 北京市朝阳区 (station 010-W201: ``courier_far`` and
+  ``dispatcher_far``); when assigned, it is assigned to a bystander courier of that station.
+- ``missing``: a well-formed id (or QR token) that does not exist.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+from courier_api import delivery, staff
+from courier_api.models import StaffUser
+from tests.conftest import RECIPIENT, _drop, _new_env, make_merchant, shipment_body
+from tests.courier_api import bearer, login, make_staff
+from waybill import audit, labels, shipments
+from waybill.errors import DomainError, PermissionDenied
+from waybill.ids import new_id
+from waybill.permissions import ROLE_PERMISSIONS, SYSTEM, Permission, Principal
+from waybill.schemas import ShipmentIn, parse
+from waybill.virtual_numbers import add_numbers
+
+STATION = "755-W012"  # 深圳市南山区
+FAR_STATION = "010-W201"  # 北京市朝阳区
+FAR_RECIPIENT = dict(RECIPIENT, province="北京市", city="北京市", district="朝阳区", address="建国路88号2栋301室")
+PUBLIC_PATHS = {"/openapi.json", "/healthz", "/v1/auth/token", "/v1/auth/logout"}
+
+PRINCIPALS = ("anon", "merchant", "other_merchant", "courier", "courier_same", "courier_far", "dispatcher",
+              "dispatcher_far", "sorter", "auditor", "privacy_officer", "admin")
+ROLE_OF = {"merchant": "merchant", "other_merchant": "merchant", "courier": "courier", "courier_same": "courier",
+           "courier_far": "courier", "dispatcher": "dispatcher", "dispatcher_far": "dispatcher", "sorter": "sorter",
+           "auditor": "auditor", "privacy_officer": "privacy_officer", "admin": "admin"}
+# Staff principals: username, role, station. ``courier_b`` is the bystander B is assigned to.
+STAFF = {
+    "courier": ("sw_courier", "courier", STATION),
+    "courier_same": ("sw_courier_same", "courier", STATION),
+    "courier_far": ("sw_courier_far", "courier", FAR_STATION),
+    "courier_b": ("sw_courier_b", "courier", FAR_STATION),
+    "dispatcher": ("sw_dispatcher", "dispatcher", STATION),
+    "dispatcher_far": ("sw_dispatcher_far", "dispatcher", FAR_STATION),
+    "sorter": ("sw_sorter", "sorter", STATION),
+    "auditor": ("sw_auditor", "auditor", None),
+    "privacy_officer": ("sw_privacy", "privacy_officer", None),
+    "admin": ("sw_admin", "admin", None),
+}
+# Roles that grant nothing: "system" (the CLI's, never a staff login) and one nobody defined.
+EMPTY_ROLES = tuple(role for role, perms in ROLE_PERMISSIONS.items() if not perms) + ("no_such_role",)
+COURIER_PHONES = {"courier": "13700001001", "courier_same": "13700001002", "courier_far": "13700001003",
+                  "courier_b": "13700001004"}
+
+# -- the expectation table -------------------------------------------------------------------------------
+# ok: 2xx with the endpoint's answer; 401 unauthenticated; 403 role lacks the route's permission;
+# 404 not theirs (byte-identical to the answer for a missing object).
+
+_NONE = "-"
+TABLE_TEXT = """
+endpoint                 object        anon  merch other cour  c_sam c_far disp  d_far sort  aud   priv  admin
+merchant.create          -             401   ok    ok    403   403   403   403   403   403   403   403   403
+merchant.create_batch    -             401   ok    ok    403   403   403   403   403   403   403   403   403
+merchant.list_           -             401   ok    ok    403   403   403   403   403   403   403   403   403
+merchant.search          -             401   ok    ok    403   403   403   403   403   403   403   403   403
+merchant.get             A             401   ok    404   403   403   403   403   403   403   403   403   403
+merchant.get             B             401   404   ok    403   403   403   403   403   403   403   403   403
+merchant.get             missing       401   404   404   403   403   403   403   403   403   403   403   403
+merchant.cancel          A             401   ok    404   403   403   403   403   403   403   403   403   403
+merchant.cancel          B             401   404   ok    403   403   403   403   403   403   403   403   403
+merchant.cancel          missing       401   404   404   403   403   403   403   403   403   403   403   403
+labels.label             A             401   ok    404   403   403   403   403   403   ok    403   403   403
+labels.label             B             401   404   ok    403   403   403   403   403   ok    403   403   403
+labels.label             missing       401   404   404   403   403   403   403   403   404   403   403   403
+labels.reprint           A             401   ok    404   403   403   403   403   403   ok    403   403   403
+labels.reprint           B             401   404   ok    403   403   403   403   403   ok    403   403   403
+labels.reprint           missing       401   404   404   403   403   403   403   403   404   403   403   403
+labels.print_job         A             401   403   403   403   403   403   403   403   ok    403   403   403
+labels.print_job         B             401   403   403   403   403   403   403   403   ok    403   403   403
+labels.print_job         missing       401   403   403   403   403   403   403   403   404   403   403   403
+courier.assign           A             401   403   403   403   403   403   ok    404   403   403   403   403
+courier.assign           B             401   403   403   403   403   403   404   ok    403   403   403   403
+courier.assign           missing       401   403   403   403   403   403   404   404   403   403   403   403
+courier.scan             A             401   403   403   ok    404   404   403   403   403   403   403   403
+courier.scan             A_unassigned  401   403   403   404   404   404   403   403   403   403   403   403
+courier.scan             B             401   403   403   404   404   404   403   403   403   403   403   403
+courier.scan             missing       401   403   403   404   404   404   403   403   403   403   403   403
+courier.call             A             401   403   403   ok    404   404   403   403   403   403   403   403
+courier.call             A_unassigned  401   403   403   404   404   404   403   403   403   403   403   403
+courier.call             B             401   403   403   404   404   404   403   403   403   403   403   403
+courier.call             missing       401   403   403   404   404   404   403   403   403   403   403   403
+courier.deliver          A             401   403   403   ok    404   404   403   403   403   403   403   403
+courier.deliver          A_unassigned  401   403   403   404   404   404   403   403   403   403   403   403
+courier.deliver          B             401   403   403   404   404   404   403   403   403   403   403   403
+courier.deliver          missing       401   403   403   404   404   404   403   403   403   403   403   403
+courier.audit_events     -             401   403   403   403   403   403   403   403   403   ok    403   403
+courier.audit_verify     -             401   403   403   403   403   403   403   403   403   ok    403   403
+"""
+
+
+def _parse_table(text: str) -> dict[tuple[str, str, str], str]:
+    table: dict[tuple[str, str, str], str] = {}
+    lines = [line.split() for line in text.strip().splitlines()]
+    header, rows = lines[0], lines[1:]
+    assert len(header) == 2 + len(PRINCIPALS)
+    for row in rows:
+        assert len(row) == 2 + len(PRINCIPALS), row
+        endpoint, obj, outcomes = row[0], row[1], row[2:]
+        for who, outcome in zip(PRINCIPALS, outcomes, strict=True):
+            assert outcome in {"ok", "401", "403", "404"}, row
+            assert (endpoint, obj, who) not in table, row
+            table[(endpoint, obj, who)] = outcome
+    return table
+
+
+TABLE = _parse_table(TABLE_TEXT)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    rule: str
+    permission: Permission
+    state: str | None  # what the object must be for an allowed call to succeed: created / printed / assigned
+
+
+ENDPOINTS: dict[str, Endpoint] = {
+    "merchant.create": Endpoint("POST", "/v1/shipments", Permission.SHIPMENT_CREATE, None),
+    "merchant.create_batch": Endpoint("POST", "/v1/shipments/batch", Permission.SHIPMENT_CREATE, None),
+    "merchant.list_": Endpoint("GET", "/v1/shipments", Permission.SHIPMENT_LIST, None),
+    "merchant.search": Endpoint("POST", "/v1/shipments/search", Permission.SHIPMENT_LIST, None),
+    "merchant.get": Endpoint("GET", "/v1/shipments/<shipment_id>", Permission.SHIPMENT_READ, "created"),
+    "merchant.cancel": Endpoint("POST", "/v1/shipments/<shipment_id>/cancel", Permission.SHIPMENT_CANCEL, "created"),
+    "labels.label": Endpoint("GET", "/v1/shipments/<shipment_id>/label", Permission.LABEL_READ, "created"),
+    "labels.reprint": Endpoint("POST", "/v1/shipments/<shipment_id>/label/reprint", Permission.LABEL_REPRINT,
+                               "printed"),
+    "labels.print_job": Endpoint("POST", "/v1/print-jobs", Permission.PRINT_JOB_CREATE, "created"),
+    "courier.assign": Endpoint("POST", "/v1/dispatch/assignments", Permission.DISPATCH_ASSIGN, "printed"),
+    "courier.scan": Endpoint("POST", "/v1/courier/scan", Permission.COURIER_SCAN, "assigned"),
+    "courier.call": Endpoint("POST", "/v1/courier/shipments/<shipment_id>/call", Permission.COURIER_CALL,
+                             "assigned"),
+    "courier.deliver": Endpoint("POST", "/v1/courier/shipments/<shipment_id>/deliver", Permission.COURIER_DELIVER,
+                                "assigned"),
+    "courier.audit_events": Endpoint("GET", "/v1/audit/events", Permission.AUDIT_READ, None),
+    "courier.audit_verify": Endpoint("GET", "/v1/audit/verify", Permission.AUDIT_READ, None),
+}
+
+# Permissions no HTTP route checks; the domain does (accounts are managed through the CLI, as the system).
+DOMAIN_ONLY = {Permission.USER_MANAGE, Permission.PERSONAL_DATA_REQUEST}
+
+
+# -- the installation -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Obj:
+    id: str
+    token: str | None = None
+
+
+@dataclass
+class World:
+    app: Any
+    client: Any
+    svc: Any
+    headers: dict[str, dict[str, str]]
+    principals: dict[str, Principal]
+    merchants: dict[str, Any]
+    seq: Iterator[int] = field(default_factory=itertools.count)
+
+    def order_id(self, owner: str) -> str:
+        return f"{'A' if owner == 'merchant' else 'B'}-{next(self.seq)}"
+
+    def shipment(self, obj: str, state: str | None) -> Obj:
+        """A fresh object for one case (``missing``: an id nobody has)."""
+        if obj == "missing":
+            return Obj(new_id("shp"), _random_token())
+        owner, recipient, station = ("merchant", RECIPIENT, STATION) if obj.startswith("A") else \
+            ("other_merchant", FAR_RECIPIENT, FAR_STATION)
+        r = self.client.post("/v1/shipments", json=shipment_body(self.order_id(owner), recipient=dict(recipient)),
+                             headers=self.merchants[owner].headers)
+        assert r.status_code == 201, r.get_json()
+        shp = r.get_json()
+        assert shp["sorting_code"].startswith(station + "-"), shp["sorting_code"]  # the premise of the table
+        made = Obj(shp["id"])
+        if state in ("printed", "assigned"):
+            with self.svc.session_factory() as s:
+                (model,) = labels.issue_print_job(s, self.svc.label_deps, self.principals["sorter"], [made.id])
+                s.commit()
+            made.token = model.token
+        if state == "assigned" and obj != "A_unassigned":
+            dispatcher, courier = ("dispatcher", "courier") if owner == "merchant" else ("dispatcher_far", "courier_b")
+            with self.svc.session_factory() as s:
+                delivery.assign(s, self.principals[dispatcher], made.id, STAFF[courier][0])
+                s.commit()
+        return made
+
+
+def _random_token() -> str:
+    """Shaped like a real QR payload (32 base32 characters), issued by nobody."""
+    return base64.b32encode(secrets.token_bytes(20)).decode().rstrip("=")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    env = _new_env(tmp_path_factory.mktemp("sweep"), scan_per_minute=10_000, scan_per_hour=1_000_000)
+    try:
+        app = env.app()
+        svc = app.extensions["waybill"]
+        client = app.test_client()
+        merchants = {"merchant": make_merchant(svc, "商户甲"), "other_merchant": make_merchant(svc, "商户乙")}
+        users = {key: make_staff(svc, name, role, station) for key, (name, role, station) in STAFF.items()}
+        # Principals whose role grants nothing: made as couriers, logged in, then their stored role is changed.
+        empty = {role: make_staff(svc, f"sw_role_{i}", "courier", STATION)
+                 for i, role in enumerate(EMPTY_ROLES)}
+        with svc.session_factory() as s:
+            add_numbers(s, [f"1700000{n:04d}" for n in range(1, 9)])
+            for key, phone in COURIER_PHONES.items():
+                staff.set_phone(s, SYSTEM, STAFF[key][0], phone, svc.codec)
+            s.commit()
+        headers = {"anon": {}, **{k: m.headers for k, m in merchants.items()}}
+        for key, new in {**users, **{f"role:{r}": n for r, n in empty.items()}}.items():
+            r = login(client, new)
+            assert r.status_code == 200, (key, r.get_json())
+            headers[key] = bearer(r.get_json()["access_token"])
+        with svc.session_factory() as s:
+            for role, new in empty.items():
+                s.execute(update(StaffUser).where(StaffUser.id == new.user.id).values(role=role))
+            s.commit()
+        principals = {key: Principal("staff", new.user.id, new.user.role, new.user.station)
+                      for key, new in users.items()}
+        principals.update({k: Principal("merchant", m.id, "merchant") for k, m in merchants.items()})
+        yield World(app, client, svc, headers, principals, merchants)
+    finally:
+        _drop(env)
+
+
+# -- the calls --------------------------------------------------------------------------------------------
+
+Call = Callable[[World, dict[str, str], str, Obj | None], Any]
+
+
+def _courier_for(who: str) -> str:
+    """The courier a dispatcher assigns to: one of their own station, so only the shipment decides."""
+    return STAFF["courier_far" if who == "dispatcher_far" else "courier_same"][0]
+
+
+CALLS: dict[str, Call] = {
+    "merchant.create": lambda w, h, who, o: w.client.post(
+        "/v1/shipments", json=shipment_body(w.order_id(who)), headers=h),
+    "merchant.create_batch": lambda w, h, who, o: w.client.post(
+        "/v1/shipments/batch", json={"shipments": [shipment_body(w.order_id(who))]}, headers=h),
+    "merchant.list_": lambda w, h, who, o: w.client.get("/v1/shipments?limit=20", headers=h),
+    "merchant.search": lambda w, h, who, o: w.client.post(
+        "/v1/shipments/search", json={"recipient_phone": RECIPIENT["phone"], "limit": 20}, headers=h),
+    "merchant.get": lambda w, h, who, o: w.client.get(f"/v1/shipments/{o.id}", headers=h),
+    "merchant.cancel": lambda w, h, who, o: w.client.post(f"/v1/shipments/{o.id}/cancel", headers=h),
+    "labels.label": lambda w, h, who, o: w.client.get(f"/v1/shipments/{o.id}/label?format=zpl", headers=h),
+    "labels.reprint": lambda w, h, who, o: w.client.post(
+        f"/v1/shipments/{o.id}/label/reprint", json={"reason": "damaged", "format": "zpl"}, headers=h),
+    "labels.print_job": lambda w, h, who, o: w.client.post(
+        "/v1/print-jobs", json={"shipment_ids": [o.id], "format": "zpl"}, headers=h),
+    "courier.assign": lambda w, h, who, o: w.client.post(
+        "/v1/dispatch/assignments", json={"shipment_id": o.id, "courier": _courier_for(who)}, headers=h),
+    "courier.scan": lambda w, h, who, o: w.client.post("/v1/courier/scan", json={"token": o.token}, headers=h),
+    "courier.call": lambda w, h, who, o: w.client.post(f"/v1/courier/shipments/{o.id}/call", headers=h),
+    "courier.deliver": lambda w, h, who, o: w.client.post(
+        f"/v1/courier/shipments/{o.id}/deliver", json={"method": "locker", "locker_id": "L-07"}, headers=h),
+    "courier.audit_events": lambda w, h, who, o: w.client.get("/v1/audit/events?limit=5", headers=h),
+    "courier.audit_verify": lambda w, h, who, o: w.client.get("/v1/audit/verify", headers=h),
+}
+
+
+def _prefix(who: str) -> str:
+    return "A-" if who == "merchant" else "B-"
+
+
+def _check_allowed(endpoint: str, who: str, obj: Obj | None, r: Any) -> None:
+    """The endpoint's own answer: proof the call got through both checks and did its work."""
+    body = r.get_json(silent=True)
+    if endpoint == "merchant.create":
+        assert r.status_code == 201 and body["merchant_order_id"].startswith(_prefix(who))
+    elif endpoint == "merchant.create_batch":
+        assert r.status_code == 200 and body["results"][0]["status"] == "created"
+    elif endpoint in ("merchant.list_", "merchant.search"):
+        # Own shipments only: both merchants hold shipments (made for this case), each sees its own.
+        orders = [item["merchant_order_id"] for item in body["items"]]
+        assert r.status_code == 200 and orders and all(o.startswith(_prefix(who)) for o in orders), orders
+    elif endpoint == "merchant.get":
+        assert r.status_code == 200 and body["id"] == obj.id
+    elif endpoint == "merchant.cancel":
+        assert r.status_code == 200 and body["status"] == "cancelled"
+    elif endpoint in ("labels.label", "labels.reprint", "labels.print_job"):
+        assert r.status_code == 200 and r.mimetype == "application/zpl" and r.data
+    elif endpoint == "courier.assign":
+        assert r.status_code == 201 and body["shipment_id"] == obj.id and body["status"] == "out_for_delivery"
+    elif endpoint == "courier.scan":
+        assert r.status_code == 200 and body["shipment_id"] == obj.id
+    elif endpoint == "courier.call":
+        assert r.status_code == 200 and body["virtual_number"].startswith("170")
+    elif endpoint == "courier.deliver":
+        assert r.status_code == 200 and body["status"] == "delivered"
+    elif endpoint == "courier.audit_events":
+        assert r.status_code == 200 and isinstance(body["items"], list) and body["items"]
+    elif endpoint == "courier.audit_verify":
+        assert r.status_code == 200 and body["ok"] is True
+    else:  # every endpoint has a check above
+        raise AssertionError(endpoint)
+
+
+REFUSALS = {"401": "unauthenticated", "403": "forbidden", "404": "not_found"}
+
+
+def _sweep_case(w: World, endpoint: str, obj_kind: str, who: str, expected: str, headers: dict[str, str]) -> None:
+    spec = ENDPOINTS[endpoint]
+    obj = w.shipment(obj_kind, spec.state) if obj_kind != _NONE else None
+    if endpoint in ("merchant.list_", "merchant.search"):
+        w.shipment("A", None)
+        w.shipment("B", None)
+    r = CALLS[endpoint](w, headers, who, obj)
+    if expected == "ok":
+        _check_allowed(endpoint, who, obj, r)
+        return
+    assert r.status_code == int(expected), (r.status_code, r.get_data(as_text=True))
+    assert r.get_json()["error"]["code"] == REFUSALS[expected]
+    if obj is not None:
+        # The refusal says nothing about the object: the answer for an id nobody has is the same, byte for byte.
+        nobody = CALLS[endpoint](w, headers, who, Obj(new_id("shp"), _random_token()))
+        assert (nobody.status_code, nobody.data) == (r.status_code, r.data)
+
+
+CASES = [pytest.param(endpoint, obj, who, outcome, id=f"{endpoint}-{obj}-{who}")
+         for (endpoint, obj, who), outcome in TABLE.items()]
+
+
+@pytest.mark.parametrize(("endpoint", "obj", "who", "expected"), CASES)
+def test_sweep(world: World, endpoint: str, obj: str, who: str, expected: str) -> None:
+    _sweep_case(world, endpoint, obj, who, expected, world.headers[who])
+
+
+@pytest.mark.parametrize("role", EMPTY_ROLES)
+@pytest.mark.parametrize("endpoint", sorted(ENDPOINTS))
+def test_roles_without_permissions_are_refused_everywhere(world: World, endpoint: str, role: str) -> None:
+    """Deny by default: a principal whose role grants nothing (or is unknown) gets 403 on every route,
+    on the objects of its own station as well as on missing ones."""
+    headers = world.headers[f"role:{role}"]
+    obj = "A" if ENDPOINTS[endpoint].state else _NONE
+    _sweep_case(world, endpoint, obj, "courier", "403", headers)
+    if obj != _NONE:
+        _sweep_case(world, endpoint, "missing", "courier", "403", headers)
+
+
+# -- the table against the application and against ROLE_PERMISSIONS ---------------------------------------
+
+
+def test_the_table_covers_every_route(world: World) -> None:
+    routes = {(rule.endpoint, method, rule.rule) for rule in world.app.url_map.iter_rules()
+              if rule.endpoint != "static" and rule.rule not in PUBLIC_PATHS
+              for method in rule.methods - {"HEAD", "OPTIONS"}}
+    assert routes == {(name, e.method, e.rule) for name, e in ENDPOINTS.items()}
+    assert {endpoint for endpoint, _, _ in TABLE} == set(ENDPOINTS) == set(CALLS)
+    for endpoint, spec in ENDPOINTS.items():
+        objects = {obj for e, obj, _ in TABLE if e == endpoint}
+        assert objects == ({"A", "B", "missing"} | ({"A_unassigned"} if spec.state == "assigned" else set())
+                           if spec.state else {_NONE}), endpoint
+        assert {who for e, _, who in TABLE if e == endpoint} == set(PRINCIPALS)
+
+
+def test_the_table_agrees_with_role_permissions() -> None:
+    """A principal passes the route check (any answer but 403; anonymous aside) exactly when its role
+    holds the route's permission: the written-out table and ROLE_PERMISSIONS say the same thing."""
+    for (endpoint, obj, who), outcome in TABLE.items():
+        if who == "anon":
+            assert outcome == "401"
+            continue
+        holds = ENDPOINTS[endpoint].permission in ROLE_PERMISSIONS[ROLE_OF[who]]
+        assert (outcome != "403") == holds, (endpoint, obj, who, outcome)
+
+
+def _exercised_over_http(role: str, permission: Permission) -> bool:
+    return any(outcome == "ok" and ROLE_OF.get(who) == role and ENDPOINTS[endpoint].permission == permission
+               for (endpoint, _, who), outcome in TABLE.items())
+
+
+# -- the second check: the domain refuses by role too, whatever the route did ------------------------------
+
+DomainCall = Callable[[Any, Any, Principal, str], Any]
+DOMAIN_OPS: dict[str, tuple[Permission, DomainCall]] = {
+    "create_shipment": (Permission.SHIPMENT_CREATE, lambda s, svc, p, sid: shipments.create_shipment(
+        s, svc.shipment_deps, p, parse(ShipmentIn, shipment_body("D-" + secrets.token_hex(4))))),
+    "create_batch": (Permission.SHIPMENT_CREATE, lambda s, svc, p, sid: list(shipments.create_batch(
+        s, svc.shipment_deps, p, [parse(ShipmentIn, shipment_body("D-" + secrets.token_hex(4)))]))),
+    "get_shipment": (Permission.SHIPMENT_READ, lambda s, svc, p, sid: shipments.get_shipment(s, p, sid)),
+    "list_shipments": (Permission.SHIPMENT_LIST, lambda s, svc, p, sid: shipments.list_shipments(
+        s, svc.shipment_deps, p, limit=1)),
+    "cancel_shipment": (Permission.SHIPMENT_CANCEL, lambda s, svc, p, sid: shipments.cancel_shipment(s, p, sid)),
+    "issue_label": (Permission.LABEL_READ, lambda s, svc, p, sid: labels.issue_label(s, svc.label_deps, p, sid)),
+    "reprint_label": (Permission.LABEL_REPRINT, lambda s, svc, p, sid: labels.reprint_label(
+        s, svc.label_deps, p, sid, "damaged")),
+    "issue_print_job": (Permission.PRINT_JOB_CREATE, lambda s, svc, p, sid: labels.issue_print_job(
+        s, svc.label_deps, p, [sid])),
+    "assign": (Permission.DISPATCH_ASSIGN, lambda s, svc, p, sid: delivery.assign(
+        s, p, sid, STAFF["courier_same"][0])),
+    "scan": (Permission.COURIER_SCAN, lambda s, svc, p, sid: delivery.scan(s, svc.delivery_deps, p, "X" * 32)),
+    "call": (Permission.COURIER_CALL, lambda s, svc, p, sid: delivery.call(s, svc.delivery_deps, p, sid)),
+    "deliver": (Permission.COURIER_DELIVER, lambda s, svc, p, sid: delivery.deliver(
+        s, svc.delivery_deps, p, sid, "station")),
+    "list_events": (Permission.AUDIT_READ, lambda s, svc, p, sid: audit.list_events(s, p, limit=1)),
+    "create_user": (Permission.USER_MANAGE, lambda s, svc, p, sid: staff.create_user(
+        s, p, "sw_new_" + secrets.token_hex(3), "courier", STATION, None, svc.codec)),
+    "disable_user": (Permission.USER_MANAGE, lambda s, svc, p, sid: staff.disable_user(
+        s, p, STAFF["courier_b"][0])),
+    "set_phone": (Permission.USER_MANAGE, lambda s, svc, p, sid: staff.set_phone(
+        s, p, STAFF["courier_b"][0], "13700009999", svc.codec)),
+}
+# Which roles the domain lets through, written out (not derived from ROLE_PERMISSIONS).
+DOMAIN_ALLOWED = {
+    "create_shipment": {"merchant"}, "create_batch": {"merchant"}, "get_shipment": {"merchant"},
+    "list_shipments": {"merchant"}, "cancel_shipment": {"merchant"},
+    "issue_label": {"merchant", "sorter"}, "reprint_label": {"merchant", "sorter"},
+    "issue_print_job": {"sorter"}, "assign": {"dispatcher"},
+    "scan": {"courier"}, "call": {"courier"}, "deliver": {"courier"},
+    "list_events": {"auditor"},
+    "create_user": {"admin"}, "disable_user": {"admin"}, "set_phone": {"admin"},
+}
+DOMAIN_ROLES = ("merchant", "courier", "dispatcher", "sorter", "auditor", "privacy_officer", "admin", "system",
+                "no_such_role")
+# The principal acting in the domain for each role (a real account where there is one).
+DOMAIN_ACTOR = {"merchant": "merchant", "courier": "courier", "dispatcher": "dispatcher", "sorter": "sorter",
+                "auditor": "auditor", "privacy_officer": "privacy_officer", "admin": "admin"}
+
+
+@pytest.mark.parametrize("role", DOMAIN_ROLES)
+@pytest.mark.parametrize("op", sorted(DOMAIN_OPS))
+def test_domain_refuses_by_role(world: World, op: str, role: str) -> None:
+    """Called directly (no route in front), each domain operation still refuses a role without the permission.
+    An allowed role gets past the role check: it either succeeds or meets an object-level answer."""
+    permission, fn = DOMAIN_OPS[op]
+    actor = world.principals[DOMAIN_ACTOR[role]] if role in DOMAIN_ACTOR else \
+        Principal("staff", new_id("usr"), role, STATION)
+    sid = world.shipment("A", "assigned").id
+    with world.svc.session_factory() as s:
+        try:
+            if role in DOMAIN_ALLOWED[op]:
+                try:
+                    fn(s, world.svc, actor, sid)
+                except PermissionDenied:
+                    pytest.fail(f"{role} refused by role on {op}")
+                except DomainError:
+                    pass  # an object-level answer (not theirs, wrong status): past the role check
+            else:
+                with pytest.raises(PermissionDenied):
+                    fn(s, world.svc, actor, sid)
+        finally:
+            s.rollback()
+
+
+def test_domain_table_agrees_with_role_permissions() -> None:
+    for op, (permission, _) in DOMAIN_OPS.items():
+        holders = {role for role in DOMAIN_ROLES if permission in ROLE_PERMISSIONS.get(role, frozenset())}
+        assert holders == DOMAIN_ALLOWED[op], op
+
+
+def test_admin_manages_users_in_the_domain(world: World) -> None:
+    """USER_MANAGE has no HTTP route: the admin's permission is exercised (and succeeds) in the domain."""
+    with world.svc.session_factory() as s:
+        try:
+            new = staff.create_user(s, world.principals["admin"], "sw_by_admin", "courier", STATION, None,
+                                    world.svc.codec)
+            assert new.user.role == "courier"
+            user, _ = staff.disable_user(s, world.principals["admin"], "sw_by_admin")
+            assert user.disabled_at is not None
+            assert staff.set_phone(s, world.principals["admin"], STAFF["courier_b"][0], "13700009999",
+                                   world.svc.codec) is not None
+        finally:
+            s.rollback()
+
+
+DOMAIN_EXERCISED = {(Permission.USER_MANAGE, "admin")}  # by test_admin_manages_users_in_the_domain
+
+
+def _grant_cases() -> list[Any]:
+    cases = []
+    for role, permissions in ROLE_PERMISSIONS.items():
+        for permission in sorted(permissions):
+            marks = []
+            if permission is Permission.PERSONAL_DATA_REQUEST:
+                marks.append(pytest.mark.xfail(strict=True, reason=(
+                    "BUG: privacy_officer holds PERSONAL_DATA_REQUEST but no route and no domain function checks "
+                    "or grants it: the 'full access per recorded request with a purpose' of design/privacy.md "
+                    "does not exist, so the role can do nothing at all")))
+            cases.append(pytest.param(role, permission, id=f"{role}-{permission}", marks=marks))
+    return cases
+
+
+@pytest.mark.parametrize(("role", "permission"), _grant_cases())
+def test_every_granted_permission_is_exercised(role: str, permission: Permission) -> None:
+    """Deny by default, seen from the other side: nothing is granted that no allowed case uses."""
+    assert _exercised_over_http(role, permission) or (permission, role) in DOMAIN_EXERCISED, (
+        f"{role} holds {permission} but no sweep case exercises it")
+    if permission in DOMAIN_ONLY:
+        assert not any(spec.permission == permission for spec in ENDPOINTS.values())
