@@ -46,10 +46,9 @@ from waybill.virtual_numbers.base import (
     OutOfSession,
     ProviderError,
     VirtualNumberError,
-    check_ttl,
 )
 from waybill.virtual_numbers.models import VnBinding, VnBindingEndpoint
-from waybill.virtual_numbers.store import StoredProvider, check_ref, normalise, to_binding
+from waybill.virtual_numbers.store import StoredProvider, normalise, to_binding
 
 API_VERSION = "2017-05-25"
 DEFAULT_ENDPOINT = "https://dyplsapi.aliyuncs.com/"
@@ -171,26 +170,9 @@ class AliyunProvider(StoredProvider):
         self.pool_key = pool_key
         self.client = AliyunClient(access_key_id, access_key_secret, endpoint=endpoint, timeout=timeout)
 
-    def bind_axb(self, session: Session, a: str, b: str, *, ttl: timedelta, ref: str) -> Binding:
-        """``BindAxb``: A and B on an X chosen by Aliyun."""
-        return self._bind(session, "axb", a, b, ttl=ttl, ref=ref)
-
-    def bind_axe(self, session: Session, a: str, b: str, *, ttl: timedelta, ref: str) -> Binding:
-        """``BindAxnExtension``: X plus an extension that reaches B; B calling X reaches A."""
-        return self._bind(session, "axe", a, b, ttl=ttl, ref=ref)
-
-    def _bind(self, session: Session, mode: Mode, a: str, b: str, *, ttl: timedelta, ref: str) -> Binding:
-        check_ttl(ttl)
-        check_ref(ref)
-        a_number, b_number = normalise(a), normalise(b)
-        if a_number == b_number:
-            raise ValueError("the two endpoints of a binding must differ")
-        ha, hb = self.endpoint_hash(a_number), self.endpoint_hash(b_number)
-        now = self._clock()
-        self.expire_due(session, now)
-        existing = self.existing_for_ref(session, ref, mode, ha, hb, now)
-        if existing is not None:
-            return existing  # no second remote binding for a repeated request
+    def _allocate(self, session: Session, mode: Mode, a_number: str, b_number: str, ha: bytes, hb: bytes, *,
+                  ttl: timedelta, ref: str, now: datetime) -> Binding:
+        """``BindAxb`` / ``BindAxnExtension`` at Aliyun, then the local record of it."""
         expires_at = (now + ttl).replace(microsecond=0)  # Aliyun's granularity is the second
         params = {"PoolKey": self.pool_key, "Expiration": to_beijing(expires_at), "OutId": ref}
         if mode == "axb":

@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session
 
 from waybill.crypto.vault import FieldCodec
 from waybill.models import utcnow
-from waybill.virtual_numbers.base import Binding, Mode, NoAvailableNumber, check_ttl
+from waybill.virtual_numbers.base import Binding, Mode, NoAvailableNumber
 from waybill.virtual_numbers.models import VnBinding, VnBindingEndpoint, VnNumber
-from waybill.virtual_numbers.store import StoredProvider, check_ref, derive_endpoint_key, normalise, to_binding
+from waybill.virtual_numbers.store import StoredProvider, derive_endpoint_key, normalise, to_binding
 
 if TYPE_CHECKING:
     from waybill.services import Services
@@ -68,27 +68,9 @@ class BuiltinProvider(StoredProvider):
         """The provider wired to a service container's codec and key file."""
         return cls(services.codec, derive_endpoint_key(services.keys), **kwargs)  # type: ignore[arg-type]
 
-    def bind_axb(self, session: Session, a: str, b: str, *, ttl: timedelta, ref: str) -> Binding:
-        """Bind A and B to an X on which neither is bound yet."""
-        return self._bind(session, "axb", a, b, ttl=ttl, ref=ref)
-
-    def bind_axe(self, session: Session, a: str, b: str, *, ttl: timedelta, ref: str) -> Binding:
-        """Bind A and B to an X plus a free random 4-digit extension."""
-        return self._bind(session, "axe", a, b, ttl=ttl, ref=ref)
-
-    def _bind(self, session: Session, mode: Mode, a: str, b: str, *, ttl: timedelta, ref: str) -> Binding:
-        check_ttl(ttl)
-        check_ref(ref)
-        a_number, b_number = normalise(a), normalise(b)
-        if a_number == b_number:
-            raise ValueError("the two endpoints of a binding must differ")
-        ha, hb = self.endpoint_hash(a_number), self.endpoint_hash(b_number)
-        now = self._clock()
-        # Lazily free what has expired, so expired bindings neither block numbers nor ever route again.
-        self.expire_due(session, now)
-        existing = self.existing_for_ref(session, ref, mode, ha, hb, now)
-        if existing is not None:
-            return existing
+    def _allocate(self, session: Session, mode: Mode, a_number: str, b_number: str, ha: bytes, hb: bytes, *,
+                  ttl: timedelta, ref: str, now: datetime) -> Binding:
+        """Pick a free X from the pool (and a free extension); the unique indexes settle races."""
         tried: set[str] = set()
         for _attempt in range(self.max_attempts):
             x_number = self._free_number(session, ha, hb, tried)

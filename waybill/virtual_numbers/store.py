@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -23,7 +23,7 @@ from waybill.ids import new_id
 from waybill.keyfile import KeyMaterial
 from waybill.models import utcnow
 from waybill.phones import InvalidPhone, normalize_phone
-from waybill.virtual_numbers.base import BindConflict, Binding, CallReceipt, CallRoute, Mode, OutOfSession
+from waybill.virtual_numbers.base import BindConflict, Binding, CallReceipt, CallRoute, Mode, OutOfSession, check_ttl
 from waybill.virtual_numbers.models import VnBinding, VnBindingEndpoint, VnCall
 
 # Own HKDF info string: the endpoint key is independent of every blind-index key derived from the same
@@ -92,6 +92,35 @@ class StoredProvider:
         return number, self.endpoint_hash(number)
 
     # -- bindings ------------------------------------------------------------------------------------------
+    def bind_axb(self, session: Session, a: str, b: str, *, ttl: timedelta, ref: str) -> Binding:
+        """Bind A and B to an X on which neither is bound yet."""
+        return self._bind(session, "axb", a, b, ttl=ttl, ref=ref)
+
+    def bind_axe(self, session: Session, a: str, b: str, *, ttl: timedelta, ref: str) -> Binding:
+        """Bind A and B to an X plus an extension that reaches B; B calling X reaches A."""
+        return self._bind(session, "axe", a, b, ttl=ttl, ref=ref)
+
+    def _bind(self, session: Session, mode: Mode, a: str, b: str, *, ttl: timedelta, ref: str) -> Binding:
+        """Validate, expire what is due, answer a repeated ref with its live binding, else allocate."""
+        check_ttl(ttl)
+        check_ref(ref)
+        a_number, b_number = normalise(a), normalise(b)
+        if a_number == b_number:
+            raise ValueError("the two endpoints of a binding must differ")
+        ha, hb = self.endpoint_hash(a_number), self.endpoint_hash(b_number)
+        now = self._clock()
+        # Lazily free what has expired, so expired bindings neither block numbers nor ever route again.
+        self.expire_due(session, now)
+        existing = self.existing_for_ref(session, ref, mode, ha, hb, now)
+        if existing is not None:
+            return existing  # a repeated request: no second binding (local or remote)
+        return self._allocate(session, mode, a_number, b_number, ha, hb, ttl=ttl, ref=ref, now=now)
+
+    def _allocate(self, session: Session, mode: Mode, a_number: str, b_number: str, ha: bytes, hb: bytes, *,
+                  ttl: timedelta, ref: str, now: datetime) -> Binding:
+        """Provider-specific: find an X (and extension) and record the binding."""
+        raise NotImplementedError
+
     def expire_due(self, session: Session, now: datetime) -> int:
         """Deactivate bindings whose expiry has passed, freeing their X numbers and extensions."""
         ended = session.execute(update(VnBindingEndpoint).where(
