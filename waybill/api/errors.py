@@ -94,22 +94,24 @@ def register(app: Flask) -> None:
     @app.errorhandler(LabelError)
     def _label(exc: LabelError) -> Response:
         # The renderer's release gate refused a label: a bug upstream, never the caller's input.
-        log.error("label refused by the renderer", extra={"error_type": type(exc).__name__})
-        resp = jsonify(error_payload("label_refused", "面单生成失败"))
-        resp.status_code = 500
-        return resp
+        return _internal("label refused by the renderer", exc, "label_refused", "面单生成失败")
 
     @app.errorhandler(CryptoError)
     def _crypto(exc: CryptoError) -> Response:
         # Never says which key or value; the log line names the failure type only.
-        log.error("crypto failure", extra={"error_type": type(exc).__name__})
-        resp = jsonify(error_payload("internal_error", "服务内部错误"))
-        resp.status_code = 500
-        return resp
+        return _internal("crypto failure", exc, "internal_error", "服务内部错误")
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
-        log.error("unhandled exception", exc_info=exc)
-        resp = jsonify(error_payload("internal_error", "服务内部错误"))
-        resp.status_code = 500
-        return resp
+        return _internal("unhandled exception", exc, "internal_error", "服务内部错误", stack=True)
+
+
+def _internal(what: str, exc: Exception, code: str, message: str, *, stack: bool = False) -> Response:
+    """A 500 in the contract's shape; the log carries the failure type (and stack), never its text."""
+    if stack:
+        log.error(what, exc_info=exc)
+    else:
+        log.error(what, extra={"error_type": type(exc).__name__})
+    resp = jsonify(error_payload(code, message))
+    resp.status_code = 500
+    return resp
