@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, String, text
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, LargeBinary, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from waybill.models import Base, UTCDateTime, utcnow
@@ -71,3 +71,25 @@ class Assignment(Base):
     # The virtual-number binding made for this delivery, released after delivery plus a grace period.
     binding_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     delivered_method: Mapped[str | None] = mapped_column(String(20), nullable=True)
+
+
+class PersonalDataRequest(Base):
+    """A privacy officer's recorded request for one shipment's personal data, with a purpose.
+
+    Full access exists only through such a request (GB/T 35273 7.1 e): it names the fields needed,
+    the purpose and a case reference, and opens a short window in which the officer who filed it
+    may read exactly those fields. Filing and every read are audited.
+    """
+
+    __tablename__ = "personal_data_requests"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    officer_id: Mapped[str] = mapped_column(ForeignKey("staff_users.id"), index=True)
+    shipment_id: Mapped[str] = mapped_column(ForeignKey("shipments.id"), index=True)
+    purpose: Mapped[str] = mapped_column(String(32))
+    # A case or ticket number (letters, a dash, then letters/digits): never free text.
+    reference: Mapped[str] = mapped_column(String(64))
+    fields: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    reads: Mapped[int] = mapped_column(Integer, default=0)

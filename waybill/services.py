@@ -21,6 +21,7 @@ from waybill.virtual_numbers.base import VirtualNumberProvider
 
 if TYPE_CHECKING:
     from courier_api.delivery import DeliveryDeps
+    from courier_api.privacy import PrivacyDeps
 
 
 @dataclass
@@ -43,6 +44,12 @@ class Services:
                             binding_ttl=timedelta(hours=self.settings.binding_ttl_hours),
                             release_grace=timedelta(hours=self.settings.release_grace_hours),
                             token_max_age=timedelta(days=self.settings.qr_token_ttl_days))
+
+    @property
+    def privacy_deps(self) -> PrivacyDeps:
+        from courier_api.privacy import PrivacyDeps
+
+        return PrivacyDeps(codec=self.codec, window=timedelta(minutes=self.settings.privacy_request_minutes))
 
     @property
     def label_deps(self) -> LabelDeps:

@@ -53,6 +53,8 @@ class Settings:
     # Virtual-number bindings: lifetime while out for delivery, and call-back grace after sign-off.
     binding_ttl_hours: int = 48
     release_grace_hours: int = 72
+    # How long a privacy officer's recorded request for personal data stays readable.
+    privacy_request_minutes: int = 30
     print_job_max: int = 10_000
     mask_policy: MaskPolicy = field(default_factory=MaskPolicy)
 
@@ -140,7 +142,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     if (raw := get("reprint_max")) is not None:
         values["reprint_max"] = _int("reprint_max", raw, 0, 100)
     for name, lo, hi in (("qr_token_ttl_days", 1, 365), ("scan_per_minute", 1, 10_000), ("scan_per_hour", 1, 1_000_000),
-                         ("binding_ttl_hours", 1, 24 * 30), ("release_grace_hours", 0, 24 * 30)):
+                         ("binding_ttl_hours", 1, 24 * 30), ("release_grace_hours", 0, 24 * 30),
+                         ("privacy_request_minutes", 1, 24 * 60)):
         if (raw := get(name)) is not None:
             values[name] = _int(name, raw, lo, hi)
     if (raw := get("print_job_max")) is not None:

@@ -17,6 +17,9 @@ Objects (absolute, the same for every principal):
 - ``B``: the other merchant's shipment to 北京市朝阳区 (station 010-W201: ``courier_far`` and
   ``dispatcher_far``); when assigned, it is assigned to a bystander courier of that station.
 - ``missing``: a well-formed id (or QR token) that does not exist.
+
+For the privacy officer's reads the object is a recorded request: ``A`` / ``B`` a request the
+``privacy_officer`` principal filed for such a shipment, ``A_foreign`` one filed by another officer.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from courier_api import delivery, staff
+from courier_api import delivery, privacy, staff
 from courier_api.models import StaffUser
 from tests.conftest import RECIPIENT, _drop, _new_env, make_merchant, shipment_body
 from tests.courier_api import bearer, login, make_staff
@@ -63,6 +66,7 @@ STAFF = {
     "sorter": ("sw_sorter", "sorter", STATION),
     "auditor": ("sw_auditor", "auditor", None),
     "privacy_officer": ("sw_privacy", "privacy_officer", None),
+    "privacy_other": ("sw_privacy_other", "privacy_officer", None),
     "admin": ("sw_admin", "admin", None),
 }
 # Roles that grant nothing: "system" (the CLI's, never a staff login) and one nobody defined.
@@ -113,6 +117,13 @@ courier.deliver          B             401   403   403   404   404   404   403  
 courier.deliver          missing       401   403   403   404   404   404   403   403   403   403   403   403
 courier.audit_events     -             401   403   403   403   403   403   403   403   403   ok    403   403
 courier.audit_verify     -             401   403   403   403   403   403   403   403   403   ok    403   403
+privacy.file_request     A             401   403   403   403   403   403   403   403   403   403   ok    403
+privacy.file_request     B             401   403   403   403   403   403   403   403   403   403   ok    403
+privacy.file_request     missing       401   403   403   403   403   403   403   403   403   403   404   403
+privacy.read_request     A             401   403   403   403   403   403   403   403   403   403   ok    403
+privacy.read_request     B             401   403   403   403   403   403   403   403   403   403   ok    403
+privacy.read_request     A_foreign     401   403   403   403   403   403   403   403   403   403   404   403
+privacy.read_request     missing       401   403   403   403   403   403   403   403   403   403   404   403
 """
 
 
@@ -161,10 +172,13 @@ ENDPOINTS: dict[str, Endpoint] = {
                                 "assigned"),
     "courier.audit_events": Endpoint("GET", "/v1/audit/events", Permission.AUDIT_READ, None),
     "courier.audit_verify": Endpoint("GET", "/v1/audit/verify", Permission.AUDIT_READ, None),
+    "privacy.file_request": Endpoint("POST", "/v1/privacy/requests", Permission.PERSONAL_DATA_REQUEST, "created"),
+    "privacy.read_request": Endpoint("GET", "/v1/privacy/requests/<request_id>/personal-data",
+                                     Permission.PERSONAL_DATA_REQUEST, "requested"),
 }
 
 # Permissions no HTTP route checks; the domain does (accounts are managed through the CLI, as the system).
-DOMAIN_ONLY = {Permission.USER_MANAGE, Permission.PERSONAL_DATA_REQUEST}
+DOMAIN_ONLY = {Permission.USER_MANAGE}
 
 
 # -- the installation -------------------------------------------------------------------------------------
@@ -192,7 +206,7 @@ class World:
     def shipment(self, obj: str, state: str | None) -> Obj:
         """A fresh object for one case (``missing``: an id nobody has)."""
         if obj == "missing":
-            return Obj(new_id("shp"), _random_token())
+            return Obj(new_id("pdr") if state == "requested" else new_id("shp"), _random_token())
         owner, recipient, station = ("merchant", RECIPIENT, STATION) if obj.startswith("A") else \
             ("other_merchant", FAR_RECIPIENT, FAR_STATION)
         r = self.client.post("/v1/shipments", json=shipment_body(self.order_id(owner), recipient=dict(recipient)),
@@ -211,6 +225,13 @@ class World:
             with self.svc.session_factory() as s:
                 delivery.assign(s, self.principals[dispatcher], made.id, STAFF[courier][0])
                 s.commit()
+        if state == "requested":
+            officer = self.principals["privacy_other" if obj == "A_foreign" else "privacy_officer"]
+            with self.svc.session_factory() as s:
+                req = privacy.file_request(s, self.svc.privacy_deps, officer, made.id, "complaint", "CASE-SWEEP-1",
+                                           ["recipient.name", "recipient.phone"])
+                s.commit()
+            return Obj(req.id)
         return made
 
 
@@ -286,6 +307,11 @@ CALLS: dict[str, Call] = {
         f"/v1/courier/shipments/{o.id}/deliver", json={"method": "locker", "locker_id": "L-07"}, headers=h),
     "courier.audit_events": lambda w, h, who, o: w.client.get("/v1/audit/events?limit=5", headers=h),
     "courier.audit_verify": lambda w, h, who, o: w.client.get("/v1/audit/verify", headers=h),
+    "privacy.file_request": lambda w, h, who, o: w.client.post("/v1/privacy/requests", json={
+        "shipment_id": o.id, "purpose": "complaint", "reference": "CASE-2026-0001", "fields": ["recipient.phone"]},
+        headers=h),
+    "privacy.read_request": lambda w, h, who, o: w.client.get(f"/v1/privacy/requests/{o.id}/personal-data",
+                                                              headers=h),
 }
 
 
@@ -322,6 +348,11 @@ def _check_allowed(endpoint: str, who: str, obj: Obj | None, r: Any) -> None:
         assert r.status_code == 200 and isinstance(body["items"], list) and body["items"]
     elif endpoint == "courier.audit_verify":
         assert r.status_code == 200 and body["ok"] is True
+    elif endpoint == "privacy.file_request":
+        assert r.status_code == 201 and body["shipment_id"] == obj.id and body["fields"] == ["recipient.phone"]
+    elif endpoint == "privacy.read_request":
+        assert r.status_code == 200 and body["request_id"] == obj.id and body["sender"] is None
+        assert set(body["recipient"]) == {"name", "phone"} and body["recipient"]["phone"].isdigit()
     else:  # every endpoint has a check above
         raise AssertionError(endpoint)
 
@@ -343,7 +374,7 @@ def _sweep_case(w: World, endpoint: str, obj_kind: str, who: str, expected: str,
     assert r.get_json()["error"]["code"] == REFUSALS[expected]
     if obj is not None:
         # The refusal says nothing about the object: the answer for an id nobody has is the same, byte for byte.
-        nobody = CALLS[endpoint](w, headers, who, Obj(new_id("shp"), _random_token()))
+        nobody = CALLS[endpoint](w, headers, who, w.shipment("missing", ENDPOINTS[endpoint].state))
         assert (nobody.status_code, nobody.data) == (r.status_code, r.data)
 
 
@@ -379,8 +410,8 @@ def test_the_table_covers_every_route(world: World) -> None:
     assert {endpoint for endpoint, _, _ in TABLE} == set(ENDPOINTS) == set(CALLS)
     for endpoint, spec in ENDPOINTS.items():
         objects = {obj for e, obj, _ in TABLE if e == endpoint}
-        assert objects == ({"A", "B", "missing"} | ({"A_unassigned"} if spec.state == "assigned" else set())
-                           if spec.state else {_NONE}), endpoint
+        extra = {"assigned": {"A_unassigned"}, "requested": {"A_foreign"}}.get(spec.state or "", set())
+        assert objects == ({"A", "B", "missing"} | extra if spec.state else {_NONE}), endpoint
         assert {who for e, _, who in TABLE if e == endpoint} == set(PRINCIPALS)
 
 
@@ -430,6 +461,10 @@ DOMAIN_OPS: dict[str, tuple[Permission, DomainCall]] = {
         s, p, STAFF["courier_b"][0])),
     "set_phone": (Permission.USER_MANAGE, lambda s, svc, p, sid: staff.set_phone(
         s, p, STAFF["courier_b"][0], "13700009999", svc.codec)),
+    "file_request": (Permission.PERSONAL_DATA_REQUEST, lambda s, svc, p, sid: privacy.file_request(
+        s, svc.privacy_deps, p, sid, "complaint", "CASE-2026-0002", ["recipient.address"])),
+    "read_request": (Permission.PERSONAL_DATA_REQUEST, lambda s, svc, p, sid: privacy.read_request(
+        s, svc.privacy_deps, p, new_id("pdr"))),
 }
 # Which roles the domain lets through, written out (not derived from ROLE_PERMISSIONS).
 DOMAIN_ALLOWED = {
@@ -440,6 +475,7 @@ DOMAIN_ALLOWED = {
     "scan": {"courier"}, "call": {"courier"}, "deliver": {"courier"},
     "list_events": {"auditor"},
     "create_user": {"admin"}, "disable_user": {"admin"}, "set_phone": {"admin"},
+    "file_request": {"privacy_officer"}, "read_request": {"privacy_officer"},
 }
 DOMAIN_ROLES = ("merchant", "courier", "dispatcher", "sorter", "auditor", "privacy_officer", "admin", "system",
                 "no_such_role")
@@ -501,13 +537,7 @@ def _grant_cases() -> list[Any]:
     cases = []
     for role, permissions in ROLE_PERMISSIONS.items():
         for permission in sorted(permissions):
-            marks = []
-            if permission is Permission.PERSONAL_DATA_REQUEST:
-                marks.append(pytest.mark.xfail(strict=True, reason=(
-                    "BUG: privacy_officer holds PERSONAL_DATA_REQUEST but no route and no domain function checks "
-                    "or grants it: the 'full access per recorded request with a purpose' of design/privacy.md "
-                    "does not exist, so the role can do nothing at all")))
-            cases.append(pytest.param(role, permission, id=f"{role}-{permission}", marks=marks))
+            cases.append(pytest.param(role, permission, id=f"{role}-{permission}"))
     return cases
 
 

@@ -1,0 +1,93 @@
+"""Privacy officers' HTTP: file a recorded request for personal data, then read what it names."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from flask import Blueprint, Flask, Response, jsonify
+from pydantic import BaseModel, ConfigDict, Field
+
+from courier_api import privacy
+from waybill.api.auth import authenticate, requires
+from waybill.api.merchant import json_body
+from waybill.api.openapi import operation
+from waybill.app import db_session, services
+from waybill.permissions import Permission
+from waybill.schemas import parse
+
+bp = Blueprint("privacy", __name__)
+
+Purpose = Literal["data_subject_request", "complaint", "legal_order", "security_incident"]
+FieldName = Literal["sender.name", "sender.phone", "sender.address", "recipient.name", "recipient.phone",
+                    "recipient.address"]
+
+
+class RequestIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=True)
+    shipment_id: str = Field(min_length=1, max_length=64)
+    purpose: Purpose = Field(description="用途：" + "；".join(f"{k} {v}" for k, v in privacy.PURPOSES.items()))
+    reference: str = Field(pattern=privacy.REFERENCE_RE.pattern, max_length=64,
+                           description="案件/工单编号，如 CASE-2026-0001")
+    fields: list[FieldName] = Field(min_length=1, max_length=6, description="所需字段（最小必要）")
+
+
+class RequestOut(BaseModel):
+    id: str
+    shipment_id: str
+    purpose: str
+    reference: str
+    fields: list[str]
+    created_at: str
+    expires_at: str
+
+
+class PartyData(BaseModel):
+    name: str | None = None
+    phone: str | None = None
+    province: str | None = None
+    city: str | None = None
+    district: str | None = None
+    address: str | None = None
+
+
+class PersonalDataOut(BaseModel):
+    request_id: str
+    shipment_id: str
+    waybill_no: str
+    purpose: str
+    reference: str
+    expires_at: str
+    sender: PartyData | None
+    recipient: PartyData | None
+
+
+def install(app: Flask) -> None:
+    app.register_blueprint(bp)
+
+
+def _iso(dt: object) -> str:
+    return dt.isoformat().replace("+00:00", "Z")  # type: ignore[attr-defined]
+
+
+@bp.post("/v1/privacy/requests")
+@operation(summary="隐私官：登记个人信息调取申请（用途、编号、所需字段）", tags=("privacy",), body=RequestIn,
+           response=RequestOut, status=201, errors=(404, 422))
+@requires(Permission.PERSONAL_DATA_REQUEST)
+def file_request() -> tuple[Response, int]:
+    data: RequestIn = parse(RequestIn, json_body())
+    req = privacy.file_request(db_session(), services().privacy_deps, authenticate(), data.shipment_id,
+                               data.purpose, data.reference, data.fields)
+    return jsonify({"id": req.id, "shipment_id": req.shipment_id, "purpose": req.purpose, "reference": req.reference,
+                    "fields": req.fields, "created_at": _iso(req.created_at),
+                    "expires_at": _iso(req.expires_at)}), 201
+
+
+@bp.get("/v1/privacy/requests/<request_id>/personal-data")
+@operation(summary="隐私官：在申请有效期内读取申请所列字段（每次读取均审计）", tags=("privacy",),
+           response=PersonalDataOut, errors=(404,))
+@requires(Permission.PERSONAL_DATA_REQUEST)
+def read_request(request_id: str) -> Response:
+    req, shipment, data = privacy.read_request(db_session(), services().privacy_deps, authenticate(), request_id)
+    return jsonify({"request_id": req.id, "shipment_id": shipment.id, "waybill_no": shipment.waybill_no,
+                    "purpose": req.purpose, "reference": req.reference, "expires_at": _iso(req.expires_at),
+                    "sender": data.get("sender"), "recipient": data.get("recipient")})
