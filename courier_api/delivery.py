@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from courier_api.models import Assignment, StaffUser
@@ -22,7 +22,7 @@ from waybill import audit, labels
 from waybill.crypto.vault import FieldCodec
 from waybill.errors import Conflict, InvalidStatusTransition, NotFound, ShipmentNotFound, ValidationFailed
 from waybill.ids import looks_like, new_id
-from waybill.models import Shipment, utcnow
+from waybill.models import QrToken, Shipment, utcnow
 from waybill.permissions import Permission, Principal
 from waybill.virtual_numbers.base import Binding, VirtualNumberProvider
 
@@ -97,26 +97,41 @@ def _active_assignment(session: Session, principal: Principal, shipment: Shipmen
         Assignment.courier_id == principal.id)).scalar_one_or_none()
 
 
+# The scan's one query, built once: the live token, the few shipment columns the courier view needs,
+# and whether this courier holds the shipment's active assignment.
+_SCAN = (select(QrToken.token_hash, Shipment.id, Shipment.waybill_no, Shipment.status, Shipment.sorting_code,
+                Shipment.recipient_region, Shipment.recipient_masked, Shipment.recipient_address_ct,
+                Assignment.id.label("assignment_id"))
+         .join(Shipment, Shipment.id == QrToken.shipment_id)
+         .outerjoin(Assignment, and_(Assignment.shipment_id == Shipment.id, Assignment.ended_at.is_(None),
+                                     Assignment.courier_id == bindparam("courier_id")))
+         .where(labels.LIVE_TOKEN))
+
+
 def scan(session: Session, deps: DeliveryDeps, principal: Principal, raw_token: Any) -> dict[str, Any]:
     """The courier view for a scanned QR token: masked name and phone, full address."""
     principal.require(Permission.COURIER_SCAN)
-    shipment = labels.resolve_token(session, deps.token_key, raw_token, max_age=deps.token_max_age) \
-        if isinstance(raw_token, str) else None
-    assignment = _active_assignment(session, principal, shipment) if shipment is not None else None
-    if shipment is None or assignment is None:
+    row = None
+    params = labels.live_token_params(deps.token_key, raw_token, max_age=deps.token_max_age)
+    if params is not None:
+        found = session.connection().execute(_SCAN, {**params, "courier_id": principal.id}).first()
+        row = found if labels.token_matches(found, params) else None
+    assigned = (row is not None and row.assignment_id is not None and principal.role == "courier"
+                and row.status == "out_for_delivery")
+    if row is None or not assigned:
         audit.record(session, principal, "courier.scan", object_type="shipment",
-                     object_id=shipment.id if shipment is not None else None,
-                     outcome="denied" if shipment is not None else "not_found", durable=True)
+                     object_id=row.id if row is not None else None,
+                     outcome="denied" if row is not None else "not_found", durable=True)
         raise NotFound()
-    region, masked = shipment.recipient_region, shipment.recipient_masked
+    region, masked = row.recipient_region, row.recipient_masked
+    address = deps.codec.decrypt(row.recipient_address_ct, table="shipments", column="recipient_address",
+                                 row_id=row.id)
     view = {
-        "shipment_id": shipment.id, "waybill_no": shipment.waybill_no, "status": shipment.status,
-        "sorting_code": shipment.sorting_code,
+        "shipment_id": row.id, "waybill_no": row.waybill_no, "status": row.status, "sorting_code": row.sorting_code,
         "recipient": {"name": masked["name"], "phone": masked["phone"], "province": region["province"],
-                      "city": region["city"], "district": region["district"],
-                      "address": _decrypt(deps, shipment, "recipient_address")},
+                      "city": region["city"], "district": region["district"], "address": address},
     }
-    audit.record(session, principal, "courier.scan", object_type="shipment", object_id=shipment.id,
+    audit.record(session, principal, "courier.scan", object_type="shipment", object_id=row.id,
                  fields=["recipient.address"], purpose="delivery")
     return view
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import event, select
+from sqlalchemy import BigInteger, LargeBinary, bindparam, event, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from waybill.models import AuditEvent, AuditHead, utcnow
@@ -94,6 +94,18 @@ def chain_hash(key: bytes, prev: bytes, seq: int, ev: AuditEvent | PendingEvent)
     return hmac.new(key, bytes(prev) + _canonical(seq, ev), hashlib.sha256).digest()
 
 
+# The append's statements, built once: building and cache-keying them per request cost more CPU
+# than the rest of the append. Parameter names never equal a column name of either table, so
+# executing with a parameter dict cannot add columns to the statements (nor to the CTE's UPDATE).
+_HEAD, _EVENTS = AuditHead.__table__, AuditEvent.__table__
+_RESERVE = (update(_HEAD).where(_HEAD.c.id == 1).values(seq=_HEAD.c.seq + bindparam("n_events", type_=BigInteger))
+            .returning(_HEAD.c.seq, _HEAD.c.hash))
+_SET_TIP = update(_HEAD).where(_HEAD.c.id == 1).values(hash=bindparam("tip_hash", type_=LargeBinary))
+# One event plus the new tip in one statement (a data-modifying CTE; PostgreSQL only).
+_APPEND_ONE = (insert(_EVENTS).values({c.name: bindparam(f"ev_{c.name}", type_=c.type) for c in _EVENTS.c})
+               .add_cte(_SET_TIP.cte("new_tip")))
+
+
 def _append(session: Session) -> None:
     pending: list[PendingEvent] = session.info.pop(_PENDING, [])
     if not pending:
@@ -101,12 +113,12 @@ def _append(session: Session) -> None:
     key: bytes = session.info[KEY_INFO]
     # Write the transaction's own changes first, so the head row is always the last lock taken.
     session.flush()
-    # FOR UPDATE on the head row serialises appenders on PostgreSQL; SQLite is serialised already
-    # by BEGIN IMMEDIATE. populate_existing: never trust a head cached earlier in this session.
-    head = session.execute(
-        select(AuditHead).where(AuditHead.id == 1).with_for_update().execution_options(populate_existing=True)
-    ).scalar_one()
-    seq, prev = head.seq, bytes(head.hash)
+    conn = session.connection()
+    # One statement locks the head row (serialising appenders on PostgreSQL; SQLite is serialised
+    # already by BEGIN IMMEDIATE), reserves the sequence numbers and reads the tip's hash. Core, not
+    # the ORM: a head cached earlier in this session must never be trusted.
+    last, prev = conn.execute(_RESERVE, {"n_events": len(pending)}).one()
+    seq, prev = last - len(pending), bytes(prev)
     rows = []
     for ev in pending:
         seq += 1
@@ -118,9 +130,13 @@ def _append(session: Session) -> None:
             "request_id": ev.request_id, "prev_hash": prev, "hash": digest,
         })
         prev = digest
-    session.execute(AuditEvent.__table__.insert(), rows)
-    head.seq, head.hash = seq, prev
-    session.flush()
+    if conn.dialect.name == "postgresql" and len(rows) == 1:
+        # The usual case, one event: the event and the new tip in one round trip, so the head row's
+        # lock, which every appender waits for, is held one round trip less.
+        conn.execute(_APPEND_ONE, {**{f"ev_{k}": v for k, v in rows[0].items()}, "tip_hash": prev})
+    else:
+        conn.execute(insert(_EVENTS), rows)
+        conn.execute(_SET_TIP, {"tip_hash": prev})
 
 
 def install(factory: sessionmaker[Session], audit_key: bytes) -> None:

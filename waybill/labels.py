@@ -16,9 +16,10 @@ import hmac
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import LargeBinary, and_, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from printing.model import LabelModel, MaskedParty
@@ -32,7 +33,7 @@ from waybill.errors import (
     ValidationFailed,
 )
 from waybill.ids import looks_like, new_id
-from waybill.models import QrToken, Shipment, utcnow
+from waybill.models import QrToken, Shipment, UTCDateTime, utcnow
 from waybill.permissions import Permission, Principal
 
 TOKEN_BYTES = 20  # 160 bits: above the 128-bit floor, and 32 base32 characters fit QR alphanumeric mode
@@ -255,22 +256,38 @@ def revoke_many(session: Session, principal: Principal, shipment_ids: Sequence[s
     return int(result.rowcount or 0)
 
 
-def resolve_token(session: Session, key: bytes, raw: str, *, max_age: timedelta | None = None,
-                  now: datetime | None = None) -> Shipment | None:
-    """The shipment a live token belongs to, or ``None`` (unknown, revoked, expired, malformed alike).
+# A live token: this hash, not revoked, issued after a cutoff. Named parameters (token_hash,
+# issued_after) so that statements using it are built once; see live_token_params.
+LIVE_TOKEN = and_(QrToken.token_hash == bindparam("token_hash", type_=LargeBinary), QrToken.revoked_at.is_(None),
+                  QrToken.issued_at > bindparam("issued_after", type_=UTCDateTime))
+_NO_CUTOFF = datetime(1970, 1, 1, tzinfo=UTC)
+_RESOLVE = (select(QrToken.token_hash, Shipment).join(Shipment, Shipment.id == QrToken.shipment_id)
+            .where(LIVE_TOKEN))
+
+
+def live_token_params(key: bytes, raw: object, *, max_age: timedelta | None = None,
+                      now: datetime | None = None) -> dict[str, Any] | None:
+    """The parameters of :data:`LIVE_TOKEN` for a scanned token, or ``None`` for a malformed one.
 
     ``max_age`` bounds how long a printed label stays scannable: a photographed label sold on stops
     working even if the parcel was never delivered.
     """
     if not isinstance(raw, str) or not 16 <= len(raw) <= 64:
         return None
-    digest = hash_token(key, raw.strip())
-    stmt = (select(QrToken, Shipment).join(Shipment, Shipment.id == QrToken.shipment_id)
-            .where(QrToken.token_hash == digest, QrToken.revoked_at.is_(None)))
-    if max_age is not None:
-        stmt = stmt.where(QrToken.issued_at > (now or utcnow()) - max_age)
-    row = session.execute(stmt).first()
-    # The lookup is by hash; compare again in constant time so no code path depends on early exits.
-    if row is None or not hmac.compare_digest(bytes(row[0].token_hash), digest):
+    return {"token_hash": hash_token(key, raw.strip()),
+            "issued_after": (now or utcnow()) - max_age if max_age is not None else _NO_CUTOFF}
+
+
+def token_matches(row: Any, params: dict[str, Any]) -> bool:
+    """The lookup is by hash; compare again in constant time so no code path depends on early exits."""
+    return row is not None and hmac.compare_digest(bytes(row.token_hash), params["token_hash"])
+
+
+def resolve_token(session: Session, key: bytes, raw: str, *, max_age: timedelta | None = None,
+                  now: datetime | None = None) -> Shipment | None:
+    """The shipment a live token belongs to, or ``None`` (unknown, revoked, expired, malformed alike)."""
+    params = live_token_params(key, raw, max_age=max_age, now=now)
+    if params is None:
         return None
-    return row[1]
+    row = session.execute(_RESOLVE, params).first()
+    return row.Shipment if token_matches(row, params) else None

@@ -1,4 +1,4 @@
-"""Rate limiting: token buckets keyed by caller (in-process; one bucket set per worker)."""
+"""Rate limiting: token buckets keyed by caller, in-process (one set per worker) or shared through Redis."""
 
 from __future__ import annotations
 
@@ -50,43 +50,56 @@ class TokenBucketLimiter:
         return None if allowed else (cost - tokens) / self.rate
 
 
-# Token bucket in Redis, atomic through a Lua script so every worker process shares one bucket.
-# State: a hash {tokens, ts}; expires after a full refill so idle keys disappear.
+# Token buckets in Redis, atomic through one Lua script so every worker process shares them, and one
+# round trip however many buckets a key has (a per-minute burst and an hourly quota: two).
+# Each bucket is a hash {tokens, ts} that expires after a full refill, so idle keys disappear.
+# Every bucket that has the tokens is charged (as CompositeLimiter does); the answer is the longest wait.
 _LUA = """
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
-local now = tonumber(ARGV[4])
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(state[1])
-local ts = tonumber(state[2])
-if tokens == nil then tokens = burst; ts = now end
-tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
-local allowed = 0
-if tokens >= cost then tokens = tokens - cost; allowed = 1 end
-redis.call('HSET', KEYS[1], 'tokens', tokens, 'ts', now)
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
-if allowed == 1 then return '-1' end
-return tostring((cost - tokens) / rate)
+local cost = tonumber(ARGV[1])
+local now = tonumber(ARGV[2])
+local worst = -1
+for i, key in ipairs(KEYS) do
+  local rate = tonumber(ARGV[1 + 2 * i])
+  local burst = tonumber(ARGV[2 + 2 * i])
+  local state = redis.call('HMGET', key, 'tokens', 'ts')
+  local tokens = tonumber(state[1])
+  local ts = tonumber(state[2])
+  if tokens == nil then tokens = burst; ts = now end
+  tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+  if tokens >= cost then
+    tokens = tokens - cost
+  else
+    worst = math.max(worst, (cost - tokens) / rate)
+  end
+  redis.call('HSET', key, 'tokens', tokens, 'ts', now)
+  redis.call('PEXPIRE', key, math.ceil(burst / rate * 1000) + 1000)
+end
+return tostring(worst)
 """
 
 
 class RedisTokenBucketLimiter:
-    """The same token bucket as :class:`TokenBucketLimiter`, shared by all workers through Redis."""
+    """Token buckets like :class:`TokenBucketLimiter`, shared by all workers through Redis.
 
-    def __init__(self, client: Any, rate: float, burst: float, *, prefix: str,
+    ``buckets`` are ``(rate, burst, prefix)``; a key must be allowed by all of them.
+    """
+
+    def __init__(self, client: Any, buckets: list[tuple[float, float, str]], *,
                  clock: Callable[[], float] = time.time) -> None:
-        self.rate = rate
-        self.burst = burst
+        if not buckets:
+            raise ValueError("at least one bucket")
+        self.burst = min(burst for _, burst, _ in buckets)
+        self._buckets = buckets
+        self._args: list[float] = [x for rate, burst, _ in buckets for x in (rate, burst)]
         self._client = client
-        self._prefix = prefix
         self._clock = clock
         self._script = client.register_script(_LUA)
 
     def hit(self, key: str, cost: float = 1.0) -> float | None:
         if cost > self.burst:
             return math.inf
-        raw = self._script(keys=[f"{self._prefix}:{key}"], args=[self.rate, self.burst, cost, self._clock()])
+        raw = self._script(keys=[f"{prefix}:{key}" for _, _, prefix in self._buckets],
+                           args=[cost, self._clock(), *self._args])
         wait = float(raw)
         return None if wait < 0 else wait
 
@@ -109,9 +122,7 @@ def quota_limiter(redis_url: str | None, *, name: str, per_minute: float, per_ho
         import redis
 
         client = redis.Redis.from_url(redis_url, socket_timeout=2)
-        return CompositeLimiter(
-            RedisTokenBucketLimiter(client, per_minute / 60, per_minute, prefix=f"wb:{name}:m"),
-            RedisTokenBucketLimiter(client, per_hour / 3600, per_hour, prefix=f"wb:{name}:h"),
-        )
+        return RedisTokenBucketLimiter(client, [(per_minute / 60, per_minute, f"wb:{name}:m"),
+                                                (per_hour / 3600, per_hour, f"wb:{name}:h")])
     return CompositeLimiter(TokenBucketLimiter(per_minute / 60, per_minute),
                             TokenBucketLimiter(per_hour / 3600, per_hour))

@@ -12,7 +12,7 @@ from tests.conftest import RECIPIENT
 from tests.courier_api import bearer, login, make_staff
 from tests.courier_api.test_delivery_flow import _assign, _printed, crew  # noqa: F401 - fixture
 from waybill.models import utcnow
-from waybill.ratelimit import quota_limiter
+from waybill.ratelimit import CompositeLimiter, RedisTokenBucketLimiter, TokenBucketLimiter, quota_limiter
 
 REDIS_URL = os.environ.get("WAYBILL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -45,6 +45,30 @@ def test_hourly_quota_applies_after_the_burst():
     name = "test-" + secrets.token_hex(4)
     limiter = quota_limiter(REDIS_URL, name=name, per_minute=1000, per_hour=5)
     assert [limiter.hit("usr_1") is None for _ in range(6)] == [True] * 5 + [False]
+
+
+@pytest.mark.skipif(not _redis_up(), reason="Redis is not reachable (.ci/run starts it)")
+def test_redis_buckets_answer_like_the_in_process_ones():
+    """One script charges both buckets in one round trip; it must agree, step by step, with two in-process
+    buckets under the same clock (same waits, same charging of the bucket that still had tokens)."""
+    import random
+
+    import redis
+
+    rng = random.Random(7)
+    clock = [1_000.0]
+    name = "test-" + secrets.token_hex(4)
+    shared = RedisTokenBucketLimiter(redis.Redis.from_url(REDIS_URL),
+                                     [(5 / 60, 5, f"{name}:m"), (8 / 3600, 8, f"{name}:h")], clock=lambda: clock[0])
+    local = CompositeLimiter(TokenBucketLimiter(5 / 60, 5, clock=lambda: clock[0]),
+                             TokenBucketLimiter(8 / 3600, 8, clock=lambda: clock[0]))
+    answers = []
+    for _ in range(60):
+        clock[0] += rng.choice([0.0, 1.0, 7.5, 30.0, 400.0])
+        a, b = shared.hit("usr_9"), local.hit("usr_9")
+        assert (a is None) == (b is None) and (a is None or a == pytest.approx(b)), (a, b)
+        answers.append(a is None)
+    assert True in answers and False in answers  # the walk met both answers
 
 
 def test_in_process_quota_without_redis():
