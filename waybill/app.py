@@ -64,9 +64,11 @@ def create_app(settings: Settings | None = None, *, services_override: Services 
     from courier_api import register as register_courier_api
     from waybill.api.labels import bp as labels_bp
     from waybill.api.merchant import bp as merchant_bp
+    from waybill.api.phone_receipts import bp as phone_bp
 
     app.register_blueprint(merchant_bp)
     app.register_blueprint(labels_bp)
+    app.register_blueprint(phone_bp)
     register_courier_api(app)
 
     @app.before_request

@@ -87,6 +87,13 @@ def serve(host: str, port: int, workers: int) -> None:
     """Serve the HTTP API (runs `init` first if needed)."""
     settings = _settings()
     initialise(settings)[1].dispose()
+    if settings.phone_provider == "aliyun":  # a bad credentials file stops the start, not the first call
+        from waybill.virtual_numbers.aliyun import CredentialsError, load_credentials
+
+        try:
+            load_credentials(settings.aliyun_credentials_file)  # type: ignore[arg-type]
+        except CredentialsError as exc:
+            fail({"ok": False, "error": {"code": "provider_credentials", "message": str(exc)}}, 2)
     from gunicorn.app.base import BaseApplication
 
     from waybill.app import create_app

@@ -16,7 +16,7 @@ from waybill.ratelimit import TokenBucketLimiter
 from waybill.routing import RoutingTable
 from waybill.settings import Settings
 from waybill.shipments import ShipmentDeps
-from waybill.virtual_numbers import BuiltinProvider
+from waybill.virtual_numbers import make_provider
 from waybill.virtual_numbers.base import VirtualNumberProvider
 
 if TYPE_CHECKING:
@@ -39,7 +39,10 @@ class Services:
     def delivery_deps(self) -> DeliveryDeps:
         from courier_api.delivery import DeliveryDeps
 
-        provider = self.phone_provider or BuiltinProvider.from_services(self)
+        if self.phone_provider is None:
+            # Built once per process (the Aliyun adapter reads its credentials file here), not per request.
+            self.phone_provider = make_provider(self.settings, self.codec, self.keys)
+        provider = self.phone_provider
         return DeliveryDeps(codec=self.codec, token_key=self.keys.secret("qr_token"), provider=provider,
                             binding_ttl=timedelta(hours=self.settings.binding_ttl_hours),
                             release_grace=timedelta(hours=self.settings.release_grace_hours),
@@ -87,4 +90,6 @@ def build(settings: Settings, *, engine: Engine | None = None, codec: FieldCodec
         settings=settings, engine=engine, session_factory=factory, keys=keys, codec=vault,
         routing=RoutingTable.load(),
         merchant_limiter=TokenBucketLimiter(settings.merchant_rate_per_s, settings.merchant_burst),
+        # A remote provider is built now, so a bad credentials file fails the start of a worker.
+        phone_provider=make_provider(settings, vault, keys) if settings.phone_provider != "builtin" else None,
     )

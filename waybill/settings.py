@@ -18,6 +18,7 @@ from waybill.masking import MaskPolicy
 
 CIPHERS = ("aes-256-gcm", "sm4-gcm")
 ENVIRONMENTS = ("development", "production", "test")
+PHONE_PROVIDERS = ("builtin", "aliyun")
 
 
 class SettingsError(ValueError):
@@ -56,6 +57,11 @@ class Settings:
     # How long a privacy officer's recorded request for personal data stays readable.
     privacy_request_minutes: int = 30
     print_job_max: int = 10_000
+    # Virtual numbers: "builtin" (own pool, the embedded default) or "aliyun" (Phone Number Protection),
+    # whose credentials live in a 0600 JSON file (secrets are not settings; the settings say where).
+    phone_provider: str = "builtin"
+    aliyun_credentials_file: Path | None = None
+    aliyun_endpoint: str = "https://dyplsapi.aliyuncs.com/"
     mask_policy: MaskPolicy = field(default_factory=MaskPolicy)
 
     @property
@@ -122,7 +128,20 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     if cipher not in CIPHERS:
         raise SettingsError(f"WAYBILL_CIPHER must be one of {', '.join(CIPHERS)}")
 
+    phone_provider = (get("phone_provider") or "builtin").lower()
+    if phone_provider not in PHONE_PROVIDERS:
+        raise SettingsError(f"WAYBILL_PHONE_PROVIDER must be one of {', '.join(PHONE_PROVIDERS)}")
+    credentials_raw = get("aliyun_credentials_file")
+    if phone_provider == "aliyun" and not credentials_raw:
+        raise SettingsError("WAYBILL_ALIYUN_CREDENTIALS_FILE is required when WAYBILL_PHONE_PROVIDER is aliyun")
+    aliyun_endpoint = get("aliyun_endpoint") or Settings.aliyun_endpoint
+    if not aliyun_endpoint.startswith(("https://", "http://")):
+        raise SettingsError("WAYBILL_ALIYUN_ENDPOINT must be an http(s) URL")
+
     values: dict[str, Any] = {
+        "phone_provider": phone_provider,
+        "aliyun_credentials_file": Path(credentials_raw) if credentials_raw else None,
+        "aliyun_endpoint": aliyun_endpoint,
         "env": mode,
         "data_dir": data_dir,
         "database_url": database_url,

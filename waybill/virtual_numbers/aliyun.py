@@ -28,7 +28,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -100,6 +102,51 @@ def wire_number(normalised: str) -> str:
     return normalised.replace("-", "")
 
 
+@dataclass(frozen=True)
+class AliyunCredentials:
+    """What the adapter needs from the operator's credentials file (a 0600 JSON object).
+
+    ``receipt_token`` is the secret part of the URL Aliyun pushes call receipts to
+    (``/v1/phone/receipts/<token>``): Aliyun signs nothing it pushes, so the URL itself is the secret.
+    """
+
+    access_key_id: str
+    access_key_secret: str = field(repr=False)
+    pool_key: str
+    receipt_token: str = field(repr=False)
+
+
+class CredentialsError(ValueError):
+    """The credentials file is missing, readable by others, or incomplete; the message names the file."""
+
+
+def load_credentials(path: Path) -> AliyunCredentials:
+    """Read and check the credentials file (owner-only, every key present, a long enough receipt token)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        raise CredentialsError(f"Aliyun credentials file not found: {path}") from None
+    if mode & 0o077:
+        raise CredentialsError(f"Aliyun credentials file {path} must be readable by its owner only (chmod 600)")
+    try:
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        raise CredentialsError(f"Aliyun credentials file {path} is not a JSON object") from None
+    if not isinstance(doc, dict):
+        raise CredentialsError(f"Aliyun credentials file {path} is not a JSON object")
+    values = {}
+    for name in ("access_key_id", "access_key_secret", "pool_key", "receipt_token"):
+        value = doc.get(name)
+        if not isinstance(value, str) or not value.strip():
+            raise CredentialsError(f"Aliyun credentials file {path}: {name} is missing")
+        values[name] = value.strip()
+    if len(values["receipt_token"]) < 32 or not values["receipt_token"].isascii() \
+            or not values["receipt_token"].replace("-", "").replace("_", "").isalnum():
+        raise CredentialsError(f"Aliyun credentials file {path}: receipt_token must be at least 32 URL-safe "
+                               "characters (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+    return AliyunCredentials(**values)
+
+
 class AliyunClient:
     """A minimal signed RPC client for the Dyplsapi endpoint (POST, form-encoded, JSON answers)."""
 
@@ -161,14 +208,24 @@ class AliyunProvider(StoredProvider):
 
     name = "aliyun"
 
+    #: What the receipt push endpoint answers so Aliyun stops re-sending a batch.
+    receipt_ack = RECEIPT_ACK
+
     def __init__(self, codec: FieldCodec, endpoint_key: bytes, *, access_key_id: str, access_key_secret: str,
                  pool_key: str, endpoint: str = DEFAULT_ENDPOINT, timeout: float = 10.0,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow, receipt_token: str | None = None) -> None:
         super().__init__(codec, endpoint_key, clock=clock)
         if not pool_key:
             raise ValueError("pool_key is required")
         self.pool_key = pool_key
+        # The secret path segment Aliyun pushes receipts to; None: receipts are not taken over HTTP.
+        self.receipt_token = receipt_token
         self.client = AliyunClient(access_key_id, access_key_secret, endpoint=endpoint, timeout=timeout)
+
+    @staticmethod
+    def parse_receipts(body: bytes | str) -> list[CallReceipt]:
+        """Parse a pushed ``SecretReport`` batch (see :func:`parse_receipts`)."""
+        return parse_receipts(body)
 
     def _allocate(self, session: Session, mode: Mode, a_number: str, b_number: str, ha: bytes, hb: bytes, *,
                   ttl: timedelta, ref: str, now: datetime) -> Binding:

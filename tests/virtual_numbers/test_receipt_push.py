@@ -1,0 +1,147 @@
+"""Aliyun as the configured provider: settings, credentials file, and the call-receipt push endpoint."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+
+import pytest
+from sqlalchemy import select
+
+from tests.conftest import run
+from tests.virtual_numbers.conftest import HOUR, A, B, C
+from tests.virtual_numbers.fake_aliyun import FakeAliyun
+from waybill.models import AuditEvent
+from waybill.settings import SettingsError, load_settings
+from waybill.virtual_numbers.aliyun import RECEIPT_ACK, AliyunProvider, CredentialsError, load_credentials
+from waybill.virtual_numbers.models import VnBinding, VnCall
+
+SECRET = "fake-secret-123"
+
+
+@pytest.fixture
+def fake():
+    with FakeAliyun(access_key_secret=SECRET) as server:
+        yield server
+
+
+def _credentials(tmp_path, fake, *, mode=0o600, **changes):
+    doc = {"access_key_id": fake.access_key_id, "access_key_secret": SECRET, "pool_key": fake.pool_key,
+           "receipt_token": secrets.token_urlsafe(32)}
+    doc.update(changes)
+    path = tmp_path / f"aliyun-{secrets.token_hex(3)}.json"
+    path.write_text(json.dumps(doc))
+    path.chmod(mode)
+    return path, doc
+
+
+@pytest.fixture
+def aliyun_app(tmp_path, fake, fresh_env):
+    path, doc = _credentials(tmp_path, fake)
+    env = fresh_env(phone_provider="aliyun", aliyun_credentials_file=path, aliyun_endpoint=fake.url)
+    app = env.app()
+    return app, app.extensions["waybill"], doc["receipt_token"]
+
+
+def _push(fake, x_number, subs_id, call_ids=("c-0001", "c-0002")):
+    return json.dumps([
+        {"pool_key": fake.pool_key, "sub_id": int(subs_id), "call_id": call_ids[0], "phone_no": A,
+         "secret_no": x_number, "peer_no": B, "call_type": 0, "call_time": "2026-11-23 12:00:00",
+         "start_time": "2026-11-23 12:00:10", "release_time": "2026-11-23 12:01:40", "release_cause": 16},
+        {"pool_key": fake.pool_key, "call_id": call_ids[1], "phone_no": C, "secret_no": x_number, "peer_no": B,
+         "call_type": 4, "call_time": "2026-11-23 12:05:00", "release_time": "2026-11-23 12:05:00"},
+    ])
+
+
+def test_the_service_uses_the_configured_provider_and_takes_its_receipts_once(aliyun_app, fake, caplog):
+    caplog.set_level(logging.DEBUG)
+    app, svc, token = aliyun_app
+    provider = svc.delivery_deps.provider
+    assert isinstance(provider, AliyunProvider) and provider.client.endpoint == fake.url
+    assert SECRET not in repr(provider.client) and token not in repr(load_credentials)
+    with svc.session_factory() as s:
+        binding = provider.bind_axb(s, A, B, ttl=HOUR, ref="shp_1")
+        subs_id = s.get(VnBinding, binding.id).provider_ref
+        s.commit()
+    client = app.test_client()
+    body = _push(fake, binding.x_number, subs_id)
+    first = client.post(f"/v1/phone/receipts/{token}", data=body, content_type="application/json")
+    again = client.post(f"/v1/phone/receipts/{token}", data=body, content_type="application/json")
+    assert first.status_code == again.status_code == 200
+    assert first.get_json() == again.get_json() == RECEIPT_ACK  # Aliyun stops re-sending on this answer
+    with svc.session_factory() as s:
+        calls = {c.call_id: c for c in s.scalars(select(VnCall))}
+        events = s.scalars(select(AuditEvent).where(AuditEvent.action == "phone.receipts")
+                           .order_by(AuditEvent.seq)).all()
+    assert set(calls) == {"c-0001", "c-0002"}
+    assert (calls["c-0001"].binding_id, calls["c-0001"].duration_s, calls["c-0001"].outcome) == (binding.id, 90,
+                                                                                                  "routed")
+    assert calls["c-0002"].outcome == "out_of_session"
+    assert [(e.actor, e.outcome, e.purpose) for e in events] == [
+        ("provider:aliyun", "ok", "received=2 new=2"), ("provider:aliyun", "ok", "received=2 new=0")]
+    # Receipts carry real numbers: none of them is kept, logged or audited in the clear.
+    trail = json.dumps([[e.actor, e.purpose, e.object_id] for e in events])
+    for number in (A, B, C):
+        assert number not in trail and number not in caplog.text
+    assert token not in caplog.text  # the request log never shows the secret path
+
+
+def test_a_wrong_token_is_a_404_like_any_unknown_path_and_is_audited(aliyun_app, fake):
+    app, svc, token = aliyun_app
+    client = app.test_client()
+    wrong = client.post(f"/v1/phone/receipts/{secrets.token_urlsafe(32)}", data="[]",
+                        content_type="application/json")
+    almost = client.post(f"/v1/phone/receipts/{token[:-1]}", data="[]", content_type="application/json")
+    assert wrong.status_code == almost.status_code == 404 and wrong.data == almost.data
+    assert wrong.get_json()["error"]["code"] == "not_found"
+    with svc.session_factory() as s:
+        outcomes = s.scalars(select(AuditEvent.outcome).where(AuditEvent.action == "phone.receipts")).all()
+        assert outcomes == ["denied", "denied"] and not s.scalars(select(VnCall)).all()
+
+
+@pytest.mark.parametrize("body", ["not json", "{\"call_id\": \"x\", \"call_time\": \"yesterday\"}", "[" * 5000])
+def test_a_malformed_batch_is_422_and_records_nothing(aliyun_app, body):
+    app, svc, token = aliyun_app
+    r = app.test_client().post(f"/v1/phone/receipts/{token}", data=body, content_type="application/json")
+    assert r.status_code == 422 and r.get_json()["error"]["field"] == "body"
+    with svc.session_factory() as s:
+        assert not s.scalars(select(VnCall)).all()
+
+
+def test_the_builtin_provider_takes_no_pushed_receipts(client):
+    r = client.post(f"/v1/phone/receipts/{secrets.token_urlsafe(32)}", data="[]", content_type="application/json")
+    assert r.status_code == 404
+
+
+def test_settings_require_a_credentials_file_for_aliyun(tmp_path):
+    with pytest.raises(SettingsError, match="WAYBILL_ALIYUN_CREDENTIALS_FILE"):
+        load_settings(environ={"WAYBILL_PHONE_PROVIDER": "aliyun", "WAYBILL_DATA_DIR": str(tmp_path)})
+    with pytest.raises(SettingsError, match="WAYBILL_PHONE_PROVIDER"):
+        load_settings(environ={"WAYBILL_PHONE_PROVIDER": "twilio", "WAYBILL_DATA_DIR": str(tmp_path)})
+    with pytest.raises(SettingsError, match="WAYBILL_ALIYUN_ENDPOINT"):
+        load_settings(environ={"WAYBILL_ALIYUN_ENDPOINT": "ftp://x", "WAYBILL_DATA_DIR": str(tmp_path)})
+
+
+@pytest.mark.parametrize(("mode", "changes", "message"), [
+    (0o644, {}, "owner only"),
+    (0o600, {"pool_key": ""}, "pool_key is missing"),
+    (0o600, {"receipt_token": "short"}, "receipt_token"),
+    (0o600, {"receipt_token": "x" * 31 + "/"}, "receipt_token"),
+])
+def test_a_bad_credentials_file_is_refused_by_name(tmp_path, fake, mode, changes, message):
+    path, doc = _credentials(tmp_path, fake, mode=mode, **changes)
+    with pytest.raises(CredentialsError, match=message) as caught:
+        load_credentials(path)
+    assert SECRET not in str(caught.value)
+
+
+def test_serve_refuses_to_start_with_a_bad_credentials_file(tmp_path, fake, cli_env):
+    path, _ = _credentials(tmp_path, fake, mode=0o644)
+    proc = run(["serve", "--port", "1"], {**cli_env, "WAYBILL_PHONE_PROVIDER": "aliyun",
+                                         "WAYBILL_ALIYUN_CREDENTIALS_FILE": str(path)}, check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["error"]["code"] == "provider_credentials"
+    assert SECRET not in proc.stdout + proc.stderr
+    assert os.stat(path).st_mode & 0o777 == 0o644  # the file is left as it was
