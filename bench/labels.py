@@ -149,11 +149,11 @@ def main() -> None:
     zpl = list(sample_models(n_zpl, seed=4))
     r_zpl = {}
     for mode in ("glyphs", "resident"):
-        os.environ["WAYBILL_ZPL_TEXT"] = mode
+        printing.configure(printing.PrintConfig(zpl_text=mode))
         _drain(printing.iter_render(zpl[:500], "zpl", SIZE))  # warm-up (glyph rasteriser, caches)
         r_zpl[mode] = _rate(n_zpl, lambda: _drain(printing.iter_render(zpl, "zpl", SIZE)), repeat=3)
         print(f"ZPL {n_zpl}-label job, text mode {mode:9s}:        {r_zpl[mode]:8.0f} labels/s")
-    os.environ.pop("WAYBILL_ZPL_TEXT", None)
+    printing.configure(printing.PrintConfig())
     tspl = zpl[: n_zpl // 4]
     r_tspl = _rate(len(tspl), lambda: _drain(printing.iter_render(tspl, "tspl", SIZE)))
     print(f"TSPL job:                                         {r_tspl:8.0f} labels/s")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+from .config import PrintConfig, configure
 from .errors import FontMissing, LabelError, UnmaskedField, UnsupportedFormat, UnsupportedSize
 from .fonts import check_fonts
 from .gate import check_release
@@ -20,8 +21,8 @@ from .registry import FORMATS, MEDIA_TYPES, get_renderer
 from .templates import SIZES, get_template
 
 __all__ = [
-    "FORMATS", "MEDIA_TYPES", "SIZES", "FontMissing", "LabelError", "LabelModel", "MaskedParty",
-    "UnmaskedField", "UnsupportedFormat", "UnsupportedSize", "check_fonts", "check_release", "iter_render",
+    "FORMATS", "MEDIA_TYPES", "SIZES", "FontMissing", "LabelError", "LabelModel", "MaskedParty", "PrintConfig",
+    "UnmaskedField", "UnsupportedFormat", "UnsupportedSize", "check_fonts", "check_release", "configure", "iter_render",
     "render_label",
 ]
 

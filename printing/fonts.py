@@ -16,15 +16,15 @@ prints tofu.
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from .config import current
 from .errors import FontMissing
 
-ENV_VAR = "WAYBILL_LABEL_FONT"
+ENV_VAR = "WAYBILL_LABEL_FONT"  # the setting behind PrintConfig.font, named in messages
 PDF_FONT_NAME = "WaybillCJK"
 INSTALL_HINT = (
     "install the Python package 'paperang-p2-fonts-cjk' (a dependency of privacy-waybill), or "
@@ -56,8 +56,9 @@ def _package_font() -> Path | None:
 
 
 def resolve_font() -> FontSpec:
-    """Find the CJK font to use, honouring ``WAYBILL_LABEL_FONT``; raise :class:`FontMissing` if none."""
-    override = os.environ.get(ENV_VAR, "").strip()
+    """Find the CJK font to use, honouring the configured one (``WAYBILL_LABEL_FONT``); raise
+    :class:`FontMissing` if none."""
+    override = (current().font or "").strip()
     if override:
         raw, _, idx = override.partition("#")
         path = Path(raw).expanduser()
@@ -149,6 +150,13 @@ def pil_font(px: int):  # -> PIL.ImageFont.FreeTypeFont
 
     spec = resolve_font()
     return ImageFont.truetype(str(spec.path), px, index=spec.index, layout_engine=ImageFont.Layout.BASIC)
+
+
+def forget_fonts() -> None:
+    """Drop the loaded fonts (the configuration changed)."""
+    pdf_font.cache_clear()
+    metrics.cache_clear()
+    pil_font.cache_clear()
 
 
 def check_fonts() -> FontSpec:

@@ -1,7 +1,7 @@
 """ZPL II renderer for Zebra-compatible printers (raw jobs, e.g. to TCP port 9100).
 
 Code128 (``^BC``, automatic subsets) and QR (``^BQN``) are encoded by the printer itself; the renderer sends
-only the data. Chinese text needs a choice, made explicit here (``text_mode``, or ``WAYBILL_ZPL_TEXT``):
+only the data. Chinese text needs a choice, made explicit here (``text_mode``, or ``PrintConfig.zpl_text``):
 
 ``"glyphs"`` (default, robust)
     Text is sent as bitmaps, so it prints the same on every ZPL II printer whether or not a CJK font is
@@ -11,26 +11,25 @@ only the data. Chinese text needs a choice, made explicit here (``text_mode``, o
     and generation stays fast, unlike one ``^GF`` bitmap per text field per label.
 ``"resident"``
     Text is sent as UTF-8 (``^CI28``) in a printer-resident TrueType font mapped with ``^CW`` (font path from
-    ``font`` or ``WAYBILL_ZPL_FONT``, default ``E:SIMSUN.TTF``). Smallest and fastest, but the font must be
+    ``font`` or ``PrintConfig.zpl_font``, default ``E:SIMSUN.TTF``). Smallest and fastest, but the font must be
     installed on every printer; a missing font prints nothing or boxes, which the service cannot detect.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
 
 from PIL import Image, ImageDraw
 
 from .barcodes import QR_QUIET_MODULES, QUIET_MODULES
+from .config import ZPL_TEXT_MODES, current
 from .fonts import metrics, pil_font
 from .layout import DOTS_PER_MM, LabelLayout, PlacedLine
 from .templates import Template
 
 MEDIA_TYPE = "application/zpl"
-TEXT_MODES = ("glyphs", "resident")
-DEFAULT_FONT = "E:SIMSUN.TTF"
+TEXT_MODES = ZPL_TEXT_MODES
 FRAME_DOTS = 2
 _RUN = 3  # characters per memoised run of a glyph line
 _RUNS_MAX = 8192  # memoised runs per text row of a job
@@ -229,12 +228,12 @@ def _resident_line(line: PlacedLine) -> str:
 def iter_zpl(layouts: Iterable[LabelLayout], template: Template, *, text_mode: str | None = None,
              font: str | None = None) -> Iterator[bytes]:
     """One ``^XA..^XZ`` format per label, in order; glyph downloads precede the first label using them."""
-    mode = text_mode or os.environ.get("WAYBILL_ZPL_TEXT", "glyphs")
+    mode = text_mode or current().zpl_text
     if mode not in TEXT_MODES:
         raise ValueError(f"ZPL text mode must be one of {TEXT_MODES}")
     static = _static(template)
     if mode == "resident":
-        font = font or os.environ.get("WAYBILL_ZPL_FONT", DEFAULT_FONT)
+        font = font or current().zpl_font
         static += f"^CWJ,{font}"
     glyphs = _GlyphJob() if mode == "glyphs" else None
     emit = glyphs.line if glyphs is not None else _resident_line

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+import printing
 from waybill import audit, db, keyfile
 from waybill.crypto.vault import FieldCodec, Vault, ensure_active_data_key
 from waybill.labels import LabelDeps
@@ -78,6 +79,8 @@ def build(settings: Settings, *, engine: Engine | None = None, codec: FieldCodec
           session_factory: sessionmaker[Session] | None = None) -> Services:
     """Wire the services; the schema and keys must exist already (see :func:`initialise`)."""
     keys = keyfile.load(settings.key_file)
+    # Printing reads no environment itself: it gets the validated settings here, once per process.
+    printing.configure(printing.PrintConfig(settings.label_font, settings.zpl_text, settings.zpl_font))
     engine = engine or db.make_engine(settings.database_url)
     factory = session_factory or db.make_session_factory(engine)
     audit.install(factory, keys.secret("audit_chain"))

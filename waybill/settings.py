@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from printing.config import ZPL_TEXT_MODES
 from waybill.masking import MaskPolicy
 
 CIPHERS = ("aes-256-gcm", "sm4-gcm")
@@ -59,6 +61,10 @@ class Settings:
     print_job_max: int = 10_000
     # Virtual numbers: "builtin" (own pool, the embedded default) or "aliyun" (Phone Number Protection),
     # whose credentials live in a 0600 JSON file (secrets are not settings; the settings say where).
+    # Label printing (handed to printing.configure): the CJK font, and how ZPL prints Chinese text.
+    label_font: str | None = None
+    zpl_text: str = "glyphs"
+    zpl_font: str = "E:SIMSUN.TTF"
     phone_provider: str = "builtin"
     aliyun_credentials_file: Path | None = None
     aliyun_endpoint: str = "https://dyplsapi.aliyuncs.com/"
@@ -138,7 +144,18 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     if not aliyun_endpoint.startswith(("https://", "http://")):
         raise SettingsError("WAYBILL_ALIYUN_ENDPOINT must be an http(s) URL")
 
+    zpl_text = (get("zpl_text") or "glyphs").lower()
+    if zpl_text not in ZPL_TEXT_MODES:
+        raise SettingsError(f"WAYBILL_ZPL_TEXT must be one of {', '.join(ZPL_TEXT_MODES)}")
+    zpl_font = get("zpl_font") or Settings.zpl_font
+    # It goes into printer commands verbatim: a drive letter and a plain file name, nothing ZPL could parse.
+    if not re.fullmatch(r"[A-Z]:[A-Za-z0-9_.-]{1,40}", zpl_font):
+        raise SettingsError("WAYBILL_ZPL_FONT must be a printer font path like E:SIMSUN.TTF")
+
     values: dict[str, Any] = {
+        "label_font": get("label_font"),
+        "zpl_text": zpl_text,
+        "zpl_font": zpl_font,
         "phone_provider": phone_provider,
         "aliyun_credentials_file": Path(credentials_raw) if credentials_raw else None,
         "aliyun_endpoint": aliyun_endpoint,

@@ -6,9 +6,25 @@ from dataclasses import replace
 
 import pytest
 
-from printing import LabelModel, MaskedParty
+import printing
+from printing import LabelModel, MaskedParty, PrintConfig
 from printing.samples import PRINTED_AT
 from tests.printing.label_helpers import TOKEN
+
+
+@pytest.fixture
+def print_config():
+    """Set the process's printing configuration for one test (``print_config(zpl_text="resident")``);
+    the previous one comes back afterwards."""
+    from printing.config import current
+
+    before = current()
+
+    def set_config(**changes: object) -> None:
+        printing.configure(PrintConfig(**{**{f: getattr(before, f) for f in PrintConfig.__slots__}, **changes}))
+
+    yield set_config
+    printing.configure(before)
 
 
 @pytest.fixture

@@ -27,23 +27,24 @@ def test_formats_and_media_types():
     assert printing.SIZES == ("100x150", "100x180", "76x130")
 
 
-def test_font_override_must_exist(monkeypatch, tmp_path):
-    monkeypatch.setenv(ENV_VAR, str(tmp_path / "nope.ttf"))
+def test_font_override_must_exist(print_config, tmp_path):
+    print_config(font=str(tmp_path / "nope.ttf"))
     with pytest.raises(FontMissing) as exc:
         resolve_font()
+    assert ENV_VAR in str(exc.value)  # the message names the setting to fix
     assert "fonts-wqy-microhei" in str(exc.value) or "paperang-p2-fonts-cjk" in str(exc.value)
 
 
-def test_font_override_is_used(monkeypatch):
+def test_font_override_is_used(print_config):
     default = resolve_font()
-    monkeypatch.setenv(ENV_VAR, f"{default.path}#0")
+    print_config(font=f"{default.path}#0")
     assert resolve_font() == default
 
 
-def test_no_font_anywhere_is_a_clear_error(monkeypatch):
+def test_no_font_anywhere_is_a_clear_error(monkeypatch, print_config):
     import printing.fonts as fonts
 
-    monkeypatch.delenv(ENV_VAR, raising=False)
+    print_config(font=None)
     monkeypatch.setattr(fonts, "_package_font", lambda: None)
     monkeypatch.setattr(fonts, "_SYSTEM_FONTS", ())
     with pytest.raises(FontMissing, match="install"):

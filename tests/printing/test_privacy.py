@@ -91,8 +91,8 @@ def test_png_has_no_plaintext(masked_model, size):
 
 @pytest.mark.parametrize("mode", ["glyphs", "resident"])
 @pytest.mark.parametrize("size", printing.SIZES)
-def test_zpl_has_no_plaintext(masked_model, size, mode, monkeypatch):
-    monkeypatch.setenv("WAYBILL_ZPL_TEXT", mode)
+def test_zpl_has_no_plaintext(masked_model, size, mode, print_config):
+    print_config(zpl_text=mode)
     data = printing.render_label(masked_model, "zpl", size)
     _assert_clean(data, f"ZPL ({mode})")
     if mode == "resident":

@@ -54,9 +54,8 @@ def test_zpl_one_format_per_label(masked_model):
     assert data.rstrip().endswith("^XA^IDR:WB*.GRF^FS^XZ")
 
 
-def test_zpl_resident_font_mode(masked_model, monkeypatch):
-    monkeypatch.setenv("WAYBILL_ZPL_TEXT", "resident")
-    monkeypatch.setenv("WAYBILL_ZPL_FONT", "E:ANMDS.TTF")
+def test_zpl_resident_font_mode(masked_model, print_config):
+    print_config(zpl_text="resident", zpl_font="E:ANMDS.TTF")
     data = printing.render_label(masked_model, "zpl", "100x150").decode("utf-8")
     assert "^CWJ,E:ANMDS.TTF" in data and "~DG" not in data
     assert "^AJN" in data and masked_model.recipient.name in data

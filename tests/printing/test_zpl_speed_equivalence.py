@@ -14,6 +14,7 @@ import pytest
 
 import printing
 from printing import LabelModel, MaskedParty
+from printing.config import current
 from printing.layout import layout_label
 from printing.render_zpl import iter_zpl
 from printing.samples import PRINTED_AT, sample_models
@@ -59,19 +60,23 @@ def _job_hash(models: list[LabelModel], mode: str, size: str) -> str:
     return h.hexdigest()
 
 
-def _render_hash(mode: str, size: str, monkeypatch: pytest.MonkeyPatch | None = None) -> str:
-    """sha256 of a ``printing.iter_render`` job of ``sample_models(N)`` in ``mode``."""
-    h = hashlib.sha256()
-    if monkeypatch is not None:
-        monkeypatch.setenv("WAYBILL_ZPL_TEXT", mode)
-    for chunk in printing.iter_render(sample_models(N), "zpl", size):
-        h.update(chunk)
-    return h.hexdigest()
+def _render_hash(mode: str, size: str) -> str:
+    """sha256 of a ``printing.iter_render`` job of ``sample_models(N)`` in ``mode`` (the configured ZPL text mode,
+    as the service sets it; the previous configuration comes back afterwards)."""
+    before = current()
+    printing.configure(replace(before, zpl_text=mode))
+    try:
+        h = hashlib.sha256()
+        for chunk in printing.iter_render(sample_models(N), "zpl", size):
+            h.update(chunk)
+        return h.hexdigest()
+    finally:
+        printing.configure(before)
 
 
 @pytest.mark.parametrize(("mode", "size"), sorted(GOLDEN))
-def test_zpl_output_unchanged(monkeypatch: pytest.MonkeyPatch, mode: str, size: str) -> None:
-    assert _render_hash(mode, size, monkeypatch) == GOLDEN[(mode, size)]
+def test_zpl_output_unchanged(mode: str, size: str) -> None:
+    assert _render_hash(mode, size) == GOLDEN[(mode, size)]
 
 
 @pytest.mark.parametrize("mode", sorted(GOLDEN_ODD))
@@ -88,7 +93,7 @@ def test_tiny_caches_same_bytes(monkeypatch: pytest.MonkeyPatch, mode: str) -> N
                              (render_zpl, "_SEEN_MAX", 5), (layout, "_FIT_CACHE_MAX", 2),
                              (layout, "_SEEN_MAX", 3)):
         monkeypatch.setattr(mod, name, value)
-    assert _render_hash(mode, "100x150", monkeypatch) == GOLDEN[(mode, "100x150")]
+    assert _render_hash(mode, "100x150") == GOLDEN[(mode, "100x150")]
 
 
 @pytest.mark.parametrize("mode", ["glyphs", "resident"])
@@ -113,10 +118,7 @@ def test_gate_memo_keeps_refusing() -> None:
 
 
 if __name__ == "__main__":  # print fresh constants (only for an intended output change)
-    import os
-
     for mode, size in sorted(GOLDEN):
-        os.environ["WAYBILL_ZPL_TEXT"] = mode
         print(f'    ("{mode}", "{size}"): "{_render_hash(mode, size)}",')
     for mode in sorted(GOLDEN_ODD):
         print(f'    "{mode}": "{_job_hash(_odd_models(), mode, "100x150")}",')

@@ -57,3 +57,31 @@ def test_migrations_match_models(base_env):
     with base_env.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
     assert diff == []
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("WAYBILL_ZPL_TEXT", "bitmap"),
+    ("WAYBILL_ZPL_FONT", "E:SIMSUN.TTF^XA^FDinjected"),  # it goes into printer commands verbatim
+    ("WAYBILL_ZPL_FONT", "SIMSUN.TTF"),
+])
+def test_printing_settings_are_validated(tmp_path, variable, value):
+    with pytest.raises(SettingsError, match=variable):
+        load_settings(environ={variable: value, "WAYBILL_DATA_DIR": str(tmp_path)})
+
+
+def test_printing_takes_its_configuration_from_the_settings(fresh_env):
+    """printing reads no environment: the service hands it the validated settings when it is built."""
+    import printing
+    from printing.config import current
+
+    before = current()
+    try:
+        env = fresh_env(zpl_text="resident", zpl_font="E:ANMDS.TTF")
+        env.services()
+        assert (current().zpl_text, current().zpl_font) == ("resident", "E:ANMDS.TTF")
+        from printing.samples import sample_models
+
+        (model,) = sample_models(1)
+        assert b"^CWJ,E:ANMDS.TTF" in printing.render_label(model, "zpl", "100x150")
+    finally:
+        printing.configure(before)
