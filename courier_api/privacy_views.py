@@ -13,13 +13,13 @@ from waybill.api.merchant import json_body
 from waybill.api.openapi import operation
 from waybill.app import db_session, services
 from waybill.permissions import Permission
-from waybill.schemas import parse
+from waybill.schemas import iso_utc, parse
 
 bp = Blueprint("privacy", __name__)
 
-Purpose = Literal["data_subject_request", "complaint", "legal_order", "security_incident"]
-FieldName = Literal["sender.name", "sender.phone", "sender.address", "recipient.name", "recipient.phone",
-                    "recipient.address"]
+# The accepted values come from the domain's own lists, so the two cannot drift apart.
+Purpose = Literal[tuple(privacy.PURPOSES)]  # type: ignore[valid-type]
+FieldName = Literal[privacy.FIELDS]  # type: ignore[valid-type]
 
 
 class RequestIn(BaseModel):
@@ -65,10 +65,6 @@ def install(app: Flask) -> None:
     app.register_blueprint(bp)
 
 
-def _iso(dt: object) -> str:
-    return dt.isoformat().replace("+00:00", "Z")  # type: ignore[attr-defined]
-
-
 @bp.post("/v1/privacy/requests")
 @operation(summary="隐私官：登记个人信息调取申请（用途、编号、所需字段）", tags=("privacy",), body=RequestIn,
            response=RequestOut, status=201, errors=(404, 422))
@@ -78,8 +74,8 @@ def file_request() -> tuple[Response, int]:
     req = privacy.file_request(db_session(), services().privacy_deps, authenticate(), data.shipment_id,
                                data.purpose, data.reference, data.fields)
     return jsonify({"id": req.id, "shipment_id": req.shipment_id, "purpose": req.purpose, "reference": req.reference,
-                    "fields": req.fields, "created_at": _iso(req.created_at),
-                    "expires_at": _iso(req.expires_at)}), 201
+                    "fields": req.fields, "created_at": iso_utc(req.created_at),
+                    "expires_at": iso_utc(req.expires_at)}), 201
 
 
 @bp.get("/v1/privacy/requests/<request_id>/personal-data")
@@ -89,5 +85,5 @@ def file_request() -> tuple[Response, int]:
 def read_request(request_id: str) -> Response:
     req, shipment, data = privacy.read_request(db_session(), services().privacy_deps, authenticate(), request_id)
     return jsonify({"request_id": req.id, "shipment_id": shipment.id, "waybill_no": shipment.waybill_no,
-                    "purpose": req.purpose, "reference": req.reference, "expires_at": _iso(req.expires_at),
+                    "purpose": req.purpose, "reference": req.reference, "expires_at": iso_utc(req.expires_at),
                     "sender": data.get("sender"), "recipient": data.get("recipient")})

@@ -18,7 +18,7 @@ from waybill.errors import RateLimited, ValidationFailed
 from waybill.models import AuditEvent
 from waybill.permissions import Permission
 from waybill.ratelimit import RateLimiter, quota_limiter
-from waybill.schemas import ShipmentOut, parse
+from waybill.schemas import ShipmentOut, iso_utc, parse
 
 bp = Blueprint("courier", __name__)
 QUOTA_KEY = "courier_api.scan_quota"
@@ -108,10 +108,6 @@ def install(app: Flask) -> None:
     app.register_blueprint(bp)
 
 
-def _iso(dt: object) -> str:
-    return dt.isoformat().replace("+00:00", "Z")  # type: ignore[attr-defined]
-
-
 @bp.post("/v1/dispatch/assignments")
 @operation(summary="派件：把本站运单分配给本站快递员", tags=("dispatch",), body=AssignIn, response=AssignOut,
            status=201, errors=(404, 409))
@@ -120,7 +116,7 @@ def assign() -> tuple[Response, int]:
     data: AssignIn = parse(AssignIn, json_body())
     a = delivery.assign(db_session(), authenticate(), data.shipment_id, data.courier)
     return jsonify({"assignment_id": a.id, "shipment_id": a.shipment_id, "courier": data.courier,
-                    "status": "out_for_delivery", "assigned_at": _iso(a.assigned_at)}), 201
+                    "status": "out_for_delivery", "assigned_at": iso_utc(a.assigned_at)}), 201
 
 
 @bp.post("/v1/courier/scan")
@@ -146,7 +142,7 @@ def scan() -> Response:
 def call(shipment_id: str) -> Response:
     binding = delivery.call(db_session(), services().delivery_deps, authenticate(), shipment_id)
     return jsonify({"virtual_number": binding.x_number, "extension": binding.extension,
-                    "expires_at": _iso(binding.expires_at)})
+                    "expires_at": iso_utc(binding.expires_at)})
 
 
 @bp.post("/v1/courier/shipments/<shipment_id>/deliver")
@@ -185,7 +181,7 @@ def audit_events() -> Response:
 
 
 def _event_out(e: AuditEvent) -> dict:
-    return {"seq": e.seq, "at": _iso(e.at), "actor": e.actor, "role": e.role, "action": e.action,
+    return {"seq": e.seq, "at": iso_utc(e.at), "actor": e.actor, "role": e.role, "action": e.action,
             "object_type": e.object_type, "object_id": e.object_id, "purpose": e.purpose, "fields": e.fields,
             "outcome": e.outcome, "request_id": e.request_id}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -43,6 +44,11 @@ def _admin_name(pattern: re.Pattern[str], value: str) -> str:
         raise PydanticCustomError("admin_name", "须为行政区划名称（如“深圳市”“南山区”）")
     return value
 
+
+
+def iso_utc(moment: datetime) -> str:
+    """A UTC timestamp as the API writes it: ISO 8601 with ``Z``."""
+    return moment.isoformat().replace("+00:00", "Z")
 
 class PartyIn(BaseModel):
     """A sender or recipient as submitted by a merchant."""

@@ -37,14 +37,17 @@ class Services:
     phone_provider: VirtualNumberProvider | None = None
 
     @property
+    def provider(self) -> VirtualNumberProvider:
+        """The configured virtual-number provider, built once per process (not per request)."""
+        if self.phone_provider is None:
+            self.phone_provider = make_provider(self.settings, self.codec, self.keys)
+        return self.phone_provider
+
+    @property
     def delivery_deps(self) -> DeliveryDeps:
         from courier_api.delivery import DeliveryDeps
 
-        if self.phone_provider is None:
-            # Built once per process (the Aliyun adapter reads its credentials file here), not per request.
-            self.phone_provider = make_provider(self.settings, self.codec, self.keys)
-        provider = self.phone_provider
-        return DeliveryDeps(codec=self.codec, token_key=self.keys.secret("qr_token"), provider=provider,
+        return DeliveryDeps(codec=self.codec, token_key=self.keys.secret("qr_token"), provider=self.provider,
                             binding_ttl=timedelta(hours=self.settings.binding_ttl_hours),
                             release_grace=timedelta(hours=self.settings.release_grace_hours),
                             token_max_age=timedelta(days=self.settings.qr_token_ttl_days))

@@ -21,6 +21,7 @@ from waybill.schemas import (
     ShipmentIn,
     ShipmentOut,
     ShipmentPage,
+    iso_utc,
     parse,
 )
 
@@ -57,7 +58,7 @@ def shipment_out(s: Shipment) -> dict[str, Any]:
         "merchant_order_id": s.merchant_order_id,
         "sender": party_out(s, "sender"), "recipient": party_out(s, "recipient"),
         "parcel": {"weight_g": s.weight_g, "has_description": s.description_ct is not None},
-        "created_at": s.created_at.isoformat().replace("+00:00", "Z"),
+        "created_at": iso_utc(s.created_at),
     }
 
 

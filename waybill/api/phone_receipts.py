@@ -29,7 +29,7 @@ MAX_RECEIPTS = 1000  # Aliyun pushes at most a few hundred records per batch
            errors=(404, 422))
 def receipts(token: str) -> Response:
     session = db_session()
-    provider: Any = services().delivery_deps.provider
+    provider: Any = services().provider
     # Only providers that take pushed receipts have a receipt token.
     expected: str | None = getattr(provider, "receipt_token", None)
     if expected is None or not hmac.compare_digest(token.encode(), expected.encode()):
