@@ -89,12 +89,20 @@ def assign(session: Session, principal: Principal, shipment_id: str, courier_use
     return assignment
 
 
+# The object-level rule for scan, call and deliver, in one place: the shipment is out for delivery and
+# this courier holds its active assignment (the courier's id is the "courier_id" parameter).
+_ACTIVE_FOR_COURIER = and_(Assignment.ended_at.is_(None), Assignment.courier_id == bindparam("courier_id"))
+
+
+def _may_deliver(principal: Principal, status: str) -> bool:
+    return principal.role == "courier" and status == "out_for_delivery"
+
+
 def _active_assignment(session: Session, principal: Principal, shipment: Shipment) -> Assignment | None:
-    if principal.role != "courier" or shipment.status != "out_for_delivery":
+    if not _may_deliver(principal, shipment.status):
         return None
-    return session.execute(select(Assignment).where(
-        Assignment.shipment_id == shipment.id, Assignment.ended_at.is_(None),
-        Assignment.courier_id == principal.id)).scalar_one_or_none()
+    return session.execute(select(Assignment).where(Assignment.shipment_id == shipment.id, _ACTIVE_FOR_COURIER),
+                           {"courier_id": principal.id}).scalar_one_or_none()
 
 
 # The scan's one query, built once: the live token, the few shipment columns the courier view needs,
@@ -103,8 +111,7 @@ _SCAN = (select(QrToken.token_hash, Shipment.id, Shipment.waybill_no, Shipment.s
                 Shipment.recipient_region, Shipment.recipient_masked, Shipment.recipient_address_ct,
                 Assignment.id.label("assignment_id"))
          .join(Shipment, Shipment.id == QrToken.shipment_id)
-         .outerjoin(Assignment, and_(Assignment.shipment_id == Shipment.id, Assignment.ended_at.is_(None),
-                                     Assignment.courier_id == bindparam("courier_id")))
+         .outerjoin(Assignment, and_(Assignment.shipment_id == Shipment.id, _ACTIVE_FOR_COURIER))
          .where(labels.LIVE_TOKEN))
 
 
@@ -116,8 +123,7 @@ def scan(session: Session, deps: DeliveryDeps, principal: Principal, raw_token: 
     if params is not None:
         found = session.connection().execute(_SCAN, {**params, "courier_id": principal.id}).first()
         row = found if labels.token_matches(found, params) else None
-    assigned = (row is not None and row.assignment_id is not None and principal.role == "courier"
-                and row.status == "out_for_delivery")
+    assigned = row is not None and row.assignment_id is not None and _may_deliver(principal, row.status)
     if row is None or not assigned:
         audit.record(session, principal, "courier.scan", object_type="shipment",
                      object_id=row.id if row is not None else None,
