@@ -22,7 +22,7 @@ from functools import lru_cache
 
 from PIL import Image, ImageDraw
 
-from .barcodes import QR_QUIET_MODULES, QUIET_MODULES
+from .barcodes import QR_QUIET_MODULES, QUIET_MODULES, code128
 from .config import ZPL_TEXT_MODES, current
 from .fonts import metrics, pil_font
 from .layout import DOTS_PER_MM, LabelLayout, PlacedLine
@@ -67,23 +67,29 @@ def _static(template: Template) -> str:
 
 
 def _symbols(lay: LabelLayout, waybill_no: str, token: str) -> str:
-    """Code128 and QR fields; their geometry depends only on the template and the two data lengths."""
-    key = (lay.template.size, len(waybill_no), len(token))
+    """Code128 and QR fields; their geometry depends only on the template, the shape of the waybill number
+    (which characters are digits: that decides Code128's subsets, hence its width) and the token length."""
+    key = (lay.template.size, waybill_no.translate(_DIGIT_SHAPE), len(token))
     heads = _SYMBOL_HEADS.get(key)
     if heads is None:
-        heads = _SYMBOL_HEADS[key] = _symbol_heads(lay.template, len(waybill_no), len(token))
+        heads = _SYMBOL_HEADS[key] = _symbol_heads(lay.template, waybill_no, len(token))
     return f"{heads[0]}{_fd(waybill_no)}{heads[1]}{_fd('MA,' + token)}"
 
 
-_SYMBOL_HEADS: dict[tuple[str, int, int], tuple[str, str]] = {}
+_SYMBOL_HEADS: dict[tuple[str, str, int], tuple[str, str]] = {}
+_DIGIT_SHAPE = str.maketrans("0123456789", "0000000000")
+QR_BY_HEIGHT = 10  # the ^BY height set right before ^BQ (ZPL's minimum and power-on default)
 
 
-def _symbol_heads(t: Template, n_data: int, n_token: int) -> tuple[str, str]:
-    """The ``^BC`` and ``^BQ`` commands (up to their ``^FD``) for data of these lengths."""
+def _symbol_heads(t: Template, waybill_no: str, n_token: int) -> tuple[str, str]:
+    """The ``^BC`` and ``^BQ`` commands (up to their ``^FD``) for this number's shape and token length."""
     box = t.barcode
     avail = int(box.w * DOTS_PER_MM)
-    # Upper bound of the symbol width (all subset B); the printer's automatic subsets are never wider.
-    modules = 11 * (n_data + 2) + 13
+    # Module size and position from the width of our own encoding, exactly as the PDF/PNG labels lay it out:
+    # its subsets B and C are what the printer's automatic mode picks for waybill numbers (the printed-label
+    # tests check the printer's symbol against our raster). Data our encoder refuses is sized by an upper
+    # bound (all subset B), so it still fits.
+    modules = code128(waybill_no).modules if _code128_ok(waybill_no) else 11 * (len(waybill_no) + 2) + 13
     dots = max(1, min(t.barcode_module_max_dots, avail // (modules + 2 * QUIET_MODULES)))
     x = _d(box.x) + max(0, (avail - modules * dots) // 2)
     h = int(box.h * DOTS_PER_MM)
@@ -95,7 +101,15 @@ def _symbol_heads(t: Template, n_data: int, n_token: int) -> tuple[str, str]:
     mag = max(1, min(10, side // (size + 2 * QR_QUIET_MODULES)))
     qx = _d(q.x) + (int(q.w * DOTS_PER_MM) - size * mag) // 2
     qy = _d(q.y) + (int(q.h * DOTS_PER_MM) - size * mag) // 2
-    return bc, f"^FO{qx},{qy}^BQN,2,{mag}"
+    # Zebra firmware draws an ^FO-positioned ^BQ that many dots *below* the origin as the ^BY bar-code
+    # height in force (Labelary and Zebrash render it so too): with the Code128's ^BY the QR dropped by
+    # ~115 dots and ran off the label. ^BY persists across fields (and formats), so the QR gets its own
+    # ^BY with a known height and its origin is raised by exactly that much.
+    return bc, f"^BY{dots},3,{QR_BY_HEIGHT}^FO{qx},{qy - QR_BY_HEIGHT}^BQN,2,{mag}"
+
+
+def _code128_ok(data: str) -> bool:
+    return bool(data) and all(32 <= ord(c) <= 126 for c in data)
 
 
 @lru_cache(maxsize=20000)
