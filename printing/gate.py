@@ -10,7 +10,7 @@ from collections.abc import Callable
 from functools import lru_cache
 
 from .errors import UnmaskedField
-from .model import LabelModel, MaskedParty
+from .model import ORDER_TAIL_MAX, LabelModel, MaskedParty
 
 # (name, phone, address) -> offending field names, in the masking module's order (empty: may be printed).
 # floor_violations is a pure function of the three masked strings, so its verdict can be memoised: in a batch
@@ -56,3 +56,10 @@ def check_release(model: LabelModel) -> None:
     """Raise :class:`UnmaskedField` (naming the field, never its value) unless the model may be printed."""
     _check_party("recipient", model.recipient)
     _check_party("sender", model.sender)
+    tail = model.order_tail
+    # The order number is the merchant's, but merchants do put phone numbers in it: a label shows only its
+    # tail (the service also drops a phone-shaped one before it gets here).
+    if tail is not None and not (isinstance(tail, str) and len(tail) <= ORDER_TAIL_MAX):
+        raise UnmaskedField("order_tail")
+    if model.printed_at.tzinfo is None or model.printed_at.utcoffset() is None:
+        raise ValueError("printed_at must be timezone-aware (the label prints its UTC offset)")

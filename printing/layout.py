@@ -132,10 +132,19 @@ def _ellipsize(line: str, m: FontMetrics, max_w: float) -> str:
     return line.rstrip() + ELLIPSIS
 
 
+def _indent(slot: TextSlot, spare: float) -> float:
+    """Offset of a line from the slot's left edge, given the room the line leaves (mm)."""
+    if slot.align == "center":
+        return spare / 2
+    return spare if slot.align == "right" else 0.0
+
+
 def fit_text(name: str, slot: TextSlot, text: str, m: FontMetrics | None = None) -> PlacedText:
-    """Place ``text`` inside ``slot`` following the module's fitting rule."""
+    """Place ``text`` inside ``slot`` following the module's fitting rule (an empty text places no line)."""
     m = m or metrics()
     text = _clean(text, m)
+    if not text:
+        return PlacedText(name, slot.zone, slot.box, (), False)
     box = slot.box
     em_w = m.width(text)
     size = slot.size
@@ -146,7 +155,7 @@ def fit_text(name: str, slot: TextSlot, text: str, m: FontMetrics | None = None)
         size = min(size, box.w / em_w * 0.999) if em_w else size
         asc, desc = m.ascent * size, m.descent * size
         w = em_w * size
-        x = box.x + ((box.w - w) / 2 if slot.align == "center" else 0.0)
+        x = box.x + _indent(slot, box.w - w)
         top = box.y + ((box.h - asc - desc) / 2 if slot.valign == "middle" else 0.0)
         return PlacedText(name, slot.zone, box, (PlacedLine(text, x, top + asc, size, w, asc, desc),), False)
     else:
@@ -174,14 +183,16 @@ def fit_text(name: str, slot: TextSlot, text: str, m: FontMetrics | None = None)
     placed = []
     for i, line in enumerate(lines):
         w = m.width(line) * size
-        x = box.x + ((box.w - w) / 2 if slot.align == "center" else 0.0)
+        x = box.x + _indent(slot, box.w - w)
         placed.append(PlacedLine(line, x, top + asc + i * pitch, size, w, asc, desc))
     return PlacedText(name, slot.zone, box, tuple(placed), truncated)
 
 
 # Model-filled slots, in the order _slot_values returns their texts.
 _VALUE_SLOTS = ("waybill_no", "sorting_code", "recipient_line", "recipient_address", "sender_line",
-                "sender_address", "contents", "service")
+                "sender_address", "contents", "service", "carrier", "order_tail", "consolidation")
+# The four municipalities have no city level of their own: 上海市徐汇区, not 上海市上海市徐汇区.
+_MUNICIPAL_CITIES = frozenset({"", "市辖区", "县"})
 
 
 def slot_texts(model: LabelModel) -> dict[str, str]:
@@ -193,18 +204,32 @@ def _slot_values(model: LabelModel) -> tuple[str, ...]:
     # A tuple in _VALUE_SLOTS order: layout_label indexes it through a per-template plan (no dict per label).
     r, s = model.recipient, model.sender
     weight = f"{model.weight_g / 1000:.2f}kg"
-    contents = f"品类: {model.category}   重量: {weight}" if model.category else f"重量: {weight}"
+    contents = f"重量: {weight}   件数: {model.pieces}"
+    if model.category:
+        contents = f"品类: {model.category}   {contents}"
     service = _service_line(model.service, model.printed_at)
     return (
         model.waybill_no,
         model.sorting_code,
         f"{_short(r.name)}  {r.phone}",
-        f"{r.province}{r.city}{r.district}{r.address}",
+        f"{region_text(r.province, r.city, r.district)}{r.address}",
         f"{_short(s.name)}  {s.phone}",
-        f"{s.province}{s.city}{s.district}{s.address}",
+        f"{region_text(s.province, s.city, s.district)}{s.address}",
         contents,
         service,
+        model.carrier,
+        f"订单尾号 {model.order_tail}" if model.order_tail else "",
+        f"集包地 {model.consolidation}" if model.consolidation else "",
     )
+
+
+@lru_cache(maxsize=4096)
+def region_text(province: str, city: str, district: str) -> str:
+    """Province, city and district as a label prints them, a municipality once (``上海市徐汇区``)."""
+    if city.removesuffix("市") == province.removesuffix("市") or (
+            province.endswith("市") and city in _MUNICIPAL_CITIES):
+        city = ""
+    return f"{province}{city}{district}"
 
 
 def _short(name: str, limit: int = 10) -> str:
@@ -215,7 +240,20 @@ def _short(name: str, limit: int = 10) -> str:
 @lru_cache(maxsize=1024)
 def _service_line(service: str, printed_at: datetime) -> str:
     # strftime is slow and a batch is printed within the same minute or so
-    return f"服务: {service}   打印: {printed_at:%Y-%m-%d %H:%M}"
+    return f"服务: {service}   打印: {printed_at:%Y-%m-%d %H:%M} {utc_offset(printed_at)}"
+
+
+def utc_offset(at: datetime) -> str:
+    """The zone of a print time as printed: ``UTC+8``, ``UTC+5:30``, ``UTC``."""
+    offset = at.utcoffset()
+    if offset is None:
+        raise ValueError("printed_at must be timezone-aware (the label prints its UTC offset)")
+    minutes = round(offset.total_seconds() / 60)
+    if minutes == 0:
+        return "UTC"
+    sign = "+" if minutes > 0 else "-"
+    hours, rest = divmod(abs(minutes), 60)
+    return f"UTC{sign}{hours}" + (f":{rest:02d}" if rest else "")
 
 
 def place_barcode(t: Template, data: str) -> PlacedBarcode:

@@ -33,7 +33,13 @@ class LabelModel:
 
     ``token`` is the QR payload (an opaque token, never a lookup key for personal data); ``category`` is the
     only contents description allowed on the label (``None`` prints nothing); ``printed_at`` is shown as the
-    print time and is passed in (not read from the clock) so that output is reproducible.
+    print time with its UTC offset, so it must be timezone-aware, and is passed in (not read from the clock)
+    so that output is reproducible.
+
+    What a carrier prints besides: ``carrier`` (the carrier's name, in the label's header; empty prints
+    nothing), ``order_tail`` (the last characters of the merchant's order number, at most
+    :data:`ORDER_TAIL_MAX`, so a packer can match parcel and order; ``None`` prints nothing), ``pieces``
+    (piece count) and ``consolidation`` (集包地: where the parcel's bag is consolidated, from the routing data).
     """
 
     waybill_no: str
@@ -45,3 +51,10 @@ class LabelModel:
     service: str
     category: str | None
     printed_at: datetime
+    carrier: str = ""
+    order_tail: str | None = None
+    pieces: int = 1
+    consolidation: str | None = None
+
+
+ORDER_TAIL_MAX = 6  # characters of the merchant order number a label may show

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 from .model import LabelModel, MaskedParty
 
@@ -25,7 +25,10 @@ _STREETS = (
 )
 _CATEGORIES = ("服装", "数码", "日用品", "文件", "食品", None)
 _SERVICES = ("标准快递", "特快", "经济快递")
-PRINTED_AT = datetime(2025, 11, 11, 10, 0)
+# Labels are printed in Beijing time (UTC+8); print times are timezone-aware (the label prints the offset).
+PRINTED_AT = datetime(2025, 11, 11, 10, 0, tzinfo=timezone(timedelta(hours=8)))
+CARRIER = "隐私快递"
+_CONSOLIDATION = ("深圳转运中心", "广州转运中心", "上海转运中心", "北京转运中心", "杭州转运中心", "成都转运中心")
 
 
 def _token(rng: random.Random) -> str:
@@ -59,6 +62,10 @@ def sample_models(n: int, seed: int = 7, *, printed_at: datetime = PRINTED_AT) -
             service=rng.choice(_SERVICES),
             category=rng.choice(_CATEGORIES),
             printed_at=printed_at,
+            carrier=CARRIER,
+            order_tail=f"{rng.randrange(10**6):06d}",
+            pieces=rng.choice((1, 1, 1, 2, 3)),
+            consolidation=rng.choice(_CONSOLIDATION),
         )
 
 
@@ -67,4 +74,5 @@ def sample_model() -> LabelModel:
     recipient = MaskedParty("张**", "138******78", "广东省", "深圳市", "南山区", "粤海街道****")
     sender = MaskedParty("欧***", "021-******34", "上海市", "上海市", "徐汇区", "漕溪北路****")
     return LabelModel("PW4827193650217", "755-W12-08", recipient, sender, "tok_Qm9vYmFyLXRva2VuLTEyOC1iaXRz",
-                      1250, "标准快递", "服装", PRINTED_AT)
+                      1250, "标准快递", "服装", PRINTED_AT, carrier=CARRIER, order_tail="A61207", pieces=1,
+                      consolidation="深圳转运中心")

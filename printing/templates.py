@@ -1,7 +1,8 @@
 """Label templates: pure data, one per size, declared in millimetres (origin top-left, y down).
 
-Zones follow GB/T 41833-2022 (after YZ/T 0148): code/number, destination (sorting code), recipient, sender,
-contents (category, weight, service, print time), QR, signature. Every text slot lies inside its zone; the
+Zones follow GB/T 41833-2022 (after YZ/T 0148): code/number (with a header band: carrier name, order-number
+tail), destination (sorting code, consolidation point 集包地), recipient, sender, contents (category, weight,
+pieces, service, print time), QR, signature. Every text slot lies inside its zone; the
 layout engine keeps every line of text inside its slot (shrink, wrap, then truncate with an ellipsis).
 """
 
@@ -49,7 +50,7 @@ class TextSlot:
     size: float
     min_size: float
     max_lines: int = 1
-    align: Literal["left", "center"] = "left"
+    align: Literal["left", "center", "right"] = "left"
     valign: Literal["top", "middle"] = "top"
     text: str | None = None
 
@@ -79,20 +80,23 @@ def _slot(zone: str, x: float, y: float, w: float, h: float, size: float, min_si
     return TextSlot(zone, Box(x, y, w, h), size, min_size, **kw)
 
 
-# 100 x 150 mm (SF, EMS). Heights: code 24, destination 20, recipient 32, sender 20, contents 14, QR/sign 40.
+# 100 x 150 mm (SF, EMS). Heights: code 26, destination 20, recipient 30, sender 20, contents 14, QR/sign 40.
 T100X150 = _t(
     "100x150", 100, 150,
     zones={
-        "code": Box(0, 0, 100, 24), "destination": Box(0, 24, 100, 20), "recipient": Box(0, 44, 100, 32),
+        "code": Box(0, 0, 100, 26), "destination": Box(0, 26, 100, 20), "recipient": Box(0, 46, 100, 30),
         "sender": Box(0, 76, 100, 20), "contents": Box(0, 96, 100, 14), "qr": Box(0, 110, 44, 40),
         "signature": Box(44, 110, 56, 40),
     },
     slots={
-        "waybill_no": _slot("code", 5, 17.5, 90, 5.5, 4.2, 2.5, align="center"),
-        "sorting_code": _slot("destination", 3, 25.5, 94, 17, 13, 5, align="center", valign="middle"),
-        "recipient_tag": _slot("recipient", 2, 45.5, 8, 8, 6.5, 6.5, align="center", text="收"),
-        "recipient_line": _slot("recipient", 12, 45.5, 86, 7, 5.2, 3),
-        "recipient_address": _slot("recipient", 12, 53, 86, 22, 4.4, 2.8, max_lines=5),
+        "carrier": _slot("code", 2, 0.8, 56, 6, 5, 3.5),
+        "order_tail": _slot("code", 60, 1.3, 38, 5, 3.6, 2.5, align="right"),
+        "waybill_no": _slot("code", 5, 20.5, 90, 5, 4, 2.5, align="center"),
+        "sorting_code": _slot("destination", 3, 26.8, 94, 12.7, 11, 5, align="center", valign="middle"),
+        "consolidation": _slot("destination", 3, 39.8, 94, 5.6, 4.4, 2.8, align="center"),
+        "recipient_tag": _slot("recipient", 2, 47.5, 8, 8, 6.5, 6.5, align="center", text="收"),
+        "recipient_line": _slot("recipient", 12, 47.5, 86, 7, 5.2, 3),
+        "recipient_address": _slot("recipient", 12, 55, 86, 20, 4.4, 2.8, max_lines=4),
         "sender_tag": _slot("sender", 2, 77.5, 8, 8, 6.5, 6.5, align="center", text="寄"),
         "sender_line": _slot("sender", 12, 77.5, 86, 5.5, 4, 2.8),
         "sender_address": _slot("sender", 12, 83.5, 86, 12, 3.6, 2.5, max_lines=3),
@@ -101,7 +105,7 @@ T100X150 = _t(
         "signature_name": _slot("signature", 46, 113, 52, 5, 3.6, 3.6, text="签收人:"),
         "signature_time": _slot("signature", 46, 131, 52, 5, 3.6, 3.6, text="签收时间:"),
     },
-    barcode=Box(4, 2, 92, 14.5),
+    barcode=Box(4, 7.3, 92, 12.7),
     qr=Box(3, 112, 38, 36),
 )
 
@@ -109,16 +113,19 @@ T100X150 = _t(
 T100X180 = _t(
     "100x180", 100, 180,
     zones={
-        "code": Box(0, 0, 100, 28), "destination": Box(0, 28, 100, 24), "recipient": Box(0, 52, 100, 38),
+        "code": Box(0, 0, 100, 30), "destination": Box(0, 30, 100, 24), "recipient": Box(0, 54, 100, 36),
         "sender": Box(0, 90, 100, 24), "contents": Box(0, 114, 100, 16), "qr": Box(0, 130, 50, 50),
         "signature": Box(50, 130, 50, 50),
     },
     slots={
-        "waybill_no": _slot("code", 5, 20.5, 90, 6, 4.6, 2.5, align="center"),
-        "sorting_code": _slot("destination", 3, 29.5, 94, 21, 16, 6, align="center", valign="middle"),
-        "recipient_tag": _slot("recipient", 2, 53.5, 9, 9, 7.5, 7.5, align="center", text="收"),
-        "recipient_line": _slot("recipient", 13, 53.5, 85, 8, 5.8, 3),
-        "recipient_address": _slot("recipient", 13, 62, 85, 27, 4.8, 2.8, max_lines=5),
+        "carrier": _slot("code", 2, 0.8, 56, 7, 5.6, 3.5),
+        "order_tail": _slot("code", 60, 1.5, 38, 5.5, 4, 2.5, align="right"),
+        "waybill_no": _slot("code", 5, 23.8, 90, 5.6, 4.4, 2.5, align="center"),
+        "sorting_code": _slot("destination", 3, 30.8, 94, 16, 13.5, 6, align="center", valign="middle"),
+        "consolidation": _slot("destination", 3, 47.2, 94, 6.2, 4.8, 3, align="center"),
+        "recipient_tag": _slot("recipient", 2, 55.5, 9, 9, 7.5, 7.5, align="center", text="收"),
+        "recipient_line": _slot("recipient", 13, 55.5, 85, 8, 5.8, 3),
+        "recipient_address": _slot("recipient", 13, 64, 85, 25, 4.8, 2.8, max_lines=5),
         "sender_tag": _slot("sender", 2, 91.5, 9, 9, 7.5, 7.5, align="center", text="寄"),
         "sender_line": _slot("sender", 13, 91.5, 85, 6.5, 4.4, 2.8),
         "sender_address": _slot("sender", 13, 98.5, 85, 14.5, 3.9, 2.5, max_lines=3),
@@ -127,7 +134,7 @@ T100X180 = _t(
         "signature_name": _slot("signature", 52, 133, 46, 6, 4, 4, text="签收人:"),
         "signature_time": _slot("signature", 52, 156, 46, 6, 4, 4, text="签收时间:"),
     },
-    barcode=Box(4, 2.5, 92, 17),
+    barcode=Box(4, 8.5, 92, 15),
     qr=Box(4, 133, 42, 44),
 )
 
@@ -135,16 +142,19 @@ T100X180 = _t(
 T76X130 = _t(
     "76x130", 76, 130,
     zones={
-        "code": Box(0, 0, 76, 22), "destination": Box(0, 22, 76, 17), "recipient": Box(0, 39, 76, 28),
+        "code": Box(0, 0, 76, 24), "destination": Box(0, 24, 76, 17), "recipient": Box(0, 41, 76, 26),
         "sender": Box(0, 67, 76, 18), "contents": Box(0, 85, 76, 12), "qr": Box(0, 97, 36, 33),
         "signature": Box(36, 97, 40, 33),
     },
     slots={
-        "waybill_no": _slot("code", 3, 16, 70, 5, 3.8, 2.3, align="center"),
-        "sorting_code": _slot("destination", 2, 23.5, 72, 14, 11, 4.5, align="center", valign="middle"),
-        "recipient_tag": _slot("recipient", 1.5, 40, 7, 7, 5.6, 5.6, align="center", text="收"),
-        "recipient_line": _slot("recipient", 10, 40, 64.5, 6, 4.4, 2.6),
-        "recipient_address": _slot("recipient", 10, 46.5, 64.5, 20, 3.7, 2.5, max_lines=5),
+        "carrier": _slot("code", 1.5, 0.7, 42, 5, 4.2, 3),
+        "order_tail": _slot("code", 45, 1.1, 29.5, 4.4, 3.2, 2.2, align="right"),
+        "waybill_no": _slot("code", 3, 18.6, 70, 5, 3.6, 2.3, align="center"),
+        "sorting_code": _slot("destination", 2, 24.7, 72, 11, 9.5, 4.5, align="center", valign="middle"),
+        "consolidation": _slot("destination", 2, 35.9, 72, 4.7, 3.6, 2.3, align="center"),
+        "recipient_tag": _slot("recipient", 1.5, 42, 7, 7, 5.6, 5.6, align="center", text="收"),
+        "recipient_line": _slot("recipient", 10, 42, 64.5, 6, 4.4, 2.6),
+        "recipient_address": _slot("recipient", 10, 48.5, 64.5, 18, 3.7, 2.5, max_lines=4),
         "sender_tag": _slot("sender", 1.5, 68, 7, 7, 5.6, 5.6, align="center", text="寄"),
         "sender_line": _slot("sender", 10, 68, 64.5, 5, 3.5, 2.4),
         "sender_address": _slot("sender", 10, 73.5, 64.5, 11, 3.1, 2.3, max_lines=3),
@@ -153,7 +163,7 @@ T76X130 = _t(
         "signature_name": _slot("signature", 38, 99.5, 36, 5, 3.3, 3.3, text="签收人:"),
         "signature_time": _slot("signature", 38, 115, 36, 5, 3.3, 3.3, text="签收时间:"),
     },
-    barcode=Box(2, 1.5, 72, 13.5),
+    barcode=Box(2, 6.3, 72, 11.8),
     qr=Box(2, 99, 32, 30),
 )
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import Any
 from sqlalchemy import LargeBinary, and_, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from printing.model import LabelModel, MaskedParty
+from printing.model import ORDER_TAIL_MAX, LabelModel, MaskedParty
 from waybill import audit
 from waybill.errors import (
     DomainError,
@@ -35,6 +36,7 @@ from waybill.errors import (
 from waybill.ids import looks_like, new_id
 from waybill.models import QrToken, Shipment, UTCDateTime, utcnow
 from waybill.permissions import Permission, Principal
+from waybill.routing import RoutingTable, UnknownProvince
 
 TOKEN_BYTES = 20  # 160 bits: above the 128-bit floor, and 32 base32 characters fit QR alphanumeric mode
 # Reprints carry a reason code, not free text: the reason lands in the audit log, which holds no personal data.
@@ -50,6 +52,8 @@ CHINA_TIME = timezone(timedelta(hours=8), "CST")
 class LabelDeps:
     token_key: bytes
     reprint_max: int
+    carrier: str = ""
+    routing: RoutingTable | None = None  # routes shipments created before they stored their 集包地
 
 
 @dataclass(frozen=True)
@@ -74,12 +78,43 @@ def _party(shipment: Shipment, role: str) -> MaskedParty:
                        city=region["city"], district=region["district"], address=masked["address"])
 
 
-def label_model(shipment: Shipment, token: str, printed_at: datetime) -> LabelModel:
-    """The label as printed: masked snapshot, sorting code, waybill number and the QR token only."""
+# Digit runs that could be a phone number: mobile (optionally +86), landline with area code, local number.
+_SEPARATORS = re.compile(r"[-_.:]")
+_DIGIT_RUN = re.compile(r"\d+")
+_PHONE_SHAPED = re.compile(r"(?:86)?1[3-9]\d{9}|0\d{9,11}|\d{7,8}")
+
+
+def order_tail(merchant_order_id: str) -> str | None:
+    """The last characters of the merchant's order number as a label shows them, or None.
+
+    Merchants do use phone numbers as order numbers: six more digits next to the masked phone would undo
+    its masking. So an order number holding a phone-shaped digit run (separators ignored) prints no tail.
+    """
+    joined = _SEPARATORS.sub("", merchant_order_id)
+    if any(_PHONE_SHAPED.fullmatch(run) for run in _DIGIT_RUN.findall(joined)):
+        return None
+    return merchant_order_id[-ORDER_TAIL_MAX:]
+
+
+def _consolidation(deps: LabelDeps, shipment: Shipment) -> str | None:
+    if shipment.consolidation is not None or deps.routing is None:
+        return shipment.consolidation
+    region = shipment.recipient_region
+    try:
+        return deps.routing.route(region["province"], region["city"], region["district"]).consolidation
+    except UnknownProvince:
+        return None
+
+
+def label_model(deps: LabelDeps, shipment: Shipment, token: str, printed_at: datetime) -> LabelModel:
+    """The label as printed: masked snapshot, sorting code, waybill number and the QR token only, with what
+    a carrier prints besides (carrier name, order-number tail, pieces, 集包地)."""
     return LabelModel(waybill_no=shipment.waybill_no, sorting_code=shipment.sorting_code,
                       recipient=_party(shipment, "recipient"), sender=_party(shipment, "sender"), token=token,
                       weight_g=shipment.weight_g, service=SERVICE_NAME, category=None,
-                      printed_at=printed_at.astimezone(CHINA_TIME))
+                      printed_at=printed_at.astimezone(CHINA_TIME), carrier=deps.carrier,
+                      order_tail=order_tail(shipment.merchant_order_id), pieces=shipment.pieces,
+                      consolidation=_consolidation(deps, shipment))
 
 
 def _load(session: Session, principal: Principal, shipment_id: str, action: str) -> Shipment:
@@ -117,7 +152,7 @@ def _issue(session: Session, deps: LabelDeps, principal: Principal, shipment: Sh
     shipment.updated_at = now
     audit.record(session, principal, "label.reprint" if reprint else "label.print", object_type="shipment",
                  object_id=shipment.id, fields=["masked"], purpose=reason if reprint else None)
-    return label_model(shipment, raw, now)
+    return label_model(deps, shipment, raw, now)
 
 
 def _again(session: Session, deps: LabelDeps, principal: Principal, shipment: Shipment, token: QrToken,
@@ -127,7 +162,7 @@ def _again(session: Session, deps: LabelDeps, principal: Principal, shipment: Sh
         raise InvalidStatusTransition("当前状态不可打印面单", field="status")
     audit.record(session, principal, "label.print_again", object_type="shipment", object_id=shipment.id,
                  fields=["masked"])
-    return label_model(shipment, derive_token(deps.token_key, token.nonce), now)
+    return label_model(deps, shipment, derive_token(deps.token_key, token.nonce), now)
 
 
 def _live_token(session: Session, shipment_id: str) -> QrToken | None:

@@ -129,6 +129,8 @@ class Shipment(Base):
     recipient_phone_bidx: Mapped[int] = mapped_column(BigInteger, index=True)
 
     weight_g: Mapped[int] = mapped_column(Integer)
+    pieces: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    consolidation: Mapped[str | None] = mapped_column(String(32), nullable=True)  # 集包地, routed at creation
     description_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
     printed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

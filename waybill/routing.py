@@ -1,7 +1,9 @@
 """The 三段码 (three-segment sorting code) of a destination, looked up in a routing table kept as data.
 
 The table is a CSV file (`waybill/data/routing.csv` by default) with the columns
-``province,city,district,hub,station,area``. ``city`` and ``district`` may be ``*``: a ``*,*`` row is the
+``province,city,district,hub,station,area`` and optionally ``consolidation``: the 集包地, the transit centre a
+parcel's bag is built for (``深圳转运中心``), printed on the label under the sorting code; a table without
+that column prints none. ``city`` and ``district`` may be ``*``: a ``*,*`` row is the
 province-wide default, a ``<city>,*`` row covers a whole city. Provinces are written with their full
 canonical name (``广东省``, ``广西壮族自治区``, ``香港特别行政区`` ...); every province mentioned must have
 its ``*,*`` row. The sorting code is ``HUB-STATION-AREA``, e.g. ``755-W012-03``: hub 3 digits (by
@@ -29,6 +31,7 @@ from types import MappingProxyType
 __all__ = ["COLUMNS", "WILDCARD", "Route", "RoutingTable", "UnknownProvince"]
 
 COLUMNS = ("province", "city", "district", "hub", "station", "area")
+OPTIONAL_COLUMNS = ("consolidation",)
 WILDCARD = "*"
 
 # Longest first: 广西壮族自治区 must lose 壮族自治区, not just 自治区.
@@ -37,6 +40,8 @@ _MUNICIPALITY_CITY_ALIASES = frozenset({"", "市辖区", "县"})
 _HUB_RE = re.compile(r"[0-9]{3}")
 _STATION_RE = re.compile(r"[A-Z][0-9]{3}")
 _AREA_RE = re.compile(r"[0-9]{2}")
+# Printed on labels and sent in printer commands: Chinese characters, letters, digits, 2-16 of them.
+_CONSOLIDATION_RE = re.compile(r"[\u4e00-\u9fffA-Za-z0-9]{2,16}")
 
 
 class UnknownProvince(ValueError):
@@ -55,6 +60,7 @@ class Route:
     hub: str
     station: str
     area: str
+    consolidation: str | None = None  # 集包地, when the table names one
 
     @property
     def sorting_code(self) -> str:
@@ -106,21 +112,26 @@ class RoutingTable:
         """Build a table from CSV text (same format and checks as `load`)."""
         reader = csv.reader(io.StringIO(text))
         header = next(reader, None)
-        if header is None or tuple(h.strip() for h in header) != COLUMNS:
-            raise ValueError(f"路由表表头必须是 {','.join(COLUMNS)}")
+        names = None if header is None else tuple(h.strip() for h in header)
+        if names not in (COLUMNS, COLUMNS + OPTIONAL_COLUMNS):
+            raise ValueError(f"路由表表头必须是 {','.join(COLUMNS)}[,{','.join(OPTIONAL_COLUMNS)}]")
+        width = len(names)
         routes: dict[tuple[str, str, str], Route] = {}
         aliases: dict[str, str] = {}
         for line_no, row in enumerate(reader, start=2):
             if not row or all(not cell.strip() for cell in row):
                 continue  # blank lines are allowed
-            if len(row) != len(COLUMNS):
-                raise ValueError(f"路由表第 {line_no} 行：应有 {len(COLUMNS)} 列，实际 {len(row)} 列")
-            province, city, district, hub, station, area = (_clean(cell) for cell in row)
+            if len(row) != width:
+                raise ValueError(f"路由表第 {line_no} 行：应有 {width} 列，实际 {len(row)} 列")
+            province, city, district, hub, station, area, *rest = (_clean(cell) for cell in row)
+            consolidation = rest[0] if rest else None
+            if consolidation is not None and _CONSOLIDATION_RE.fullmatch(consolidation) is None:
+                raise ValueError(f"路由表第 {line_no} 行：consolidation（集包地）须为 2-16 个汉字、字母或数字")
             key = _row_key(line_no, province, city, district)
             _check_codes(line_no, hub, station, area)
             if key in routes:
                 raise ValueError(f"路由表第 {line_no} 行：与前面的行重复")
-            routes[key] = Route(hub, station, area)
+            routes[key] = Route(hub, station, area, consolidation)
             short = _short_province(province)
             if short is None:
                 raise ValueError(f"路由表第 {line_no} 行：省份必须写全称（以省、市、自治区或特别行政区结尾）")

@@ -19,6 +19,7 @@ from waybill.phones import InvalidPhone, normalize_phone
 
 WEIGHT_MIN_G = 1
 WEIGHT_MAX_G = 70_000
+PIECES_MAX = 99
 
 _STRICT = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=True)
 
@@ -87,6 +88,7 @@ class ParcelIn(BaseModel):
     model_config = _STRICT
 
     weight_g: int = Field(ge=WEIGHT_MIN_G, le=WEIGHT_MAX_G, description="重量（克）")
+    pieces: int = Field(default=1, ge=1, le=PIECES_MAX, description="件数（打印在面单上）")
     description: str | None = Field(default=None, max_length=200, description="物品描述（加密保存）")
 
     _clean = field_validator("description")(lambda v: None if v is None else _no_control_chars(v))
@@ -121,6 +123,7 @@ class PartyOut(BaseModel):
 
 class ParcelOut(BaseModel):
     weight_g: int
+    pieces: int
     has_description: bool
 
 

@@ -60,7 +60,8 @@ class Services:
 
     @property
     def label_deps(self) -> LabelDeps:
-        return LabelDeps(token_key=self.keys.secret("qr_token"), reprint_max=self.settings.reprint_max)
+        return LabelDeps(token_key=self.keys.secret("qr_token"), reprint_max=self.settings.reprint_max,
+                         carrier=self.settings.carrier_name, routing=self.routing)
 
     @property
     def shipment_deps(self) -> ShipmentDeps:

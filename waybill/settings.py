@@ -65,6 +65,8 @@ class Settings:
     label_font: str | None = None
     zpl_text: str = "glyphs"
     zpl_font: str = "E:SIMSUN.TTF"
+    # The carrier's name in the label header (labels are the carrier's, not the software's).
+    carrier_name: str = "隐私快递"
     phone_provider: str = "builtin"
     aliyun_credentials_file: Path | None = None
     aliyun_endpoint: str = "https://dyplsapi.aliyuncs.com/"
@@ -152,8 +154,14 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     if not re.fullmatch(r"[A-Z]:[A-Za-z0-9_.-]{1,40}", zpl_font):
         raise SettingsError("WAYBILL_ZPL_FONT must be a printer font path like E:SIMSUN.TTF")
 
+    carrier_name = get("carrier_name") or Settings.carrier_name
+    # Printed on every label and sent in printer commands: a short name of letters, digits and CJK.
+    if not re.fullmatch(r"[\u4e00-\u9fffA-Za-z0-9 ()（）·&.-]{1,16}", carrier_name):
+        raise SettingsError("WAYBILL_CARRIER_NAME must be 1-16 letters, digits or Chinese characters")
+
     values: dict[str, Any] = {
         "label_font": get("label_font"),
+        "carrier_name": carrier_name,
         "zpl_text": zpl_text,
         "zpl_font": zpl_font,
         "phone_provider": phone_provider,

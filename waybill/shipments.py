@@ -82,7 +82,12 @@ def _duplicate() -> DuplicateMerchantOrder:
 
 def _fingerprint(deps: ShipmentDeps, data: ShipmentIn) -> bytes:
     # Keyed, so the stored fingerprint of a body full of personal data can't be brute-forced.
-    canonical = json.dumps(data.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+    body = data.model_dump(mode="json")
+    if body["parcel"]["pieces"] == 1:
+        # A single piece is how bodies looked before `pieces` existed: the same fingerprint as then, so a
+        # retry across the upgrade with the same Idempotency-Key still finds its shipment.
+        del body["parcel"]["pieces"]
+    canonical = json.dumps(body, sort_keys=True, ensure_ascii=False)
     return hmac.new(deps.fingerprint_key, canonical.encode(), hashlib.sha256).digest()
 
 
@@ -94,8 +99,7 @@ def _build(deps: ShipmentDeps, principal: Principal, data: ShipmentIn, idempoten
            fingerprint: bytes | None) -> Shipment:
     """Encrypt, mask and route one validated shipment into an unsaved row."""
     try:
-        sorting_code = deps.routing.sorting_code(data.recipient.province, data.recipient.city,
-                                                 data.recipient.district)
+        route = deps.routing.route(data.recipient.province, data.recipient.city, data.recipient.district)
     except UnknownProvince as exc:
         raise ValidationFailed(str(exc), field="recipient.province") from None
     if deps.routing.canonical_province(data.sender.province) is None:
@@ -119,8 +123,8 @@ def _build(deps: ShipmentDeps, principal: Principal, data: ShipmentIn, idempoten
     description = data.parcel.description
     return Shipment(
         id=sid, merchant_id=principal.id, merchant_order_id=data.merchant_order_id,
-        waybill_no=new_waybill_no(), status="created", sorting_code=sorting_code,
-        weight_g=data.parcel.weight_g,
+        waybill_no=new_waybill_no(), status="created", sorting_code=route.sorting_code,
+        consolidation=route.consolidation, weight_g=data.parcel.weight_g, pieces=data.parcel.pieces,
         description_ct=None if not description else deps.codec.encrypt(
             description, table=TABLE, column="description", row_id=sid),
         idempotency_key=idempotency_key, request_fingerprint=fingerprint,

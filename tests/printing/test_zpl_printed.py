@@ -9,6 +9,7 @@ and each symbol must sit where the template (and therefore the PDF/PNG label) pu
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -21,6 +22,7 @@ from printing.layout import DOTS_PER_MM
 from printing.samples import sample_model, sample_models
 from printing.templates import get_template
 from tests.printing.label_helpers import PLAINTEXT, png_image
+from tests.printing.test_golden import GOLDEN, TOLERANCE
 from tests.printing.zpl_printer import ZplPrinter
 
 MODES = ("glyphs", "resident")
@@ -151,3 +153,21 @@ def test_printed_labels_hold_no_plaintext(zpl_printer, print_config):
         for img in _print(zpl_printer, job, "100x150", mode):
             for r in zxingcpp.read_barcodes(img):
                 assert all(value not in r.text for value in PLAINTEXT.values())
+
+
+@pytest.mark.parametrize("text_mode", MODES, indirect=True)
+@pytest.mark.parametrize("size", printing.SIZES)
+def test_printed_label_matches_golden(zpl_printer, text_mode, size):
+    """The label as the emulated Zebra prints it, per size and text mode: a visual regression net (same
+    tolerance and regeneration switch as the PNG goldens)."""
+    model = sample_model()
+    printed = _print(zpl_printer, printing.render_label(model, "zpl", size), size, text_mode)[0]
+    path = GOLDEN / f"zpl_{text_mode}_{size}.png"
+    if os.environ.get("WAYBILL_UPDATE_GOLDEN") == "1":
+        printed.convert("1").save(path, optimize=True)
+    assert path.exists(), f"missing golden {path.name}: run with WAYBILL_UPDATE_GOLDEN=1"
+    want = Image.open(path).convert("L")
+    assert printed.size == want.size
+    diff = ImageChops.difference(printed.point(lambda v: 255 if v >= 128 else 0),
+                                 want.point(lambda v: 255 if v >= 128 else 0))
+    assert diff.histogram()[255] / (printed.size[0] * printed.size[1]) < TOLERANCE

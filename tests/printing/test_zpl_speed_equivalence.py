@@ -24,17 +24,17 @@ N = 300
 # sha256 of the whole job (all chunks joined) per (text mode, size), captured before the optimisation and
 # recaptured for intended output changes only (QR origin and Code128 centring, issue 9: printed-label tests).
 GOLDEN: dict[tuple[str, str], str] = {
-    ("glyphs", "100x150"): "5133fdcefea82f6bda7e4e1d800d5881d21d7e223a74ad5ffcdad9390e5183da",
-    ("glyphs", "100x180"): "ba86ff1d58bc8673374a4e0d26cd7623c4a22f1d48831bc01b1d6a476dc98d28",
-    ("glyphs", "76x130"): "11f0ee45ef2e3324f3ed65d2a1b7188dd8be181362ffc72125890130485b4e9e",
-    ("resident", "100x150"): "3bde272702ab2f607d3efd01399b31945bbaac2dcf7c5152b7d610b33e8d463d",
-    ("resident", "100x180"): "35051905bc6b7667960939689ce02d637e22fd06e8adc4029714462b051471cf",
-    ("resident", "76x130"): "5d6f3baf5e1a86d6454dab3ce419a7bdd0e3a02d10ee9b8fb1961b8315b64dbc",
+    ("glyphs", "100x150"): "dab87fa15e9e06353f362ae53a3d5a7f5222c356116a65358f28cddbfc4e3f60",
+    ("glyphs", "100x180"): "e5a4f72bc7ae7efbbea68b3744f6ecb90f80f566e04270539ef645001ccd5de0",
+    ("glyphs", "76x130"): "6e5716d02d43466d4016e66a6f6b8dbf525b89c3015fd44392a9247eb4eeb30f",
+    ("resident", "100x150"): "90532492cf54141f3ac508f658a6d36a716a16c5dd0797afae4fcad432bc72c5",
+    ("resident", "100x180"): "e7c3d5bd9a1e37937b929663a279fcce18f9cf934d700b7a3ef05c7e5ecafe47",
+    ("resident", "76x130"): "2578a2a02d7019e3f94cd3c5fc0be05a617848b5d3270c4c18a3c90a9ff7509b",
 }
 # Odd inputs (ZPL control characters, spaces, characters the font lacks, truncation), both modes, 100x150.
 GOLDEN_ODD: dict[str, str] = {
-    "glyphs": "0cd5081c0268c43e3d4e7cabc4319db3854128961834cdc0ad4c82ed8589da80",
-    "resident": "38433fe2d231be92f802265240924ef67322b745a5983e756df3f1ece63abb01",
+    "glyphs": "fcbd68c77e0f8e0b9cbafc7c3fcb6ecd02833431641f666e40ee1ba60c0a2c75",
+    "resident": "c5f2888ece6c6b6a50242576762f04b4f7c24d1fc19dc6f683cdbf5229085c33",
 }
 
 

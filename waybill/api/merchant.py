@@ -57,7 +57,7 @@ def shipment_out(s: Shipment) -> dict[str, Any]:
         "id": s.id, "waybill_no": s.waybill_no, "status": s.status, "sorting_code": s.sorting_code,
         "merchant_order_id": s.merchant_order_id,
         "sender": party_out(s, "sender"), "recipient": party_out(s, "recipient"),
-        "parcel": {"weight_g": s.weight_g, "has_description": s.description_ct is not None},
+        "parcel": {"weight_g": s.weight_g, "pieces": s.pieces, "has_description": s.description_ct is not None},
         "created_at": iso_utc(s.created_at),
     }
 
