@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw
 from .barcodes import QR_QUIET_MODULES, QUIET_MODULES, code128
 from .config import ZPL_TEXT_MODES, current
 from .fonts import metrics, pil_font
-from .layout import DOTS_PER_MM, LabelLayout, PlacedLine
+from .layout import DOTS_PER_MM, LabelLayout, PlacedLine, PlacedText
 from .templates import Template
 
 MEDIA_TYPE = "application/zpl"
@@ -233,10 +233,24 @@ class _Cells(dict):
         return "".join(out), x
 
 
-def _resident_line(line: PlacedLine) -> str:
-    h = max(1, round(line.size * DOTS_PER_MM))
-    top = round((line.baseline - line.ascent) * DOTS_PER_MM)
-    return f"^FO{round(line.x * DOTS_PER_MM)},{top}^AJN,{h},{h}{_fd(line.text)}"
+def _resident_text(placed: PlacedText, template: Template) -> str:
+    """One ``^A`` field per line in the printer's font. Centred and right-aligned slots go in a one-line
+    field block (``^FB``) as wide as the slot, so the printer aligns each line with its own font's advance
+    widths: a resident font is not the layout's font, and its lines come out a little narrower or wider."""
+    align = _FB_ALIGN.get(template.slots[placed.slot].align) if placed.slot in template.slots else None
+    out = []
+    for line in placed.lines:
+        h = max(1, round(line.size * DOTS_PER_MM))
+        top = round((line.baseline - line.ascent) * DOTS_PER_MM)
+        if align is None:
+            out.append(f"^FO{round(line.x * DOTS_PER_MM)},{top}^AJN,{h},{h}{_fd(line.text)}")
+        else:
+            box = placed.box
+            out.append(f"^FO{_d(box.x)},{top}^AJN,{h},{h}^FB{_d(box.w)},1,0,{align}{_fd(line.text)}")
+    return "".join(out)
+
+
+_FB_ALIGN = {"center": "C", "right": "R"}
 
 
 def iter_zpl(layouts: Iterable[LabelLayout], template: Template, *, text_mode: str | None = None,
@@ -250,7 +264,14 @@ def iter_zpl(layouts: Iterable[LabelLayout], template: Template, *, text_mode: s
         font = font or current().zpl_font
         static += f"^CWJ,{font}"
     glyphs = _GlyphJob() if mode == "glyphs" else None
-    emit = glyphs.line if glyphs is not None else _resident_line
+    if glyphs is not None:
+        line = glyphs.line
+
+        def emit(placed: PlacedText) -> str:
+            return "".join([line(one) for one in placed.lines])
+    else:
+        def emit(placed: PlacedText) -> str:
+            return _resident_text(placed, template)
     # Emitted commands per placed text. The layout memoises repeated texts (sender, captions, service
     # line), so the same PlacedText object comes back; keyed by id() with the object kept alive in the
     # entry (and checked with `is`), so an id can never be reused for different text. Two generations:
@@ -270,7 +291,7 @@ def iter_zpl(layouts: Iterable[LabelLayout], template: Template, *, text_mode: s
             if hit is None or hit[0] is not placed:
                 hit = old.get(key)
                 if hit is None or hit[0] is not placed:
-                    cmds = "".join([emit(line) for line in placed.lines])
+                    cmds = emit(placed)
                     first = placed.lines[0].text if placed.lines else ""
                     if first not in seen:
                         if len(seen) >= _SEEN_MAX:

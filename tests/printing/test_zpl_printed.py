@@ -171,3 +171,35 @@ def test_printed_label_matches_golden(zpl_printer, text_mode, size):
     diff = ImageChops.difference(printed.point(lambda v: 255 if v >= 128 else 0),
                                  want.point(lambda v: 255 if v >= 128 else 0))
     assert diff.histogram()[255] / (printed.size[0] * printed.size[1]) < TOLERANCE
+
+
+@pytest.mark.parametrize("size", printing.SIZES)
+def test_resident_font_with_other_metrics_keeps_alignment(zpl_printer, print_config, size):
+    """A printer's resident font is not the layout's: here the monospaced face of the same family stands in
+    (wider Latin glyphs). Centred and right-aligned slots are field blocks, so the printer aligns them with
+    its own metrics: the order tail still ends at its slot's right edge, the sorting code stays centred."""
+    print_config(zpl_text="resident")
+    from printing.config import current
+
+    model = sample_model()
+    text = printing.render_label(model, "zpl", size).decode()
+    chars = "".join(sorted(set("".join(re.findall(r"\^FD(.*?)\^FS", text)))))
+    spec = resolve_font()
+    install = zpl_printer.install_font(current().zpl_font, spec.path, 1, chars)  # face 1: Micro Hei Mono
+    img = zpl_printer.print(install + text, *_media(size))[0]
+    t = get_template(size)
+
+    def ink(box) -> tuple[int, int, int, int]:
+        crop = img.crop((round(box.x * DOTS_PER_MM) + 3, round(box.y * DOTS_PER_MM),
+                         round(box.right * DOTS_PER_MM), round(box.bottom * DOTS_PER_MM)))
+        found = crop.point(lambda v: 255 if v < 128 else 0).getbbox()
+        assert found is not None
+        return found
+
+    tail = t.slots["order_tail"].box
+    x0, _, x1, _ = ink(tail)
+    assert abs((x1 + round(tail.x * DOTS_PER_MM) + 3) - tail.right * DOTS_PER_MM) <= 4
+    code = t.slots["sorting_code"].box
+    x0, _, x1, _ = ink(code)
+    left, right = x0 + 3, code.w * DOTS_PER_MM - x1
+    assert abs(left - right) <= 6, (left, right)

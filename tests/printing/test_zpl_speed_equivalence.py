@@ -27,14 +27,14 @@ GOLDEN: dict[tuple[str, str], str] = {
     ("glyphs", "100x150"): "dab87fa15e9e06353f362ae53a3d5a7f5222c356116a65358f28cddbfc4e3f60",
     ("glyphs", "100x180"): "e5a4f72bc7ae7efbbea68b3744f6ecb90f80f566e04270539ef645001ccd5de0",
     ("glyphs", "76x130"): "6e5716d02d43466d4016e66a6f6b8dbf525b89c3015fd44392a9247eb4eeb30f",
-    ("resident", "100x150"): "90532492cf54141f3ac508f658a6d36a716a16c5dd0797afae4fcad432bc72c5",
-    ("resident", "100x180"): "e7c3d5bd9a1e37937b929663a279fcce18f9cf934d700b7a3ef05c7e5ecafe47",
-    ("resident", "76x130"): "2578a2a02d7019e3f94cd3c5fc0be05a617848b5d3270c4c18a3c90a9ff7509b",
+    ("resident", "100x150"): "23a5771ac90f3750e726bdaeda3b2851d235ed464e2237f0551fc036dcc64c2a",
+    ("resident", "100x180"): "0f138b5602dbb461cdb683048b6c559eea26b2f06e80da482e78c4a68c6bc222",
+    ("resident", "76x130"): "6035be6818e47bad95283f3da8abe3c6dc293cdec8e90a857118717c1e816961",
 }
 # Odd inputs (ZPL control characters, spaces, characters the font lacks, truncation), both modes, 100x150.
 GOLDEN_ODD: dict[str, str] = {
     "glyphs": "fcbd68c77e0f8e0b9cbafc7c3fcb6ecd02833431641f666e40ee1ba60c0a2c75",
-    "resident": "c5f2888ece6c6b6a50242576762f04b4f7c24d1fc19dc6f683cdbf5229085c33",
+    "resident": "76ba07283d5352fa27f9912646e1fb3531a22decd604d8643e0c0bb61f900112",
 }
 
 
