@@ -1,16 +1,5 @@
-"""Courier side: staff authentication, dispatch, scan, virtual-number calls, delivery, audit access."""
+"""Courier side: staff authentication, dispatch, scan, virtual-number calls, delivery, audit access.
 
-from __future__ import annotations
-
-from flask import Flask
-
-
-def register(app: Flask) -> None:
-    """Register the courier-side blueprints on ``app``."""
-    # Imported here, not at the top: waybill.api.auth imports courier_api.staff, so importing the
-    # web modules with the package would be circular.
-    from courier_api import auth_api, privacy_views, views
-
-    auth_api.install(app)
-    views.install(app)
-    privacy_views.install(app)
+It reaches the service as an extension (:mod:`courier_api.extension`, entry point group
+``waybill.extensions``); ``waybill`` never imports it.
+"""

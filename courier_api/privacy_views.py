@@ -8,6 +8,7 @@ from flask import Blueprint, Flask, Response, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 
 from courier_api import privacy
+from courier_api.deps import privacy_deps
 from waybill.api.auth import authenticate, requires
 from waybill.api.merchant import json_body
 from waybill.api.openapi import operation
@@ -71,7 +72,7 @@ def install(app: Flask) -> None:
 @requires(Permission.PERSONAL_DATA_REQUEST)
 def file_request() -> tuple[Response, int]:
     data: RequestIn = parse(RequestIn, json_body())
-    req = privacy.file_request(db_session(), services().privacy_deps, authenticate(), data.shipment_id,
+    req = privacy.file_request(db_session(), privacy_deps(services()), authenticate(), data.shipment_id,
                                data.purpose, data.reference, data.fields)
     return jsonify({"id": req.id, "shipment_id": req.shipment_id, "purpose": req.purpose, "reference": req.reference,
                     "fields": req.fields, "created_at": iso_utc(req.created_at),
@@ -83,7 +84,7 @@ def file_request() -> tuple[Response, int]:
            response=PersonalDataOut, errors=(404,))
 @requires(Permission.PERSONAL_DATA_REQUEST)
 def read_request(request_id: str) -> Response:
-    req, shipment, data = privacy.read_request(db_session(), services().privacy_deps, authenticate(), request_id)
+    req, shipment, data = privacy.read_request(db_session(), privacy_deps(services()), authenticate(), request_id)
     return jsonify({"request_id": req.id, "shipment_id": shipment.id, "waybill_no": shipment.waybill_no,
                     "purpose": req.purpose, "reference": req.reference, "expires_at": iso_utc(req.expires_at),
                     "sender": data.get("sender"), "recipient": data.get("recipient")})

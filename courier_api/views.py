@@ -9,6 +9,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from courier_api import delivery
+from courier_api.deps import delivery_deps
 from waybill import audit
 from waybill.api.auth import authenticate, requires
 from waybill.api.merchant import json_body, shipment_out
@@ -133,14 +134,14 @@ def scan() -> Response:
         log.warning("scan quota exceeded", extra={"actor": principal.actor})
         raise RateLimited(wait)
     data: ScanIn = parse(ScanIn, json_body())
-    return jsonify(delivery.scan(db_session(), services().delivery_deps, principal, data.token))
+    return jsonify(delivery.scan(db_session(), delivery_deps(services()), principal, data.token))
 
 
 @bp.post("/v1/courier/shipments/<shipment_id>/call")
 @operation(summary="获取隐私号（虚拟号码 + 分机号）联系收件人", tags=("courier",), response=CallOut, errors=(404, 409))
 @requires(Permission.COURIER_CALL)
 def call(shipment_id: str) -> Response:
-    binding = delivery.call(db_session(), services().delivery_deps, authenticate(), shipment_id)
+    binding = delivery.call(db_session(), delivery_deps(services()), authenticate(), shipment_id)
     return jsonify({"virtual_number": binding.x_number, "extension": binding.extension,
                     "expires_at": iso_utc(binding.expires_at)})
 
@@ -155,7 +156,7 @@ def deliver(shipment_id: str) -> Response:
         raise ValidationFailed("当面签收须提供取件码", field="pickup_code")
     if data.method == "locker" and not data.locker_id:
         raise ValidationFailed("快递柜签收须提供柜号", field="locker_id")
-    shipment = delivery.deliver(db_session(), services().delivery_deps, authenticate(), shipment_id, data.method,
+    shipment = delivery.deliver(db_session(), delivery_deps(services()), authenticate(), shipment_id, data.method,
                                 data.pickup_code)
     return jsonify(shipment_out(shipment))
 

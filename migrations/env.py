@@ -5,10 +5,12 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Engine
 
-import courier_api.models  # noqa: F401  (registers the staff tables on Base.metadata)
 import waybill.virtual_numbers.models  # noqa: F401  (registers the virtual-number tables on Base.metadata)
 from waybill.db import make_engine
+from waybill.extensions import load_extensions
 from waybill.models import Base
+
+load_extensions()  # each extension's tables (the staff tables of the courier side) join Base.metadata
 
 config = context.config
 target_metadata = Base.metadata

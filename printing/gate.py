@@ -1,15 +1,13 @@
 """Release gate: no label leaves the renderer unless its personal fields are masked to the floor.
 
-The floor itself is defined once, in ``waybill.masking.floor_violations`` (shared with the masking policy
-checks); this module only applies it to both parties of a :class:`~printing.model.LabelModel`.
+The floor itself is defined once, in :mod:`printing.floor` (the masking policies of ``waybill.masking`` are
+built on it); this module only applies it to both parties of a :class:`~printing.model.LabelModel`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import lru_cache
-
 from .errors import UnmaskedField
+from .floor import floor_violations
 from .model import ORDER_TAIL_MAX, LabelModel, MaskedParty
 
 # (name, phone, address) -> offending field names, in the masking module's order (empty: may be printed).
@@ -20,23 +18,15 @@ _VERDICTS_MAX = 8192
 
 
 def _violations(name: str, phone: str, address: str) -> tuple[str, ...]:
-    """The (memoised) verdict of ``waybill.masking.floor_violations`` for one party's masked fields."""
+    """The (memoised) verdict of :func:`printing.floor.floor_violations` for one party's masked fields."""
     key = (name, phone, address)
     bad = _VERDICTS.get(key)
     if bad is None:
-        bad = tuple(_floor_violations()(name=name, phone=phone, address=address))
+        bad = tuple(floor_violations(name=name, phone=phone, address=address))
         if len(_VERDICTS) >= _VERDICTS_MAX:
             _VERDICTS.clear()
         _VERDICTS[key] = bad
     return bad
-
-
-@lru_cache(maxsize=1)
-def _floor_violations() -> Callable[..., list[str]]:
-    # Imported lazily so that `import printing` needs no database setup; resolved once, not per check.
-    from waybill.masking import floor_violations
-
-    return floor_violations
 
 
 def _check_party(role: str, party: MaskedParty) -> None:

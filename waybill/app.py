@@ -22,6 +22,7 @@ from waybill import audit, logs
 from waybill.api import errors as api_errors
 from waybill.api.openapi import build_document
 from waybill.errors import Conflict
+from waybill.extensions import load_extensions
 from waybill.services import Services, build
 from waybill.settings import Settings, load_settings
 
@@ -61,7 +62,6 @@ def create_app(settings: Settings | None = None, *, services_override: Services 
     printing.check_fonts()
 
     api_errors.register(app)
-    from courier_api import register as register_courier_api
     from waybill.api.labels import bp as labels_bp
     from waybill.api.merchant import bp as merchant_bp
     from waybill.api.phone_receipts import bp as phone_bp
@@ -69,7 +69,9 @@ def create_app(settings: Settings | None = None, *, services_override: Services 
     app.register_blueprint(merchant_bp)
     app.register_blueprint(labels_bp)
     app.register_blueprint(phone_bp)
-    register_courier_api(app)
+    # The courier side (and any other upper layer) plugs in through entry points; see waybill.extensions.
+    for ext in load_extensions():
+        ext.init_app(app)
 
     @app.before_request
     def _begin() -> None:

@@ -2,59 +2,21 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import Any
 
 import click
 
-from courier_api.staff import create_user, disable_user, set_phone, validate_account
 from waybill import audit, keyfile, logs
+from waybill.cli_common import emit, existing_services, fail, read_settings, ready_services
 from waybill.crypto import vault
-from waybill.errors import DomainError, ValidationFailed
+from waybill.errors import DomainError
+from waybill.extensions import load_extensions
 from waybill.merchants import create_merchant
 from waybill.permissions import SYSTEM
-from waybill.services import Services, build, initialise
-from waybill.settings import Settings, SettingsError, load_settings
+from waybill.services import initialise
 
-
-def emit(doc: dict[str, Any]) -> None:
-    click.echo(json.dumps(doc, ensure_ascii=False, default=str))
-
-
-def fail(doc: dict[str, Any], code: int = 1) -> None:
-    emit(doc)
-    sys.exit(code)
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except SettingsError as exc:
-        fail({"ok": False, "error": {"code": "invalid_settings", "message": str(exc)}}, 2)
-        raise  # unreachable; keeps type checkers happy
-
-
-def _ready(settings: Settings) -> Services:
-    """Run `init` implicitly (schema and keys) and build the services."""
-    try:
-        _keys, engine, _created = initialise(settings)
-    except keyfile.KeyFileError as exc:
-        fail({"ok": False, "error": {"code": "key_file", "message": str(exc)}}, 2)
-        raise
-    return build(settings, engine=engine)
-
-
-def _existing(settings: Settings) -> Services:
-    """Services for an installation that must already exist: never creates keys or schema.
-
-    Read-only commands use this, so a wrong data dir is an error instead of a fresh, empty install.
-    """
-    try:
-        return build(settings)
-    except keyfile.KeyFileError as exc:
-        fail({"ok": False, "error": {"code": "key_file", "message": str(exc)}}, 2)
-        raise
+# Shared with the sub-command modules and extensions' commands (one module, no import circle).
+_settings, _ready, _existing = read_settings, ready_services, existing_services
 
 
 @click.group()
@@ -133,65 +95,6 @@ def merchants_create(name: str) -> None:
     emit({"merchant_id": new.merchant_id, "api_key": new.api_key})
 
 
-@main.group()
-def users() -> None:
-    """Manage staff accounts."""
-
-
-def _read_password() -> str:
-    # One line from stdin, without its line ending: the password is never a command-line argument
-    # (those are visible to other users in the process list).
-    return sys.stdin.readline().rstrip("\r\n")
-
-
-@users.command("create")
-@click.argument("username")
-@click.option("--role", required=True, help="courier, dispatcher, sorter, auditor, privacy_officer or admin")
-@click.option("--station", default=None, help="station code (required for courier, dispatcher, sorter)")
-@click.option("--password-stdin", is_flag=True, help="read the password from stdin instead of generating one")
-@click.option("--phone", default=None, help="a courier's own phone (stored encrypted; the A side of call bindings)")
-def users_create(username: str, role: str, station: str | None, password_stdin: bool, phone: str | None) -> None:
-    """Create a staff user; prints the password (if generated) and, for MFA roles, the TOTP secret once."""
-    try:
-        validate_account(username, role, station)
-    except DomainError as exc:
-        fail({"ok": False, "error": {"code": "validation_error", "message": exc.message, "field": exc.field}}, 2)
-    password = _read_password() if password_stdin else None
-    svc = _ready(_settings())
-    with svc.session_factory() as session:
-        try:
-            new = create_user(session, SYSTEM, username, role, station, password, svc.codec)
-            if phone is not None:
-                set_phone(session, SYSTEM, username, phone, svc.codec)
-        except ValidationFailed as exc:
-            fail({"ok": False, "error": {"code": "validation_error", "message": exc.message, "field": exc.field}}, 2)
-            return
-        except DomainError as exc:
-            fail({"ok": False, "error": {"code": "conflict", "message": exc.message, "field": "username"}})
-            return
-        session.commit()
-    # A password the operator typed is not echoed back; a generated one is shown this once.
-    emit({"user_id": new.user.id, "username": new.user.username, "role": new.user.role,
-          "station": new.user.station, "password": None if password_stdin else new.password,
-          "totp_secret": new.totp_secret})
-
-
-@users.command("disable")
-@click.argument("username")
-def users_disable(username: str) -> None:
-    """Disable a staff user and revoke all of their access tokens at once."""
-    svc = _ready(_settings())
-    with svc.session_factory() as session:
-        try:
-            user, revoked = disable_user(session, SYSTEM, username)
-        except DomainError as exc:
-            fail({"ok": False, "error": {"code": "not_found", "message": exc.message, "field": "username"}})
-            return
-        session.commit()
-    emit({"ok": True, "user_id": user.id, "username": user.username, "disabled_at": user.disabled_at,
-          "revoked_tokens": revoked})
-
-
 @main.group("audit")
 def audit_group() -> None:
     """Audit log tools."""
@@ -253,6 +156,11 @@ def _register_more() -> None:
 
     cli_print.register(main)
     cli_phone.register(main)
+    # Upper layers (the courier side) contribute their commands through entry points: this module never
+    # imports them.
+    for ext in load_extensions():
+        for command in ext.cli_commands():
+            main.add_command(command)
 
 
 _register_more()

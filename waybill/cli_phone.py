@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from waybill import cli_common as cli  # the shared helpers: settings, services, emit, fail
 from waybill.ids import new_id
 from waybill.masking import mask_phone
 from waybill.models import utcnow
@@ -23,7 +24,6 @@ def register(main: click.Group) -> None:
 
 
 def _cli() -> Any:
-    from waybill import cli  # the shared helpers (_settings, _ready, emit, fail)
 
     return cli
 
@@ -51,7 +51,7 @@ def add_numbers_cmd(numbers: tuple[str, ...]) -> None:
     from waybill.virtual_numbers import add_numbers, pool_size
 
     cli = _cli()
-    svc = cli._ready(cli._settings())
+    svc = cli.ready_services(cli.read_settings())
     with svc.session_factory() as session:
         try:
             added = add_numbers(session, numbers)
@@ -74,7 +74,7 @@ def bind_cmd(a: str, b: str, ref: str, ttl_hours: float, mode: str) -> None:
     from waybill.virtual_numbers import VirtualNumberError
 
     cli = _cli()
-    svc = cli._ready(cli._settings())
+    svc = cli.ready_services(cli.read_settings())
     provider = _provider(svc)
     with svc.session_factory() as session:
         try:
@@ -104,7 +104,7 @@ def release_cmd(binding_id: str, grace_minutes: float) -> None:
     from waybill.virtual_numbers import OutOfSession
 
     cli = _cli()
-    svc = cli._ready(cli._settings())
+    svc = cli.ready_services(cli.read_settings())
     provider = _provider(svc)
     at = utcnow() + timedelta(minutes=grace_minutes) if grace_minutes > 0 else None
     with svc.session_factory() as session:
@@ -125,7 +125,7 @@ def release_cmd(binding_id: str, grace_minutes: float) -> None:
 def dial_cmd(caller: str, x: str, extension: str | None) -> None:
     """Simulate a call through the built-in provider and show how it was routed (callee masked)."""
     cli = _cli()
-    svc = cli._ready(cli._settings())
+    svc = cli.ready_services(cli.read_settings())
     provider = _provider(svc)
     call_id = new_id("call")
     with svc.session_factory() as session:

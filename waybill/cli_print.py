@@ -12,6 +12,7 @@ import click
 import printing
 from printing.transport import PrintFailed, connect, parse_printer_url, send
 from waybill import audit, labels
+from waybill import cli_common as cli  # the shared helpers: settings, services, emit, fail
 from waybill.errors import DomainError
 from waybill.permissions import Principal
 
@@ -23,7 +24,6 @@ def register(main: click.Group) -> None:
 
 
 def _cli() -> Any:
-    from waybill import cli  # the shared helpers (_settings, _ready, emit, fail)
 
     return cli
 
@@ -55,7 +55,7 @@ def print_cmd(printer: str, shipments: tuple[str, ...], ids_file: Any, fmt: str,
         parse_printer_url(printer)
     except ValueError as exc:
         cli.fail({"ok": False, "error": {"code": "validation_error", "message": str(exc), "field": "printer"}}, 2)
-    svc = cli._ready(cli._settings())
+    svc = cli.ready_services(cli.read_settings())
     principal = Principal(kind="cli", id=operator[:60], role="sorter")
     try:
         conn, attempts = connect(printer, timeout=timeout, retries=retries)
@@ -97,11 +97,11 @@ def demo(out: Path | None) -> None:
     from waybill.permissions import SYSTEM
 
     cli = _cli()
-    settings = cli._settings()
+    settings = cli.read_settings()
     if settings.is_production:
         # The demo creates a merchant and live labels: never in a production installation.
         cli.fail({"ok": False, "error": {"code": "refused", "message": "waybill demo is not run in production"}}, 2)
-    svc = cli._ready(settings)
+    svc = cli.ready_services(settings)
     folder = out or settings.data_dir / f"demo-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}"
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     with svc.session_factory() as session:

@@ -1,4 +1,4 @@
-"""Masking of personal data for labels and masked API views, and the floor check used as a release gate.
+"""Masking of personal data for labels and masked API views (the floor check itself is ``printing.floor``).
 
 The floor (GB/T 41833-2022, see docs in privacy.md): a name hides at least one character, a phone number
 hides at least 6 digits, an address hides the unit/room. `MaskPolicy` may hide more than the default, never
@@ -33,7 +33,11 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from waybill.phones import InvalidPhone, is_area_code, normalize_phone
+from printing.floor import MAX_LOCAL_DIGITS as _MAX_LOCAL_DIGITS
+from printing.floor import MIN_HIDDEN_DIGITS as _MIN_HIDDEN_DIGITS
+from printing.floor import MOBILE_DIGITS as _MOBILE_DIGITS
+from printing.floor import UNIT_WORDS, floor_violations
+from waybill.phones import InvalidPhone, normalize_phone
 
 __all__ = [
     "ADDRESS_MASK",
@@ -57,24 +61,16 @@ ADDRESS_MASK = "****"
 PHONE_FALLBACK = "*" * 11
 #: Street units that end the kept street name, longest first so 街道 wins over 街.
 STREET_UNITS: tuple[str, ...] = ("街道", "大道", "胡同", "镇", "乡", "路", "街", "巷", "弄", "村")
-#: Words that locate a building, unit or room; never kept, and flagged by the gate when next to a number.
-UNIT_WORDS: tuple[str, ...] = ("号楼", "单元", "号", "栋", "幢", "室", "层", "楼", "座", "户")
+# UNIT_WORDS (building/unit/room words: never kept, flagged by the gate next to a number) and the digit
+# counts come from printing.floor, which holds the floor the release gate applies.
 #: How far into the street part a street unit is looked for.
 STREET_WINDOW = 20
 
-_MOBILE_DIGITS = 11
-_MIN_HIDDEN_DIGITS = 6
-_MAX_LOCAL_DIGITS = 8
 _NAME_MAX_KEPT_MARKS = 2
 _ID_STARS = 17
 
 _DROPPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 _ZWJ = "\u200d"
-_CHINESE_NUMERALS = "零〇一二三四五六七八九十百千两"
-_UNIT_ALT = "|".join(UNIT_WORDS)
-_NUMBERED_UNIT_RE = re.compile(
-    rf"[0-9０-９{_CHINESE_NUMERALS}]\s*(?:{_UNIT_ALT})|(?:{_UNIT_ALT})\s*[0-9０-９{_CHINESE_NUMERALS}]"
-)
 
 
 class MaskPolicyTooWeak(ValueError):
@@ -295,54 +291,3 @@ def mask_id_card(id_no: str) -> str:
     if re.fullmatch(r"[0-9]{15}|[0-9]{17}[0-9X]", text) is None:
         return "*" * (_ID_STARS + 2)
     return text[0] + "*" * _ID_STARS + text[-1]
-
-
-# ----------------------------------------------------------------------------------------------- gate
-
-
-def _is_number_char(ch: str) -> bool:
-    return unicodedata.category(ch).startswith("N")
-
-
-def _name_violates(name: str) -> bool:
-    if not name or "*" not in name:
-        return True
-    # At most one visible base character; combining marks attached to it are part of it.
-    visible = [ch for ch in name if ch != "*" and unicodedata.category(ch) not in {"Mn", "Mc", "Me"}]
-    return len(visible) > 1
-
-
-def _phone_violates(phone: str) -> bool:
-    if phone.count("*") < _MIN_HIDDEN_DIGITS:
-        return True
-    area, sep, local = phone.partition("-")
-    if sep and is_area_code(area):
-        return sum(map(_is_number_char, local)) > _MAX_LOCAL_DIGITS - _MIN_HIDDEN_DIGITS
-    return sum(map(_is_number_char, phone)) > _MOBILE_DIGITS - _MIN_HIDDEN_DIGITS
-
-
-def _address_violates(address: str) -> bool:
-    if not address.endswith("*"):
-        return True
-    if any(_is_number_char(ch) for ch in address):
-        return True
-    return _NUMBERED_UNIT_RE.search(address) is not None
-
-
-def floor_violations(*, name: str, phone: str, address: str) -> list[str]:
-    """Names of the fields whose already-masked value is not masked to the floor; ``[]`` means release.
-
-    Works on masked strings only (the label renderer calls it right before printing):
-    - name: non-empty, at least one ``*``, at most one visible character;
-    - phone: at least 6 ``*``; a landline (``<area code>-...``) shows at most 2 local digits, anything else
-      at most 5 digits in total;
-    - address: ends with ``*``, contains no number of any script (ASCII, full-width, circled...), and no
-      building/unit/room word next to a Chinese numeral.
-    Raises TypeError when an argument is not a str.
-    """
-    checks = (
-        ("name", _require_str(name, "name"), _name_violates),
-        ("phone", _require_str(phone, "phone"), _phone_violates),
-        ("address", _require_str(address, "address"), _address_violates),
-    )
-    return [field_name for field_name, value, violates in checks if violates(value)]

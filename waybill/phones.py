@@ -22,6 +22,9 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Literal
 
+# The area-code shape is part of the masking floor (a landline's area code may be shown): one definition.
+from printing.floor import is_area_code
+
 __all__ = ["MAX_RAW_LENGTH", "InvalidPhone", "Phone", "is_area_code", "normalize_phone"]
 
 #: Longest raw input looked at; anything longer is rejected before any parsing work.
@@ -40,7 +43,6 @@ _SEPARATORS = frozenset(" \t-.()\u2010\u2012\u2013\u2014\u2015\u2212")
 _ASCII_DIGITS = frozenset("0123456789")
 
 _MOBILE_RE = re.compile(r"1[3-9][0-9]{9}")
-_AREA_RE = re.compile(r"0(?:10|2[0-9]|[3-9][0-9]{2})")
 _LANDLINE_RE = re.compile(r"(0(?:10|2[0-9]|[3-9][0-9]{2}))-([2-9][0-9]{6,7})")
 
 
@@ -194,8 +196,3 @@ def _check_groups(groups: list[str], phone: Phone) -> None:
     for group in groups:
         if group not in allowed:
             raise InvalidPhone("format")
-
-
-def is_area_code(code: str) -> bool:
-    """True when `code` has the shape of a Chinese area code with its trunk 0 (010, 02x, 0[3-9]xx)."""
-    return isinstance(code, str) and _AREA_RE.fullmatch(code) is not None

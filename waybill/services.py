@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -19,10 +17,6 @@ from waybill.settings import Settings
 from waybill.shipments import ShipmentDeps
 from waybill.virtual_numbers import make_provider
 from waybill.virtual_numbers.base import VirtualNumberProvider
-
-if TYPE_CHECKING:
-    from courier_api.delivery import DeliveryDeps
-    from courier_api.privacy import PrivacyDeps
 
 
 @dataclass
@@ -42,21 +36,6 @@ class Services:
         if self.phone_provider is None:
             self.phone_provider = make_provider(self.settings, self.codec, self.keys)
         return self.phone_provider
-
-    @property
-    def delivery_deps(self) -> DeliveryDeps:
-        from courier_api.delivery import DeliveryDeps
-
-        return DeliveryDeps(codec=self.codec, token_key=self.keys.secret("qr_token"), provider=self.provider,
-                            binding_ttl=timedelta(hours=self.settings.binding_ttl_hours),
-                            release_grace=timedelta(hours=self.settings.release_grace_hours),
-                            token_max_age=timedelta(days=self.settings.qr_token_ttl_days))
-
-    @property
-    def privacy_deps(self) -> PrivacyDeps:
-        from courier_api.privacy import PrivacyDeps
-
-        return PrivacyDeps(codec=self.codec, window=timedelta(minutes=self.settings.privacy_request_minutes))
 
     @property
     def label_deps(self) -> LabelDeps:

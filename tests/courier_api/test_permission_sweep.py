@@ -35,6 +35,7 @@ import pytest
 from sqlalchemy import update
 
 from courier_api import delivery, privacy, staff
+from courier_api.deps import delivery_deps, privacy_deps
 from courier_api.models import StaffUser
 from tests.conftest import RECIPIENT, _drop, _new_env, make_merchant, shipment_body
 from tests.courier_api import bearer, login, make_staff
@@ -230,7 +231,7 @@ class World:
         if state == "requested":
             officer = self.principals["privacy_other" if obj == "A_foreign" else "privacy_officer"]
             with self.svc.session_factory() as s:
-                req = privacy.file_request(s, self.svc.privacy_deps, officer, made.id, "complaint", "CASE-SWEEP-1",
+                req = privacy.file_request(s, privacy_deps(self.svc), officer, made.id, "complaint", "CASE-SWEEP-1",
                                            ["recipient.name", "recipient.phone"])
                 s.commit()
             return Obj(req.id)
@@ -452,10 +453,10 @@ DOMAIN_OPS: dict[str, tuple[Permission, DomainCall]] = {
         s, svc.label_deps, p, [sid])),
     "assign": (Permission.DISPATCH_ASSIGN, lambda s, svc, p, sid: delivery.assign(
         s, p, sid, STAFF["courier_same"][0])),
-    "scan": (Permission.COURIER_SCAN, lambda s, svc, p, sid: delivery.scan(s, svc.delivery_deps, p, "X" * 32)),
-    "call": (Permission.COURIER_CALL, lambda s, svc, p, sid: delivery.call(s, svc.delivery_deps, p, sid)),
+    "scan": (Permission.COURIER_SCAN, lambda s, svc, p, sid: delivery.scan(s, delivery_deps(svc), p, "X" * 32)),
+    "call": (Permission.COURIER_CALL, lambda s, svc, p, sid: delivery.call(s, delivery_deps(svc), p, sid)),
     "deliver": (Permission.COURIER_DELIVER, lambda s, svc, p, sid: delivery.deliver(
-        s, svc.delivery_deps, p, sid, "station")),
+        s, delivery_deps(svc), p, sid, "station")),
     "list_events": (Permission.AUDIT_READ, lambda s, svc, p, sid: audit.list_events(s, p, limit=1)),
     "create_user": (Permission.USER_MANAGE, lambda s, svc, p, sid: staff.create_user(
         s, p, "sw_new_" + secrets.token_hex(3), "courier", STATION, None, svc.codec)),
@@ -464,9 +465,9 @@ DOMAIN_OPS: dict[str, tuple[Permission, DomainCall]] = {
     "set_phone": (Permission.USER_MANAGE, lambda s, svc, p, sid: staff.set_phone(
         s, p, STAFF["courier_b"][0], "13700009999", svc.codec)),
     "file_request": (Permission.PERSONAL_DATA_REQUEST, lambda s, svc, p, sid: privacy.file_request(
-        s, svc.privacy_deps, p, sid, "complaint", "CASE-2026-0002", ["recipient.address"])),
+        s, privacy_deps(svc), p, sid, "complaint", "CASE-2026-0002", ["recipient.address"])),
     "read_request": (Permission.PERSONAL_DATA_REQUEST, lambda s, svc, p, sid: privacy.read_request(
-        s, svc.privacy_deps, p, new_id("pdr"))),
+        s, privacy_deps(svc), p, new_id("pdr"))),
 }
 # Which roles the domain lets through, written out (not derived from ROLE_PERMISSIONS).
 DOMAIN_ALLOWED = {

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from courier_api import privacy
+from courier_api.deps import privacy_deps
 from courier_api.models import PersonalDataRequest
 from tests.conftest import RECIPIENT, SENDER, shipment_body
 from tests.courier_api import bearer, login, make_staff
@@ -122,15 +123,15 @@ def test_an_expired_request_is_not_found_and_the_attempt_is_audited(client, merc
     user = officers["users"]["officer"].user
     officer = Principal("staff", user.id, "privacy_officer")
     with services.session_factory() as s:
-        req = privacy.file_request(s, services.privacy_deps, officer, sid, "legal_order", "LO-7", ["recipient.name"])
+        req = privacy.file_request(s, privacy_deps(services), officer, sid, "legal_order", "LO-7", ["recipient.name"])
         s.commit()
-        window = services.privacy_deps.window
+        window = privacy_deps(services).window
         assert window == timedelta(minutes=services.settings.privacy_request_minutes)
         # One second before the window closes it reads; at the close it does not.
-        privacy.read_request(s, services.privacy_deps, officer, req.id, now=req.created_at + window
+        privacy.read_request(s, privacy_deps(services), officer, req.id, now=req.created_at + window
                              - timedelta(seconds=1))
         with pytest.raises(NotFound):
-            privacy.read_request(s, services.privacy_deps, officer, req.id, now=req.created_at + window)
+            privacy.read_request(s, privacy_deps(services), officer, req.id, now=req.created_at + window)
         s.commit()
         outcomes = s.execute(select(AuditEvent.outcome).where(AuditEvent.action == "privacy.read")
                              .order_by(AuditEvent.seq)).scalars().all()
@@ -175,5 +176,5 @@ def test_only_a_person_files_requests(services, session, client, merchant):
     sid = _shipment(client, merchant)
     for kind in ("system", "merchant"):
         with pytest.raises(PermissionDenied):
-            privacy.file_request(session, services.privacy_deps, Principal(kind, "x", "privacy_officer"), sid,
+            privacy.file_request(session, privacy_deps(services), Principal(kind, "x", "privacy_officer"), sid,
                                  "complaint", "CASE-1", ["recipient.name"])

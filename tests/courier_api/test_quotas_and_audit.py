@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 
+from courier_api.deps import delivery_deps
 from tests.conftest import RECIPIENT
 from tests.courier_api import bearer, login, make_staff
 from tests.courier_api.test_delivery_flow import _assign, _printed, crew  # noqa: F401 - fixture
@@ -83,7 +84,7 @@ def test_recipient_can_call_back_during_the_grace_period_only(client, merchant, 
     done = client.post(f"/v1/courier/shipments/{shp['id']}/deliver", json={"method": "station"},
                        headers=crew["courier"])
     assert done.status_code == 200
-    provider = services.delivery_deps.provider
+    provider = delivery_deps(services).provider
     grace = timedelta(hours=services.settings.release_grace_hours)
     with services.session_factory() as s:
         during = provider.route_call(s, RECIPIENT["phone"], number["virtual_number"], None, call_id="c1",

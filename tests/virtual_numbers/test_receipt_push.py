@@ -10,6 +10,7 @@ import secrets
 import pytest
 from sqlalchemy import select
 
+from courier_api.deps import delivery_deps
 from tests.conftest import run
 from tests.virtual_numbers.conftest import HOUR, A, B, C
 from tests.virtual_numbers.fake_aliyun import FakeAliyun
@@ -58,7 +59,7 @@ def _push(fake, x_number, subs_id, call_ids=("c-0001", "c-0002")):
 def test_the_service_uses_the_configured_provider_and_takes_its_receipts_once(aliyun_app, fake, caplog):
     caplog.set_level(logging.DEBUG)
     app, svc, token = aliyun_app
-    provider = svc.delivery_deps.provider
+    provider = delivery_deps(svc).provider
     assert isinstance(provider, AliyunProvider) and provider.client.endpoint == fake.url
     assert SECRET not in repr(provider.client) and token not in repr(load_credentials)
     with svc.session_factory() as s:

@@ -6,12 +6,12 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import g, request
+from flask import current_app, g, request
 
-from courier_api import staff
 from waybill import audit, merchants
 from waybill.app import db_session, services
 from waybill.errors import AuthenticationFailed, PermissionDenied, RateLimited
+from waybill.extensions import TOKEN_RESOLVERS, TokenResolver
 from waybill.permissions import Permission, Principal
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -29,8 +29,9 @@ def bearer_token() -> str:
 def authenticate() -> Principal:
     """Resolve the caller from the ``Authorization`` header: merchant API key or staff access token.
 
-    Staff tokens are checked against the database on every request (expiry, revocation, the
-    user's ``disabled_at``), so disabling a user takes effect on their very next request.
+    Staff tokens (resolved by the courier extension) are checked against the database on every request
+    (expiry, revocation, the user's ``disabled_at``), so disabling a user takes effect on their very next
+    request.
     """
     principal: Principal | None = g.get("principal")
     if principal is not None:
@@ -41,10 +42,13 @@ def authenticate() -> Principal:
         if token.startswith(merchants.KEY_PREFIX + "_"):
             principal = merchants.authenticate(session, token,
                                                api_key_secret=services().keys.secret("api_key"))
-        elif token.startswith(staff.TOKEN_PREFIX + "_"):
-            principal = staff.authenticate_token(session, token, secret=services().keys.secret("session_token"))
         else:
-            raise AuthenticationFailed()
+            # Other kinds of token (staff access tokens) belong to extensions; unknown ones are refused.
+            resolvers: dict[str, TokenResolver] = current_app.extensions.get(TOKEN_RESOLVERS, {})
+            resolve = next((fn for prefix, fn in resolvers.items() if token.startswith(prefix)), None)
+            if resolve is None:
+                raise AuthenticationFailed()
+            principal = resolve(session, token, services())
     except AuthenticationFailed:
         audit.record(session, None, "auth.failed", outcome="denied", durable=True)
         raise

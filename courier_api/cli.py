@@ -1,0 +1,71 @@
+"""`waybill users ...`: staff accounts (contributed to the `waybill` command by the courier extension)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from courier_api.staff import create_user, disable_user, set_phone, validate_account
+from waybill.cli_common import emit, fail, read_settings, ready_services
+from waybill.errors import DomainError, ValidationFailed
+from waybill.permissions import SYSTEM
+
+
+@click.group()
+def users() -> None:
+    """Manage staff accounts."""
+
+
+def _read_password() -> str:
+    # One line from stdin, without its line ending: the password is never a command-line argument
+    # (those are visible to other users in the process list).
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+@users.command("create")
+@click.argument("username")
+@click.option("--role", required=True, help="courier, dispatcher, sorter, auditor, privacy_officer or admin")
+@click.option("--station", default=None, help="station code (required for courier, dispatcher, sorter)")
+@click.option("--password-stdin", is_flag=True, help="read the password from stdin instead of generating one")
+@click.option("--phone", default=None, help="a courier's own phone (stored encrypted; the A side of call bindings)")
+def users_create(username: str, role: str, station: str | None, password_stdin: bool, phone: str | None) -> None:
+    """Create a staff user; prints the password (if generated) and, for MFA roles, the TOTP secret once."""
+    try:
+        validate_account(username, role, station)
+    except DomainError as exc:
+        fail({"ok": False, "error": {"code": "validation_error", "message": exc.message, "field": exc.field}}, 2)
+    password = _read_password() if password_stdin else None
+    svc = ready_services(read_settings())
+    with svc.session_factory() as session:
+        try:
+            new = create_user(session, SYSTEM, username, role, station, password, svc.codec)
+            if phone is not None:
+                set_phone(session, SYSTEM, username, phone, svc.codec)
+        except ValidationFailed as exc:
+            fail({"ok": False, "error": {"code": "validation_error", "message": exc.message, "field": exc.field}}, 2)
+            return
+        except DomainError as exc:
+            fail({"ok": False, "error": {"code": "conflict", "message": exc.message, "field": "username"}})
+            return
+        session.commit()
+    # A password the operator typed is not echoed back; a generated one is shown this once.
+    emit({"user_id": new.user.id, "username": new.user.username, "role": new.user.role,
+          "station": new.user.station, "password": None if password_stdin else new.password,
+          "totp_secret": new.totp_secret})
+
+
+@users.command("disable")
+@click.argument("username")
+def users_disable(username: str) -> None:
+    """Disable a staff user and revoke all of their access tokens at once."""
+    svc = ready_services(read_settings())
+    with svc.session_factory() as session:
+        try:
+            user, revoked = disable_user(session, SYSTEM, username)
+        except DomainError as exc:
+            fail({"ok": False, "error": {"code": "not_found", "message": exc.message, "field": "username"}})
+            return
+        session.commit()
+    emit({"ok": True, "user_id": user.id, "username": user.username, "disabled_at": user.disabled_at,
+          "revoked_tokens": revoked})

@@ -1,0 +1,23 @@
+"""The courier side's dependencies, built from the service registry (the registry knows nothing of them)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from courier_api.delivery import DeliveryDeps
+from courier_api.privacy import PrivacyDeps
+from waybill.services import Services
+
+
+def delivery_deps(svc: Services) -> DeliveryDeps:
+    """What dispatch, scan, call and delivery need: codec, token key, phone provider and lifetimes."""
+    settings = svc.settings
+    return DeliveryDeps(codec=svc.codec, token_key=svc.keys.secret("qr_token"), provider=svc.provider,
+                        binding_ttl=timedelta(hours=settings.binding_ttl_hours),
+                        release_grace=timedelta(hours=settings.release_grace_hours),
+                        token_max_age=timedelta(days=settings.qr_token_ttl_days))
+
+
+def privacy_deps(svc: Services) -> PrivacyDeps:
+    """What privacy officers' recorded requests need: codec and the reading window."""
+    return PrivacyDeps(codec=svc.codec, window=timedelta(minutes=svc.settings.privacy_request_minutes))

@@ -1,0 +1,42 @@
+"""The courier side as an extension of the service (entry point ``waybill.extensions: courier_api``).
+
+Importing this module registers the staff tables on the metadata (through :mod:`courier_api.models`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import click
+from flask import Flask
+from sqlalchemy.orm import Session
+
+from courier_api import auth_api, models, privacy_views, staff, views
+from courier_api.cli import users
+from waybill.extensions import TOKEN_RESOLVERS
+from waybill.permissions import Principal
+from waybill.services import Services
+
+__all__ = ["CourierExtension", "extension", "models"]
+
+
+def _staff_principal(session: Session, token: str, svc: Services) -> Principal:
+    return staff.authenticate_token(session, token, secret=svc.keys.secret("session_token"))
+
+
+class CourierExtension:
+    """Staff authentication, dispatch, scan, calls, delivery, audit access and privacy officers' requests."""
+
+    name = "courier_api"
+
+    def init_app(self, app: Flask) -> None:
+        app.extensions.setdefault(TOKEN_RESOLVERS, {})[staff.TOKEN_PREFIX + "_"] = _staff_principal
+        auth_api.install(app)
+        views.install(app)
+        privacy_views.install(app)
+
+    def cli_commands(self) -> Sequence[click.Command]:
+        return (users,)
+
+
+extension = CourierExtension()

@@ -1,0 +1,87 @@
+"""The national masking floor (GB/T 41833-2022), checked on already-masked strings: the release gate's rule.
+
+A name hides at least one character, a phone number at least 6 digits, an address its building/unit/room.
+This is the lowest layer's copy of the rule and the only one: :mod:`waybill.masking` builds its policies on
+these constants and re-exports :func:`floor_violations`, so the gate and the masking policy cannot drift.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+__all__ = ["AREA_CODE_RE", "MAX_LOCAL_DIGITS", "MIN_HIDDEN_DIGITS", "MOBILE_DIGITS", "UNIT_WORDS",
+           "floor_violations", "is_area_code"]
+
+MOBILE_DIGITS = 11
+MIN_HIDDEN_DIGITS = 6
+MAX_LOCAL_DIGITS = 8
+#: A Chinese area code with its trunk 0 (010, 02x, 0[3-9]xx).
+AREA_CODE_RE = re.compile(r"0(?:10|2[0-9]|[3-9][0-9]{2})")
+#: Words that locate a building, unit or room; flagged when next to a number.
+UNIT_WORDS: tuple[str, ...] = ("号楼", "单元", "号", "栋", "幢", "室", "层", "楼", "座", "户")
+
+_CHINESE_NUMERALS = "零〇一二三四五六七八九十百千两"
+_UNIT_ALT = "|".join(UNIT_WORDS)
+_NUMBERED_UNIT_RE = re.compile(
+    rf"[0-9０-９{_CHINESE_NUMERALS}]\s*(?:{_UNIT_ALT})|(?:{_UNIT_ALT})\s*[0-9０-９{_CHINESE_NUMERALS}]"
+)
+
+
+def is_area_code(code: str) -> bool:
+    """True when ``code`` has the shape of a Chinese area code with its trunk 0 (010, 02x, 0[3-9]xx)."""
+    return isinstance(code, str) and AREA_CODE_RE.fullmatch(code) is not None
+
+
+def _require_str(value: object, name: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str")
+    return value
+
+
+def _is_number_char(ch: str) -> bool:
+    return unicodedata.category(ch).startswith("N")
+
+
+def _name_violates(name: str) -> bool:
+    if not name or "*" not in name:
+        return True
+    # At most one visible base character; combining marks attached to it are part of it.
+    visible = [ch for ch in name if ch != "*" and unicodedata.category(ch) not in {"Mn", "Mc", "Me"}]
+    return len(visible) > 1
+
+
+def _phone_violates(phone: str) -> bool:
+    if phone.count("*") < MIN_HIDDEN_DIGITS:
+        return True
+    area, sep, local = phone.partition("-")
+    if sep and is_area_code(area):
+        return sum(map(_is_number_char, local)) > MAX_LOCAL_DIGITS - MIN_HIDDEN_DIGITS
+    return sum(map(_is_number_char, phone)) > MOBILE_DIGITS - MIN_HIDDEN_DIGITS
+
+
+def _address_violates(address: str) -> bool:
+    if not address.endswith("*"):
+        return True
+    if any(_is_number_char(ch) for ch in address):
+        return True
+    return _NUMBERED_UNIT_RE.search(address) is not None
+
+
+def floor_violations(*, name: str, phone: str, address: str) -> list[str]:
+    """Names of the fields whose already-masked value is not masked to the floor; ``[]`` means release.
+
+    Works on masked strings only (the label renderer calls it right before printing):
+    - name: non-empty, at least one ``*``, at most one visible character;
+    - phone: at least 6 ``*``; a landline (``<area code>-...``) shows at most 2 local digits, anything else
+      at most 5 digits in total;
+    - address: ends with ``*``, contains no number of any script (ASCII, full-width, circled...), and no
+      building/unit/room word next to a Chinese numeral.
+    Raises TypeError when an argument is not a str.
+    """
+    checks = (
+        ("name", _require_str(name, "name"), _name_violates),
+        ("phone", _require_str(phone, "phone"), _phone_violates),
+        ("address", _require_str(address, "address"), _address_violates),
+    )
+    return [field_name for field_name, value, violates in checks if violates(value)]

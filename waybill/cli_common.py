@@ -1,0 +1,50 @@
+"""Helpers every `waybill` sub-command shares: JSON output, settings, and the services of an installation."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, NoReturn
+
+import click
+
+from waybill import keyfile
+from waybill.services import Services, build, initialise
+from waybill.settings import Settings, SettingsError, load_settings
+
+
+def emit(doc: dict[str, Any]) -> None:
+    click.echo(json.dumps(doc, ensure_ascii=False, default=str))
+
+
+def fail(doc: dict[str, Any], code: int = 1) -> NoReturn:
+    emit(doc)
+    sys.exit(code)
+
+
+def read_settings() -> Settings:
+    """The validated settings, or exit 2 with a JSON error naming the variable."""
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        fail({"ok": False, "error": {"code": "invalid_settings", "message": str(exc)}}, 2)
+
+
+def ready_services(settings: Settings) -> Services:
+    """Run `init` implicitly (schema and keys) and build the services."""
+    try:
+        _keys, engine, _created = initialise(settings)
+    except keyfile.KeyFileError as exc:
+        fail({"ok": False, "error": {"code": "key_file", "message": str(exc)}}, 2)
+    return build(settings, engine=engine)
+
+
+def existing_services(settings: Settings) -> Services:
+    """Services for an installation that must already exist: never creates keys or schema.
+
+    Read-only commands use this, so a wrong data dir is an error instead of a fresh, empty install.
+    """
+    try:
+        return build(settings)
+    except keyfile.KeyFileError as exc:
+        fail({"ok": False, "error": {"code": "key_file", "message": str(exc)}}, 2)

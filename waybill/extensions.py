@@ -1,0 +1,62 @@
+"""How upper layers plug into the service without the service importing them.
+
+An extension is an object published under the entry-point group ``waybill.extensions`` (see pyproject.toml,
+as Flask's CLI discovers commands). The app factory calls :meth:`Extension.init_app` on each, the CLI adds
+their :meth:`Extension.cli_commands`, and the migration environment loads them so that their tables are on
+the metadata. Loading an extension imports its package; nothing in ``waybill`` names one.
+
+Bearer tokens the merchant side does not know are offered to the resolvers that extensions register in
+``app.extensions[TOKEN_RESOLVERS]`` (token prefix -> resolver), so staff authentication stays with staff.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Protocol
+
+import click
+from sqlalchemy.orm import Session
+
+from waybill.permissions import Principal
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from waybill.services import Services
+
+GROUP = "waybill.extensions"
+TOKEN_RESOLVERS = "waybill_token_resolvers"  # noqa: S105 (a registry key, not a secret)
+
+#: (request session, raw bearer token, services) -> the authenticated principal, or AuthenticationFailed.
+TokenResolver = Callable[[Session, str, "Services"], Principal]
+
+
+class Extension(Protocol):
+    """What an upper layer provides to the composition."""
+
+    name: str
+
+    def init_app(self, app: Flask) -> None:
+        """Register blueprints, token resolvers and whatever else the app needs from this extension."""
+
+    def cli_commands(self) -> Sequence[click.Command]:
+        """Commands (or groups) to add to the ``waybill`` command line."""
+
+
+class ExtensionMissing(RuntimeError):
+    """An entry point names an object that is not there (a broken or partial install)."""
+
+
+@lru_cache(maxsize=1)
+def load_extensions() -> tuple[Extension, ...]:
+    """Every installed extension, in name order (loaded once per process)."""
+    found: list[Extension] = []
+    for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
+        try:
+            ext = ep.load()
+        except (ImportError, AttributeError) as exc:
+            raise ExtensionMissing(f"extension {ep.name!r} ({ep.value}) cannot be loaded: {exc}") from exc
+        found.append(ext)
+    return tuple(found)
