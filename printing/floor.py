@@ -43,6 +43,16 @@ def _is_number_char(ch: str) -> bool:
     return unicodedata.category(ch).startswith("N")
 
 
+_NOT_DIGITS = str.maketrans("", "", "0123456789")
+
+
+def _count_numbers(text: str) -> int:
+    """How many characters of ``text`` are numbers of any script (Unicode category N)."""
+    if text.isascii():  # masked phones are: the only numbers in ASCII are 0-9, counted in C
+        return len(text) - len(text.translate(_NOT_DIGITS))
+    return sum(map(_is_number_char, text))
+
+
 def _name_violates(name: str) -> bool:
     if not name or "*" not in name:
         return True
@@ -56,14 +66,14 @@ def _phone_violates(phone: str) -> bool:
         return True
     area, sep, local = phone.partition("-")
     if sep and is_area_code(area):
-        return sum(map(_is_number_char, local)) > MAX_LOCAL_DIGITS - MIN_HIDDEN_DIGITS
-    return sum(map(_is_number_char, phone)) > MOBILE_DIGITS - MIN_HIDDEN_DIGITS
+        return _count_numbers(local) > MAX_LOCAL_DIGITS - MIN_HIDDEN_DIGITS
+    return _count_numbers(phone) > MOBILE_DIGITS - MIN_HIDDEN_DIGITS
 
 
 def _address_violates(address: str) -> bool:
     if not address.endswith("*"):
         return True
-    if any(_is_number_char(ch) for ch in address):
+    if any(map(_is_number_char, address)):
         return True
     return _NUMBERED_UNIT_RE.search(address) is not None
 
