@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -28,6 +28,9 @@ from waybill.models import Shipment, utcnow
 from waybill.permissions import Permission, Principal
 
 # Why an officer may look (the codes are recorded; the texts are for people).
+Purpose = Literal["data_subject_request", "complaint", "legal_order", "security_incident"]
+FieldName = Literal["sender.name", "sender.phone", "sender.address", "recipient.name", "recipient.phone",
+                    "recipient.address"]
 PURPOSES: dict[str, str] = {
     "data_subject_request": "个人信息主体行使查阅、复制、更正权利",
     "complaint": "投诉与纠纷处理",
@@ -35,7 +38,11 @@ PURPOSES: dict[str, str] = {
     "security_incident": "个人信息安全事件调查",
 }
 PARTIES = ("sender", "recipient")
-FIELDS = tuple(f"{party}.{name}" for party in PARTIES for name in ("name", "phone", "address"))
+FIELDS: tuple[str, ...] = get_args(FieldName)
+# The Literals are the one source: the texts must cover exactly the purposes, the fields every party's.
+if tuple(PURPOSES) != get_args(Purpose) or tuple(
+        f"{party}.{name}" for party in PARTIES for name in ("name", "phone", "address")) != FIELDS:
+    raise RuntimeError("privacy purposes/fields out of step with their Literal types")
 # A case or ticket number: letters, a dash, then letters, digits and dashes. Never free text, and
 # never just digits, so a phone number cannot end up in the audit log by way of a "reference".
 REFERENCE_RE = re.compile(r"[A-Za-z]{2,16}-[A-Za-z0-9-]{1,47}")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from flask import Blueprint, Flask, Response, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 
 from courier_api import privacy
 from courier_api.deps import privacy_deps
+
+# The accepted values are the domain's own Literal types, so the two cannot drift apart.
+from courier_api.privacy import FieldName, Purpose
 from waybill.api.auth import authenticate, requires
 from waybill.api.merchant import json_body
 from waybill.api.openapi import operation
@@ -18,9 +19,6 @@ from waybill.schemas import iso_utc, parse
 
 bp = Blueprint("privacy", __name__)
 
-# The accepted values come from the domain's own lists, so the two cannot drift apart.
-Purpose = Literal[tuple(privacy.PURPOSES)]  # type: ignore[valid-type]
-FieldName = Literal[privacy.FIELDS]  # type: ignore[valid-type]
 
 
 class RequestIn(BaseModel):

@@ -13,11 +13,11 @@ import re
 import secrets
 from datetime import datetime, timedelta
 from functools import cache
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import CursorResult, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from courier_api import totp
@@ -148,10 +148,11 @@ def disable_user(session: Session, actor: Principal, username: str, *,
         raise NotFound("用户不存在")
     if user.disabled_at is None:
         user.disabled_at = now
-    revoked = session.execute(
+    result = session.execute(
         update(StaffToken).where(StaffToken.user_id == user.id, StaffToken.revoked_at.is_(None))
         .values(revoked_at=now)
-    ).rowcount
+    )
+    revoked = int(cast("CursorResult[Any]", result).rowcount or 0)
     session.flush()
     audit.record(session, actor, "user.disable", object_type="staff_user", object_id=user.id)
     return user, int(revoked or 0)
@@ -193,6 +194,7 @@ def login(session: Session, username: str, password: str, totp_code: str | None,
     """
     now = now or utcnow()
     user = _by_username(session, username, lock=True) if USERNAME_RE.fullmatch(username) else None
+    ok: bool
     try:
         ok = HASHER.verify(user.password_hash if user else _dummy_hash(), password)
     except (VerificationError, InvalidHashError):

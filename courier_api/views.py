@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import Any, Literal
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
@@ -99,7 +99,7 @@ class VerifyOut(BaseModel):
     ok: bool
     events: int
     head_seq: int
-    first_bad: dict | None
+    first_bad: dict[str, Any] | None
 
 
 def install(app: Flask) -> None:
@@ -181,7 +181,7 @@ def audit_events() -> Response:
     return jsonify({"items": [_event_out(e) for e in events], "next_cursor": next_cursor})
 
 
-def _event_out(e: AuditEvent) -> dict:
+def _event_out(e: AuditEvent) -> dict[str, Any]:
     return {"seq": e.seq, "at": iso_utc(e.at), "actor": e.actor, "role": e.role, "action": e.action,
             "object_type": e.object_type, "object_id": e.object_id, "purpose": e.purpose, "fields": e.fields,
             "outcome": e.outcome, "request_id": e.request_id}

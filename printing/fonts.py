@@ -20,9 +20,14 @@ import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import current
 from .errors import FontMissing
+
+if TYPE_CHECKING:
+    from PIL.ImageFont import FreeTypeFont
+    from reportlab.pdfbase.ttfonts import TTFont
 
 ENV_VAR = "WAYBILL_LABEL_FONT"  # the setting behind PrintConfig.font, named in messages
 PDF_FONT_NAME = "WaybillCJK"
@@ -48,7 +53,7 @@ class FontSpec:
 
 def _package_font() -> Path | None:
     try:
-        import paperang_p2_fonts_cjk  # type: ignore[import-not-found]
+        import paperang_p2_fonts_cjk
     except ImportError:
         return None
     path = Path(paperang_p2_fonts_cjk.__file__).parent / "fonts" / "wqy-microhei.ttc"
@@ -69,13 +74,13 @@ def resolve_font() -> FontSpec:
         except ValueError:
             raise FontMissing(f"{ENV_VAR}: bad face index in {override!r} (use path#N)") from None
     candidates = [_package_font(), *(Path(p) for p in _SYSTEM_FONTS)]
-    for path in candidates:
-        if path is not None and path.is_file():
-            return FontSpec(path)
+    for candidate in candidates:
+        if candidate is not None and candidate.is_file():
+            return FontSpec(candidate)
     raise FontMissing(f"no CJK TrueType font found; {INSTALL_HINT}")
 
 
-class _Widths(dict):
+class _Widths(dict[str, float]):
     """char -> advance in em; unknown characters get the font's default width."""
 
     def __init__(self, widths: dict[str, float], default: float) -> None:
@@ -103,7 +108,7 @@ class FontMetrics:
 
     def width(self, text: str) -> float:
         """Advance width of ``text`` in em (multiply by the font size)."""
-        return sum(map(self._widths.__getitem__, text))
+        return float(sum(map(self._widths.__getitem__, text)))
 
     def has_glyphs(self, text: str) -> bool:
         """Whether every character of ``text`` has a glyph (spaces aside)."""
@@ -114,7 +119,7 @@ _lock = threading.Lock()
 
 
 @lru_cache(maxsize=1)
-def pdf_font():  # -> reportlab.pdfbase.ttfonts.TTFont
+def pdf_font() -> TTFont:
     """The reportlab TrueType font object, parsed and registered once per process."""
     from reportlab.pdfbase import pdfmetrics
     from reportlab.pdfbase.ttfonts import TTFError, TTFont
@@ -144,7 +149,7 @@ def metrics() -> FontMetrics:
 
 
 @lru_cache(maxsize=64)
-def pil_font(px: int):  # -> PIL.ImageFont.FreeTypeFont
+def pil_font(px: int) -> FreeTypeFont:
     """A Pillow font of ``px`` pixels (em size), cached per size."""
     from PIL import ImageFont
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from .barcodes import QR_QUIET_MODULES, QUIET_MODULES, Code128Bars, QRMatrix, code128, qr_matrix
 from .fonts import FontMetrics, metrics
@@ -333,7 +333,7 @@ def layout_label(model: LabelModel, template: Template, *, symbols: bool = True)
     """
     values = _slot_values(model)
     skeleton, fills = _plan(template)
-    texts = skeleton.copy()
+    texts = skeleton.copy()  # every None is replaced below: the plan has a fill for each
     for pos, name, slot, index, cache, seen in fills:
         # Batches repeat many slot texts (sender, service line, sorting code): memoise fitted text, but only
         # from a text's second sighting. One-off texts (waybill number, recipient line) then never pile up
@@ -352,7 +352,8 @@ def layout_label(model: LabelModel, template: Template, *, symbols: bool = True)
                     seen.clear()
                 seen.add(value)
         texts[pos] = placed
+    placed_texts = cast(tuple[PlacedText, ...], tuple(texts))
     if not symbols:
-        return LabelLayout(template, model.waybill_no, model.token, tuple(texts), None, None)
-    return LabelLayout(template, model.waybill_no, model.token, tuple(texts),
+        return LabelLayout(template, model.waybill_no, model.token, placed_texts, None, None)
+    return LabelLayout(template, model.waybill_no, model.token, placed_texts,
                        place_barcode(template, model.waybill_no), _place_qr(template, model.token))

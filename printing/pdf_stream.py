@@ -18,8 +18,12 @@ import threading
 import zlib
 from array import array
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from reportlab.pdfbase.ttfonts import SUBSETN, makeToUnicodeCMap
+
+if TYPE_CHECKING:
+    from reportlab.pdfbase.ttfonts import TTFont
 
 _CATALOG, _PAGES, _RESOURCES, _INFO = 1, 2, 3, 4
 _FIRST_FREE = 5
@@ -32,7 +36,7 @@ class StreamingPDF:
     Each method returns the bytes to append to the output, in order.
     """
 
-    def __init__(self, font, width_pt: float, height_pt: float, *, compress: bool = True,
+    def __init__(self, font: TTFont, width_pt: float, height_pt: float, *, compress: bool = True,
                  title: str = "Waybill labels") -> None:
         self._font = font  # reportlab TTFont, registered once per process (printing.fonts.pdf_font)
         self._face = font.face
@@ -42,7 +46,7 @@ class StreamingPDF:
         self._title = title
         self._pos = 0
         self._offsets = array("Q", [0] * _FIRST_FREE)  # object number -> file offset
-        self._pages: array = array("L")  # page object numbers, in order
+        self._pages: array[int] = array("L")  # page object numbers, in order
         self._codes: dict[int, tuple[int, int]] = {}  # unicode -> (subset, code)
         self._subsets: list[list[int]] = [[0]]  # code 0 is .notdef in every subset
 

@@ -16,6 +16,7 @@ and XOR on ints), one XOR for the mask, one C-level ``itemgetter`` gather that p
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from operator import itemgetter
@@ -43,7 +44,7 @@ _EC_TABLE = (
 # Alignment pattern centre coordinates per version (ISO/IEC 18004:2015 Annex E).
 _ALIGNMENT = ((), (), (6, 18), (6, 22), (6, 26), (6, 30), (6, 34), (6, 22, 38), (6, 24, 42), (6, 26, 46),
               (6, 28, 50))
-_MASKS = (
+_MASKS: tuple[Callable[[int, int], bool], ...] = (
     lambda i, j: (i + j) % 2 == 0,
     lambda i, j: i % 2 == 0,
     lambda i, j: j % 3 == 0,
@@ -192,7 +193,7 @@ class _Layout:
     n_bits: int  # data + EC codewords, in bits
     mask: int  # XOR mask over the raw (non-interleaved) bit string
     template: str  # every module as '0'/'1', rows separated by '\n'
-    gather: itemgetter  # picks each module of the symbol from raw bits + template
+    gather: Callable[[str], tuple[str, ...]]  # itemgetter: each module of the symbol from raw bits + template
 
 
 def function_modules(version: int) -> tuple[list[list[int]], list[list[bool]]]:
@@ -285,7 +286,7 @@ def _layout(version: int, level: str, mask: int) -> _Layout:
             m[8][size - 1 - i] = dark
         else:
             m[size - 15 + i][8] = dark
-    src = {}  # (row, col) -> raw bit index
+    src: dict[tuple[int, int], int] = {}  # (row, col) -> raw bit index
     mask_int = 0
     for k, (r, c) in enumerate(order):
         if k < n_bits:
@@ -297,11 +298,11 @@ def _layout(version: int, level: str, mask: int) -> _Layout:
             m[r][c] = int(is_dark(r, c))
     template = "".join("".join(map(str, row)) + "\n" for row in m)
     width = size + 1
-    picks = []
+    picks: list[int] = []
     for r in range(size):
         for c in range(width):
-            raw = src.get((r, c))
-            picks.append(raw if raw is not None else n_bits + r * width + c)
+            pick = src.get((r, c))
+            picks.append(pick if pick is not None else n_bits + r * width + c)
     return _Layout(size, tuple(blocks), ec_len, n_bits, mask_int, template, itemgetter(*picks))
 
 
@@ -388,7 +389,7 @@ def _finish(acc: int, n_data: int, version: int, level: str, mask: int) -> Symbo
 _DARK_RUN = re.compile("1+")
 
 
-class _RunTable(dict):
+class _RunTable(dict[tuple[int, int], tuple[int, int, int]]):
     """(start, end) of a dark run in ``Symbol.modules`` -> (row, column, length), filled on first use.
 
     Runs are then looked up at C level (``map``) instead of built by Python code: that took longer than

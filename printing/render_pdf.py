@@ -26,12 +26,13 @@ def _page_content(lay: LabelLayout, pdf: StreamingPDF, height_pt: float) -> byte
                for z in t.zones.values())
     out.append("S\n")
     # Code128: bars in module units under one transform, one filled path.
-    bc = lay.barcode
+    bc, qr = lay.barcode, lay.qr
+    if bc is None or qr is None:
+        raise ValueError("a PDF label needs placed symbols (layout_label(..., symbols=True))")
     out.append(f"q {fp_str(bc.module * k, 0, 0, bc.h * k, bc.x * k, height_pt - (bc.y + bc.h) * k)} cm\n")
     out.extend([f"{x} 0 {w} 1 re\n" for x, w in bc.symbol.bars])
     out.append("f Q\n")
     # QR: precomputed runs in module units (rows grow downwards, hence the negative y scale), one path.
-    qr = lay.qr
     m = qr.module * k
     out.append(f"q {fp_str(m, 0, 0, -m, qr.x * k, height_pt - qr.y * k)} cm\n")
     out.extend([f"{c} {r} {n} 1 re\n" for r, c, n in qr.symbol.runs])

@@ -32,8 +32,8 @@ def render_image(lay: LabelLayout) -> Image.Image:
         bc = lay.barcode
         x0, y0, dm = _d(bc.x), _d(bc.y), bc.module_dots
         y1 = y0 + _d(bc.h) - 1
-        for x, w in bc.symbol.bars:
-            draw.rectangle((x0 + x * dm, y0, x0 + (x + w) * dm - 1, y1), fill=0)
+        for bx, w in bc.symbol.bars:
+            draw.rectangle((x0 + bx * dm, y0, x0 + (bx + w) * dm - 1, y1), fill=0)
     if lay.qr is not None:
         qr = lay.qr
         x0, y0, dm = _d(qr.x), _d(qr.y), qr.module_dots

@@ -174,7 +174,7 @@ class _GlyphJob:
         x = line.x * DOTS_PER_MM
         text = line.text
         runs = cells.runs
-        out = []
+        out: list[str] = []
         add = out.append
         for i in range(0, len(text), _RUN):
             key = (text[i:i + _RUN], x)
@@ -201,7 +201,7 @@ class _Face:
         self.ascent = round(metrics().ascent * self.px)
 
 
-class _Cells(dict):
+class _Cells(dict[str, tuple[str, float]]):
     """char -> (``"{top}{graphic},1,1^FS"`` or ``""`` for a blank glyph, advance in dots) for one face and row.
 
     Filled on first use of a character, which is also when the glyph gets its job-wide name (and download),
@@ -224,7 +224,7 @@ class _Cells(dict):
 
     def run(self, text: str, x: float) -> tuple[str, float]:
         """Commands for ``text`` with the pen at ``x`` (dots), and the pen position after it."""
-        out = []
+        out: list[str] = []
         add = out.append
         for tail, adv in map(self.__getitem__, text):
             if tail:

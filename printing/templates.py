@@ -76,8 +76,10 @@ def _t(size: str, w: float, h: float, zones: dict[str, Box], slots: dict[str, Te
     return Template(size, w, h, MappingProxyType(zones), MappingProxyType(slots), barcode, qr)
 
 
-def _slot(zone: str, x: float, y: float, w: float, h: float, size: float, min_size: float, **kw) -> TextSlot:
-    return TextSlot(zone, Box(x, y, w, h), size, min_size, **kw)
+def _slot(zone: str, x: float, y: float, w: float, h: float, size: float, min_size: float, *, max_lines: int = 1,
+          align: Literal["left", "center", "right"] = "left", valign: Literal["top", "middle"] = "top",
+          text: str | None = None) -> TextSlot:
+    return TextSlot(zone, Box(x, y, w, h), size, min_size, max_lines, align, valign, text)
 
 
 # 100 x 150 mm (SF, EMS). Heights: code 26, destination 20, recipient 30, sender 20, contents 14, QR/sign 40.

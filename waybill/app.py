@@ -33,7 +33,10 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 def services() -> Services:
     from flask import current_app
 
-    return current_app.extensions["waybill"]
+    svc = current_app.extensions["waybill"]
+    if not isinstance(svc, Services):
+        raise RuntimeError("the app has no waybill services (build it with create_app)")
+    return svc
 
 
 def db_session() -> Session:

@@ -18,9 +18,9 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import BigInteger, LargeBinary, bindparam, event, insert, select, update
+from sqlalchemy import BigInteger, LargeBinary, Table, bindparam, event, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from waybill.models import AuditEvent, AuditHead, utcnow
@@ -97,7 +97,8 @@ def chain_hash(key: bytes, prev: bytes, seq: int, ev: AuditEvent | PendingEvent)
 # The append's statements, built once: building and cache-keying them per request cost more CPU
 # than the rest of the append. Parameter names never equal a column name of either table, so
 # executing with a parameter dict cannot add columns to the statements (nor to the CTE's UPDATE).
-_HEAD, _EVENTS = AuditHead.__table__, AuditEvent.__table__
+# (The mapped classes' __table__ is typed as a FromClause; it is the Table.)
+_HEAD, _EVENTS = cast(Table, AuditHead.__table__), cast(Table, AuditEvent.__table__)
 _RESERVE = (update(_HEAD).where(_HEAD.c.id == 1).values(seq=_HEAD.c.seq + bindparam("n_events", type_=BigInteger))
             .returning(_HEAD.c.seq, _HEAD.c.hash))
 _SET_TIP = update(_HEAD).where(_HEAD.c.id == 1).values(hash=bindparam("tip_hash", type_=LargeBinary))

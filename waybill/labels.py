@@ -18,9 +18,9 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import LargeBinary, and_, bindparam, func, select, update
+from sqlalchemy import CursorResult, LargeBinary, and_, bindparam, false, func, select, update
 from sqlalchemy.orm import Session
 
 from printing.model import ORDER_TAIL_MAX, LabelModel, MaskedParty
@@ -125,7 +125,7 @@ def _load(session: Session, principal: Principal, shipment_id: str, action: str)
         if principal.kind == "merchant":
             stmt = stmt.where(Shipment.merchant_id == principal.id)
         elif principal.role != "sorter":
-            stmt = stmt.where(False)  # deny by default
+            stmt = stmt.where(false())  # deny by default
         shipment = session.execute(stmt.with_for_update()).scalar_one_or_none()
     if shipment is None:
         audit.record(session, principal, action, object_type="shipment",
@@ -288,7 +288,7 @@ def revoke_many(session: Session, principal: Principal, shipment_ids: Sequence[s
     )
     # Revocations must hit the database before a replacement token is inserted (one live token rule).
     session.flush()
-    return int(result.rowcount or 0)
+    return int(cast("CursorResult[Any]", result).rowcount or 0)
 
 
 # A live token: this hash, not revoked, issued after a cutoff. Named parameters (token_hash,
@@ -325,4 +325,4 @@ def resolve_token(session: Session, key: bytes, raw: str, *, max_age: timedelta 
     if params is None:
         return None
     row = session.execute(_RESOLVE, params).first()
-    return row.Shipment if token_matches(row, params) else None
+    return row.Shipment if row is not None and token_matches(row, params) else None

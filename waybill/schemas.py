@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
@@ -227,8 +227,11 @@ def to_validation_failed(exc: ValidationError, prefix: str = "") -> ValidationFa
     return failed
 
 
-def parse(model: type[BaseModel], data: Any, prefix: str = "") -> Any:
-    """Validate ``data`` against ``model`` or raise :class:`ValidationFailed`."""
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def parse(model: type[ModelT], data: Any, prefix: str = "") -> ModelT:
+    """Validate ``data`` against ``model`` (the result has the model's type) or raise :class:`ValidationFailed`."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -22,7 +22,8 @@ from waybill.schemas import parse
 bp = Blueprint("labels", __name__)
 TAGS = ("labels",)
 log = logging.getLogger("waybill.labels")
-DEFAULT_SIZE = "100x180"
+Size = Literal["100x150", "100x180", "76x130"]
+DEFAULT_SIZE: Size = "100x180"
 LABEL_TYPES = ("application/pdf", "image/png", "application/zpl")
 
 
@@ -35,7 +36,7 @@ class ReprintIn(BaseModel):
     reason: ReasonCode = Field(description="重打原因代码：damaged 污损 / lost 丢失 / printer_jam 卡纸 / "
                                            "misprint 打印错误 / relabel 更换规格（记录在审计日志中）")
     format: Literal["pdf", "png", "zpl"] = "pdf"
-    size: Literal["100x150", "100x180", "76x130"] = DEFAULT_SIZE
+    size: Size = DEFAULT_SIZE
 
 
 class PrintJobIn(BaseModel):
@@ -43,7 +44,7 @@ class PrintJobIn(BaseModel):
 
     shipment_ids: Annotated[list[str], Field(min_length=1, max_length=10_000)]
     format: Literal["pdf", "zpl"] = "pdf"
-    size: Literal["100x150", "100x180", "76x130"] = DEFAULT_SIZE
+    size: Size = DEFAULT_SIZE
     reprint_reason: ReasonCode | None = Field(default=None,
                                               description="给出原因代码时，已打印的运单签发新令牌（重打，计入上限）")
 

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from waybill import keyfile
 from waybill.models import DataKey, utcnow
@@ -260,7 +260,7 @@ def _insert_data_key(conn: Connection, material: keyfile.KeyMaterial, algorithm:
     dek_id = int(conn.execute(select(func.coalesce(func.max(DataKey.id), 0))).scalar_one()) + 1
     mk = material.primary_master_key
     wrapped = _wrap(material.master_keys[mk], dek_id, algorithm, os.urandom(_KEY_LEN[algorithm]))
-    conn.execute(DataKey.__table__.insert().values(
+    conn.execute(insert(DataKey).values(
         id=dek_id, algorithm=algorithm, master_key_id=mk, wrapped=wrapped, active=True, created_at=utcnow()))
     return dek_id
 
