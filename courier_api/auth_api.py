@@ -11,9 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from courier_api import staff
 from waybill import audit
 from waybill.api.auth import authenticate, bearer_token
+from waybill.api.context import db_session, services
 from waybill.api.merchant import json_body
 from waybill.api.openapi import operation
-from waybill.app import db_session, services
 from waybill.errors import AuthenticationFailed, PermissionDenied, RateLimited
 from waybill.ratelimit import TokenBucketLimiter
 from waybill.schemas import parse

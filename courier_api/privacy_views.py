@@ -11,9 +11,9 @@ from courier_api.deps import privacy_deps
 # The accepted values are the domain's own Literal types, so the two cannot drift apart.
 from courier_api.privacy import FieldName, Purpose
 from waybill.api.auth import authenticate, requires
+from waybill.api.context import db_session, services
 from waybill.api.merchant import json_body
 from waybill.api.openapi import operation
-from waybill.app import db_session, services
 from waybill.permissions import Permission
 from waybill.schemas import iso_utc, parse
 

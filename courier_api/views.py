@@ -12,9 +12,9 @@ from courier_api import delivery
 from courier_api.deps import delivery_deps
 from waybill import audit
 from waybill.api.auth import authenticate, requires
+from waybill.api.context import db_session, services
 from waybill.api.merchant import json_body, shipment_out
 from waybill.api.openapi import operation
-from waybill.app import db_session, services
 from waybill.errors import RateLimited, ValidationFailed
 from waybill.models import AuditEvent
 from waybill.permissions import Permission

@@ -7,6 +7,7 @@ what an unconfigured process (a test, a script) renders with.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 ZPL_TEXT_MODES = ("glyphs", "resident")
@@ -28,6 +29,14 @@ class PrintConfig:
 
 
 _current = PrintConfig()
+# Called after the configuration changed: the modules that cache what depends on it (loaded fonts, glyph
+# bitmaps, fitted captions) register here, so this module imports none of them.
+_listeners: list[Callable[[], None]] = []
+
+
+def on_change(listener: Callable[[], None]) -> None:
+    """Call ``listener`` whenever :func:`configure` changes the configuration."""
+    _listeners.append(listener)
 
 
 def configure(config: PrintConfig) -> None:
@@ -35,9 +44,8 @@ def configure(config: PrintConfig) -> None:
     global _current
     if config != _current:
         _current = config
-        from . import fonts
-
-        fonts.forget_fonts()
+        for listener in _listeners:
+            listener()
 
 
 def current() -> PrintConfig:

@@ -22,7 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import current
+from .config import current, on_change
 from .errors import FontMissing
 
 if TYPE_CHECKING:
@@ -162,6 +162,9 @@ def forget_fonts() -> None:
     pdf_font.cache_clear()
     metrics.cache_clear()
     pil_font.cache_clear()
+
+
+on_change(forget_fonts)
 
 
 def check_fonts() -> FontSpec:

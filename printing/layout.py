@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import NamedTuple, cast
 
 from .barcodes import QR_QUIET_MODULES, QUIET_MODULES, Code128Bars, QRMatrix, code128, qr_matrix
+from .config import on_change
 from .fonts import FontMetrics, metrics
 from .model import LabelModel
 from .templates import Box, Template, TextSlot
@@ -307,6 +308,7 @@ class _Plan(NamedTuple):
 
 
 _PLANS: dict[str, _Plan] = {}
+on_change(_PLANS.clear)  # captions and fit caches were measured with the previous font
 
 
 def _plan(template: Template) -> _Plan:

@@ -23,7 +23,7 @@ from functools import lru_cache
 from PIL import Image, ImageDraw
 
 from .barcodes import QR_QUIET_MODULES, QUIET_MODULES, code128
-from .config import ZPL_TEXT_MODES, current
+from .config import ZPL_TEXT_MODES, current, on_change
 from .fonts import metrics, pil_font
 from .layout import DOTS_PER_MM, LabelLayout, PlacedLine, PlacedText
 from .templates import Template
@@ -126,6 +126,9 @@ def _glyph_hex(ch: str, px: int) -> tuple[int, int, int, str] | None:
     if img.getbbox() is None:
         return None
     return asc, w, (w + 7) // 8, img.tobytes().hex().upper()
+
+
+on_change(_glyph_hex.cache_clear)  # bitmaps of the previous font
 
 
 class _GlyphJob:

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 import printing
 from waybill import audit, logs
 from waybill.api import errors as api_errors
+from waybill.api.context import EXTENSION_KEY, services
 from waybill.api.openapi import build_document
 from waybill.errors import Conflict
 from waybill.extensions import load_extensions
@@ -28,26 +29,6 @@ from waybill.settings import Settings, load_settings
 
 log = logging.getLogger("waybill.request")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-
-
-def services() -> Services:
-    from flask import current_app
-
-    svc = current_app.extensions["waybill"]
-    if not isinstance(svc, Services):
-        raise RuntimeError("the app has no waybill services (build it with create_app)")
-    return svc
-
-
-def db_session() -> Session:
-    """The request's session, opened on first use with its audit context."""
-    session: Session | None = g.get("db")
-    if session is None:
-        session = services().session_factory()
-        session.info[audit.CONTEXT_INFO] = audit.AuditContext(request_id=g.request_id,
-                                                              client_addr=request.remote_addr)
-        g.db = session
-    return session
 
 
 def create_app(settings: Settings | None = None, *, services_override: Services | None = None,
@@ -59,7 +40,7 @@ def create_app(settings: Settings | None = None, *, services_override: Services 
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["waybill"] = svc
+    app.extensions[EXTENSION_KEY] = svc
     logs.configure(settings.log_level)
     # A missing CJK font is a start-up error, never tofu boxes on a label.
     printing.check_fonts()

@@ -78,3 +78,18 @@ def test_order_tail_is_right_aligned_in_the_header(size):
     line = tail.lines[0]
     assert abs((line.x + line.width) - t.slots["order_tail"].box.right) < 1e-6
     assert slot_texts(sample_model())["order_tail"] == "订单尾号 A61207"
+
+
+def test_changing_the_font_drops_every_cache_built_with_the_old_one(print_config):
+    """Fitted captions, glyph bitmaps and loaded fonts all follow ``printing.configure`` (face 1 of the
+    packaged collection, the monospaced Micro Hei, has other advance widths)."""
+    from printing.fonts import resolve_font
+
+    model = sample_model()
+    before_zpl = printing.render_label(model, "zpl", "100x150")
+    before = layout_label(model, get_template("100x150"))
+    print_config(font=f"{resolve_font().path}#1")
+    after = layout_label(model, get_template("100x150"))
+    tag = {p.slot: p for p in after.texts}["signature_name"].lines[0]
+    assert tag.width != {p.slot: p for p in before.texts}["signature_name"].lines[0].width
+    assert printing.render_label(model, "zpl", "100x150") != before_zpl

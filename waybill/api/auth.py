@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from flask import current_app, g, request
 
 from waybill import audit, merchants
-from waybill.app import db_session, services
+from waybill.api.context import db_session, services
 from waybill.errors import AuthenticationFailed, PermissionDenied, RateLimited
 from waybill.extensions import TOKEN_RESOLVERS, TokenResolver
 from waybill.permissions import Permission, Principal

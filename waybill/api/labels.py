@@ -12,9 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field
 import printing
 from waybill import audit, labels
 from waybill.api.auth import authenticate, requires
+from waybill.api.context import db_session, services
 from waybill.api.merchant import json_body
 from waybill.api.openapi import operation
-from waybill.app import db_session, services
 from waybill.errors import ValidationFailed
 from waybill.permissions import Permission
 from waybill.schemas import parse

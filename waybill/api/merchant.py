@@ -9,9 +9,9 @@ from flask import Blueprint, Response, jsonify, request
 
 from waybill import shipments
 from waybill.api.auth import authenticate, requires
+from waybill.api.context import db_session, services
 from waybill.api.errors import classify
 from waybill.api.openapi import operation
-from waybill.app import db_session, services
 from waybill.errors import ValidationFailed
 from waybill.models import Shipment
 from waybill.permissions import Permission

@@ -15,8 +15,8 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from waybill import audit
+from waybill.api.context import db_session, services
 from waybill.api.openapi import operation
-from waybill.app import db_session, services
 from waybill.errors import NotFound, ValidationFailed
 from waybill.permissions import Principal
 

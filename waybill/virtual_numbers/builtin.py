@@ -10,20 +10,25 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from waybill.crypto.vault import FieldCodec
+from waybill.keyfile import KeyMaterial
 from waybill.models import utcnow
 from waybill.virtual_numbers.base import Binding, Mode, NoAvailableNumber
 from waybill.virtual_numbers.models import VnBinding, VnBindingEndpoint, VnNumber
 from waybill.virtual_numbers.store import StoredProvider, derive_endpoint_key, normalise, to_binding
 
-if TYPE_CHECKING:
-    from waybill.services import Services
+
+class HasCodecAndKeys(Protocol):
+    """What :meth:`BuiltinProvider.from_services` needs of a service container (no import of it: it builds us)."""
+
+    codec: FieldCodec
+    keys: KeyMaterial
 
 EXTENSION_DIGITS = 4
 _EXTENSIONS = 10**EXTENSION_DIGITS
@@ -64,9 +69,9 @@ class BuiltinProvider(StoredProvider):
         self.max_attempts = max_attempts
 
     @classmethod
-    def from_services(cls, services: Services, **kwargs: object) -> BuiltinProvider:
+    def from_services(cls, services: HasCodecAndKeys, **kwargs: Any) -> BuiltinProvider:
         """The provider wired to a service container's codec and key file."""
-        return cls(services.codec, derive_endpoint_key(services.keys), **kwargs)  # type: ignore[arg-type]
+        return cls(services.codec, derive_endpoint_key(services.keys), **kwargs)
 
     def _allocate(self, session: Session, mode: Mode, a_number: str, b_number: str, ha: bytes, hb: bytes, *,
                   ttl: timedelta, ref: str, now: datetime) -> Binding:
