@@ -77,7 +77,7 @@ def serve(host: str, port: int, workers: int) -> None:
     def _child_exit(_server: Any, worker: Any) -> None:
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(worker.pid, str(multiproc_dir))
+        multiprocess.mark_process_dead(worker.pid, str(multiproc_dir))  # type: ignore[no-untyped-call]
 
     class _App(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:

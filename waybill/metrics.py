@@ -70,5 +70,5 @@ class Metrics:
         if self.multiproc_dir is None:
             return generate_latest(self.registry)
         merged = CollectorRegistry()
-        multiprocess.MultiProcessCollector(merged, path=str(self.multiproc_dir))
+        multiprocess.MultiProcessCollector(merged, path=str(self.multiproc_dir))  # type: ignore[no-untyped-call]
         return generate_latest(merged)

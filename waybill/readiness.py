@@ -80,6 +80,8 @@ class Readiness:
         return CheckResult(True)
 
     def check_redis(self) -> CheckResult:
+        if not self._redis_url:
+            return CheckResult(False, "not_configured")
         with self._lock:
             if self._redis is None:
                 import redis
