@@ -10,6 +10,7 @@ Every scan attempt is audited with its outcome; reading the full address is audi
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -42,6 +43,8 @@ class DeliveryDeps:
     binding_ttl: timedelta
     release_grace: timedelta
     token_max_age: timedelta
+    # Told each scan's outcome ("ok", "denied", "not_found"): the service's metrics.
+    on_scan: Callable[[str], None] | None = None
 
 
 def shipment_station(shipment: Shipment) -> str:
@@ -125,9 +128,11 @@ def scan(session: Session, deps: DeliveryDeps, principal: Principal, raw_token: 
         row = found if labels.token_matches(found, params) else None
     assigned = row is not None and row.assignment_id is not None and _may_deliver(principal, row.status)
     if row is None or not assigned:
+        outcome = "denied" if row is not None else "not_found"
         audit.record(session, principal, "courier.scan", object_type="shipment",
-                     object_id=row.id if row is not None else None,
-                     outcome="denied" if row is not None else "not_found", durable=True)
+                     object_id=row.id if row is not None else None, outcome=outcome, durable=True)
+        if deps.on_scan is not None:
+            deps.on_scan(outcome)
         raise NotFound()
     region, masked = row.recipient_region, row.recipient_masked
     address = deps.codec.decrypt(row.recipient_address_ct, table="shipments", column="recipient_address",
@@ -139,6 +144,8 @@ def scan(session: Session, deps: DeliveryDeps, principal: Principal, raw_token: 
     }
     audit.record(session, principal, "courier.scan", object_type="shipment", object_id=row.id,
                  fields=["recipient.address"], purpose="delivery")
+    if deps.on_scan is not None:
+        deps.on_scan("ok")
     return view
 
 

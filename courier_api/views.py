@@ -132,6 +132,8 @@ def scan() -> Response:
         # Bulk lookups by one account are how rented or stolen accounts leak data: alert on it.
         audit.record(db_session(), principal, "alert.scan_quota", outcome="alert", durable=True)
         log.warning("scan quota exceeded", extra={"actor": principal.actor})
+        services().metrics.scan_quota_alerts.inc()
+        services().metrics.courier_scans.labels("quota_exceeded").inc()
         raise RateLimited(wait)
     data: ScanIn = parse(ScanIn, json_body())
     return jsonify(delivery.scan(db_session(), delivery_deps(services()), principal, data.token))

@@ -24,6 +24,7 @@ from waybill.api.context import EXTENSION_KEY, services
 from waybill.api.openapi import build_document
 from waybill.errors import Conflict
 from waybill.extensions import load_extensions
+from waybill.metrics import UNMATCHED
 from waybill.services import Services, build
 from waybill.settings import Settings, load_settings
 
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None, *, services_override: Services 
     printing.check_fonts()
 
     api_errors.register(app)
+    from waybill.api import operations
     from waybill.api.labels import bp as labels_bp
     from waybill.api.merchant import bp as merchant_bp
     from waybill.api.phone_receipts import bp as phone_bp
@@ -53,6 +55,7 @@ def create_app(settings: Settings | None = None, *, services_override: Services 
     app.register_blueprint(merchant_bp)
     app.register_blueprint(labels_bp)
     app.register_blueprint(phone_bp)
+    operations.install(app, svc)
     # The courier side (and any other upper layer) plugs in through entry points; see waybill.extensions.
     for ext in load_extensions():
         ext.init_app(app)
@@ -71,13 +74,16 @@ def create_app(settings: Settings | None = None, *, services_override: Services 
         response.headers["X-Request-Id"] = g.get("request_id", "")
         response.headers.setdefault("Cache-Control", "no-store")
         principal = g.get("principal")
+        # The route pattern, not the raw path: whatever a caller puts in a URL never reaches the log or metrics.
+        route = request.url_rule.rule if request.url_rule is not None else UNMATCHED
+        seconds = time.perf_counter() - g.get("t0", time.perf_counter())
         log.info("request", extra={
-            # The route pattern, not the raw path: whatever a caller puts in a URL never reaches the log.
-            "request_id": g.get("request_id"), "method": request.method,
-            "path": request.url_rule.rule if request.url_rule is not None else "<unmatched>",
+            "request_id": g.get("request_id"), "method": request.method, "path": route,
             "status": response.status_code, "actor": principal.actor if principal else None,
-            "duration_ms": round((time.perf_counter() - g.get("t0", time.perf_counter())) * 1000, 2),
+            "duration_ms": round(seconds * 1000, 2),
         })
+        services().metrics.observe_request(route, request.method, response.status_code, seconds,
+                                           g.get("error_code"))
         return response
 
     @app.teardown_request
@@ -93,10 +99,6 @@ def create_app(settings: Settings | None = None, *, services_override: Services 
         if doc is None:  # built once, on first request, when every blueprint is registered
             doc = app.extensions["waybill_openapi"] = build_document(app)
         return jsonify(doc)
-
-    @app.get("/healthz")
-    def healthz() -> Response:
-        return jsonify({"ok": True})
 
     return app
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -27,8 +27,13 @@ from waybill.models import AuditEvent, AuditHead, utcnow
 from waybill.permissions import Principal
 
 _PENDING = "audit_pending"
+_APPENDED = "audit_appended"
 KEY_INFO = "audit_key"
 CONTEXT_INFO = "audit_context"
+OBSERVER_INFO = "audit_observer"
+
+#: Told ``(action, outcome)`` of each event once the transaction that appended them has committed (metrics).
+AppendObserver = Callable[[list[tuple[str, str]]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +136,7 @@ def _append(session: Session) -> None:
             "request_id": ev.request_id, "prev_hash": prev, "hash": digest,
         })
         prev = digest
+    session.info.setdefault(_APPENDED, []).extend((ev.action, ev.outcome) for ev in pending)
     if conn.dialect.name == "postgresql" and len(rows) == 1:
         # The usual case, one event: the event and the new tip in one round trip, so the head row's
         # lock, which every appender waits for, is held one round trip less.
@@ -140,13 +146,30 @@ def _append(session: Session) -> None:
         conn.execute(_SET_TIP, {"tip_hash": prev})
 
 
-def install(factory: sessionmaker[Session], audit_key: bytes) -> None:
-    """Give sessions from ``factory`` the chain key and the append-on-commit hook."""
-    factory.kw.setdefault("info", {})[KEY_INFO] = audit_key
+def install(factory: sessionmaker[Session], audit_key: bytes, observer: AppendObserver | None = None) -> None:
+    """Give sessions from ``factory`` the chain key and the append-on-commit hook (and an observer of appends)."""
+    info = factory.kw.setdefault("info", {})
+    info[KEY_INFO] = audit_key
+    info[OBSERVER_INFO] = observer
 
     @event.listens_for(factory, "before_commit")
     def _before_commit(session: Session) -> None:
         _append(session)
+
+    if not event.contains(factory, "after_commit", _after_commit):
+        event.listen(factory, "after_commit", _after_commit)
+        event.listen(factory, "after_rollback", _after_rollback)
+
+
+def _after_commit(session: Session) -> None:
+    appended: list[tuple[str, str]] = session.info.pop(_APPENDED, [])
+    observer: AppendObserver | None = session.info.get(OBSERVER_INFO)
+    if appended and observer is not None:
+        observer(appended)
+
+
+def _after_rollback(session: Session) -> None:
+    session.info.pop(_APPENDED, None)  # rolled back: those events were never appended
 
 
 def write_durable(factory: sessionmaker[Session], events: Sequence[PendingEvent]) -> None:

@@ -14,12 +14,14 @@ from waybill.extensions import load_extensions
 from waybill.merchants import create_merchant
 from waybill.permissions import SYSTEM
 from waybill.services import initialise
+from waybill.settings import SettingsError
 
 # Shared with the sub-command modules and extensions' commands (one module, no import circle).
 _settings, _ready, _existing = read_settings, ready_services, existing_services
 
 
 @click.group()
+@click.version_option(package_name="privacy-waybill", prog_name="waybill", message="%(prog)s %(version)s")
 def main() -> None:
     """privacy-waybill: encrypted shipment store, privacy labels, audited courier access."""
     # The console script enters here: structured logs (no exception text) from the first line on.
@@ -56,9 +58,26 @@ def serve(host: str, port: int, workers: int) -> None:
             load_credentials(settings.aliyun_credentials_file)  # type: ignore[arg-type]
         except CredentialsError as exc:
             fail({"ok": False, "error": {"code": "provider_credentials", "message": str(exc)}}, 2)
+    if settings.metrics_token_file is not None:  # a bad token file stops the start, not the first scrape
+        from waybill.api.operations import load_metrics_token
+
+        try:
+            load_metrics_token(settings.metrics_token_file)
+        except SettingsError as exc:
+            fail({"ok": False, "error": {"code": "invalid_settings", "message": str(exc)}}, 2)
+    multiproc_dir = settings.prometheus_multiproc_dir
+    if multiproc_dir is not None:
+        # prometheus_client's multiprocess mode: the files of a previous run would be counted again.
+        for stale in multiproc_dir.glob("*.db"):
+            stale.unlink()
     from gunicorn.app.base import BaseApplication
 
     from waybill.app import create_app
+
+    def _child_exit(_server: Any, worker: Any) -> None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid, str(multiproc_dir))  # type: ignore[no-untyped-call]
 
     class _App(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -67,6 +86,8 @@ def serve(host: str, port: int, workers: int) -> None:
             self.cfg.set("threads", 4 if settings.is_sqlite else 2)
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("accesslog", None)  # our request log omits query strings; gunicorn's would not
+            if multiproc_dir is not None:
+                self.cfg.set("child_exit", _child_exit)
 
         def load(self) -> Any:
             return create_app(settings)

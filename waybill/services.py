@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -11,7 +11,9 @@ import printing
 from waybill import audit, db, keyfile
 from waybill.crypto.vault import FieldCodec, Vault, ensure_active_data_key
 from waybill.labels import LabelDeps
+from waybill.metrics import Metrics
 from waybill.ratelimit import TokenBucketLimiter
+from waybill.readiness import Readiness
 from waybill.routing import RoutingTable
 from waybill.settings import Settings
 from waybill.shipments import ShipmentDeps
@@ -29,6 +31,15 @@ class Services:
     routing: RoutingTable
     merchant_limiter: TokenBucketLimiter
     phone_provider: VirtualNumberProvider | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    readiness_checks: Readiness | None = None
+
+    @property
+    def readiness(self) -> Readiness:
+        """The /readyz checks; their clients are made on the first probe, not for every CLI command."""
+        if self.readiness_checks is None:
+            self.readiness_checks = Readiness(self.settings, self.keys)
+        return self.readiness_checks
 
     @property
     def provider(self) -> VirtualNumberProvider:
@@ -66,7 +77,8 @@ def build(settings: Settings, *, engine: Engine | None = None, codec: FieldCodec
     printing.configure(printing.PrintConfig(settings.label_font, settings.zpl_text, settings.zpl_font))
     engine = engine or db.make_engine(settings.database_url)
     factory = session_factory or db.make_session_factory(engine)
-    audit.install(factory, keys.secret("audit_chain"))
+    metrics = Metrics(settings.prometheus_multiproc_dir)
+    audit.install(factory, keys.secret("audit_chain"), observer=metrics.audit_appended)
     # On SQLite the vault reads data keys through its own non-locking engine: the request's
     # transaction may already hold the write lock.
     key_engine = db.make_engine(settings.database_url, write_lock=False) if settings.is_sqlite else engine
@@ -78,4 +90,5 @@ def build(settings: Settings, *, engine: Engine | None = None, codec: FieldCodec
         merchant_limiter=TokenBucketLimiter(settings.merchant_rate_per_s, settings.merchant_burst),
         # A remote provider is built now, so a bad credentials file fails the start of a worker.
         phone_provider=make_provider(settings, vault, keys) if settings.phone_provider != "builtin" else None,
+        metrics=metrics,
     )

@@ -8,6 +8,8 @@ and the settings only say where that file is.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -70,6 +72,12 @@ class Settings:
     phone_provider: str = "builtin"
     aliyun_credentials_file: Path | None = None
     aliyun_endpoint: str = "https://dyplsapi.aliyuncs.com/"
+    # GET /metrics: when set, a mode-0600 file holding the bearer token a scraper must send (secrets are not
+    # settings; the setting says where the token is). Unset: /metrics answers anyone who reaches it.
+    metrics_token_file: Path | None = None
+    # prometheus_client's multiprocess mode (gunicorn with several workers): its own variable,
+    # PROMETHEUS_MULTIPROC_DIR, read here so that nothing else reads the environment.
+    prometheus_multiproc_dir: Path | None = None
     mask_policy: MaskPolicy = field(default_factory=MaskPolicy)
 
     @property
@@ -82,6 +90,36 @@ class Settings:
 
 
 _ENV_PREFIX = "WAYBILL_"
+log = logging.getLogger("waybill.settings")
+# Fields that are not read from a WAYBILL_* variable: set by code, or read from another variable.
+NOT_FROM_ENV = frozenset({"mask_policy", "max_request_bytes", "prometheus_multiproc_dir"})
+# WAYBILL_* variables that the test suite reads (they are not settings of the service).
+TEST_VARIABLES = frozenset({"WAYBILL_TEST_DATABASE_URL", "WAYBILL_TEST_REDIS_URL", "WAYBILL_UPDATE_GOLDEN"})
+
+
+def known_variables() -> frozenset[str]:
+    """Every WAYBILL_* variable that means something: the settings read from the environment, and the tests'."""
+    names = {_ENV_PREFIX + f.name.upper() for f in dataclasses.fields(Settings) if f.name not in NOT_FROM_ENV}
+    return frozenset(names) | TEST_VARIABLES
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """``(variable, closest known name or None)`` for every WAYBILL_* variable nothing reads (a misspelling)."""
+    known = known_variables()
+    # Compared without the common prefix, which would make every name look close to every other.
+    suffixes = sorted(k[len(_ENV_PREFIX):] for k in known)
+    found: list[tuple[str, str | None]] = []
+    for name in sorted(k for k in environ if k.startswith(_ENV_PREFIX) and k not in known):
+        close = difflib.get_close_matches(name[len(_ENV_PREFIX):], suffixes, n=1, cutoff=0.6)
+        found.append((name, _ENV_PREFIX + close[0] if close else None))
+    return found
+
+
+def _warn_unknown(environ: Mapping[str, str]) -> None:
+    # The variable's name only, never its value (a misspelt WAYBILL_DATABASE_URL holds a password).
+    for name, close in unknown_variables(environ):
+        hint = f"; did you mean {close}?" if close else ""
+        log.warning(f"unknown setting {name} is ignored{hint}", extra={"setting": name, "suggestion": close})
 
 
 def _int(name: str, raw: str, lo: int, hi: int) -> int:
@@ -110,7 +148,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     Overrides use field names (``database_url=...``) and win over the environment; they are how
     tests and the app factory configure an instance without touching ``os.environ``.
     """
-    env = dict(os.environ if environ is None else environ)
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    _warn_unknown(env)
 
     def get(name: str) -> str | None:
         if name in overrides:
@@ -159,7 +198,15 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     if not re.fullmatch(r"[\u4e00-\u9fffA-Za-z0-9 ()（）·&.-]{1,16}", carrier_name):
         raise SettingsError("WAYBILL_CARRIER_NAME must be 1-16 letters, digits or Chinese characters")
 
+    metrics_token_raw = get("metrics_token_file")
+    multiproc_raw = overrides.get("prometheus_multiproc_dir") or env.get("PROMETHEUS_MULTIPROC_DIR") or None
+    multiproc_dir = Path(str(multiproc_raw)) if multiproc_raw else None
+    if multiproc_dir is not None and not multiproc_dir.is_dir():
+        raise SettingsError("PROMETHEUS_MULTIPROC_DIR must be an existing directory")
+
     values: dict[str, Any] = {
+        "metrics_token_file": Path(metrics_token_raw) if metrics_token_raw else None,
+        "prometheus_multiproc_dir": multiproc_dir,
         "label_font": get("label_font"),
         "carrier_name": carrier_name,
         "zpl_text": zpl_text,

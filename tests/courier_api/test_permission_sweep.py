@@ -50,8 +50,10 @@ STATION = "755-W012"  # 深圳市南山区
 FAR_STATION = "010-W201"  # 北京市朝阳区
 FAR_RECIPIENT = dict(RECIPIENT, province="北京市", city="北京市", district="朝阳区", address="建国路88号2栋301室")
 # Routes without a principal: the token endpoints check their own credentials, and the provider's receipt
-# push is authenticated by the secret in its URL (tests/virtual_numbers/test_receipt_push.py).
-PUBLIC_PATHS = {"/openapi.json", "/healthz", "/v1/auth/token", "/v1/auth/logout", "/v1/phone/receipts/<token>"}
+# push is authenticated by the secret in its URL (tests/virtual_numbers/test_receipt_push.py); the operational
+# routes answer load balancers and scrapers (tests/waybill/test_operations.py).
+PUBLIC_PATHS = {"/openapi.json", "/healthz", "/readyz", "/metrics", "/v1/auth/token", "/v1/auth/logout",
+                "/v1/phone/receipts/<token>"}
 
 PRINCIPALS = ("anon", "merchant", "other_merchant", "courier", "courier_same", "courier_far", "dispatcher",
               "dispatcher_far", "sorter", "auditor", "privacy_officer", "admin")

@@ -6,7 +6,7 @@ import logging
 import math
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, g, has_request_context, jsonify
 from werkzeug.exceptions import HTTPException
 
 from printing.errors import LabelError
@@ -56,6 +56,12 @@ def error_payload(code: str, message: str, field: str | None = None, **extra: An
     return {"error": {"code": code, "message": message, "field": field, **extra}}
 
 
+def note_code(code: str) -> None:
+    """Remember the answer's error code for the request's metrics (a code from this module's tables)."""
+    if has_request_context():
+        g.error_code = code
+
+
 def classify(exc: DomainError) -> tuple[int, str]:
     for cls, status, code in ERROR_TABLE:
         if isinstance(exc, cls):
@@ -70,6 +76,7 @@ def domain_error_response(exc: DomainError) -> Response:
     if details and len(details) > 1:
         extra["details"] = details
     resp = jsonify(error_payload(code, exc.message, exc.field, **extra))
+    note_code(code)
     resp.status_code = status
     if isinstance(exc, RateLimited):
         resp.headers["Retry-After"] = str(max(1, math.ceil(min(exc.retry_after, 86400))))
@@ -84,8 +91,9 @@ def register(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:
         status = exc.code or 500
-        resp = jsonify(error_payload(HTTP_CODES.get(status, "http_error"),
-                                     HTTP_MESSAGES.get(status, "请求无法处理")))
+        code = HTTP_CODES.get(status, "http_error")
+        resp = jsonify(error_payload(code, HTTP_MESSAGES.get(status, "请求无法处理")))
+        note_code(code)
         resp.status_code = status
         if status == 405 and exc.get_response().headers.get("Allow"):
             resp.headers["Allow"] = exc.get_response().headers["Allow"]
@@ -113,5 +121,6 @@ def _internal(what: str, exc: Exception, code: str, message: str, *, stack: bool
     else:
         log.error(what, extra={"error_type": type(exc).__name__})
     resp = jsonify(error_payload(code, message))
+    note_code(code)
     resp.status_code = 500
     return resp

@@ -76,7 +76,9 @@ def _file(data: bytes, fmt: str, waybill_no: str) -> Response:
 def label(shipment_id: str) -> Response:
     fmt, size = _query_format(("pdf", "png", "zpl"))
     issued = labels.issue_label(db_session(), services().label_deps, authenticate(), shipment_id)
-    return _file(printing.render_label(issued.model, fmt, size), fmt, issued.shipment.waybill_no)
+    data = printing.render_label(issued.model, fmt, size)
+    services().metrics.labels_printed.labels(fmt, size, "label").inc()
+    return _file(data, fmt, issued.shipment.waybill_no)
 
 
 @bp.post("/v1/shipments/<shipment_id>/label/reprint")
@@ -86,8 +88,9 @@ def label(shipment_id: str) -> Response:
 def reprint(shipment_id: str) -> Response:
     data: ReprintIn = parse(ReprintIn, json_body())
     issued = labels.reprint_label(db_session(), services().label_deps, authenticate(), shipment_id, data.reason)
-    return _file(printing.render_label(issued.model, data.format, data.size), data.format,
-                 issued.shipment.waybill_no)
+    rendered = printing.render_label(issued.model, data.format, data.size)
+    services().metrics.labels_printed.labels(data.format, data.size, "reprint").inc()
+    return _file(rendered, data.format, issued.shipment.waybill_no)
 
 
 @bp.post("/v1/print-jobs")
@@ -103,6 +106,8 @@ def print_job() -> Response:
     # Gate every label before the first byte goes out: a stream cannot change its status code later.
     for model in models:
         printing.check_release(model)
+    # Counted when the job is handed to the stream (a failure part-way is logged and audited in _guarded).
+    services().metrics.labels_printed.labels(data.format, data.size, "print_job").inc(len(models))
     # The request's transaction commits in after_request, before this body is iterated.
     resp = Response(_guarded(printing.iter_render(models, data.format, data.size), len(models)),
                     mimetype=printing.MEDIA_TYPES[data.format])

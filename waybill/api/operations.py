@@ -1,0 +1,77 @@
+"""Operational endpoints: liveness (``/healthz``), readiness (``/readyz``) and Prometheus metrics (``/metrics``).
+
+None of them takes a merchant's or a staff member's credentials: a load balancer and a scraper have none.
+``/metrics`` can require a bearer token of its own (``WAYBILL_METRICS_TOKEN_FILE``): its series hold no
+personal data, but they do show business volumes (labels printed, scans, refusals), so when the service port
+is reachable from outside the operators' network the token keeps them for the scraper.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from pathlib import Path
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+
+from waybill.api import errors as api_errors
+from waybill.app import services
+from waybill.services import Services
+from waybill.settings import SettingsError
+
+bp = Blueprint("operations", __name__)
+TOKEN_KEY = "waybill_metrics_token"  # noqa: S105 (a registry key, not a secret)
+_TOKEN = re.compile(r"^[A-Za-z0-9._~+/=-]{32,512}$")
+
+
+def load_metrics_token(path: Path) -> bytes:
+    """The scraper's bearer token from its file: owner-only, at least 32 URL-safe characters."""
+    try:
+        st = path.stat()
+        raw = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        raise SettingsError("WAYBILL_METRICS_TOKEN_FILE cannot be read") from None
+    if st.st_mode & 0o077:
+        raise SettingsError("WAYBILL_METRICS_TOKEN_FILE must be readable by its owner only (chmod 600)")
+    if not _TOKEN.match(raw):
+        raise SettingsError("WAYBILL_METRICS_TOKEN_FILE must hold one token of at least 32 URL-safe characters")
+    return raw.encode()
+
+
+def install(app: Flask, svc: Services) -> None:
+    """Register the blueprint; a bad metrics token file stops the start, like any bad setting."""
+    token_file = svc.settings.metrics_token_file
+    app.extensions[TOKEN_KEY] = load_metrics_token(token_file) if token_file is not None else None
+    app.register_blueprint(bp)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """Liveness: the process answers HTTP. It touches nothing else (a database outage must not restart it)."""
+    return jsonify({"ok": True})
+
+
+@bp.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    """Readiness: 200 when the database, the key store and Redis (if configured) answer, else 503."""
+    ok, checks = services().readiness.run()
+    resp = jsonify({"ok": ok, "checks": checks})
+    if not ok:
+        resp.headers["Retry-After"] = "5"
+    return resp, 200 if ok else 503
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    expected: bytes | None = current_app.extensions.get(TOKEN_KEY)
+    if expected is not None:
+        header = request.headers.get("Authorization", "")
+        given = header[len("Bearer "):].strip().encode() if header.startswith("Bearer ") else b""
+        if not hmac.compare_digest(given, expected):
+            resp = jsonify(api_errors.error_payload("unauthenticated", "身份验证失败"))
+            api_errors.note_code("unauthenticated")
+            resp.status_code = 401
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+            return resp
+    svc = services()
+    return Response(svc.metrics.exposition(), mimetype=None, content_type=svc.metrics.content_type)
