@@ -15,7 +15,7 @@ from pathlib import Path
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from waybill.api import errors as api_errors
-from waybill.app import services
+from waybill.api.context import services
 from waybill.services import Services
 from waybill.settings import SettingsError
 
