@@ -17,6 +17,7 @@ from waybill.api.openapi import operation
 from waybill.errors import AuthenticationFailed, PermissionDenied, RateLimited
 from waybill.ratelimit import TokenBucketLimiter
 from waybill.schemas import parse
+from waybill.uow import keep_on_error
 
 bp = Blueprint("staff_auth", __name__)
 TAGS = ("auth",)
@@ -92,10 +93,9 @@ def token() -> Response:
                              max_failures=_setting("login_max_failures", staff.MAX_FAILED_ATTEMPTS),
                              lockout_s=_setting("login_lockout_s", staff.LOCKOUT_S))
     except staff.LoginFailed:
-        # The refusal's own work (failure counter, lock, audit events) must outlive the 401, and
-        # this request did nothing else: commit it here, then answer. The request's end then finds
-        # an empty transaction to roll back.
-        session.commit()
+        # The refusal's own work (failure counter, lock, audit events) must outlive the 401, and this
+        # request did nothing else: the unit of work commits it although the answer is an error.
+        keep_on_error(session)
         raise
     resp = jsonify(TokenResponse(access_token=result.access_token, expires_in=result.expires_in,
                                  role=result.role).model_dump())

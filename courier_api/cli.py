@@ -10,6 +10,7 @@ from courier_api.staff import create_user, disable_user, set_phone, validate_acc
 from waybill.cli_common import emit, fail, read_settings, ready_services
 from waybill.errors import DomainError, ValidationFailed
 from waybill.permissions import SYSTEM
+from waybill.uow import unit_of_work
 
 
 @click.group()
@@ -37,18 +38,15 @@ def users_create(username: str, role: str, station: str | None, password_stdin: 
         fail({"ok": False, "error": {"code": "validation_error", "message": exc.message, "field": exc.field}}, 2)
     password = _read_password() if password_stdin else None
     svc = ready_services(read_settings())
-    with svc.session_factory() as session:
+    with unit_of_work(svc.session_factory) as tx:
         try:
-            new = create_user(session, SYSTEM, username, role, station, password, svc.codec)
+            new = create_user(tx.session, SYSTEM, username, role, station, password, svc.codec)
             if phone is not None:
-                set_phone(session, SYSTEM, username, phone, svc.codec)
+                set_phone(tx.session, SYSTEM, username, phone, svc.codec)
         except ValidationFailed as exc:
             fail({"ok": False, "error": {"code": "validation_error", "message": exc.message, "field": exc.field}}, 2)
-            return
         except DomainError as exc:
             fail({"ok": False, "error": {"code": "conflict", "message": exc.message, "field": "username"}})
-            return
-        session.commit()
     # A password the operator typed is not echoed back; a generated one is shown this once.
     emit({"user_id": new.user.id, "username": new.user.username, "role": new.user.role,
           "station": new.user.station, "password": None if password_stdin else new.password,
@@ -60,12 +58,10 @@ def users_create(username: str, role: str, station: str | None, password_stdin: 
 def users_disable(username: str) -> None:
     """Disable a staff user and revoke all of their access tokens at once."""
     svc = ready_services(read_settings())
-    with svc.session_factory() as session:
+    with unit_of_work(svc.session_factory) as tx:
         try:
-            user, revoked = disable_user(session, SYSTEM, username)
+            user, revoked = disable_user(tx.session, SYSTEM, username)
         except DomainError as exc:
             fail({"ok": False, "error": {"code": "not_found", "message": exc.message, "field": "username"}})
-            return
-        session.commit()
     emit({"ok": True, "user_id": user.id, "username": user.username, "disabled_at": user.disabled_at,
           "revoked_tokens": revoked})

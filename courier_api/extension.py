@@ -5,7 +5,7 @@ Importing this module registers the staff tables on the metadata (through :mod:`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import click
 from flask import Flask
@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from courier_api import auth_api, models, privacy_views, staff, views
 from courier_api.cli import users
 from waybill.extensions import TOKEN_RESOLVERS
+from waybill.outbox import Handler, Job
 from waybill.permissions import Principal
 from waybill.services import Services
 
@@ -37,6 +38,12 @@ class CourierExtension:
 
     def cli_commands(self) -> Sequence[click.Command]:
         return (users,)
+
+    def task_handlers(self, services: Services) -> Mapping[str, Handler]:
+        return {}  # the courier side has no background work yet
+
+    def periodic_jobs(self) -> Sequence[Job]:
+        return ()
 
 
 extension = CourierExtension()

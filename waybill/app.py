@@ -7,6 +7,7 @@ durable (denied attempts) are written even when the request's own work is rolled
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import secrets
@@ -14,11 +15,9 @@ import time
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
-from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.orm import Session
 
 import printing
-from waybill import audit, logs
+from waybill import logs
 from waybill.api import errors as api_errors
 from waybill.api.context import EXTENSION_KEY, services
 from waybill.api.openapi import build_document
@@ -27,6 +26,7 @@ from waybill.extensions import load_extensions
 from waybill.metrics import UNMATCHED
 from waybill.services import Services, build
 from waybill.settings import Settings, load_settings
+from waybill.uow import CommitFailed, UnitOfWork
 
 log = logging.getLogger("waybill.request")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -68,9 +68,9 @@ def create_app(settings: Settings | None = None, *, services_override: Services 
 
     @app.after_request
     def _finish(response: Response) -> Response:
-        session: Session | None = g.pop("db", None)
-        if session is not None:
-            response = _end_transaction(session, response)
+        tx: UnitOfWork | None = g.pop("uow", None)
+        if tx is not None:
+            response = _end_transaction(tx, response)
         response.headers["X-Request-Id"] = g.get("request_id", "")
         response.headers.setdefault("Cache-Control", "no-store")
         principal = g.get("principal")
@@ -88,10 +88,10 @@ def create_app(settings: Settings | None = None, *, services_override: Services 
 
     @app.teardown_request
     def _teardown(_exc: BaseException | None) -> None:
-        session: Session | None = g.pop("db", None)
-        if session is not None:  # after_request never ran (an error escaped): undo and close.
-            session.rollback()
-            session.close()
+        tx: UnitOfWork | None = g.pop("uow", None)
+        if tx is not None:  # after_request never ran (an error escaped): undo, keep what must survive.
+            with contextlib.suppress(CommitFailed):  # logged already; the escaped error is the answer
+                tx.finish(success=False)
 
     @app.get("/openapi.json")
     def openapi() -> Response:
@@ -103,32 +103,13 @@ def create_app(settings: Settings | None = None, *, services_override: Services 
     return app
 
 
-def _end_transaction(session: Session, response: Response) -> Response:
-    """Commit a success, roll back anything else; durable audit events survive every failure path."""
-    svc = services()
-    # Taken before commit: if the commit fails, the hook that would have written them never finishes.
-    durable = audit.take_durable(session)
+def _end_transaction(tx: UnitOfWork, response: Response) -> Response:
+    """End the request's unit of work: commit a success, roll back anything else (see waybill.uow)."""
     try:
-        if response.status_code < 400:
-            audit.requeue(session, durable)
-            try:
-                session.commit()
-                return response
-            except IntegrityError:
-                session.rollback()
-                response = api_errors.domain_error_response(Conflict())
-            except DBAPIError as exc:
-                session.rollback()
-                _log_db_error("commit failed", exc)
-                response = _unavailable()
-        else:
-            session.rollback()
-    finally:
-        session.close()
-    try:
-        audit.write_durable(svc.session_factory, durable)
-    except DBAPIError as exc:
-        _log_db_error("durable audit write failed", exc)
+        tx.finish(success=response.status_code < 400)
+    except CommitFailed as exc:
+        if exc.reason == "conflict":
+            return api_errors.domain_error_response(Conflict())
         return _unavailable()
     return response
 

@@ -172,14 +172,6 @@ def _after_rollback(session: Session) -> None:
     session.info.pop(_APPENDED, None)  # rolled back: those events were never appended
 
 
-def write_durable(factory: sessionmaker[Session], events: Sequence[PendingEvent]) -> None:
-    """Write events that must outlive a rolled-back request, in a transaction of their own."""
-    if not events:
-        return
-    with factory() as session:
-        requeue(session, events)
-        session.commit()
-
 
 def list_events(session: Session, principal: Principal, *, limit: int, after: int | None = None,
                 action: str | None = None, actor: str | None = None) -> tuple[list[AuditEvent], str | None]:

@@ -15,6 +15,7 @@ from waybill.merchants import create_merchant
 from waybill.permissions import SYSTEM
 from waybill.services import initialise
 from waybill.settings import SettingsError
+from waybill.uow import unit_of_work
 
 # Shared with the sub-command modules and extensions' commands (one module, no import circle).
 _settings, _ready, _existing = read_settings, ready_services, existing_services
@@ -72,7 +73,9 @@ def serve(host: str, port: int, workers: int) -> None:
             stale.unlink()
     from gunicorn.app.base import BaseApplication
 
+    from waybill.api.context import services_of
     from waybill.app import create_app
+    from waybill.tasks import start_in_process
 
     def _child_exit(_server: Any, worker: Any) -> None:
         from prometheus_client import multiprocess
@@ -90,7 +93,10 @@ def serve(host: str, port: int, workers: int) -> None:
                 self.cfg.set("child_exit", _child_exit)
 
         def load(self) -> Any:
-            return create_app(settings)
+            app = create_app(settings)
+            # The embedded default runs background tasks in the serving processes (see waybill.tasks).
+            start_in_process(services_of(app))
+            return app
 
     emit({"ok": True, "listening": f"http://{host}:{port}", "workers": workers})
     _App().run()
@@ -106,13 +112,11 @@ def merchants() -> None:
 def merchants_create(name: str) -> None:
     """Create a merchant; prints its id and API key (shown once, stored hashed)."""
     svc = _ready(_settings())
-    with svc.session_factory() as session:
+    with unit_of_work(svc.session_factory) as tx:
         try:
-            new = create_merchant(session, SYSTEM, name, api_key_secret=svc.keys.secret("api_key"))
+            new = create_merchant(tx.session, SYSTEM, name, api_key_secret=svc.keys.secret("api_key"))
         except DomainError as exc:
             fail({"ok": False, "error": {"code": "validation_error", "message": exc.message, "field": exc.field}})
-            return
-        session.commit()
     emit({"merchant_id": new.merchant_id, "api_key": new.api_key})
 
 
@@ -125,8 +129,8 @@ def audit_group() -> None:
 def audit_verify() -> None:
     """Verify the hash chain; exit 1 and name the first bad event if it was tampered with."""
     svc = _existing(_settings())
-    with svc.session_factory() as session:
-        result = audit.verify(session, svc.keys.secret("audit_chain"))
+    with unit_of_work(svc.session_factory) as tx:
+        result = audit.verify(tx.session, svc.keys.secret("audit_chain"))
     if not result.ok:
         fail(result.as_dict(), 1)
     emit(result.as_dict())
@@ -143,9 +147,8 @@ def keys_rotate() -> None:
     settings = _settings()
     svc = _ready(settings)
     report = vault.rotate(svc.engine, settings.key_file, settings.cipher)
-    with svc.session_factory() as session:
-        audit.record(session, SYSTEM, "keys.rotate", object_type="master_key", object_id=report.new_master_key)
-        session.commit()
+    with unit_of_work(svc.session_factory) as tx:
+        audit.record(tx.session, SYSTEM, "keys.rotate", object_type="master_key", object_id=report.new_master_key)
     emit({"ok": True, "new_master_key": report.new_master_key, "rewrapped_data_keys": report.rewrapped,
           "new_data_key": report.new_data_key})
 
@@ -160,8 +163,8 @@ def keys_retire(master_key_id: str) -> None:
 
     from waybill.models import DataKey
 
-    with svc.session_factory() as session:
-        still = session.execute(select(func.count()).where(DataKey.master_key_id == master_key_id)).scalar_one()
+    with unit_of_work(svc.session_factory) as tx:
+        still = tx.session.execute(select(func.count()).where(DataKey.master_key_id == master_key_id)).scalar_one()
     if still:
         fail({"ok": False, "error": {"code": "key_in_use", "message": f"{still} data keys still use it; rotate first"}})
     try:
@@ -173,10 +176,11 @@ def keys_retire(master_key_id: str) -> None:
 
 
 def _register_more() -> None:
-    from waybill import cli_phone, cli_print
+    from waybill import cli_phone, cli_print, cli_tasks
 
     cli_print.register(main)
     cli_phone.register(main)
+    cli_tasks.register(main)
     # Upper layers (the courier side) contribute their commands through entry points: this module never
     # imports them.
     for ext in load_extensions():

@@ -16,16 +16,13 @@ from waybill.ids import new_id
 from waybill.masking import mask_phone
 from waybill.models import utcnow
 from waybill.phones import InvalidPhone
+from waybill.uow import unit_of_work
 
 
 def register(main: click.Group) -> None:
     """Attach the `phone` group to the top-level `waybill` group."""
     main.add_command(phone)
 
-
-def _cli() -> Any:
-
-    return cli
 
 
 def _provider(svc: Any) -> Any:
@@ -50,16 +47,14 @@ def add_numbers_cmd(numbers: tuple[str, ...]) -> None:
     """Add X numbers to the pool (the provider's own numbers, not personal data)."""
     from waybill.virtual_numbers import add_numbers, pool_size
 
-    cli = _cli()
     svc = cli.ready_services(cli.read_settings())
-    with svc.session_factory() as session:
+    with unit_of_work(svc.session_factory) as tx:
         try:
-            added = add_numbers(session, numbers)
+            added = add_numbers(tx.session, numbers)
         except InvalidPhone as exc:
             _invalid(cli, exc, "numbers")
             return
-        total = pool_size(session)
-        session.commit()
+        total = pool_size(tx.session)
     cli.emit({"ok": True, "added": added, "pool_size": total})
 
 
@@ -73,14 +68,12 @@ def bind_cmd(a: str, b: str, ref: str, ttl_hours: float, mode: str) -> None:
     """Bind two numbers to a virtual number; prints X (and the extension), never A or B."""
     from waybill.virtual_numbers import VirtualNumberError
 
-    cli = _cli()
     svc = cli.ready_services(cli.read_settings())
     provider = _provider(svc)
-    with svc.session_factory() as session:
+    with unit_of_work(svc.session_factory) as tx:
         try:
             bind = provider.bind_axe if mode == "axe" else provider.bind_axb
-            binding = bind(session, a, b, ttl=timedelta(hours=ttl_hours), ref=ref)
-            session.commit()
+            binding = bind(tx.session, a, b, ttl=timedelta(hours=ttl_hours), ref=ref)
         except InvalidPhone as exc:
             _invalid(cli, exc, "a/b")
             return
@@ -103,14 +96,12 @@ def release_cmd(binding_id: str, grace_minutes: float) -> None:
     """Release a binding now, or after a grace period."""
     from waybill.virtual_numbers import OutOfSession
 
-    cli = _cli()
     svc = cli.ready_services(cli.read_settings())
     provider = _provider(svc)
     at = utcnow() + timedelta(minutes=grace_minutes) if grace_minutes > 0 else None
-    with svc.session_factory() as session:
+    with unit_of_work(svc.session_factory) as tx:
         try:
-            provider.release(session, binding_id, at=at)
-            session.commit()
+            provider.release(tx.session, binding_id, at=at)
         except OutOfSession as exc:
             cli.fail({"ok": False, "error": {"code": "not_found", "message": exc.message}})
             return
@@ -124,13 +115,11 @@ def release_cmd(binding_id: str, grace_minutes: float) -> None:
 @click.option("--ext", "extension", default=None, help="the extension entered after dialling X")
 def dial_cmd(caller: str, x: str, extension: str | None) -> None:
     """Simulate a call through the built-in provider and show how it was routed (callee masked)."""
-    cli = _cli()
     svc = cli.ready_services(cli.read_settings())
     provider = _provider(svc)
     call_id = new_id("call")
-    with svc.session_factory() as session:
-        route = provider.route_call(session, caller, x, extension, call_id=call_id, at=datetime.now(UTC))
-        session.commit()
+    with unit_of_work(svc.session_factory) as tx:
+        route = provider.route_call(tx.session, caller, x, extension, call_id=call_id, at=datetime.now(UTC))
     if not route.routed:
         cli.emit({"routed": False, "reason": route.reason or "out_of_session"})
         return

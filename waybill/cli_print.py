@@ -15,6 +15,7 @@ from waybill import audit, labels
 from waybill import cli_common as cli  # the shared helpers: settings, services, emit, fail
 from waybill.errors import DomainError
 from waybill.permissions import Principal
+from waybill.uow import unit_of_work
 
 
 def register(main: click.Group) -> None:
@@ -22,10 +23,6 @@ def register(main: click.Group) -> None:
     main.add_command(print_cmd)
     main.add_command(demo)
 
-
-def _cli() -> Any:
-
-    return cli
 
 
 @click.command("print")
@@ -47,7 +44,6 @@ def print_cmd(printer: str, shipments: tuple[str, ...], ids_file: Any, fmt: str,
     unreachable printer changes nothing. A failure after bytes went out is reported, never retried
     silently (a resend could print duplicates): reprint with --reprint-reason.
     """
-    cli = _cli()
     ids = list(shipments) + ([line.strip() for line in ids_file if line.strip()] if ids_file else [])
     if not ids:
         cli.fail({"ok": False, "error": {"code": "validation_error", "message": "no shipments given"}}, 2)
@@ -63,24 +59,22 @@ def print_cmd(printer: str, shipments: tuple[str, ...], ids_file: Any, fmt: str,
         cli.fail({"ok": False, "error": {"code": "printer_unreachable", "message": str(exc)},
                   "attempts": exc.attempts, "labels_issued": 0})
         return
-    with svc.session_factory() as session:
-        try:
-            models = labels.issue_print_job(session, svc.label_deps, principal, ids, reprint_reason=reprint_reason)
+    try:
+        # Committed before anything is sent: a retry prints the same live tokens (no reprint).
+        with unit_of_work(svc.session_factory) as tx:
+            models = labels.issue_print_job(tx.session, svc.label_deps, principal, ids,
+                                            reprint_reason=reprint_reason)
             for model in models:
                 printing.check_release(model)
-            session.commit()
-        except DomainError as exc:
-            session.rollback()
-            conn.close()
-            cli.fail({"ok": False, "error": {"code": "refused", "message": exc.message, "field": exc.field}})
-            return
+    except DomainError as exc:
+        conn.close()
+        cli.fail({"ok": False, "error": {"code": "refused", "message": exc.message, "field": exc.field}})
     try:
         sent = send(conn, printing.iter_render(models, fmt, size), attempts=attempts)
     except PrintFailed as exc:
-        with svc.session_factory() as session:
-            audit.record(session, principal, "print.failed", object_type="printer", object_id=printer[:64],
+        with unit_of_work(svc.session_factory) as tx:
+            audit.record(tx.session, principal, "print.failed", object_type="printer", object_id=printer[:64],
                          outcome="error")
-            session.commit()
         cli.fail({"ok": False, "error": {"code": "print_failed", "message": str(exc)}, "bytes_sent": exc.sent,
                   "labels_issued": len(models), "hint": "reprint with --reprint-reason"})
         return
@@ -96,7 +90,6 @@ def demo(out: Path | None) -> None:
     from waybill.merchants import create_merchant
     from waybill.permissions import SYSTEM
 
-    cli = _cli()
     settings = cli.read_settings()
     if settings.is_production:
         # The demo creates a merchant and live labels: never in a production installation.
@@ -104,9 +97,8 @@ def demo(out: Path | None) -> None:
     svc = cli.ready_services(settings)
     folder = out or settings.data_dir / f"demo-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}"
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with svc.session_factory() as session:
-        merchant = create_merchant(session, SYSTEM, "演示商户", api_key_secret=svc.keys.secret("api_key"))
-        session.commit()
+    with unit_of_work(svc.session_factory) as tx:
+        merchant = create_merchant(tx.session, SYSTEM, "演示商户", api_key_secret=svc.keys.secret("api_key"))
     client = create_app(settings, services_override=svc).test_client()
     headers = {"Authorization": f"Bearer {merchant.api_key}"}
     steps: list[dict[str, Any]] = []
@@ -140,8 +132,8 @@ def demo(out: Path | None) -> None:
     steps.append({"step": "reprint", "status": r.status_code, "file": str(reprint)})
     r = client.post(f"/v1/shipments/{created[2]['id']}/cancel", headers=headers)
     steps.append({"step": "cancel", "status": r.status_code, "shipment_status": r.get_json().get("status")})
-    with svc.session_factory() as session:
-        verified = audit.verify(session, svc.keys.secret("audit_chain")).as_dict()
+    with unit_of_work(svc.session_factory) as tx:
+        verified = audit.verify(tx.session, svc.keys.secret("audit_chain")).as_dict()
     (folder / "steps.json").write_text(json.dumps(steps, ensure_ascii=False, indent=2))
     cli.emit({"ok": all(s["status"] < 400 for s in steps) and verified["ok"], "folder": str(folder),
               "files": files, "steps": steps, "audit": verified})

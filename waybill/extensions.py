@@ -11,7 +11,7 @@ Bearer tokens the merchant side does not know are offered to the resolvers that 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Protocol
@@ -24,6 +24,7 @@ from waybill.permissions import Principal
 if TYPE_CHECKING:
     from flask import Flask
 
+    from waybill.outbox import Handler, Job
     from waybill.services import Services
 
 GROUP = "waybill.extensions"
@@ -43,6 +44,12 @@ class Extension(Protocol):
 
     def cli_commands(self) -> Sequence[click.Command]:
         """Commands (or groups) to add to the ``waybill`` command line."""
+
+    def task_handlers(self, services: Services) -> Mapping[str, Handler]:
+        """Background task handlers by outbox topic (see waybill.outbox)."""
+
+    def periodic_jobs(self) -> Sequence[Job]:
+        """Jobs to run once per period across all processes and nodes."""
 
 
 class ExtensionMissing(RuntimeError):

@@ -14,7 +14,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED = "<unmatched>"
@@ -55,6 +63,10 @@ class Metrics:
         self.audit_events = Counter(
             "waybill_audit_events_appended", "Audit events appended to the chain (committed), by action and outcome",
             ("action", "outcome"), registry=reg)
+        # Set when scraped (a count in the database, the same for every worker: the max of them).
+        self.outbox_depth = Gauge(
+            "waybill_outbox_depth", "Background-task messages not done yet (transactional outbox)",
+            registry=reg, multiprocess_mode="max")
 
     def observe_request(self, route: str, method: str, status: int, seconds: float, error_code: str | None) -> None:
         self.request_seconds.labels(route, method_label(method), str(status)).observe(seconds)

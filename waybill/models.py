@@ -197,3 +197,36 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class OutboxMessage(Base):
+    """A background task written in the same transaction as the work that asks for it (transactional outbox).
+
+    ``payload`` holds ids and enum values only, never personal data or tokens (:func:`waybill.outbox.enqueue`
+    refuses anything else). ``sent_at``: handed to the task queue (or run, in-process); ``done_at``: its
+    handler committed, so a second delivery of the same message does nothing.
+    """
+
+    __tablename__ = "outbox_messages"
+    __table_args__ = (Index("ix_outbox_messages_pending", "sent_at", "available_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    topic: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    available_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_error_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class ScheduledRun(Base):
+    """One row per (job, time slot): the unique key lets exactly one process of any node start a slot's run."""
+
+    __tablename__ = "scheduled_runs"
+
+    job: Mapped[str] = mapped_column(String(64), primary_key=True)
+    slot: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    outbox_id: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -49,6 +49,8 @@ class Settings:
     # about a hundred possible mobile numbers (see waybill/crypto/vault.py).
     blind_index_bits: int = 24
     redis_url: str | None = None
+    # Background tasks: a Dramatiq broker (redis:// or amqp://) run by `waybill worker`; unset, in-process.
+    broker_url: str | None = None
     reprint_max: int = 3
     # How long a printed QR token stays scannable (a label older than this needs a reprint).
     qr_token_ttl_days: int = 30
@@ -142,6 +144,14 @@ def _float(name: str, raw: str, lo: float, hi: float) -> float:
     return value
 
 
+def _broker_url(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    if not raw.startswith(("redis://", "rediss://", "amqp://", "amqps://")):
+        raise SettingsError("WAYBILL_BROKER_URL must be a redis://, rediss://, amqp:// or amqps:// URL")
+    return raw
+
+
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Build settings from ``environ`` (default: the process environment) plus overrides.
 
@@ -221,6 +231,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         "cipher": cipher,
         "log_level": (get("log_level") or "INFO").upper(),
         "redis_url": get("redis_url"),
+        "broker_url": _broker_url(get("broker_url")),
     }
     if (raw := get("merchant_rate_per_s")) is not None:
         values["merchant_rate_per_s"] = _float("merchant_rate_per_s", raw, 0.01, 1e6)

@@ -8,6 +8,7 @@ from sqlalchemy import select, text, update
 from waybill import audit
 from waybill.models import AuditEvent
 from waybill.permissions import SYSTEM
+from waybill.uow import write_durable
 
 
 def write_events(env, n=5):
@@ -40,7 +41,7 @@ def test_rollback_discards_ordinary_events_but_durable_survive(fresh_env):
         audit.record(s, None, "auth.failed", outcome="denied", durable=True)
         durable = audit.take_durable(s)
         s.rollback()
-    audit.write_durable(svc.session_factory, durable)
+    write_durable(svc.session_factory, durable)
     with svc.session_factory() as s:
         actions = s.execute(select(AuditEvent.action)).scalars().all()
     assert actions == ["auth.failed"]

@@ -3,29 +3,38 @@ blueprints never import the app factory that imports them."""
 
 from __future__ import annotations
 
-from flask import current_app, g, request
+from flask import Flask, current_app, g, request
 from sqlalchemy.orm import Session
 
 from waybill import audit
 from waybill.services import Services
+from waybill.uow import UnitOfWork
 
 EXTENSION_KEY = "waybill"  # app.extensions[...] holding the Services of the app
 
 
 def services() -> Services:
     """The app's service registry (set by the app factory)."""
-    svc = current_app.extensions[EXTENSION_KEY]
+    return services_of(current_app)
+
+
+def services_of(app: Flask) -> Services:
+    """The service registry of ``app``."""
+    svc = app.extensions[EXTENSION_KEY]
     if not isinstance(svc, Services):
         raise RuntimeError("the app has no waybill services (build it with create_app)")
     return svc
 
 
+def current_uow() -> UnitOfWork:
+    """The request's unit of work, created on first use with its audit context (the app ends it)."""
+    tx: UnitOfWork | None = g.get("uow")
+    if tx is None:
+        tx = g.uow = UnitOfWork(services().session_factory,
+                                audit.AuditContext(request_id=g.request_id, client_addr=request.remote_addr))
+    return tx
+
+
 def db_session() -> Session:
-    """The request's session, opened on first use with its audit context."""
-    session: Session | None = g.get("db")
-    if session is None:
-        session = services().session_factory()
-        session.info[audit.CONTEXT_INFO] = audit.AuditContext(request_id=g.request_id,
-                                                              client_addr=request.remote_addr)
-        g.db = session
-    return session
+    """The request's session (its unit of work's), opened on first use."""
+    return current_uow().session

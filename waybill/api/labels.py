@@ -18,6 +18,7 @@ from waybill.api.openapi import operation
 from waybill.errors import ValidationFailed
 from waybill.permissions import Permission
 from waybill.schemas import parse
+from waybill.uow import unit_of_work
 
 bp = Blueprint("labels", __name__)
 TAGS = ("labels",)
@@ -135,11 +136,10 @@ def _guarded(chunks: Iterator[bytes], count: int) -> Iterator[bytes]:
         except Exception as exc:
             log.error("print job failed mid-stream", extra={"error_type": type(exc).__name__,
                                                             "request_id": request_id, "count": count})
-            with factory() as session:
-                session.info[audit.CONTEXT_INFO] = audit.AuditContext(request_id=request_id)
-                audit.record(session, principal, "print_job.failed", outcome="error",
+            # A second, small unit of work: the request's own committed before the first chunk.
+            with unit_of_work(factory, context=audit.AuditContext(request_id=request_id)) as tx:
+                audit.record(tx.session, principal, "print_job.failed", outcome="error",
                              purpose=f"chunks_sent={sent}")
-                session.commit()
             raise
 
     return stream()

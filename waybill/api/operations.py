@@ -13,11 +13,14 @@ import re
 from pathlib import Path
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from sqlalchemy.exc import DBAPIError
 
+from waybill import outbox
 from waybill.api import errors as api_errors
 from waybill.api.context import services
 from waybill.services import Services
 from waybill.settings import SettingsError
+from waybill.uow import unit_of_work
 
 bp = Blueprint("operations", __name__)
 TOKEN_KEY = "waybill_metrics_token"  # noqa: S105 (a registry key, not a secret)
@@ -74,4 +77,9 @@ def metrics() -> Response:
             resp.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
             return resp
     svc = services()
+    try:
+        with unit_of_work(svc.session_factory) as tx:
+            svc.metrics.outbox_depth.set(outbox.backlog(tx.session))
+    except DBAPIError:
+        pass  # the database is down: /readyz says so; the other series are still worth a scrape
     return Response(svc.metrics.exposition(), mimetype=None, content_type=svc.metrics.content_type)

@@ -1,0 +1,166 @@
+"""The task queue behind the outbox: Dramatiq (Redis or RabbitMQ) when a broker is configured, this process
+otherwise; the handlers and periodic jobs; the background runner of `waybill serve` and `waybill worker`.
+
+Only this module imports Dramatiq. A task message carries nothing but an outbox id; the handler of its
+topic runs in a unit of work of its own, as the principal ``system:task``, exactly once (see
+:func:`waybill.outbox.run_message`). Upper layers add handlers and jobs through their extension
+(``Extension.task_handlers``); waybill never imports them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from waybill import outbox
+from waybill.extensions import load_extensions
+from waybill.models import utcnow
+from waybill.outbox import Handler, Job, TaskQueue
+from waybill.services import Services
+from waybill.uow import UnitOfWork
+from waybill.virtual_numbers.store import StoredProvider
+
+log = logging.getLogger("waybill.tasks")
+
+ACTOR_NAME = "waybill_outbox_message"
+QUEUE_NAME = "waybill"
+RELAY_INTERVAL_S = 1.0
+
+
+def _expire_bindings(svc: Services) -> Handler:
+    def handler(tx: UnitOfWork, _payload: Mapping[str, Any]) -> None:
+        provider = svc.provider
+        # Bindings are expired lazily at every bind too; the sweep frees numbers when nobody binds.
+        if isinstance(provider, StoredProvider):
+            provider.expire_due(tx.session, utcnow())
+
+    return handler
+
+
+def handlers(svc: Services) -> dict[str, Handler]:
+    """Every topic's handler: waybill's own and those of the installed extensions."""
+    found: dict[str, Handler] = {"virtual_numbers.expire": _expire_bindings(svc)}
+    for ext in load_extensions():
+        for topic, handler in ext.task_handlers(svc).items():
+            if topic in found:
+                raise RuntimeError(f"two handlers for task topic {topic}")
+            found[topic] = handler
+    return found
+
+
+def jobs() -> list[Job]:
+    """The periodic jobs (each runs once per period across every process of every node)."""
+    found = [Job("virtual_numbers.expire", 300, "virtual_numbers.expire", {})]
+    for ext in load_extensions():
+        found.extend(ext.periodic_jobs())
+    return found
+
+
+class InProcessQueue:
+    """The embedded default: a relayed message runs right here, in the relaying thread."""
+
+    def __init__(self, svc: Services, table: Mapping[str, Handler] | None = None) -> None:
+        self._svc = svc
+        self._handlers = table if table is not None else handlers(svc)
+
+    def send(self, message_id: str) -> None:
+        try:
+            outbox.run_message(self._svc.session_factory, self._handlers, message_id)
+        except Exception:  # counted on the row by run_message; the relay hands it over again later
+            log.debug("in-process task failed", extra={"message_id": message_id})
+
+
+class DramatiqQueue:
+    """Message ids go to a Dramatiq actor on the configured broker; `waybill worker` processes run them."""
+
+    def __init__(self, svc: Services, broker_url: str) -> None:
+        import dramatiq
+
+        self._svc = svc
+        self.broker = make_broker(broker_url)
+        table_holder: dict[str, Mapping[str, Handler]] = {}
+
+        def run(message_id: str) -> None:
+            table = table_holder.get("t")
+            if table is None:
+                table = table_holder["t"] = handlers(svc)
+            outbox.run_message(svc.session_factory, table, message_id)
+
+        # Retries with Dramatiq's exponential backoff; the outbox row also counts attempts.
+        decorate = dramatiq.actor(actor_name=ACTOR_NAME, queue_name=QUEUE_NAME, broker=self.broker,
+                                  max_retries=10, min_backoff=1000, max_backoff=600_000)
+        self.actor: Any = decorate(run)
+
+    def send(self, message_id: str) -> None:
+        self.actor.send(message_id)
+
+
+def make_broker(url: str) -> Any:
+    """A Dramatiq broker for ``redis://``/``rediss://`` or ``amqp://``/``amqps://`` URLs."""
+    if url.startswith(("redis://", "rediss://")):
+        from dramatiq.brokers.redis import RedisBroker
+
+        return RedisBroker(url=url)  # type: ignore[no-untyped-call]
+    if url.startswith(("amqp://", "amqps://")):
+        from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+        return RabbitmqBroker(url=url)
+    raise ValueError("broker URL must be redis://, rediss://, amqp:// or amqps://")
+
+
+def make_queue(svc: Services) -> TaskQueue:
+    """The configured queue: Dramatiq when WAYBILL_BROKER_URL is set, in-process otherwise."""
+    url = svc.settings.broker_url
+    return DramatiqQueue(svc, url) if url else InProcessQueue(svc)
+
+
+def start_in_process(svc: Services) -> BackgroundRunner | None:
+    """Without a broker, `waybill serve` relays and runs tasks itself (each worker process; the outbox
+    claims rows, so they share the work): start that here. With a broker, `waybill worker` does it."""
+    if svc.settings.broker_url:
+        return None
+    runner = BackgroundRunner(svc, InProcessQueue(svc))
+    runner.start()
+    return runner
+
+
+class BackgroundRunner:
+    """Relays the outbox and starts periodic jobs, every second, in a daemon thread until stopped."""
+
+    def __init__(self, svc: Services, queue: TaskQueue, job_list: Sequence[Job] | None = None,
+                 interval_s: float = RELAY_INTERVAL_S, clock: Callable[[], Any] = utcnow) -> None:
+        self._svc, self._queue = svc, queue
+        self._jobs = list(job_list) if job_list is not None else jobs()
+        self._interval = interval_s
+        self._clock = clock
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def tick(self) -> int:
+        """One round: start due jobs, relay due messages; returns how many messages were relayed."""
+        factory = self._svc.session_factory
+        outbox.schedule_due(factory, self._jobs, now=self._clock())
+        sent = outbox.relay_once(factory, self._queue, now=self._clock())
+        if sent >= outbox.BACKLOG_WARNING:
+            log.warning("outbox backlog", extra={"count": sent})
+        return sent
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="waybill-outbox", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                while self.tick() >= outbox.BATCH and not self._stop.is_set():
+                    pass  # a full batch: there is more, go on at once
+            except Exception as exc:  # the database may be down for a while; try again next round
+                log.error("outbox relay failed", extra={"error_type": type(exc).__name__})
+            self._stop.wait(self._interval)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
