@@ -182,3 +182,21 @@ def test_call_receipts_are_parsed_and_recorded_once(session, services, clock, fa
     assert (row.binding_id, row.duration_s, row.release_cause, row.outcome) == (binding.id, 90, 16, "routed")
     assert row.caller_hash == provider.endpoint_hash(A)
     assert session.get(VnCall, "416662cb0002").outcome == "out_of_session"
+
+
+def test_remote_binding_is_given_back_when_the_unit_of_work_rolls_back(services, clock, fake):
+    """A bind reaches Aliyun before the local rows commit; if the work then fails, the compensation the
+    adapter registered with the unit of work unbinds it remotely (nothing local would refer to it)."""
+    from waybill.uow import unit_of_work
+
+    provider = _provider(services, clock, fake)
+    with pytest.raises(RuntimeError), unit_of_work(services.session_factory) as tx:
+        provider.bind_axb(tx.session, A, B, ttl=HOUR, ref="shp_rollback")
+        assert len(fake.bindings) == 1
+        raise RuntimeError("the request failed after the bind")
+    assert fake.bindings == {}
+    assert fake.requests[-1]["Action"] == "UnbindSubscription"
+    # And a committed bind keeps its remote binding.
+    with unit_of_work(services.session_factory) as tx:
+        provider.bind_axb(tx.session, A, C, ttl=HOUR, ref="shp_commit")
+    assert len(fake.bindings) == 1

@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session
 
 from waybill.crypto.vault import FieldCodec
 from waybill.models import utcnow
+from waybill.uow import on_rollback
 from waybill.virtual_numbers.base import (
     BindConflict,
     Binding,
@@ -246,6 +247,9 @@ class AliyunProvider(StoredProvider):
         extension = str(dto["Extension"]) if mode == "axe" and dto.get("Extension") else None
         fields = {"mode": mode, "x_number": x_number, "extension": extension, "a": a_number, "b": b_number,
                   "ref": ref, "now": now, "expires_at": expires_at, "provider_ref": subs_id}
+        # The remote binding exists now; if the caller's unit of work does not commit, nothing local refers
+        # to it, so give it back (it would otherwise route calls until it expires).
+        on_rollback(session, lambda: self._unbind_quietly(subs_id, x_number))
         try:
             return to_binding(self.insert_binding(session, **fields))  # type: ignore[arg-type]
         except IntegrityError:
