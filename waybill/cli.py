@@ -158,8 +158,9 @@ def keys_retire(master_key_id: str) -> None:
 
 
 def _register_more() -> None:
-    from waybill import cli_phone, cli_print
+    from waybill import cli_db, cli_phone, cli_print
 
+    cli_db.register(main)
     cli_print.register(main)
     cli_phone.register(main)
     # Upper layers (the courier side) contribute their commands through entry points: this module never
