@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from typing import Any
 
 from sqlalchemy import text
 
-from tests.conftest import PG_URL, RECIPIENT, SENDER, run
+from tests.conftest import PG_URL, RECIPIENT, SENDER
+from tests.conftest import run as _untyped_run
 from waybill import db
 
 SCRIPTS = db.script_directory()
 REVISIONS = [s.revision for s in reversed(list(SCRIPTS.walk_revisions("base", "heads")))]
 HEAD = REVISIONS[-1]
+
+
+def run(args: list[str], env_vars: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc: subprocess.CompletedProcess[str] = _untyped_run(args, env_vars, check)  # type: ignore[no-untyped-call]
+    return proc
 
 
 def _json(args: list[str], env: dict[str, str], code: int = 0) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -24,7 +25,8 @@ from alembic import command
 from sqlalchemy import Engine, MetaData, Table, insert, inspect, text, update
 
 from courier_api.staff import HASHER, set_phone
-from tests.conftest import PG_URL, RECIPIENT, SENDER, Env, _drop, run, shipment_body
+from tests.conftest import PG_URL, RECIPIENT, SENDER, Env, _drop, shipment_body
+from tests.conftest import run as _untyped_run
 from tests.courier_api import bearer, make_staff
 from tests.printing.label_helpers import decode, pdf_pages_as_images
 from waybill import audit, db, keyfile
@@ -166,7 +168,7 @@ def _seed(env: Env, revision: str) -> Seeded:
         if shp is printed:
             values.update(status="printed", printed_at=created_at)
         ship_rows.append(_row(tables["shipments"], values))
-    events = [("merchant.create", "merchant", merchant_id, [])]
+    events: list[tuple[str, str, str, list[str]]] = [("merchant.create", "merchant", merchant_id, [])]
     events += [("shipment.create", "shipment", r["id"], sorted(f"{p}.{f}" for p in ("sender", "recipient")
                                                               for f in ("name", "phone", "address")))
                for r in ship_rows]
@@ -341,6 +343,11 @@ def test_upgrade_downgrade_base_upgrade_round_trip(bare_env: Callable[[], Env]) 
     db.upgrade(env.engine, "head")
     report = db.check_schema(env.engine)
     assert report.ok and report.current == (HEAD,) and report.differences == ()
+
+
+def run(args: list[str], env_vars: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc: subprocess.CompletedProcess[str] = _untyped_run(args, env_vars, check)  # type: ignore[no-untyped-call]
+    return proc
 
 
 def _cli_vars(env: Env) -> dict[str, str]:
