@@ -6,8 +6,8 @@ from typing import Any
 
 import click
 
-from waybill import audit, keyfile, logs
-from waybill.cli_common import emit, existing_services, fail, read_settings, ready_services
+from waybill import audit, db, keyfile, logs
+from waybill.cli_common import emit, existing_services, fail, read_settings, ready_services, schema_mismatch_doc
 from waybill.crypto import vault
 from waybill.errors import DomainError
 from waybill.extensions import load_extensions
@@ -31,13 +31,14 @@ def main() -> None:
 
 @main.command()
 def init() -> None:
-    """Create or upgrade the schema and key material (idempotent)."""
+    """Create or upgrade the schema and key material (idempotent); refuse a schema that is not head's."""
     settings = _settings()
     try:
         _keys, engine, created = initialise(settings)
     except keyfile.KeyFileError as exc:
         fail({"ok": False, "error": {"code": "key_file", "message": str(exc)}}, 2)
-        return
+    except db.SchemaMismatch as exc:
+        fail(schema_mismatch_doc(exc), 1)
     engine.dispose()
     emit({"ok": True, "data_dir": str(settings.data_dir), "key_file": str(settings.key_file),
           "key_file_created": created, "database": settings.database_url.split("://", 1)[0],
@@ -51,7 +52,12 @@ def init() -> None:
 def serve(host: str, port: int, workers: int) -> None:
     """Serve the HTTP API (runs `init` first if needed)."""
     settings = _settings()
-    initialise(settings)[1].dispose()
+    try:  # `init` first: key file, migrations, and the schema check (a drifted schema is not served)
+        initialise(settings)[1].dispose()
+    except keyfile.KeyFileError as exc:
+        fail({"ok": False, "error": {"code": "key_file", "message": str(exc)}}, 2)
+    except db.SchemaMismatch as exc:
+        fail(schema_mismatch_doc(exc), 1)
     if settings.phone_provider == "aliyun":  # a bad credentials file stops the start, not the first call
         from waybill.virtual_numbers.aliyun import CredentialsError, load_credentials
 
@@ -176,8 +182,9 @@ def keys_retire(master_key_id: str) -> None:
 
 
 def _register_more() -> None:
-    from waybill import cli_phone, cli_print, cli_tasks
+    from waybill import cli_db, cli_phone, cli_print, cli_tasks
 
+    cli_db.register(main)
     cli_print.register(main)
     cli_phone.register(main)
     cli_tasks.register(main)

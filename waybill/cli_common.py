@@ -8,7 +8,7 @@ from typing import Any, NoReturn
 
 import click
 
-from waybill import keyfile
+from waybill import db, keyfile
 from waybill.services import Services, build, initialise
 from waybill.settings import Settings, SettingsError, load_settings
 
@@ -30,12 +30,21 @@ def read_settings() -> Settings:
         fail({"ok": False, "error": {"code": "invalid_settings", "message": str(exc)}}, 2)
 
 
+def schema_mismatch_doc(exc: db.SchemaMismatch) -> dict[str, Any]:
+    """The JSON answer when the live schema is not the head schema: table and column names, no values."""
+    return {"ok": False, "error": {"code": "schema_mismatch", "message": str(exc)},
+            "current": list(exc.report.current), "head": exc.report.head,
+            "differences": [dict(d) for d in exc.report.differences]}
+
+
 def ready_services(settings: Settings) -> Services:
     """Run `init` implicitly (schema and keys) and build the services."""
     try:
         _keys, engine, _created = initialise(settings)
     except keyfile.KeyFileError as exc:
         fail({"ok": False, "error": {"code": "key_file", "message": str(exc)}}, 2)
+    except db.SchemaMismatch as exc:
+        fail(schema_mismatch_doc(exc), 1)
     return build(settings, engine=engine)
 
 

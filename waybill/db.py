@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from alembic import command
+from alembic.autogenerate import compare_metadata
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Column, Connection, Engine, MetaData, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -76,3 +81,133 @@ def alembic_config(engine_or_url: Engine | str) -> Config:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Create or upgrade the schema to ``revision`` through the migrations."""
     command.upgrade(alembic_config(engine), revision)
+
+
+# --- is the live schema the one the models expect? (what `alembic check` compares) -------------------------
+
+
+class SchemaMismatch(RuntimeError):
+    """The database is not at the head revision, or it is but its tables differ from the models."""
+
+    def __init__(self, message: str, report: SchemaReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass(frozen=True)
+class SchemaReport:
+    """The live schema against the head revision and the models; names only, never row values."""
+
+    current: tuple[str, ...]
+    head: str
+    differences: tuple[dict[str, str], ...]
+
+    @property
+    def at_head(self) -> bool:
+        return self.current == (self.head,)
+
+    @property
+    def ok(self) -> bool:
+        return self.at_head and not self.differences
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "current": list(self.current), "head": self.head,
+                "differences": [dict(d) for d in self.differences]}
+
+
+def script_directory() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config(""))
+
+
+def head_revision() -> str:
+    """The single head of the migrations (a second head is a broken merge, refused here)."""
+    heads = script_directory().get_heads()
+    if len(heads) != 1:
+        raise RuntimeError(f"the migrations have {len(heads)} heads: {', '.join(sorted(heads))}")
+    return heads[0]
+
+
+def current_revisions(conn: Connection) -> tuple[str, ...]:
+    """The revisions recorded in the database (empty before the first migration)."""
+    return tuple(sorted(MigrationContext.configure(conn).get_current_heads()))
+
+
+def model_metadata() -> MetaData:
+    """``Base.metadata`` with every model module loaded, as ``migrations/env.py`` loads them."""
+    import waybill.virtual_numbers.models  # noqa: F401  (registers the virtual-number tables)
+    from waybill.entrypoints import EXTENSIONS_GROUP, load_group
+    from waybill.models import Base
+
+    load_group(EXTENSIONS_GROUP)  # the extensions' tables (the courier side's staff tables) join the metadata
+    return Base.metadata
+
+
+def _name(obj: Any) -> str:
+    return str(getattr(obj, "name", None) or "")
+
+
+def _type(value: Any) -> str:
+    try:
+        return str(value)
+    except Exception:  # a type without a generic rendering: its class is enough for an operator
+        return type(value).__name__
+
+
+def _table_of(obj: Any) -> str:
+    table = getattr(obj, "table", None)
+    return _name(table) if table is not None else ""
+
+
+def describe_difference(diff: Any) -> dict[str, str]:
+    """One autogenerate difference as names: which table, column, index or constraint, and how.
+
+    ``add_*`` means the models have it and the database does not; ``remove_*`` the reverse. Defaults are
+    named as changed without their values.
+    """
+    if isinstance(diff, list):  # column modifications come grouped: (op, schema, table, column, ...)
+        first = diff[0]
+        out = {"op": str(first[0]), "table": str(first[2]), "column": str(first[3])}
+        for item in diff:
+            if item[0] in ("modify_type", "modify_nullable"):
+                kind = "type" if item[0] == "modify_type" else "nullable"
+                out[f"database_{kind}"] = _type(item[5])
+                out[f"models_{kind}"] = _type(item[6])
+            elif len(diff) > 1:
+                out["op"] = "modify_column"
+        return out
+    op = str(diff[0])
+    if op in ("add_column", "remove_column"):
+        column: Column[Any] = diff[3]
+        return {"op": op, "table": str(diff[2]), "column": _name(column)}
+    target = diff[1]
+    if op in ("add_table", "remove_table"):
+        return {"op": op, "table": _name(target)}
+    out = {"op": op, "table": _table_of(target), "name": _name(target)}
+    columns = getattr(target, "columns", None)
+    if columns is not None:
+        out["columns"] = ",".join(_name(c) for c in columns)
+    return out
+
+
+def schema_report(engine: Engine) -> SchemaReport:
+    """Compare the live schema with the head revision and the models (``alembic check``'s comparison)."""
+    head = head_revision()
+    metadata = model_metadata()
+    with engine.connect() as conn:
+        current = current_revisions(conn)
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        diffs: Sequence[Any] = compare_metadata(ctx, metadata)
+    return SchemaReport(current, head, tuple(describe_difference(d) for d in diffs))
+
+
+def check_schema(engine: Engine) -> SchemaReport:
+    """The schema report, or :class:`SchemaMismatch` when the database is not the head schema."""
+    report = schema_report(engine)
+    if not report.at_head:
+        raise SchemaMismatch(f"the database is at revision {','.join(report.current) or 'none'}, "
+                             f"not at head {report.head}: run `waybill db upgrade`", report)
+    if report.differences:
+        raise SchemaMismatch(f"the database is marked {report.head} but its tables differ from that revision "
+                             f"in {len(report.differences)} places; restore it or repair the schema before "
+                             "serving (see `waybill db check`)", report)
+    return report

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
-from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 import click
 from sqlalchemy.orm import Session
 
+from waybill.entrypoints import EXTENSIONS_GROUP, load_group
 from waybill.permissions import Principal
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from waybill.outbox import Handler, Job
     from waybill.services import Services
 
-GROUP = "waybill.extensions"
+GROUP = EXTENSIONS_GROUP
 TOKEN_RESOLVERS = "waybill_token_resolvers"  # noqa: S105 (a registry key, not a secret)
 
 #: (request session, raw bearer token, services) -> the authenticated principal, or AuthenticationFailed.
@@ -52,18 +52,7 @@ class Extension(Protocol):
         """Jobs to run once per period across all processes and nodes."""
 
 
-class ExtensionMissing(RuntimeError):
-    """An entry point names an object that is not there (a broken or partial install)."""
-
-
 @lru_cache(maxsize=1)
 def load_extensions() -> tuple[Extension, ...]:
     """Every installed extension, in name order (loaded once per process)."""
-    found: list[Extension] = []
-    for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
-        try:
-            ext = ep.load()
-        except (ImportError, AttributeError) as exc:
-            raise ExtensionMissing(f"extension {ep.name!r} ({ep.value}) cannot be loaded: {exc}") from exc
-        found.append(ext)
-    return tuple(found)
+    return tuple(cast(Extension, ext) for ext in load_group(GROUP))

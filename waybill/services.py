@@ -60,11 +60,21 @@ class Services:
 
 
 def initialise(settings: Settings) -> tuple[keyfile.KeyMaterial, Engine, bool]:
-    """`waybill init`: data dir, key file (not in production), schema, an active data key."""
+    """`waybill init`: data dir, key file (not in production), schema, an active data key.
+
+    After migrating, the live schema is compared with the models (``alembic check``'s comparison): a
+    database whose tables differ from the head revision (a migration edited after it ran, a manual
+    change) raises :class:`waybill.db.SchemaMismatch` instead of serving requests that would fail.
+    """
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     keys, created = keyfile.load_or_create(settings.key_file, allow_create=not settings.is_production)
     engine = db.make_engine(settings.database_url)
-    db.upgrade(engine)
+    try:
+        db.upgrade(engine)
+        db.check_schema(engine)
+    except BaseException:
+        engine.dispose()
+        raise
     ensure_active_data_key(engine, keys, settings.cipher)
     return keys, engine, created
 

@@ -1,0 +1,113 @@
+"""`waybill db current|upgrade|history|check`: the schema's revision, its migrations, and drift.
+
+These commands need the database only (never the key file), so an operator can inspect and upgrade a
+database before the keys are in place. Each prints one JSON object; the differences `check` reports name
+tables, columns, indexes and constraints, never a row's values.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from alembic.util import CommandError
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+
+from waybill import cli_common as cli
+from waybill import db
+from waybill.settings import Settings
+
+
+def register(main: click.Group) -> None:
+    """Attach the `db` group to the top-level `waybill` group."""
+    main.add_command(db_group)
+
+
+@click.group("db")
+def db_group() -> None:
+    """Schema revision, migrations and drift (Alembic)."""
+
+
+def _engine(settings: Settings, *, create: bool) -> Engine:
+    """The configured database; a SQLite file that is not there is an error unless ``create``.
+
+    Read-only commands must not make an empty database at a mistyped location.
+    """
+    url = make_url(settings.database_url)
+    if not create and url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:" \
+            and not Path(url.database).exists():
+        cli.fail({"ok": False, "error": {"code": "no_database",
+                                         "message": "no database at the configured location; run `waybill init`"}},
+                 2)
+    return db.make_engine(settings.database_url)
+
+
+@db_group.command("current")
+def db_current() -> None:
+    """The revision the database is at, and the head it should be at."""
+    engine = _engine(cli.read_settings(), create=False)
+    try:
+        with engine.connect() as conn:
+            current = db.current_revisions(conn)
+    finally:
+        engine.dispose()
+    head = db.head_revision()
+    cli.emit({"ok": True, "current": list(current), "head": head, "up_to_date": current == (head,)})
+
+
+@db_group.command("upgrade")
+@click.argument("revision", default="head")
+def db_upgrade(revision: str) -> None:
+    """Apply the migrations up to REVISION (default: head); at head, then check the schema matches."""
+    engine = _engine(cli.read_settings(), create=True)
+    try:
+        with engine.connect() as conn:
+            before = db.current_revisions(conn)
+        try:
+            db.upgrade(engine, revision)
+        except CommandError as exc:  # an unknown revision, or one that would be a downgrade
+            cli.fail({"ok": False, "error": {"code": "migration_error", "message": str(exc)}}, 2)
+        with engine.connect() as conn:
+            after = db.current_revisions(conn)
+        doc: dict[str, Any] = {"ok": True, "from": list(before), "to": list(after)}
+        if after == (db.head_revision(),):
+            try:
+                db.check_schema(engine)
+            except db.SchemaMismatch as exc:
+                cli.fail({**cli.schema_mismatch_doc(exc), "from": list(before), "to": list(after)}, 1)
+    finally:
+        engine.dispose()
+    cli.emit(doc)
+
+
+@db_group.command("history")
+def db_history() -> None:
+    """The migrations from base to head (read from the packaged scripts; the database is not opened)."""
+    scripts = db.script_directory()
+    head = db.head_revision()
+    revisions: list[dict[str, Any]] = []
+    for script in reversed(list(scripts.walk_revisions("base", "heads"))):
+        down = script.down_revision
+        revisions.append({"revision": script.revision,
+                          "down_revision": down if isinstance(down, str) or down is None else list(down),
+                          "message": (script.doc or "").strip(), "head": script.revision == head})
+    cli.emit({"ok": True, "head": head, "revisions": revisions})
+
+
+@db_group.command("check")
+def db_check() -> None:
+    """Exit 0 when the database is at head and its tables match the models; else exit 1 with the differences."""
+    engine = _engine(cli.read_settings(), create=False)
+    try:
+        report = db.schema_report(engine)
+    finally:
+        engine.dispose()
+    if report.ok:
+        cli.emit(report.as_dict())
+        return
+    code = "schema_mismatch" if report.at_head else "not_at_head"
+    message = ("the tables differ from the head revision" if report.at_head
+               else "the database is not at the head revision: run `waybill db upgrade`")
+    cli.fail({**report.as_dict(), "error": {"code": code, "message": message}}, 1)
