@@ -5,15 +5,11 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Engine
 
-import waybill.virtual_numbers.models  # noqa: F401  (registers the virtual-number tables on Base.metadata)
-from waybill.db import make_engine
-from waybill.extensions import load_extensions
-from waybill.models import Base
-
-load_extensions()  # each extension's tables (the staff tables of the courier side) join Base.metadata
+from waybill.db import make_engine, model_metadata
 
 config = context.config
-target_metadata = Base.metadata
+# The one list of model modules (waybill's own and every extension's): waybill.db.model_metadata.
+target_metadata = model_metadata()
 
 
 def run_migrations_online() -> None:
