@@ -15,13 +15,13 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, LargeBinary, and_, bindparam, false, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from printing.model import ORDER_TAIL_MAX, LabelModel, MaskedParty
 from waybill import audit
@@ -37,11 +37,13 @@ from waybill.ids import looks_like, new_id
 from waybill.models import QrToken, Shipment, UTCDateTime, utcnow
 from waybill.permissions import Permission, Principal
 from waybill.routing import RoutingTable, UnknownProvince
+from waybill.uow import unit_of_work
 
 TOKEN_BYTES = 20  # 160 bits: above the 128-bit floor, and 32 base32 characters fit QR alphanumeric mode
 # Reprints carry a reason code, not free text: the reason lands in the audit log, which holds no personal data.
 REPRINT_REASONS = {"damaged": "面单污损", "lost": "面单丢失", "printer_jam": "打印机卡纸", "misprint": "打印错误",
                    "relabel": "更换面单规格"}
+PRINT_CHUNK = 200  # labels issued (and committed) per unit of work in a streamed print job
 PRINTABLE = frozenset({"created", "printed", "in_transit", "out_for_delivery"})
 SERVICE_NAME = "标准快递"
 # Labels show Beijing time (UTC+8 all year, no daylight saving), whatever the server's zone.
@@ -217,18 +219,20 @@ def reprint_label(session: Session, deps: LabelDeps, principal: Principal, shipm
     return IssuedLabel(shipment, model)
 
 
-def issue_print_job(session: Session, deps: LabelDeps, principal: Principal, shipment_ids: Sequence[str], *,
-                    reprint_reason: str | None = None) -> list[LabelModel]:
-    """A sorter's batch, in request order: unprinted shipments get their first token, printed ones
-    their live token again — or, with ``reprint_reason``, a new token each (a recorded, capped reprint).
+@dataclass(frozen=True)
+class _JobRows:
+    ids: list[str]
+    rows: dict[str, Shipment]
+    live: dict[str, QrToken]
 
-    All or nothing: an unknown or unprintable shipment fails the whole job, naming the item (and the
-    attempt is audited) before any label is issued.
-    """
+
+def _job_rows(session: Session, deps: LabelDeps, principal: Principal, shipment_ids: Sequence[str],
+              reprint_reason: str | None) -> _JobRows:
+    """Every check of a print job (permission, duplicates, existence, status, reprint caps), audited, with
+    the shipments locked; nothing is issued yet."""
     principal.require(Permission.PRINT_JOB_CREATE)
     if reprint_reason is not None:
         _check_reason(reprint_reason, "reprint_reason")
-    now = utcnow()
     ids = list(shipment_ids)
     if len(set(ids)) != len(ids):
         raise ValidationFailed("shipment_ids 中有重复", field="shipment_ids")
@@ -257,6 +261,33 @@ def issue_print_job(session: Session, deps: LabelDeps, principal: Principal, shi
         for index, sid in enumerate(ids):
             if sid in live and counts.get(sid, 0) >= deps.reprint_max:
                 raise ReprintLimitReached(field=f"shipment_ids[{index}]")
+    return _JobRows(ids, rows, live)
+
+
+def check_print_job(session: Session, deps: LabelDeps, principal: Principal, shipment_ids: Sequence[str], *,
+                    reprint_reason: str | None = None) -> list[LabelModel]:
+    """Check a whole job before anything is issued or sent; returns its labels as they will print, with a
+    placeholder token (for the release gate: the masked fields are what the gate judges)."""
+    job = _job_rows(session, deps, principal, shipment_ids, reprint_reason)
+    now = utcnow()
+    return [label_model(deps, job.rows[sid], PLACEHOLDER_TOKEN, now) for sid in job.ids]
+
+
+PLACEHOLDER_TOKEN = "0" * 32
+
+
+def issue_print_job(session: Session, deps: LabelDeps, principal: Principal, shipment_ids: Sequence[str], *,
+                    reprint_reason: str | None = None) -> list[LabelModel]:
+    """A sorter's batch, in request order: unprinted shipments get their first token, printed ones
+    their live token again — or, with ``reprint_reason``, a new token each (a recorded, capped reprint).
+
+    All or nothing: an unknown or unprintable shipment fails the whole job, naming the item (and the
+    attempt is audited) before any label is issued.
+    """
+    job = _job_rows(session, deps, principal, shipment_ids, reprint_reason)
+    ids, rows, live = job.ids, job.rows, job.live
+    now = utcnow()
+    if reprint_reason is not None:
         revoke_many(session, principal, list(live), "reprint", now=now)
     models = []
     for sid in ids:
@@ -269,6 +300,21 @@ def issue_print_job(session: Session, deps: LabelDeps, principal: Principal, shi
             models.append(_again(session, deps, principal, rows[sid], token, now))
     session.flush()
     return models
+
+
+def issue_in_chunks(factory: sessionmaker[Session], deps: LabelDeps, principal: Principal,
+                    shipment_ids: Sequence[str], *, reprint_reason: str | None = None,
+                    context: audit.AuditContext | None = None, chunk: int = PRINT_CHUNK) -> Iterator[LabelModel]:
+    """Issue a big job ``chunk`` labels at a time, each chunk in a unit of work that commits before its
+    labels are yielded (and so before they are rendered and sent). The documented exception to "commit
+    before the answer": a job that breaks off leaves the chunks before it issued, and a retry prints their
+    live tokens again (no reprint is counted for them)."""
+    ids = list(shipment_ids)
+    for start in range(0, len(ids), chunk):
+        with unit_of_work(factory, context=context) as tx:
+            models = issue_print_job(tx.session, deps, principal, ids[start:start + chunk],
+                                     reprint_reason=reprint_reason)
+        yield from models
 
 
 def revoke_tokens(session: Session, principal: Principal, shipment_id: str, reason: str, *,

@@ -258,3 +258,30 @@ def test_print_job_failing_mid_stream_is_logged_and_audited(client, merchant, se
     retry = client.post("/v1/print-jobs", json={"shipment_ids": ids, "format": "zpl"}, headers=headers)
     assert retry.status_code == 200 and retry.data.count(b"^BQN") == 3
     assert all(len(tokens_of(services, i)) == 1 for i in ids)
+
+
+def test_big_print_job_commits_chunk_by_chunk_before_streaming(fresh_env):
+    """Each chunk's tokens are committed before its labels are yielded (rendered, sent); a job cut off in a
+    later chunk keeps the earlier chunks' tokens, and a retry prints those same tokens again."""
+    from tests.conftest import make_merchant
+    from waybill.app import create_app
+    from waybill.errors import InvalidStatusTransition as Invalid
+
+    env = fresh_env()
+    svc = env.services()
+    client = create_app(env.settings, services_override=svc).test_client()
+    merchant = make_merchant(svc)
+    ids = [create(client, merchant, f"CH-{i}")["id"] for i in range(5)]
+    deps = svc.label_deps
+    stream = labels.issue_in_chunks(svc.session_factory, deps, SORTER, ids, chunk=2)
+    first = [next(stream), next(stream)]
+    assert len(tokens_of(svc, ids[0])) == 1 and len(tokens_of(svc, ids[1])) == 1  # committed, seen elsewhere
+    assert tokens_of(svc, ids[2]) == []  # the next chunk is not issued yet
+    # The parcel in the second chunk is cancelled while the first chunk prints: that chunk fails.
+    assert client.post(f"/v1/shipments/{ids[3]}/cancel", headers=merchant.headers).status_code == 200
+    with pytest.raises(Invalid):
+        next(stream)
+    assert tokens_of(svc, ids[2]) == []  # the failed chunk rolled back as a whole
+    retry = list(labels.issue_in_chunks(svc.session_factory, deps, SORTER, ids[:2], chunk=2))
+    assert [m.token for m in retry] == [m.token for m in first]
+    assert len(tokens_of(svc, ids[0])) == 1  # no reprint, no second token

@@ -102,18 +102,25 @@ def print_job() -> Response:
     data: PrintJobIn = parse(PrintJobIn, json_body())
     if len(data.shipment_ids) > services().settings.print_job_max:
         raise ValidationFailed(f"单个打印任务最多 {services().settings.print_job_max} 张", field="shipment_ids")
-    models = labels.issue_print_job(db_session(), services().label_deps, authenticate(), data.shipment_ids,
-                                    reprint_reason=data.reprint_reason)
-    # Gate every label before the first byte goes out: a stream cannot change its status code later.
-    for model in models:
+    svc, principal = services(), authenticate()
+    # Every check of the whole job (and the release gate on every label) before the first byte goes out: a
+    # stream cannot change its status code later.
+    planned = labels.check_print_job(db_session(), svc.label_deps, principal, data.shipment_ids,
+                                     reprint_reason=data.reprint_reason)
+    for model in planned:
         printing.check_release(model)
     # Counted when the job is handed to the stream (a failure part-way is logged and audited in _guarded).
-    services().metrics.labels_printed.labels(data.format, data.size, "print_job").inc(len(models))
-    # The request's transaction commits in after_request, before this body is iterated.
-    resp = Response(_guarded(printing.iter_render(models, data.format, data.size), len(models)),
+    svc.metrics.labels_printed.labels(data.format, data.size, "print_job").inc(len(planned))
+    # The one documented exception to "commit before the answer": tokens are issued PRINT_CHUNK labels at a
+    # time, each chunk's unit of work committing before its labels are rendered and streamed (so a 10,000-label
+    # job holds no long transaction); a job cut off part-way reprints the same tokens when retried.
+    context = audit.AuditContext(request_id=g.get("request_id"), client_addr=request.remote_addr)
+    models = labels.issue_in_chunks(svc.session_factory, svc.label_deps, principal, data.shipment_ids,
+                                    reprint_reason=data.reprint_reason, context=context)
+    resp = Response(_guarded(printing.iter_render(models, data.format, data.size), len(planned)),
                     mimetype=printing.MEDIA_TYPES[data.format])
     resp.headers["Content-Disposition"] = f'attachment; filename="print-job.{data.format}"'
-    resp.headers["X-Label-Count"] = str(len(models))
+    resp.headers["X-Label-Count"] = str(len(planned))
     return resp
 
 
