@@ -11,6 +11,8 @@ from typing import Any, Protocol
 
 
 class RateLimiter(Protocol):
+    burst: float  # the largest cost one hit may ask for
+
     def hit(self, key: str, cost: float = 1.0) -> float | None:
         """Consume ``cost`` tokens; return ``None`` if allowed, else seconds until it would be."""
         ...
@@ -108,6 +110,7 @@ class CompositeLimiter:
     """Several buckets that must all allow (e.g. a per-minute burst and an hourly quota)."""
 
     def __init__(self, *limiters: RateLimiter) -> None:
+        self.burst = min(limiter.burst for limiter in limiters)
         self._limiters = limiters
 
     def hit(self, key: str, cost: float = 1.0) -> float | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -12,7 +12,7 @@ from waybill import audit, db, keyfile
 from waybill.crypto.vault import FieldCodec, Vault, ensure_active_data_key
 from waybill.labels import LabelDeps
 from waybill.metrics import Metrics
-from waybill.ratelimit import TokenBucketLimiter
+from waybill.ratelimit import RateLimiter, TokenBucketLimiter
 from waybill.readiness import Readiness
 from waybill.routing import RoutingTable
 from waybill.settings import Settings
@@ -21,32 +21,22 @@ from waybill.virtual_numbers import make_provider
 from waybill.virtual_numbers.base import VirtualNumberProvider
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Services:
+    """The service registry: everything a request, a command or a task needs, built once per process by
+    :func:`build` and never changed afterwards (tests swap a part with ``dataclasses.replace``). Parts with
+    more than one implementation are typed by their Protocol (codec, limiter, provider)."""
+
     settings: Settings
     engine: Engine
     session_factory: sessionmaker[Session]
     keys: keyfile.KeyMaterial
     codec: FieldCodec
     routing: RoutingTable
-    merchant_limiter: TokenBucketLimiter
-    phone_provider: VirtualNumberProvider | None = None
-    metrics: Metrics = field(default_factory=Metrics)
-    readiness_checks: Readiness | None = None
-
-    @property
-    def readiness(self) -> Readiness:
-        """The /readyz checks; their clients are made on the first probe, not for every CLI command."""
-        if self.readiness_checks is None:
-            self.readiness_checks = Readiness(self.settings, self.keys)
-        return self.readiness_checks
-
-    @property
-    def provider(self) -> VirtualNumberProvider:
-        """The configured virtual-number provider, built once per process (not per request)."""
-        if self.phone_provider is None:
-            self.phone_provider = make_provider(self.settings, self.codec, self.keys)
-        return self.phone_provider
+    merchant_limiter: RateLimiter
+    provider: VirtualNumberProvider
+    metrics: Metrics
+    readiness: Readiness  # the /readyz checks; their clients are made on the first probe
 
     @property
     def label_deps(self) -> LabelDeps:
@@ -98,7 +88,8 @@ def build(settings: Settings, *, engine: Engine | None = None, codec: FieldCodec
         settings=settings, engine=engine, session_factory=factory, keys=keys, codec=vault,
         routing=RoutingTable.load(),
         merchant_limiter=TokenBucketLimiter(settings.merchant_rate_per_s, settings.merchant_burst),
-        # A remote provider is built now, so a bad credentials file fails the start of a worker.
-        phone_provider=make_provider(settings, vault, keys) if settings.phone_provider != "builtin" else None,
+        # Built now, so a bad credentials file fails the start of a worker, not its first call.
+        provider=make_provider(settings, vault, keys),
         metrics=metrics,
+        readiness=Readiness(settings, keys),
     )

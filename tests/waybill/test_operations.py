@@ -86,10 +86,12 @@ def test_readyz_503_names_the_redis_check_and_never_its_url(base_env, services):
     assert PASSWORD not in r.get_data(as_text=True) and "127.0.0.1" not in r.get_data(as_text=True)
 
 
-def test_readyz_503_when_the_database_does_not_answer(services, client):
+def test_readyz_503_when_the_database_does_not_answer(services, base_env):
     bad = f"postgresql+psycopg://waybill:{PASSWORD}@127.0.0.1:1/waybill"
-    services.readiness_checks = Readiness(services.settings, services.keys, database_url=bad)
-    r = client.get("/readyz")
+    # The registry is frozen: a test swaps one part, as it would swap a provider for a fake.
+    services = dataclasses.replace(services, readiness=Readiness(services.settings, services.keys,
+                                                                 database_url=bad))
+    r = create_app(base_env.settings, services_override=services).test_client().get("/readyz")
     assert r.status_code == 503 and r.headers["Retry-After"]
     doc = r.get_json()
     assert doc["checks"]["database"]["ok"] is False and doc["checks"]["key_store"] == {"ok": True}
