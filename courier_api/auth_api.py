@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from courier_api import staff
@@ -13,10 +13,10 @@ from waybill import audit
 from waybill.api.auth import authenticate, bearer_token
 from waybill.api.context import db_session, services
 from waybill.api.merchant import json_body
-from waybill.api.openapi import operation
+from waybill.api.openapi import operation, respond
 from waybill.errors import AuthenticationFailed, PermissionDenied, RateLimited
 from waybill.ratelimit import TokenBucketLimiter
-from waybill.schemas import parse
+from waybill.schemas import OutModel, parse
 from waybill.uow import keep_on_error
 
 bp = Blueprint("staff_auth", __name__)
@@ -41,7 +41,7 @@ class TokenRequest(BaseModel):
                              description="动态验证码（RFC 6238，6 位）；审计员、隐私官、管理员必填")
 
 
-class TokenResponse(BaseModel):
+class TokenResponse(OutModel):
     access_token: str = Field(description="访问令牌，放在 Authorization: Bearer 中")
     token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 (the scheme name)
     expires_in: int = Field(description="有效期（秒）")
@@ -97,8 +97,8 @@ def token() -> Response:
         # request did nothing else: the unit of work commits it although the answer is an error.
         keep_on_error(session)
         raise
-    resp = jsonify(TokenResponse(access_token=result.access_token, expires_in=result.expires_in,
-                                 role=result.role).model_dump())
+    resp = respond(TokenResponse, TokenResponse(access_token=result.access_token, expires_in=result.expires_in,
+                                                role=result.role))
     resp.headers["Pragma"] = "no-cache"
     return resp
 

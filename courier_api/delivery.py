@@ -47,6 +47,29 @@ class DeliveryDeps:
     on_scan: Callable[[str], None] | None = None
 
 
+@dataclass(frozen=True)
+class CourierRecipient:
+    """The recipient as a courier sees them: masked name and phone, the full address to deliver to."""
+
+    name: str
+    phone: str
+    province: str
+    city: str
+    district: str
+    address: str
+
+
+@dataclass(frozen=True)
+class ScannedShipment:
+    """What a scan gives the assigned courier (and nothing more)."""
+
+    shipment_id: str
+    waybill_no: str
+    status: str
+    sorting_code: str
+    recipient: CourierRecipient
+
+
 def shipment_station(shipment: Shipment) -> str:
     """The delivering station: the first two segments of the sorting code (hub and station)."""
     hub, station, _area = (shipment.sorting_code.split("-") + ["", "", ""])[:3]
@@ -118,7 +141,7 @@ _SCAN = (select(QrToken.token_hash, Shipment.id, Shipment.waybill_no, Shipment.s
          .where(labels.LIVE_TOKEN))
 
 
-def scan(session: Session, deps: DeliveryDeps, principal: Principal, raw_token: Any) -> dict[str, Any]:
+def scan(session: Session, deps: DeliveryDeps, principal: Principal, raw_token: Any) -> ScannedShipment:
     """The courier view for a scanned QR token: masked name and phone, full address."""
     principal.require(Permission.COURIER_SCAN)
     row = None
@@ -137,11 +160,11 @@ def scan(session: Session, deps: DeliveryDeps, principal: Principal, raw_token: 
     region, masked = row.recipient_region, row.recipient_masked
     address = deps.codec.decrypt(row.recipient_address_ct, table="shipments", column="recipient_address",
                                  row_id=row.id)
-    view = {
-        "shipment_id": row.id, "waybill_no": row.waybill_no, "status": row.status, "sorting_code": row.sorting_code,
-        "recipient": {"name": masked["name"], "phone": masked["phone"], "province": region["province"],
-                      "city": region["city"], "district": region["district"], "address": address},
-    }
+    view = ScannedShipment(
+        shipment_id=row.id, waybill_no=row.waybill_no, status=row.status, sorting_code=row.sorting_code,
+        recipient=CourierRecipient(name=masked["name"], phone=masked["phone"], province=region["province"],
+                                   city=region["city"], district=region["district"], address=address),
+    )
     audit.record(session, principal, "courier.scan", object_type="shipment", object_id=row.id,
                  fields=["recipient.address"], purpose="delivery")
     if deps.on_scan is not None:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -52,6 +52,31 @@ REFERENCE_RE = re.compile(r"[A-Za-z]{2,16}-[A-Za-z0-9-]{1,47}")
 class PrivacyDeps:
     codec: FieldCodec
     window: timedelta  # how long a filed request stays readable
+
+
+@dataclass(frozen=True)
+class DisclosedParty:
+    """The fields of one party a request named, in clear; ``None`` for what it did not name.
+
+    The region (province, city, district) comes with the address.
+    """
+
+    name: str | None = None
+    phone: str | None = None
+    province: str | None = None
+    city: str | None = None
+    district: str | None = None
+    address: str | None = None
+
+
+@dataclass(frozen=True)
+class PersonalDataRead:
+    """One audited read under a request: the request, its shipment, and each named party's fields."""
+
+    request: PersonalDataRequest
+    shipment: Shipment
+    sender: DisclosedParty | None
+    recipient: DisclosedParty | None
 
 
 def _require_officer(principal: Principal) -> None:
@@ -98,7 +123,7 @@ def file_request(session: Session, deps: PrivacyDeps, principal: Principal, ship
 
 
 def read_request(session: Session, deps: PrivacyDeps, principal: Principal, request_id: str, *,
-                 now: datetime | None = None) -> tuple[PersonalDataRequest, Shipment, dict[str, dict[str, Any]]]:
+                 now: datetime | None = None) -> PersonalDataRead:
     """The fields a live request of this officer names, decrypted; each read is audited."""
     _require_officer(principal)
     now = now or utcnow()
@@ -114,17 +139,20 @@ def read_request(session: Session, deps: PrivacyDeps, principal: Principal, requ
     shipment = session.get(Shipment, req.shipment_id)
     if shipment is None:  # the foreign key makes this impossible; answer like any other miss
         raise NotFound()
-    data: dict[str, dict[str, Any]] = {}
+    data: dict[str, DisclosedParty] = {}
     for name in req.fields:
         party, column = name.split(".")
         value = deps.codec.decrypt(getattr(shipment, f"{party}_{column}_ct"), table="shipments",
                                    column=f"{party}_{column}", row_id=shipment.id)
-        section = data.setdefault(party, {})
-        section[column] = value
+        section = replace(data.get(party, DisclosedParty()), **{column: value})
         if column == "address":
-            section.update(getattr(shipment, f"{party}_region"))
+            region: dict[str, str] = getattr(shipment, f"{party}_region")
+            section = replace(section, province=region["province"], city=region["city"],
+                              district=region["district"])
+        data[party] = section
     req.reads += 1
     audit.record(session, principal, "privacy.read", object_type="shipment", object_id=shipment.id,
                  fields=req.fields, purpose=_purpose_text(req))
     session.flush()
-    return req, shipment, data
+    return PersonalDataRead(request=req, shipment=shipment, sender=data.get("sender"),
+                            recipient=data.get("recipient"))

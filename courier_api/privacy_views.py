@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, Response, jsonify
+from flask import Blueprint, Flask, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from courier_api import privacy
@@ -13,9 +13,9 @@ from courier_api.privacy import FieldName, Purpose
 from waybill.api.auth import authenticate, requires
 from waybill.api.context import db_session, services
 from waybill.api.merchant import json_body
-from waybill.api.openapi import operation
+from waybill.api.openapi import operation, respond
 from waybill.permissions import Permission
-from waybill.schemas import iso_utc, parse
+from waybill.schemas import OutModel, UtcTimestamp, parse
 
 bp = Blueprint("privacy", __name__)
 
@@ -30,17 +30,23 @@ class RequestIn(BaseModel):
     fields: list[FieldName] = Field(min_length=1, max_length=6, description="所需字段（最小必要）")
 
 
-class RequestOut(BaseModel):
+class RequestOut(OutModel):
+    """From :class:`courier_api.models.PersonalDataRequest`."""
+
     id: str
     shipment_id: str
     purpose: str
     reference: str
     fields: list[str]
-    created_at: str
-    expires_at: str
+    created_at: UtcTimestamp
+    expires_at: UtcTimestamp
 
 
-class PartyData(BaseModel):
+class PartyData(OutModel):
+    """From :class:`courier_api.privacy.DisclosedParty`: only the fields the request named (minimum necessary)."""
+
+    omit_none = frozenset({"name", "phone", "province", "city", "district", "address"})
+
     name: str | None = None
     phone: str | None = None
     province: str | None = None
@@ -49,13 +55,13 @@ class PartyData(BaseModel):
     address: str | None = None
 
 
-class PersonalDataOut(BaseModel):
+class PersonalDataOut(OutModel):
     request_id: str
     shipment_id: str
     waybill_no: str
     purpose: str
     reference: str
-    expires_at: str
+    expires_at: UtcTimestamp
     sender: PartyData | None
     recipient: PartyData | None
 
@@ -68,13 +74,11 @@ def install(app: Flask) -> None:
 @operation(summary="隐私官：登记个人信息调取申请（用途、编号、所需字段）", tags=("privacy",), body=RequestIn,
            response=RequestOut, status=201, errors=(404, 422))
 @requires(Permission.PERSONAL_DATA_REQUEST)
-def file_request() -> tuple[Response, int]:
+def file_request() -> Response:
     data: RequestIn = parse(RequestIn, json_body())
     req = privacy.file_request(db_session(), privacy_deps(services()), authenticate(), data.shipment_id,
                                data.purpose, data.reference, data.fields)
-    return jsonify({"id": req.id, "shipment_id": req.shipment_id, "purpose": req.purpose, "reference": req.reference,
-                    "fields": req.fields, "created_at": iso_utc(req.created_at),
-                    "expires_at": iso_utc(req.expires_at)}), 201
+    return respond(RequestOut, req)
 
 
 @bp.get("/v1/privacy/requests/<request_id>/personal-data")
@@ -82,7 +86,10 @@ def file_request() -> tuple[Response, int]:
            response=PersonalDataOut, errors=(404,))
 @requires(Permission.PERSONAL_DATA_REQUEST)
 def read_request(request_id: str) -> Response:
-    req, shipment, data = privacy.read_request(db_session(), privacy_deps(services()), authenticate(), request_id)
-    return jsonify({"request_id": req.id, "shipment_id": shipment.id, "waybill_no": shipment.waybill_no,
-                    "purpose": req.purpose, "reference": req.reference, "expires_at": iso_utc(req.expires_at),
-                    "sender": data.get("sender"), "recipient": data.get("recipient")})
+    read = privacy.read_request(db_session(), privacy_deps(services()), authenticate(), request_id)
+    req, shipment = read.request, read.shipment
+    return respond(PersonalDataOut, PersonalDataOut(
+        request_id=req.id, shipment_id=shipment.id, waybill_no=shipment.waybill_no, purpose=req.purpose,
+        reference=req.reference, expires_at=req.expires_at,
+        sender=None if read.sender is None else PartyData.model_validate(read.sender),
+        recipient=None if read.recipient is None else PartyData.model_validate(read.recipient)))

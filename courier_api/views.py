@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from courier_api import delivery
@@ -14,12 +14,11 @@ from waybill import audit
 from waybill.api.auth import authenticate, requires
 from waybill.api.context import db_session, services
 from waybill.api.merchant import json_body, shipment_out
-from waybill.api.openapi import operation
+from waybill.api.openapi import operation, respond
 from waybill.errors import RateLimited, ValidationFailed
-from waybill.models import AuditEvent
 from waybill.permissions import Permission
 from waybill.ratelimit import RateLimiter, quota_limiter
-from waybill.schemas import ShipmentOut, iso_utc, parse
+from waybill.schemas import OutModel, ShipmentOut, UtcTimestamp, parse
 
 bp = Blueprint("courier", __name__)
 QUOTA_KEY = "courier_api.scan_quota"
@@ -33,12 +32,12 @@ class AssignIn(BaseModel):
     courier: str = Field(min_length=1, max_length=64, description="快递员用户名")
 
 
-class AssignOut(BaseModel):
+class AssignOut(OutModel):
     assignment_id: str
     shipment_id: str
     courier: str
-    status: str
-    assigned_at: str
+    status: Literal["out_for_delivery"]
+    assigned_at: UtcTimestamp
 
 
 class ScanIn(BaseModel):
@@ -46,7 +45,7 @@ class ScanIn(BaseModel):
     token: str = Field(min_length=1, max_length=256, description="二维码内容（原样）")
 
 
-class CourierRecipient(BaseModel):
+class CourierRecipient(OutModel):
     name: str
     phone: str
     province: str
@@ -55,7 +54,9 @@ class CourierRecipient(BaseModel):
     address: str
 
 
-class CourierView(BaseModel):
+class CourierView(OutModel):
+    """From :class:`courier_api.delivery.ScannedShipment`."""
+
     shipment_id: str
     waybill_no: str
     status: str
@@ -63,10 +64,10 @@ class CourierView(BaseModel):
     recipient: CourierRecipient
 
 
-class CallOut(BaseModel):
+class CallOut(OutModel):
     virtual_number: str
     extension: str | None
-    expires_at: str
+    expires_at: UtcTimestamp
 
 
 class DeliverIn(BaseModel):
@@ -76,9 +77,11 @@ class DeliverIn(BaseModel):
     locker_id: str | None = Field(default=None, max_length=64)
 
 
-class AuditItem(BaseModel):
+class AuditItem(OutModel):
+    """From :class:`waybill.models.AuditEvent`."""
+
     seq: int
-    at: str
+    at: UtcTimestamp
     actor: str
     role: str
     action: str
@@ -90,12 +93,14 @@ class AuditItem(BaseModel):
     request_id: str | None
 
 
-class AuditPage(BaseModel):
+class AuditPage(OutModel):
     items: list[AuditItem]
     next_cursor: str | None
 
 
-class VerifyOut(BaseModel):
+class VerifyOut(OutModel):
+    """From :class:`waybill.audit.VerifyResult`."""
+
     ok: bool
     events: int
     head_seq: int
@@ -113,11 +118,11 @@ def install(app: Flask) -> None:
 @operation(summary="派件：把本站运单分配给本站快递员", tags=("dispatch",), body=AssignIn, response=AssignOut,
            status=201, errors=(404, 409))
 @requires(Permission.DISPATCH_ASSIGN)
-def assign() -> tuple[Response, int]:
+def assign() -> Response:
     data: AssignIn = parse(AssignIn, json_body())
     a = delivery.assign(db_session(), authenticate(), data.shipment_id, data.courier)
-    return jsonify({"assignment_id": a.id, "shipment_id": a.shipment_id, "courier": data.courier,
-                    "status": "out_for_delivery", "assigned_at": iso_utc(a.assigned_at)}), 201
+    return respond(AssignOut, AssignOut(assignment_id=a.id, shipment_id=a.shipment_id, courier=data.courier,
+                                        status="out_for_delivery", assigned_at=a.assigned_at))
 
 
 @bp.post("/v1/courier/scan")
@@ -136,7 +141,7 @@ def scan() -> Response:
         services().metrics.courier_scans.labels("quota_exceeded").inc()
         raise RateLimited(wait)
     data: ScanIn = parse(ScanIn, json_body())
-    return jsonify(delivery.scan(db_session(), delivery_deps(services()), principal, data.token))
+    return respond(CourierView, delivery.scan(db_session(), delivery_deps(services()), principal, data.token))
 
 
 @bp.post("/v1/courier/shipments/<shipment_id>/call")
@@ -144,8 +149,8 @@ def scan() -> Response:
 @requires(Permission.COURIER_CALL)
 def call(shipment_id: str) -> Response:
     binding = delivery.call(db_session(), delivery_deps(services()), authenticate(), shipment_id)
-    return jsonify({"virtual_number": binding.x_number, "extension": binding.extension,
-                    "expires_at": iso_utc(binding.expires_at)})
+    return respond(CallOut, CallOut(virtual_number=binding.x_number, extension=binding.extension,
+                                    expires_at=binding.expires_at))
 
 
 @bp.post("/v1/courier/shipments/<shipment_id>/deliver")
@@ -160,7 +165,7 @@ def deliver(shipment_id: str) -> Response:
         raise ValidationFailed("快递柜签收须提供柜号", field="locker_id")
     shipment = delivery.deliver(db_session(), delivery_deps(services()), authenticate(), shipment_id, data.method,
                                 data.pickup_code)
-    return jsonify(shipment_out(shipment))
+    return respond(ShipmentOut, shipment_out(shipment))
 
 
 @bp.get("/v1/audit/events")
@@ -180,13 +185,7 @@ def audit_events() -> Response:
     events, next_cursor = audit.list_events(db_session(), authenticate(), limit=int(limit_raw[:6]),
                                             after=int(cursor) if cursor else None,
                                             action=request.args.get("action"), actor=request.args.get("actor"))
-    return jsonify({"items": [_event_out(e) for e in events], "next_cursor": next_cursor})
-
-
-def _event_out(e: AuditEvent) -> dict[str, Any]:
-    return {"seq": e.seq, "at": iso_utc(e.at), "actor": e.actor, "role": e.role, "action": e.action,
-            "object_type": e.object_type, "object_id": e.object_id, "purpose": e.purpose, "fields": e.fields,
-            "outcome": e.outcome, "request_id": e.request_id}
+    return respond(AuditPage, AuditPage(items=[AuditItem.model_validate(e) for e in events], next_cursor=next_cursor))
 
 
 @bp.get("/v1/audit/verify")
@@ -197,5 +196,5 @@ def audit_verify() -> Response:
     session = db_session()
     result = audit.verify(session, services().keys.secret("audit_chain"))
     audit.record(session, principal, "audit.verify", outcome="ok" if result.ok else "broken")
-    return jsonify(result.as_dict())
+    return respond(VerifyOut, result)
 

@@ -92,13 +92,13 @@ class Readiness:
         ok = bool(client.ping())
         return CheckResult(ok, None if ok else "no_pong")
 
-    def run(self) -> tuple[bool, dict[str, dict[str, Any]]]:
+    def run(self) -> tuple[bool, dict[str, CheckResult]]:
         """Every check (Redis only when configured); never raises."""
         checks: dict[str, Callable[[], CheckResult]] = {"database": self.check_database,
                                                         "key_store": self.check_key_store}
         if self._redis_url:
             checks["redis"] = self.check_redis
-        results: dict[str, dict[str, Any]] = {}
+        results: dict[str, CheckResult] = {}
         for name, check in checks.items():
             try:
                 result = check()
@@ -107,8 +107,8 @@ class Readiness:
                 result = CheckResult(False, type(exc).__name__)
             if not result.ok:
                 log.warning("readiness check failed", extra={"check": name, "error_type": result.error})
-            results[name] = result.as_dict()
-        return all(r["ok"] for r in results.values()), results
+            results[name] = result
+        return all(r.ok for r in results.values()), results
 
     def close(self) -> None:
         if self._engine is not None:

@@ -9,9 +9,18 @@ from __future__ import annotations
 import re
 import unicodedata
 from datetime import datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+)
 from pydantic_core import PydanticCustomError
 
 from waybill.errors import ValidationFailed
@@ -46,10 +55,32 @@ def _admin_name(pattern: re.Pattern[str], value: str) -> str:
     return value
 
 
-
 def iso_utc(moment: datetime) -> str:
     """A UTC timestamp as the API writes it: ISO 8601 with ``Z``."""
     return moment.isoformat().replace("+00:00", "Z")
+
+
+# A timestamp in a response: a ``datetime`` in the model (``date-time`` in the document), written by :func:`iso_utc`.
+UtcTimestamp = Annotated[datetime, PlainSerializer(iso_utc, return_type=str)]
+
+
+class OutModel(BaseModel):
+    """Base of the response models: what a route answers is ``Model.model_validate(value).model_dump(mode="json")``.
+
+    Fields named in ``omit_none`` are left out of the answer when they are ``None`` (the document shows them
+    as optional): e.g. a batch item carries ``shipment`` or ``error``, never both as ``null``.
+    """
+
+    model_config = ConfigDict(from_attributes=True)
+    omit_none: ClassVar[frozenset[str]] = frozenset()
+
+    @model_serializer(mode="wrap")
+    def _omit_none(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for name in self.omit_none:
+            if data.get(name, ...) is None:
+                del data[name]
+        return data
 
 class PartyIn(BaseModel):
     """A sender or recipient as submitted by a merchant."""
@@ -112,7 +143,7 @@ class BatchIn(BaseModel):
     shipments: Annotated[list[ShipmentIn], Field(min_length=1, max_length=1000)]
 
 
-class PartyOut(BaseModel):
+class PartyOut(OutModel):
     name: str
     phone: str
     province: str
@@ -121,13 +152,13 @@ class PartyOut(BaseModel):
     address: str
 
 
-class ParcelOut(BaseModel):
+class ParcelOut(OutModel):
     weight_g: int
     pieces: int
     has_description: bool
 
 
-class ShipmentOut(BaseModel):
+class ShipmentOut(OutModel):
     id: str
     waybill_no: str
     status: Literal["created", "printed", "in_transit", "out_for_delivery", "delivered", "cancelled"]
@@ -136,28 +167,30 @@ class ShipmentOut(BaseModel):
     sender: PartyOut
     recipient: PartyOut
     parcel: ParcelOut
-    created_at: str
+    created_at: UtcTimestamp
 
 
-class ShipmentPage(BaseModel):
+class ShipmentPage(OutModel):
     items: list[ShipmentOut]
     next_cursor: str | None
 
 
-class BatchItemError(BaseModel):
+class BatchItemError(OutModel):
     code: str
     message: str
     field: str | None
 
 
-class BatchResult(BaseModel):
+class BatchResult(OutModel):
+    omit_none = frozenset({"shipment", "error"})
+
     index: int
     status: Literal["created", "error"]
     shipment: ShipmentOut | None = None
     error: BatchItemError | None = None
 
 
-class BatchOut(BaseModel):
+class BatchOut(OutModel):
     results: list[BatchResult]
 
 

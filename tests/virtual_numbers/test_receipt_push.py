@@ -149,3 +149,26 @@ def test_serve_refuses_to_start_with_a_bad_credentials_file(tmp_path, fake, cli_
     assert json.loads(proc.stdout.strip().splitlines()[-1])["error"]["code"] == "provider_credentials"
     assert SECRET not in proc.stdout + proc.stderr
     assert os.stat(path).st_mode & 0o777 == 0o644  # the file is left as it was
+
+
+def test_the_receipt_acknowledgement_matches_the_openapi_document(aliyun_app, fake):
+    # The one documented answer tests/courier_api/test_openapi_answers.py leaves to a provider that takes receipts.
+    from tests.openapi_check import AnswerRecorder, check_answer
+
+    app, svc, token = aliyun_app
+    recorded = AnswerRecorder(app)
+    provider = delivery_deps(svc).provider
+    with svc.session_factory() as s:
+        binding = provider.bind_axb(s, A, B, ttl=HOUR, ref="shp_1")
+        subs_id = s.get(VnBinding, binding.id).provider_ref
+        s.commit()
+    client = app.test_client()
+    r = client.post(f"/v1/phone/receipts/{token}", data=_push(fake, binding.x_number, subs_id),
+                    content_type="application/json")
+    assert r.status_code == 200
+    assert client.post("/v1/phone/receipts/wrong-token", data="[]", content_type="application/json").status_code == 404
+    doc = client.get("/openapi.json").get_json()
+    answers = [a for a in recorded.answers if a.path == "/v1/phone/receipts/{token}"]
+    assert [a.status for a in answers] == [200, 404]
+    for answer in answers:
+        check_answer(doc, answer)

@@ -5,23 +5,26 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, request
 
 from waybill import shipments
 from waybill.api.auth import authenticate, requires
 from waybill.api.context import db_session, services
 from waybill.api.errors import classify
-from waybill.api.openapi import operation
+from waybill.api.openapi import operation, respond
 from waybill.errors import ValidationFailed
 from waybill.models import Shipment
 from waybill.permissions import Permission
 from waybill.schemas import (
     BatchIn,
+    BatchItemError,
     BatchOut,
+    BatchResult,
+    ParcelOut,
+    PartyOut,
     ShipmentIn,
     ShipmentOut,
     ShipmentPage,
-    iso_utc,
     parse,
 )
 
@@ -44,39 +47,39 @@ def json_body() -> Any:
     return data
 
 
-def party_out(shipment: Shipment, role: str) -> dict[str, str]:
-    masked = getattr(shipment, f"{role}_masked")
-    region = getattr(shipment, f"{role}_region")
-    return {"name": masked["name"], "phone": masked["phone"], "province": region["province"],
-            "city": region["city"], "district": region["district"], "address": masked["address"]}
+def party_out(masked: dict[str, str], region: dict[str, str]) -> PartyOut:
+    """A party as merchants see it: masked name, phone and address, and the (unencrypted) region."""
+    return PartyOut(name=masked["name"], phone=masked["phone"], province=region["province"], city=region["city"],
+                    district=region["district"], address=masked["address"])
 
 
-def shipment_out(s: Shipment) -> dict[str, Any]:
+def shipment_out(s: Shipment) -> ShipmentOut:
     """The merchant view: masked parties only (same masks as the printed label)."""
-    return {
+    return ShipmentOut.model_validate({
         "id": s.id, "waybill_no": s.waybill_no, "status": s.status, "sorting_code": s.sorting_code,
         "merchant_order_id": s.merchant_order_id,
-        "sender": party_out(s, "sender"), "recipient": party_out(s, "recipient"),
-        "parcel": {"weight_g": s.weight_g, "pieces": s.pieces, "has_description": s.description_ct is not None},
-        "created_at": iso_utc(s.created_at),
-    }
+        "sender": party_out(s.sender_masked, s.sender_region),
+        "recipient": party_out(s.recipient_masked, s.recipient_region),
+        "parcel": ParcelOut(weight_g=s.weight_g, pieces=s.pieces, has_description=s.description_ct is not None),
+        "created_at": s.created_at,
+    })
 
 
 @bp.post("/v1/shipments")
 @operation(summary="创建运单", tags=TAGS, body=ShipmentIn, response=ShipmentOut, status=201,
            headers=(("Idempotency-Key", "幂等键：相同键与相同内容返回同一运单"),), errors=(409,))
 @requires(Permission.SHIPMENT_CREATE)
-def create() -> tuple[Response, int]:
+def create() -> Response:
     key = request.headers.get("Idempotency-Key")
     if key is not None and not _IDEMPOTENCY_KEY.match(key):
         raise ValidationFailed("Idempotency-Key 须为 1-128 个可见 ASCII 字符", field="Idempotency-Key")
     data = parse(ShipmentIn, json_body())
     shipment, created = shipments.create_shipment(db_session(), services().shipment_deps, authenticate(), data,
                                                   idempotency_key=key)
-    resp = jsonify(shipment_out(shipment))
+    resp = respond(ShipmentOut, shipment_out(shipment))
     if not created:
         resp.headers["Idempotent-Replayed"] = "true"
-    return resp, 201
+    return resp
 
 
 @bp.post("/v1/shipments/batch")
@@ -96,23 +99,23 @@ def create_batch() -> Response:
             parsed.append(parse(ShipmentIn, item))
         except ValidationFailed as exc:
             parsed.append(exc)
-    results = []
+    results: list[BatchResult] = []
     for res in shipments.create_batch(db_session(), services().shipment_deps, authenticate(), parsed):
         if res.shipment is not None:
-            results.append({"index": res.index, "status": "created", "shipment": shipment_out(res.shipment)})
+            results.append(BatchResult(index=res.index, status="created", shipment=shipment_out(res.shipment)))
         else:
             assert res.error is not None
             _, code = classify(res.error)
-            results.append({"index": res.index, "status": "error",
-                            "error": {"code": code, "message": res.error.message, "field": res.error.field}})
-    return jsonify({"results": results})
+            results.append(BatchResult(index=res.index, status="error", error=BatchItemError(
+                code=code, message=res.error.message, field=res.error.field)))
+    return respond(BatchOut, BatchOut(results=results))
 
 
 @bp.get("/v1/shipments/<shipment_id>")
 @operation(summary="查询运单（脱敏）", tags=TAGS, response=ShipmentOut, errors=(404,))
 @requires(Permission.SHIPMENT_READ)
 def get(shipment_id: str) -> Response:
-    return jsonify(shipment_out(shipments.get_shipment(db_session(), authenticate(), shipment_id)))
+    return respond(ShipmentOut, shipment_out(shipments.get_shipment(db_session(), authenticate(), shipment_id)))
 
 
 def _limit() -> int:
@@ -135,7 +138,7 @@ def list_() -> Response:
         raise ValidationFailed("不支持的查询参数", field=sorted(unknown)[0])
     rows, cursor = shipments.list_shipments(db_session(), services().shipment_deps, authenticate(),
                                             limit=_limit(), cursor=request.args.get("cursor") or None)
-    return jsonify({"items": [shipment_out(r) for r in rows], "next_cursor": cursor})
+    return respond(ShipmentPage, ShipmentPage(items=[shipment_out(r) for r in rows], next_cursor=cursor))
 
 
 @bp.post("/v1/shipments/search")
@@ -153,11 +156,11 @@ def search() -> Response:
         raise ValidationFailed("limit 超出范围", field="limit")
     rows, _ = shipments.list_shipments(db_session(), services().shipment_deps, authenticate(), limit=limit,
                                        recipient_phone=phone)
-    return jsonify({"items": [shipment_out(r) for r in rows], "next_cursor": None})
+    return respond(ShipmentPage, ShipmentPage(items=[shipment_out(r) for r in rows], next_cursor=None))
 
 
 @bp.post("/v1/shipments/<shipment_id>/cancel")
 @operation(summary="取消运单（揽收前）", tags=TAGS, response=ShipmentOut, errors=(404, 409))
 @requires(Permission.SHIPMENT_CANCEL)
 def cancel(shipment_id: str) -> Response:
-    return jsonify(shipment_out(shipments.cancel_shipment(db_session(), authenticate(), shipment_id)))
+    return respond(ShipmentOut, shipment_out(shipments.cancel_shipment(db_session(), authenticate(), shipment_id)))

@@ -1,7 +1,9 @@
-"""OpenAPI 3.1 from the same pydantic models that validate requests.
+"""OpenAPI 3.1 from the same pydantic models that validate requests and serialise answers.
 
 Views declare their contract with :func:`operation`; :func:`build_document` walks the app's URL
-map, so an endpoint cannot exist without appearing in the document.
+map, so an endpoint cannot exist without appearing in the document. Views answer JSON through
+:func:`respond`, which refuses any model or status other than the ones their route documents, so
+what is served is what the document describes.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from flask import Flask
+from flask import Flask, Response, current_app, jsonify, request
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
@@ -28,6 +30,7 @@ class Operation:
     body: type[BaseModel] | None = None
     response: type[BaseModel] | None = None
     status: int = 200
+    also: tuple[int, ...] = ()  # other statuses answering the same response model (e.g. readiness: 503)
     security: str | None = "bearer"
     query: tuple[tuple[str, str, str], ...] = ()  # (name, json type, description)
     headers: tuple[tuple[str, str], ...] = ()  # (name, description)
@@ -46,14 +49,38 @@ def operation(**kwargs: Any) -> Callable[[F], F]:
     return deco
 
 
+def documented(view: Callable[..., Any] | None) -> Operation | None:
+    """The operation a view function declares, if any."""
+    op = getattr(view, _ATTR, None)
+    return op if isinstance(op, Operation) else None
+
+
+def respond(model: type[BaseModel], value: object, status: int | None = None) -> Response:
+    """A JSON success answer: ``value`` validated by ``model`` and dumped as JSON, as the document shows it.
+
+    ``value`` may be an instance of ``model``, a mapping or an object with the model's attributes
+    (a dataclass, an ORM row). ``model`` and ``status`` must be the ones the current route documents:
+    anything else is a bug (the answer would drift from /openapi.json) and raises.
+    """
+    op = documented(current_app.view_functions.get(request.endpoint or ""))
+    if op is None or op.response is not model:
+        raise RuntimeError(f"{request.endpoint} does not document {model.__name__} as its response")
+    status = op.status if status is None else status
+    if status != op.status and status not in op.also:
+        raise RuntimeError(f"{request.endpoint} does not document status {status}")
+    body = model.model_validate(value, from_attributes=True).model_dump(mode="json")
+    resp = jsonify(body)
+    resp.status_code = status
+    return resp
+
+
 _PARAM = re.compile(r"<(?:[a-z_]+:)?([a-zA-Z_]+)>")
 
 
 def build_document(app: Flask) -> dict[str, Any]:
     ops: list[tuple[str, str, Operation]] = []
     for rule in app.url_map.iter_rules():
-        view = app.view_functions.get(rule.endpoint)
-        op = getattr(view, _ATTR, None)
+        op = documented(app.view_functions.get(rule.endpoint))
         if op is None:
             continue
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
@@ -84,7 +111,7 @@ def build_document(app: Flask) -> dict[str, Any]:
             ok["content"] = {"application/json": {"schema": ref(op.response)}}
         elif op.content_types != ("application/json",):
             ok["content"] = {ct: {"schema": {"type": "string", "format": "binary"}} for ct in op.content_types}
-        responses: dict[str, Any] = {str(op.status): ok}
+        responses: dict[str, Any] = {str(code): ok for code in (op.status, *op.also)}
         error_codes = set(op.errors) | {422} if op.body else set(op.errors)
         if op.security:
             error_codes |= {401, 403, 429}

@@ -18,6 +18,8 @@ from sqlalchemy.exc import DBAPIError
 from waybill import outbox
 from waybill.api import errors as api_errors
 from waybill.api.context import services
+from waybill.api.openapi import operation, respond
+from waybill.schemas import OutModel
 from waybill.services import Services
 from waybill.settings import SettingsError
 from waybill.uow import unit_of_work
@@ -25,6 +27,25 @@ from waybill.uow import unit_of_work
 bp = Blueprint("operations", __name__)
 TOKEN_KEY = "waybill_metrics_token"  # noqa: S105 (a registry key, not a secret)
 _TOKEN = re.compile(r"^[A-Za-z0-9._~+/=-]{32,512}$")
+TAGS = ("operations",)
+
+
+class HealthOut(OutModel):
+    ok: bool
+
+
+class CheckOut(OutModel):
+    """From :class:`waybill.readiness.CheckResult`: ``error`` (the failure's type) only when it failed."""
+
+    omit_none = frozenset({"error"})
+
+    ok: bool
+    error: str | None = None
+
+
+class ReadinessOut(OutModel):
+    ok: bool
+    checks: dict[str, CheckOut]
 
 
 def load_metrics_token(path: Path) -> bytes:
@@ -49,22 +70,29 @@ def install(app: Flask, svc: Services) -> None:
 
 
 @bp.get("/healthz")
+@operation(summary="存活探针：进程能应答 HTTP（不访问数据库）", tags=TAGS, response=HealthOut, security=None)
 def healthz() -> Response:
     """Liveness: the process answers HTTP. It touches nothing else (a database outage must not restart it)."""
-    return jsonify({"ok": True})
+    return respond(HealthOut, HealthOut(ok=True))
 
 
 @bp.get("/readyz")
-def readyz() -> tuple[Response, int]:
+@operation(summary="就绪探针：数据库、密钥库与 Redis（如已配置）均可用时 200，否则 503", tags=TAGS,
+           response=ReadinessOut, also=(503,), security=None)
+def readyz() -> Response:
     """Readiness: 200 when the database, the key store and Redis (if configured) answer, else 503."""
     ok, checks = services().readiness.run()
-    resp = jsonify({"ok": ok, "checks": checks})
+    resp = respond(ReadinessOut, ReadinessOut(ok=ok, checks={name: CheckOut.model_validate(result)
+                                                             for name, result in checks.items()}),
+                   200 if ok else 503)
     if not ok:
         resp.headers["Retry-After"] = "5"
-    return resp, 200 if ok else 503
+    return resp
 
 
 @bp.get("/metrics")
+@operation(summary="Prometheus 指标（可要求独立的 Bearer 令牌：WAYBILL_METRICS_TOKEN_FILE）", tags=TAGS,
+           security=None, errors=(401,), content_types=("text/plain",))
 def metrics() -> Response:
     expected: bytes | None = current_app.extensions.get(TOKEN_KEY)
     if expected is not None:

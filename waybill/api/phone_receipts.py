@@ -12,21 +12,32 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, request
 
 from waybill import audit
 from waybill.api.context import db_session, services
-from waybill.api.openapi import operation
+from waybill.api.openapi import operation, respond
 from waybill.errors import NotFound, ValidationFailed
 from waybill.permissions import Principal
+from waybill.schemas import OutModel
 
 bp = Blueprint("phone", __name__)
 MAX_RECEIPTS = 1000  # Aliyun pushes at most a few hundred records per batch
 
 
+class ReceiptAck(OutModel):
+    """The acknowledgement the provider expects (Aliyun ``SecretReport``: ``{"code": 0, "msg": "成功"}``)."""
+
+    code: int
+    msg: str
+
+
+DEFAULT_ACK = ReceiptAck(code=0, msg="成功")
+
+
 @bp.post("/v1/phone/receipts/<token>")
 @operation(summary="隐私号服务商推送通话回执（URL 中的密钥即认证；按 call_id 幂等）", tags=("phone",), security=None,
-           errors=(404, 422))
+           response=ReceiptAck, errors=(404, 422))
 def receipts(token: str) -> Response:
     session = db_session()
     provider: Any = services().provider
@@ -44,4 +55,4 @@ def receipts(token: str) -> Response:
     new = sum(1 for receipt in batch if provider.record_receipt(session, receipt))
     actor = Principal(kind="provider", id=str(getattr(provider, "name", "provider")), role="system")
     audit.record(session, actor, "phone.receipts", purpose=f"received={len(batch)} new={new}")
-    return jsonify(getattr(provider, "receipt_ack", {"ok": True}))
+    return respond(ReceiptAck, getattr(provider, "receipt_ack", DEFAULT_ACK))

@@ -1,0 +1,116 @@
+"""What is served is what /openapi.json describes: every route with a documented JSON answer is driven
+through its real flow (merchant, labels, dispatch, courier, audit, privacy, auth, operations), and each
+answer the app serves, success or error, must match the schema the document gives for its status.
+
+A drift either way fails here: a field served but not in the document, a documented field missing or of
+another type, a timestamp in another format, a status the route does not document, or a documented
+route that no flow below reaches (add it to the flow).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from courier_api.staff import set_phone
+from tests.conftest import shipment_body
+from tests.courier_api import bearer, login, make_staff
+from tests.openapi_check import AnswerRecorder, check_answer, documented_json_routes
+from tests.printing.label_helpers import decode, pdf_pages_as_images
+from waybill.app import create_app
+from waybill.permissions import SYSTEM
+from waybill.readiness import Readiness
+from waybill.virtual_numbers import add_numbers
+
+STATION = "755-W012"  # the recipient of shipment_body() is delivered from here
+# Documented answers driven by a flow of their own elsewhere, where the app is built differently.
+ELSEWHERE = {
+    # Only a provider that takes pushed receipts (Aliyun) answers 200: tests/virtual_numbers/test_receipt_push.py.
+    ("/v1/phone/receipts/{token}", "post", 200),
+}
+
+
+class _DatabaseDown(Readiness):
+    def check_database(self) -> Any:
+        raise ConnectionError("down")
+
+
+@pytest.fixture
+def recorded(app):
+    return AnswerRecorder(app)  # before the app's first request: Flask refuses hooks after it
+
+
+def _ok(r: Any, status: int = 200) -> Any:
+    assert r.status_code == status, (r.status_code, r.get_data(as_text=True)[:300])
+    return r.get_json()
+
+
+def test_every_documented_answer_matches_the_document(recorded, app, client, merchant, services):
+    with services.session_factory() as s:
+        add_numbers(s, ["17000000011"])
+        s.commit()
+    staff = {key: make_staff(services, name, role, station) for key, name, role, station in (
+        ("sorter", "oa_sorter", "sorter", STATION), ("dispatcher", "oa_disp", "dispatcher", STATION),
+        ("courier", "oa_courier", "courier", STATION), ("auditor", "oa_auditor", "auditor", None),
+        ("officer", "oa_officer", "privacy_officer", None))}
+    with services.session_factory() as s:
+        set_phone(s, SYSTEM, "oa_courier", "13700001234", services.codec)
+        s.commit()
+    h = {key: bearer(_ok(login(client, new))["access_token"]) for key, new in staff.items()}
+    m = merchant.headers
+
+    # Merchant: create (and replay), batch with a good and a bad item, read, list, search, cancel.
+    shp = _ok(client.post("/v1/shipments", json=shipment_body("OA-1"), headers={**m, "Idempotency-Key": "oa-1"}),
+              201)
+    _ok(client.post("/v1/shipments", json=shipment_body("OA-1"), headers={**m, "Idempotency-Key": "oa-1"}), 201)
+    batch = _ok(client.post("/v1/shipments/batch", json={"shipments": [
+        shipment_body("OA-2"), shipment_body("OA-3", parcel={"weight_g": 0})]}, headers=m))
+    assert [r["status"] for r in batch["results"]] == ["created", "error"]
+    _ok(client.get(f"/v1/shipments/{shp['id']}", headers=m))
+    page = _ok(client.get("/v1/shipments?limit=1", headers=m))
+    _ok(client.get(f"/v1/shipments?limit=1&cursor={page['next_cursor']}", headers=m))
+    _ok(client.post("/v1/shipments/search", json={"recipient_phone": shipment_body()["recipient"]["phone"]},
+                    headers=m))
+    _ok(client.post(f"/v1/shipments/{batch['results'][0]['shipment']['id']}/cancel", headers=m))
+    assert client.get("/v1/shipments/shp_nothing", headers=m).status_code == 404  # an error answer, checked too
+
+    # Print, dispatch, scan, call, deliver.
+    job = client.post("/v1/print-jobs", json={"shipment_ids": [shp["id"]], "format": "pdf"}, headers=h["sorter"])
+    assert job.status_code == 200
+    (page_image,) = pdf_pages_as_images(job.data)
+    qr = next(text for fmt, text in decode(page_image) if "QR" in fmt.upper())
+    _ok(client.post("/v1/dispatch/assignments", json={"shipment_id": shp["id"], "courier": "oa_courier"},
+                    headers=h["dispatcher"]), 201)
+    _ok(client.post("/v1/courier/scan", json={"token": qr}, headers=h["courier"]))
+    _ok(client.post(f"/v1/courier/shipments/{shp['id']}/call", headers=h["courier"]))
+    _ok(client.post(f"/v1/courier/shipments/{shp['id']}/deliver",
+                    json={"method": "handover", "pickup_code": shipment_body()["recipient"]["phone"][-4:]},
+                    headers=h["courier"]))
+
+    # Privacy officer: file a request for part of one party and all of the other, then read it.
+    req = _ok(client.post("/v1/privacy/requests", json={
+        "shipment_id": shp["id"], "purpose": "complaint", "reference": "CASE-2026-0001",
+        "fields": ["sender.phone", "recipient.name", "recipient.address"]}, headers=h["officer"]), 201)
+    read = _ok(client.get(f"/v1/privacy/requests/{req['id']}/personal-data", headers=h["officer"]))
+    assert set(read["sender"]) == {"phone"}
+
+    # Auditor, operations.
+    _ok(client.get("/v1/audit/events?limit=5", headers=h["auditor"]))
+    _ok(client.get("/v1/audit/verify", headers=h["auditor"]))
+    _ok(client.get("/healthz"))
+    _ok(client.get("/readyz"))
+    down = dataclasses.replace(services, readiness_checks=_DatabaseDown(services.settings, services.keys))
+    other = create_app(services.settings, services_override=down)
+    other_recorded = AnswerRecorder(other)
+    _ok(other.test_client().get("/readyz"), 503)
+
+    doc = _ok(client.get("/openapi.json"))
+    answers = recorded.answers + other_recorded.answers
+    for answer in answers:
+        if answer.path != "/openapi.json":
+            check_answer(doc, answer)
+    served = {(a.path, a.method, a.status) for a in answers}
+    missing = documented_json_routes(app, doc) - served - ELSEWHERE
+    assert not missing, f"documented JSON answers no flow here produced: {sorted(missing)}"
