@@ -2,32 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
-from flask import Blueprint, Flask, Response, current_app, request
+from flask import Blueprint, Flask, Response, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from courier_api import staff
+from courier_api.services import courier_services
 from waybill import audit
 from waybill.api.auth import authenticate, bearer_token
 from waybill.api.context import db_session, services
 from waybill.api.merchant import json_body
 from waybill.api.openapi import operation, respond
 from waybill.errors import AuthenticationFailed, PermissionDenied, RateLimited
-from waybill.ratelimit import TokenBucketLimiter
+from waybill.ratelimit import RateLimiter
 from waybill.schemas import OutModel, parse
 from waybill.uow import keep_on_error
 
 bp = Blueprint("staff_auth", __name__)
 TAGS = ("auth",)
-LIMITERS_KEY = "courier_api.login_limiters"
-# Login throttling, in front of the per-account lockout: it slows guessing across many accounts
-# from one address (IP bucket) and spraying one account from many addresses (username bucket).
-LOGIN_IP_BURST = 30
-LOGIN_IP_RATE_PER_S = 0.5
-LOGIN_USER_BURST = 10
-LOGIN_USER_RATE_PER_S = 10 / 60
 
 
 class TokenRequest(BaseModel):
@@ -48,22 +41,12 @@ class TokenResponse(OutModel):
     role: str = Field(description="角色")
 
 
-@dataclass(frozen=True)
-class LoginLimiters:
-    by_ip: TokenBucketLimiter
-    by_user: TokenBucketLimiter
-
-
 def install(app: Flask) -> None:
-    """Register the blueprint and give the app its login limiters (one set per worker)."""
-    app.extensions.setdefault(LIMITERS_KEY, LoginLimiters(
-        by_ip=TokenBucketLimiter(LOGIN_IP_RATE_PER_S, LOGIN_IP_BURST),
-        by_user=TokenBucketLimiter(LOGIN_USER_RATE_PER_S, LOGIN_USER_BURST),
-    ))
+    """Register the blueprint (its login limiters live in the courier registry)."""
     app.register_blueprint(bp)
 
 
-def _throttle(limiter: TokenBucketLimiter, key: str) -> None:
+def _throttle(limiter: RateLimiter, key: str) -> None:
     wait = limiter.hit(key)
     if wait is not None:
         # A durable event: the 429 rolls the request back, the trace must stay.
@@ -80,10 +63,10 @@ def _setting(name: str, default: int) -> int:
 @operation(summary="员工登录，换取短期访问令牌", tags=TAGS, body=TokenRequest, response=TokenResponse,
            security=None, errors=(401, 422, 429))
 def token() -> Response:
-    limiters: LoginLimiters = current_app.extensions[LIMITERS_KEY]
-    _throttle(limiters.by_ip, request.remote_addr or "unknown")
+    courier = courier_services()
+    _throttle(courier.login_by_ip, request.remote_addr or "unknown")
     body: TokenRequest = parse(TokenRequest, json_body())
-    _throttle(limiters.by_user, body.username)
+    _throttle(courier.login_by_user, body.username)
     session = db_session()
     svc = services()
     try:

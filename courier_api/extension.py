@@ -12,7 +12,9 @@ from flask import Flask
 from sqlalchemy.orm import Session
 
 from courier_api import auth_api, models, privacy_views, staff, views
+from courier_api import services as courier_registry
 from courier_api.cli import users
+from waybill.api.context import services_of
 from waybill.extensions import TOKEN_RESOLVERS
 from waybill.outbox import Handler, Job
 from waybill.permissions import Principal
@@ -31,6 +33,7 @@ class CourierExtension:
     name = "courier_api"
 
     def init_app(self, app: Flask) -> None:
+        courier_registry.install(app, services_of(app))
         app.extensions.setdefault(TOKEN_RESOLVERS, {})[staff.TOKEN_PREFIX + "_"] = _staff_principal
         auth_api.install(app)
         views.install(app)

@@ -6,12 +6,12 @@ from flask import Blueprint, Flask, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from courier_api import privacy
-from courier_api.deps import privacy_deps
 
 # The accepted values are the domain's own Literal types, so the two cannot drift apart.
 from courier_api.privacy import FieldName, Purpose
+from courier_api.services import courier_services
 from waybill.api.auth import authenticate, requires
-from waybill.api.context import db_session, services
+from waybill.api.context import db_session
 from waybill.api.merchant import json_body
 from waybill.api.openapi import operation, respond
 from waybill.permissions import Permission
@@ -76,7 +76,7 @@ def install(app: Flask) -> None:
 @requires(Permission.PERSONAL_DATA_REQUEST)
 def file_request() -> Response:
     data: RequestIn = parse(RequestIn, json_body())
-    req = privacy.file_request(db_session(), privacy_deps(services()), authenticate(), data.shipment_id,
+    req = privacy.file_request(db_session(), courier_services().privacy, authenticate(), data.shipment_id,
                                data.purpose, data.reference, data.fields)
     return respond(RequestOut, req)
 
@@ -86,7 +86,7 @@ def file_request() -> Response:
            response=PersonalDataOut, errors=(404,))
 @requires(Permission.PERSONAL_DATA_REQUEST)
 def read_request(request_id: str) -> Response:
-    read = privacy.read_request(db_session(), privacy_deps(services()), authenticate(), request_id)
+    read = privacy.read_request(db_session(), courier_services().privacy, authenticate(), request_id)
     req, shipment = read.request, read.shipment
     return respond(PersonalDataOut, PersonalDataOut(
         request_id=req.id, shipment_id=shipment.id, waybill_no=shipment.waybill_no, purpose=req.purpose,

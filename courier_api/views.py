@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
-from flask import Blueprint, Flask, Response, current_app, request
+from flask import Blueprint, Flask, Response, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from courier_api import delivery
-from courier_api.deps import delivery_deps
+from courier_api.services import courier_services
 from waybill import audit
 from waybill.api.auth import authenticate, requires
 from waybill.api.context import db_session, services
@@ -17,11 +17,9 @@ from waybill.api.merchant import json_body, shipment_out
 from waybill.api.openapi import operation, respond
 from waybill.errors import RateLimited, ValidationFailed
 from waybill.permissions import Permission
-from waybill.ratelimit import RateLimiter, quota_limiter
 from waybill.schemas import OutModel, ShipmentOut, UtcTimestamp, parse
 
 bp = Blueprint("courier", __name__)
-QUOTA_KEY = "courier_api.scan_quota"
 log = logging.getLogger("waybill.alerts")
 _STRICT = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=True)
 
@@ -108,9 +106,7 @@ class VerifyOut(OutModel):
 
 
 def install(app: Flask) -> None:
-    settings = app.extensions["waybill"].settings
-    app.extensions[QUOTA_KEY] = quota_limiter(settings.redis_url, name="scan", per_minute=settings.scan_per_minute,
-                                              per_hour=settings.scan_per_hour)
+    """Register the blueprint (the scan quota lives in the courier registry)."""
     app.register_blueprint(bp)
 
 
@@ -131,8 +127,7 @@ def assign() -> Response:
 @requires(Permission.COURIER_SCAN)
 def scan() -> Response:
     principal = authenticate()
-    limiter: RateLimiter = current_app.extensions[QUOTA_KEY]
-    wait = limiter.hit(principal.id)
+    wait = courier_services().scan_quota.hit(principal.id)
     if wait is not None:
         # Bulk lookups by one account are how rented or stolen accounts leak data: alert on it.
         audit.record(db_session(), principal, "alert.scan_quota", outcome="alert", durable=True)
@@ -141,14 +136,14 @@ def scan() -> Response:
         services().metrics.courier_scans.labels("quota_exceeded").inc()
         raise RateLimited(wait)
     data: ScanIn = parse(ScanIn, json_body())
-    return respond(CourierView, delivery.scan(db_session(), delivery_deps(services()), principal, data.token))
+    return respond(CourierView, delivery.scan(db_session(), courier_services().delivery, principal, data.token))
 
 
 @bp.post("/v1/courier/shipments/<shipment_id>/call")
 @operation(summary="获取隐私号（虚拟号码 + 分机号）联系收件人", tags=("courier",), response=CallOut, errors=(404, 409))
 @requires(Permission.COURIER_CALL)
 def call(shipment_id: str) -> Response:
-    binding = delivery.call(db_session(), delivery_deps(services()), authenticate(), shipment_id)
+    binding = delivery.call(db_session(), courier_services().delivery, authenticate(), shipment_id)
     return respond(CallOut, CallOut(virtual_number=binding.x_number, extension=binding.extension,
                                     expires_at=binding.expires_at))
 
@@ -163,7 +158,7 @@ def deliver(shipment_id: str) -> Response:
         raise ValidationFailed("当面签收须提供取件码", field="pickup_code")
     if data.method == "locker" and not data.locker_id:
         raise ValidationFailed("快递柜签收须提供柜号", field="locker_id")
-    shipment = delivery.deliver(db_session(), delivery_deps(services()), authenticate(), shipment_id, data.method,
+    shipment = delivery.deliver(db_session(), courier_services().delivery, authenticate(), shipment_id, data.method,
                                 data.pickup_code)
     return respond(ShipmentOut, shipment_out(shipment))
 

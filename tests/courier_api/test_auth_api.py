@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from flask import jsonify
 from sqlalchemy import select
 
-from courier_api import auth_api, staff
+from courier_api import staff
+from courier_api.services import EXTENSION_KEY as COURIER_KEY
 from tests.courier_api import bearer, login, make_staff, totp_now
 from waybill.api.auth import authenticate
 from waybill.models import AuditEvent
@@ -123,8 +126,9 @@ def test_logout_revokes_the_presented_token_only(staff_client, services, merchan
 
 
 def test_login_is_throttled_per_address_and_per_username(app, services):
-    app.extensions[auth_api.LIMITERS_KEY] = auth_api.LoginLimiters(
-        by_ip=TokenBucketLimiter(0.001, 3), by_user=TokenBucketLimiter(0.001, 2))
+    courier = app.extensions[COURIER_KEY]
+    app.extensions[COURIER_KEY] = dataclasses.replace(
+        courier, login_by_ip=TokenBucketLimiter(0.001, 3), login_by_user=TokenBucketLimiter(0.001, 2))
     client = app.test_client()
     body = {"username": "someone", "password": WRONG}
     # Per username: two tries, then 429 even from another address.
