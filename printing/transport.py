@@ -8,7 +8,9 @@ Nothing is ever dropped silently: every outcome is a :class:`PrintReport` or an 
 
 from __future__ import annotations
 
+import fcntl
 import socket
+import struct
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -17,13 +19,22 @@ from urllib.parse import urlsplit
 DEFAULT_PORT = 9100
 
 
-class PrintFailed(RuntimeError):
-    """The job did not reach the printer completely. ``sent`` bytes went out before the failure."""
+_SIOCOUTQ = 0x5411  # Linux: TIOCOUTQ on a TCP socket = bytes not yet acknowledged by the peer
 
-    def __init__(self, message: str, *, attempts: int, sent: int) -> None:
+
+class PrintFailed(RuntimeError):
+    """The job did not reach the printer completely.
+
+    ``sent``: bytes handed to the connection before the failure (some may still have been in flight);
+    ``acked``: bytes the printer's TCP stack had acknowledged — surely received — or None where the system
+    cannot tell (Linux can: the unacknowledged part of the send queue, ``SIOCOUTQ``).
+    """
+
+    def __init__(self, message: str, *, attempts: int, sent: int, acked: int | None = None) -> None:
         super().__init__(message)
         self.attempts = attempts
         self.sent = sent
+        self.acked = acked
 
 
 @dataclass(frozen=True)
@@ -65,14 +76,27 @@ def connect(url: str, *, timeout: float = 10.0, retries: int = 3, backoff: float
             sleep(backoff * 2 ** (attempts - 1))
 
 
+def _unacked(conn: socket.socket) -> int | None:
+    """Bytes in the send queue the peer has not acknowledged yet (Linux ``SIOCOUTQ``), None if unknown."""
+    try:
+        raw = fcntl.ioctl(conn.fileno(), _SIOCOUTQ, b"\0\0\0\0")
+    except OSError:
+        return None
+    return int(struct.unpack("i", raw)[0])
+
+
 def send(conn: socket.socket, chunks: Iterable[bytes], *, attempts: int = 1) -> int:
     """Stream ``chunks`` over an open connection and wait until the printer has taken them all."""
     sent = 0
+    acked: int | None = 0
     with conn:
         try:
             for chunk in chunks:
                 conn.sendall(chunk)
                 sent += len(chunk)
+                queued = _unacked(conn)
+                # What the printer has surely received so far (never less than an earlier reading).
+                acked = None if queued is None or acked is None else max(acked, sent - queued)
             # Half-close and wait for the printer to close its side: only then has it taken every byte.
             conn.shutdown(socket.SHUT_WR)
             while conn.recv(4096):
@@ -80,7 +104,7 @@ def send(conn: socket.socket, chunks: Iterable[bytes], *, attempts: int = 1) -> 
         except OSError as exc:
             raise PrintFailed(f"printer failed after {sent} bytes ({type(exc).__name__}); "
                               "not resent automatically to avoid duplicate labels", attempts=attempts,
-                              sent=sent) from None
+                              sent=sent, acked=acked) from None
     return sent
 
 

@@ -7,13 +7,21 @@ from typing import Any
 import click
 
 from waybill import audit, db, keyfile, logs
-from waybill.cli_common import emit, existing_services, fail, read_settings, ready_services, schema_mismatch_doc
+from waybill.cli_common import (
+    Progress,
+    emit,
+    existing_services,
+    fail,
+    read_settings,
+    ready_services,
+    schema_mismatch_doc,
+)
 from waybill.crypto import vault
 from waybill.errors import DomainError
 from waybill.extensions import load_extensions
 from waybill.merchants import create_merchant
 from waybill.permissions import SYSTEM
-from waybill.services import initialise
+from waybill.services import Services, initialise
 from waybill.settings import SettingsError
 from waybill.uow import unit_of_work
 
@@ -147,12 +155,25 @@ def keys() -> None:
     """Key management."""
 
 
+def _data_key_count(svc: Services) -> int:
+    from sqlalchemy import func, select
+
+    from waybill.models import DataKey
+
+    with unit_of_work(svc.session_factory) as tx:
+        return int(tx.session.scalar(select(func.count()).select_from(DataKey)) or 0)
+
+
 @keys.command("rotate")
 def keys_rotate() -> None:
     """Promote a new master key and re-wrap every data key; ciphertexts stay readable."""
     settings = _settings()
     svc = _ready(settings)
-    report = vault.rotate(svc.engine, settings.key_file, settings.cipher)
+    bar = Progress(_data_key_count(svc), "re-wrapping data keys")
+    try:
+        report = vault.rotate(svc.engine, settings.key_file, settings.cipher, progress=bar.set)
+    finally:
+        bar.close()
     with unit_of_work(svc.session_factory) as tx:
         audit.record(tx.session, SYSTEM, "keys.rotate", object_type="master_key", object_id=report.new_master_key)
     emit({"ok": True, "new_master_key": report.new_master_key, "rewrapped_data_keys": report.rewrapped,

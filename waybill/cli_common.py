@@ -57,3 +57,27 @@ def existing_services(settings: Settings) -> Services:
         return build(settings)
     except keyfile.KeyFileError as exc:
         fail({"ok": False, "error": {"code": "key_file", "message": str(exc)}}, 2)
+
+
+class Progress:
+    """A progress bar on stderr for long commands, drawn only when stderr is a terminal (stdout keeps its one
+    JSON object, and logs or pipes get no bar). ``advance(n)`` moves it; ``close()`` ends the line."""
+
+    def __init__(self, total: int, label: str) -> None:
+        self._bar: Any = None
+        if total > 1 and sys.stderr.isatty():
+            self._bar = click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True)
+            self._bar.__enter__()
+
+    def advance(self, n: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def set(self, done: int, _total: int) -> None:
+        if self._bar is not None:
+            self._bar.update(done - self._bar.pos)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import click
 
 import printing
+from printing.model import LabelModel
 from printing.transport import PrintFailed, connect, parse_printer_url, send
 from waybill import audit, labels
 from waybill import cli_common as cli  # the shared helpers: settings, services, emit, fail
@@ -69,17 +71,63 @@ def print_cmd(printer: str, shipments: tuple[str, ...], ids_file: Any, fmt: str,
     except DomainError as exc:
         conn.close()
         cli.fail({"ok": False, "error": {"code": "refused", "message": exc.message, "field": exc.field}})
+    tracker = _Tracker(models, fmt)
+    bar = cli.Progress(len(models), f"printing {len(models)} labels")
     try:
-        sent = send(conn, printing.iter_render(models, fmt, size), attempts=attempts)
+        sent = send(conn, tracker.chunks(printing.iter_render(models, fmt, size), bar), attempts=attempts)
     except PrintFailed as exc:
+        bar.close()
         with unit_of_work(svc.session_factory) as tx:
             audit.record(tx.session, principal, "print.failed", object_type="printer", object_id=printer[:64],
-                         outcome="error")
+                         outcome="error", purpose=f"labels_sent={tracker.count_sent(exc.sent)}")
         cli.fail({"ok": False, "error": {"code": "print_failed", "message": str(exc)}, "bytes_sent": exc.sent,
-                  "labels_issued": len(models), "hint": "reprint with --reprint-reason"})
-        return
+                  "labels_issued": len(models), "labels": tracker.report(exc.sent, exc.acked),
+                  "hint": "reprint the labels that did not reach the printer with --reprint-reason"})
+    bar.close()
     cli.emit({"ok": True, "printer": printer, "labels": len(models), "bytes_sent": sent, "attempts": attempts,
               "format": fmt, "size": size})
+
+
+class _Tracker:
+    """Which labels of a job reached the printer: the byte offset at which each label's data ends.
+
+    ZPL and TSPL jobs are one chunk per label (ZPL's glyph downloads travel with the first label that uses
+    them), so a label whose last byte was handed to the connection is on the printer; a PDF is one document,
+    which a printer prints only when it is whole.
+    """
+
+    def __init__(self, models: list[LabelModel], fmt: str) -> None:
+        self._numbers = [m.waybill_no for m in models]
+        self._per_label = fmt in ("zpl", "tspl")
+        self._ends: list[int] = []  # end offset of each label's data, in job order
+        self._total = 0
+
+    def chunks(self, stream: Iterator[bytes], bar: cli.Progress) -> Iterator[bytes]:
+        for chunk in stream:
+            self._total += len(chunk)
+            # PDF: chunk 0 is the header, then one page per label, then the trailer.
+            if (self._per_label or self._total > len(chunk)) and len(self._ends) < len(self._numbers):
+                self._ends.append(self._total)
+            yield chunk
+            bar.advance()
+
+    def count_sent(self, upto: int) -> int:
+        """Labels whose data lies wholly within the first ``upto`` bytes (none for an incomplete PDF)."""
+        if not self._per_label:
+            return 0  # a printer prints a PDF only when it is whole
+        return sum(1 for end in self._ends if end <= upto)
+
+    def report(self, sent: int, acked: int | None) -> list[dict[str, Any]]:
+        """Per label: ``received`` (its bytes were acknowledged by the printer), ``in_flight`` (handed to the
+        connection when it broke: may or may not have printed — look before reprinting), or ``not_sent``
+        (reprint it)."""
+        received = self.count_sent(acked) if acked is not None else 0
+        handed = self.count_sent(sent)
+        states = []
+        for i, no in enumerate(self._numbers):
+            state = "received" if i < received else "in_flight" if i < handed else "not_sent"
+            states.append({"index": i, "waybill_no": no, "state": state})
+        return states
 
 
 @click.command()

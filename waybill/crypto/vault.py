@@ -20,6 +20,7 @@ import os
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -272,12 +273,14 @@ class RotationReport:
     new_data_key: int
 
 
-def rotate(engine: Engine, key_file: Path, algorithm: str) -> RotationReport:
+def rotate(engine: Engine, key_file: Path, algorithm: str, *,
+           progress: Callable[[int, int], None] | None = None) -> RotationReport:
     """Promote a new master key, re-wrap every data key under it, start a new data key.
 
     Each data key is re-wrapped in its own short transaction (no long lock; servers keep running)
     and only wrapped key material is ever written. Existing ciphertexts are untouched and stay
-    readable because their data keys survive, merely wrapped differently.
+    readable because their data keys survive, merely wrapped differently. ``progress(done, total)`` is
+    told after each data key (the CLI draws a progress bar with it).
     """
     # One rotation at a time: two interleaved rotations could re-wrap data keys under a master key
     # that the other one's write of the key file then drops — leaving data undecryptable.
@@ -300,6 +303,8 @@ def rotate(engine: Engine, key_file: Path, algorithm: str) -> RotationReport:
                 conn.execute(update(DataKey).where(DataKey.id == dek_id).values(
                     wrapped=rewrapped, master_key_id=mk, rewrapped_at=utcnow()))
                 count += 1
+            if progress is not None:
+                progress(count, len(ids))
         with engine.begin() as conn:
             conn.execute(update(DataKey).where(DataKey.algorithm == algorithm).values(active=False))
             new_id = _insert_data_key(conn, material, algorithm)
