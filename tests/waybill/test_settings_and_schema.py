@@ -83,3 +83,21 @@ def test_printing_takes_its_configuration_from_the_settings(fresh_env):
         assert b"^CWJ,E:ANMDS.TTF" in printing.render_label(model, "zpl", "100x150")
     finally:
         printing.configure(before)
+
+
+def test_partitions_are_known_to_the_schema_check(fresh_env):
+    """Run-time partitions (``<table>_p<suffix>``, as the scale-out work adds for big tables) are not drift;
+    any other stray table is."""
+    from sqlalchemy import text
+
+    from waybill import db
+
+    env = fresh_env()
+    with env.engine.begin() as conn:
+        conn.execute(text("CREATE TABLE audit_events_p2026_12 (seq BIGINT PRIMARY KEY, at TIMESTAMP)"))
+        conn.execute(text("CREATE INDEX ix_audit_events_p2026_12_at ON audit_events_p2026_12 (at)"))
+    assert db.check_schema(env.engine).differences == ()
+    with env.engine.begin() as conn:
+        conn.execute(text("CREATE TABLE nobody_p1 (id INTEGER PRIMARY KEY)"))  # no such parent table
+    with pytest.raises(db.SchemaMismatch):
+        db.check_schema(env.engine)
