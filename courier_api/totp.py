@@ -1,45 +1,42 @@
-"""Time-based one-time passwords (RFC 6238 over RFC 4226): 30 s steps, 6 digits, HMAC-SHA-1.
+"""Time-based one-time passwords (RFC 6238 over RFC 4226): 30 s steps, 6 digits, HMAC-SHA-1, via ``pyotp``.
 
-Small enough to own: :func:`matching_step` returns *which* step a code belongs to, which the
-login needs to refuse a code that was already used (pyotp's ``verify`` only says yes or no).
+The codes themselves come from pyotp (secret generation, HOTP computation and truncation). What this module adds
+is :func:`matching_step`: *which* step within the drift window a code belongs to, which the login stores to
+refuse a code that was already used (``StaffUser.totp_last_step``; see ``courier_api.staff``). It checks
+every step of the window and compares in constant time, and accepts only six ASCII digits (pyotp's own
+comparison NFKC-normalises, so it would take full-width digits).
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
-import secrets
-import struct
+
+import pyotp
 
 STEP_S = 30
 DIGITS = 6
 # One step either side absorbs clock drift between the server and the authenticator app.
 WINDOW = 1
-SECRET_BYTES = 20  # 160 bits, the size RFC 4226 recommends for HMAC-SHA-1
+SECRET_CHARS = 32  # base32 characters: 160 bits, the size RFC 4226 recommends for HMAC-SHA-1
+
+
+def _totp(secret_b32: str) -> pyotp.TOTP:
+    return pyotp.TOTP(secret_b32, digits=DIGITS, interval=STEP_S)
 
 
 def new_secret() -> str:
-    """A fresh base32 secret (32 characters, no padding), as authenticator apps expect."""
-    return base64.b32encode(secrets.token_bytes(SECRET_BYTES)).decode("ascii")
-
-
-def _key(secret_b32: str) -> bytes:
-    padded = secret_b32.upper() + "=" * (-len(secret_b32) % 8)
-    return base64.b32decode(padded)
+    """A fresh base32 secret (32 characters, no padding, from :mod:`secrets`), as authenticator apps expect."""
+    return pyotp.random_base32(SECRET_CHARS)
 
 
 def step_at(unix_time: float) -> int:
-    """The RFC 6238 time step counter ``T`` for a Unix time."""
+    """The RFC 6238 time step counter ``T`` for a Unix time (what ``pyotp.TOTP.timecode`` computes)."""
     return int(unix_time // STEP_S)
 
 
 def code_at_step(secret_b32: str, step: int) -> str:
     """The HOTP value (RFC 4226 dynamic truncation) for counter ``step``."""
-    digest = hmac.new(_key(secret_b32), struct.pack(">Q", step), hashlib.sha1).digest()
-    offset = digest[-1] & 0x0F
-    value = struct.unpack(">I", digest[offset:offset + 4])[0] & 0x7FFFFFFF
-    return str(value % 10**DIGITS).zfill(DIGITS)
+    return _totp(secret_b32).generate_otp(step)
 
 
 def matching_step(secret_b32: str, code: str, unix_time: float, *, window: int = WINDOW) -> int | None:
@@ -50,9 +47,10 @@ def matching_step(secret_b32: str, code: str, unix_time: float, *, window: int =
     """
     if len(code) != DIGITS or not code.isascii() or not code.isdigit():
         return None
-    current = step_at(unix_time)
+    otp = _totp(secret_b32)
+    current = step_at(unix_time)  # not otp.timecode: before pyotp 2.12 that takes a datetime only
     found: int | None = None
     for step in range(current - window, current + window + 1):
-        if hmac.compare_digest(code_at_step(secret_b32, step), code) and found is None:
+        if hmac.compare_digest(otp.generate_otp(step).encode(), code.encode()) and found is None:
             found = step
     return found

@@ -1,13 +1,15 @@
 """CJK font resolution and the per-process font objects shared by every renderer.
 
-The project ships its Chinese font as a dependency: the PyPI package ``paperang-p2-fonts-cjk`` carries
-WenQuanYi Micro Hei (``wqy-microhei.ttc``, TrueType outlines, byte-identical to Debian's
-``fonts-wqy-microhei``). Resolution order:
+The project ships its Chinese font inside the package: WenQuanYi Micro Hei 0.2.0-beta (``wqy-microhei.ttc``,
+TrueType outlines, Apache-2.0), in ``printing/data/`` with its licence files, taken unmodified from Debian's
+``fonts-wqy-microhei`` package (provenance in ``printing/data/README.md``). Its SHA-256 is checked before the
+file is used. Resolution order:
 
 1. ``WAYBILL_LABEL_FONT`` (a path, optionally ``path#index`` for a face inside a .ttc) — if set it must work;
    a bad override is an error, never a silent fallback;
-2. the font inside the ``paperang_p2_fonts_cjk`` package;
-3. Debian/Ubuntu system locations (``fonts-wqy-microhei``, ``fonts-wqy-zenhei``).
+2. the bundled font — a bundled file whose checksum differs is an error (a damaged or altered install);
+3. only if the bundled file is absent (a repackaging that leaves it out): Debian/Ubuntu system locations
+   (``fonts-wqy-microhei``, ``fonts-wqy-zenhei``).
 
 Nothing is downloaded at run time. A missing or unusable font raises :class:`FontMissing` at start-up (the
 first render, or :func:`check_fonts`), because rendering Chinese with a font that lacks the glyphs
@@ -16,6 +18,7 @@ prints tofu.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -32,9 +35,12 @@ if TYPE_CHECKING:
 ENV_VAR = "WAYBILL_LABEL_FONT"  # the setting behind PrintConfig.font, named in messages
 PDF_FONT_NAME = "WaybillCJK"
 INSTALL_HINT = (
-    "install the Python package 'paperang-p2-fonts-cjk' (a dependency of privacy-waybill), or "
+    "reinstall privacy-waybill (it ships WenQuanYi Micro Hei as printing/data/wqy-microhei.ttc), or "
     "'apt-get install fonts-wqy-microhei', or point WAYBILL_LABEL_FONT at a TrueType (.ttf/.ttc) CJK font"
 )
+BUNDLED_FONT = Path(__file__).resolve().parent / "data" / "wqy-microhei.ttc"
+# Debian bookworm fonts-wqy-microhei 0.2.0-beta-3.1, /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
+BUNDLED_FONT_SHA256 = "2420e8078af796b19a3f6ef13de527a1a91c1e7171eea115926c614ced1009b3"
 # Characters every label prints; a font lacking any of them would produce tofu.
 _PROBE = "收寄件人重量服务打印时间签收标准快递省市区街道*0123456789ABCZ-:."
 _SYSTEM_FONTS = (
@@ -51,13 +57,25 @@ class FontSpec:
     index: int = 0
 
 
-def _package_font() -> Path | None:
+def verify_font_file(path: Path, sha256: str = BUNDLED_FONT_SHA256) -> Path:
+    """``path`` if its SHA-256 is ``sha256``; else :class:`FontMissing` naming both digests."""
     try:
-        import paperang_p2_fonts_cjk
-    except ImportError:
+        with path.open("rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError as exc:
+        raise FontMissing(f"font {path} cannot be read ({exc}); {INSTALL_HINT}") from exc
+    if digest != sha256:
+        raise FontMissing(f"font {path} is not the font privacy-waybill ships (SHA-256 {digest}, expected "
+                          f"{sha256}): a damaged or altered install; {INSTALL_HINT}")
+    return path
+
+
+@lru_cache(maxsize=1)
+def _package_font() -> Path | None:
+    """The bundled font, checksum verified (once per process); ``None`` if the file is absent."""
+    if not BUNDLED_FONT.is_file():
         return None
-    path = Path(paperang_p2_fonts_cjk.__file__).parent / "fonts" / "wqy-microhei.ttc"
-    return path if path.is_file() else None
+    return verify_font_file(BUNDLED_FONT)
 
 
 def resolve_font() -> FontSpec:
@@ -159,6 +177,7 @@ def pil_font(px: int) -> FreeTypeFont:
 
 def forget_fonts() -> None:
     """Drop the loaded fonts (the configuration changed)."""
+    _package_font.cache_clear()
     pdf_font.cache_clear()
     metrics.cache_clear()
     pil_font.cache_clear()

@@ -100,6 +100,61 @@ def test_our_totp_matches_rfc6238_vectors_and_pyotp():
     assert totp.matching_step(secret, "12345", 1_700_000_000) is None
 
 
+def _rfc4226(secret_b32: str, counter: int) -> str:
+    # RFC 4226 section 5.3 written out here, independent of pyotp (which courier_api.totp now uses).
+    import base64
+    import hashlib
+    import hmac
+    import struct
+
+    digest = hmac.new(base64.b32decode(secret_b32), struct.pack(">Q", counter), hashlib.sha1).digest()
+    offset = digest[-1] & 0x0F
+    return str((struct.unpack(">I", digest[offset:offset + 4])[0] & 0x7FFFFFFF) % 10**6).zfill(6)
+
+
+def test_totp_codes_and_steps_match_an_independent_computation():
+    import base64
+    import random
+
+    import pyotp
+
+    rng = random.Random(7)
+    for _ in range(500):
+        secret = base64.b32encode(rng.randbytes(20)).decode()
+        t = rng.uniform(0, 4_000_000_000)
+        assert totp.step_at(t) == int(t // 30) == pyotp.TOTP(secret).timecode(t)
+        assert totp.code_at_step(secret, totp.step_at(t)) == _rfc4226(secret, int(t // 30))
+
+
+def test_new_secret_is_160_random_bits_in_base32():
+    import base64
+
+    secrets_ = {totp.new_secret() for _ in range(200)}
+    assert len(secrets_) == 200
+    for s in secrets_:
+        assert len(s) == 32 and len(base64.b32decode(s)) == 20
+
+
+def test_matching_step_names_the_step_within_the_window():
+    secret = totp.new_secret()
+    t = 1_700_000_015.5
+    step = int(t // 30)
+    for offset in (-1, 0, 1):
+        code = _rfc4226(secret, step + offset)
+        if all(code != _rfc4226(secret, step + o) for o in (-1, 0, 1) if o != offset):
+            assert totp.matching_step(secret, code, t) == step + offset
+    for offset in (-3, -2, 2, 3):
+        code = _rfc4226(secret, step + offset)
+        if all(code != _rfc4226(secret, step + o) for o in (-1, 0, 1)):
+            assert totp.matching_step(secret, code, t) is None
+    assert totp.matching_step(secret, _rfc4226(secret, step + 2), t, window=2) == step + 2
+    # Only six ASCII digits: pyotp's own comparison NFKC-normalises and would take full-width digits.
+    code = _rfc4226(secret, step)
+    full_width = code.translate(str.maketrans("0123456789", "０１２３４５６７８９"))
+    for bad in (full_width, code + "0", code[:5], " " + code[:5], code[:5] + "x", ""):
+        assert totp.matching_step(secret, bad, t) is None
+
+
 def test_login_without_mfa_issues_a_short_lived_token(services):
     new = make_staff(services, "courier1", "courier")
     now = utcnow()

@@ -1,4 +1,4 @@
-"""The fast QR encoder (printing.qr): decodes with zxing-cpp, equals segno module for module, ISO examples."""
+"""The fast QR encoder (printing.qr): decodes with zxing-cpp, equals qrcode and segno module for module."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ import base64
 import random
 
 import pytest
+import qrcode
+import qrcode.constants
 import segno
 import zxingcpp
 from PIL import Image
+from qrcode.util import QRData
 
 from printing import qr
 from printing.barcodes import QR_ERROR, QR_MASK, QR_QUIET_MODULES, qr_matrix
@@ -205,3 +208,76 @@ def test_dark_runs_match_matrix():
         assert _runs_to_matrix(sym.size, qr.dark_runs(sym)) == sym.matrix()
         for r, c, n in qr.dark_runs(sym):
             assert c + n <= sym.size and (c + n == sym.size or sym.matrix()[r][c + n] == 0)
+
+
+# -- module for module against two independent encoders: qrcode and segno ---------------------------------
+# Over every token shape the service prints: waybill.labels.derive_token (32 base32 characters),
+# printing.samples (token_urlsafe(24): 32 URL-safe characters), the fixture token, and every length 1..120 of
+# the URL-safe and base32 alphabets. Same version, level and mask (QR_MASK) as ours, one segment.
+_QRCODE_LEVELS = {"L": qrcode.constants.ERROR_CORRECT_L, "M": qrcode.constants.ERROR_CORRECT_M,
+                  "Q": qrcode.constants.ERROR_CORRECT_Q, "H": qrcode.constants.ERROR_CORRECT_H}
+
+
+def _qrcode(data: str, version: int | None, level: str, mask: int) -> tuple[int, list[list[int]]]:
+    """qrcode's symbol: (version, matrix). ``version=None`` lets qrcode pick the smallest that fits."""
+    code = qrcode.QRCode(version=version, error_correction=_QRCODE_LEVELS[level], box_size=1, border=0,
+                         mask_pattern=mask)
+    code.add_data(QRData(data.encode("ascii")), optimize=0)  # one segment, mode chosen by qrcode
+    code.make(fit=version is None)
+    return code.version, [[int(m) for m in row] for row in code.modules]
+
+
+def _service_tokens() -> list[str]:
+    return _tokens(2000, seed=31) + [m.token for m in sample_models(1000, seed=32)] + [TOKEN]
+
+
+def _every_length(per_length: int = 8) -> list[str]:
+    rng = random.Random(33)
+    return ["".join(rng.choice(alphabet) for _ in range(n))
+            for n in range(1, 121) for alphabet in (URLSAFE, BASE32) for _ in range(per_length)]
+
+
+def test_token_shapes_are_what_the_service_issues():
+    tokens = _service_tokens()
+    assert len(set(tokens)) == len(tokens) == 3001
+    assert {len(t) for t in tokens[:2000]} == {32} and set("".join(tokens[:2000])) <= set(BASE32)
+    assert {len(t) for t in tokens[2000:3000]} == {32} and set("".join(tokens[2000:3000])) <= set(URLSAFE)
+    lengths = _every_length()
+    assert {len(s) for s in lengths} == set(range(1, 121))
+
+
+@pytest.mark.parametrize("kind", ["service_tokens", "every_length"])
+def test_label_symbols_equal_qrcode_and_segno(kind):
+    """What qr_matrix prints (level M, boosted like segno.make, mask QR_MASK) equals both references."""
+    samples = _service_tokens() if kind == "service_tokens" else _every_length()
+    aligned = 0
+    for data in samples:
+        sym = qr.encode(data, QR_ERROR.upper(), QR_MASK)
+        assert sym is not None and sym.mask == QR_MASK
+        ref = segno.make(data, error=QR_ERROR, micro=False, mask=QR_MASK)
+        assert (sym.version, sym.level) == (ref.version, ref.error.upper()), data
+        mine = sym.matrix()
+        assert _qrcode(data, sym.version, sym.level, sym.mask) == (sym.version, mine), data
+        printed = qr_matrix(data)
+        assert _runs_to_matrix(printed.size, printed.runs) == mine, data
+        if _segno_aligned(data):  # segno's 0x00 pad codeword (see _segno_aligned): its codewords, our placement
+            aligned += 1
+            fixed = qr.from_codewords(_segno_data_codewords(data, sym), sym.version, sym.level, sym.mask)
+            assert fixed.matrix() == [list(row) for row in ref.matrix], data
+        else:
+            assert mine == [list(row) for row in ref.matrix], data
+    if kind == "service_tokens":
+        assert aligned == 0  # 32-character tokens never hit segno's padding quirk (qr module docstring)
+
+
+@pytest.mark.parametrize("kind", ["service_tokens", "every_length"])
+def test_level_m_symbols_equal_qrcode_and_segno(kind):
+    """Strictly level M (no boost): same smallest version as qrcode picks, same matrix as both."""
+    samples = _service_tokens()[::6] if kind == "service_tokens" else _every_length(per_length=4)
+    for data in samples:
+        sym = qr.encode(data, "M", QR_MASK, boost=False)
+        assert sym is not None and sym.level == "M"
+        version, matrix = _qrcode(data, None, "M", QR_MASK)
+        assert (sym.version, sym.matrix()) == (version, matrix), data
+        if not _segno_aligned(data, "M", boost=False):
+            assert sym.matrix() == _segno(data, sym), data
