@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 
 def serve(host: str, port: int, workers: int) -> None:
-    """Run the app under gunicorn with the configuration `waybill serve` uses (see waybill/cli.py)."""
+    """Run the app under gunicorn with the configuration `waybill serve` uses (see waybill/commands/main.py)."""
     from gunicorn.app.base import BaseApplication
 
     settings = load_settings()

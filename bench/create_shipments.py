@@ -23,12 +23,12 @@ from typing import Any
 from sqlalchemy import text
 
 from waybill import db
-from waybill.app import create_app
 from waybill.crypto.vault import IdentityCodec
 from waybill.merchants import create_merchant
 from waybill.permissions import SYSTEM
 from waybill.services import build, initialise
 from waybill.settings import load_settings
+from waybill.web.app import create_app
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 PROVINCES = [("广东省", "深圳市", "南山区"), ("上海市", "上海市", "浦东新区"), ("北京市", "北京市", "海淀区"),

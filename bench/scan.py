@@ -54,12 +54,12 @@ from sqlalchemy import Engine, func, select, text
 
 from courier_api import delivery, staff
 from waybill import db, labels
-from waybill.app import create_app
 from waybill.merchants import create_merchant
 from waybill.models import AuditEvent, Shipment
 from waybill.permissions import SYSTEM, Principal
 from waybill.services import Services, build, initialise
 from waybill.settings import load_settings
+from waybill.web.app import create_app
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -207,7 +207,7 @@ def waybill_command() -> list[str]:
     if script.exists():
         return [str(script)]
     found = shutil.which("waybill")
-    return [found] if found else [sys.executable, "-m", "waybill.cli"]
+    return [found] if found else [sys.executable, "-m", "waybill.commands.main"]
 
 
 @dataclass

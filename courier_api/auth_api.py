@@ -10,14 +10,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from courier_api import staff
 from courier_api.services import courier_services
 from waybill import audit
-from waybill.api.auth import authenticate, bearer_token
-from waybill.api.context import db_session, services
-from waybill.api.merchant import json_body
-from waybill.api.openapi import operation, respond
 from waybill.errors import AuthenticationFailed, PermissionDenied, RateLimited
 from waybill.ratelimit import RateLimiter
 from waybill.schemas import OutModel, parse
 from waybill.uow import keep_on_error
+from waybill.web.auth import authenticate, bearer_token
+from waybill.web.context import db_session, services
+from waybill.web.merchant import json_body
+from waybill.web.openapi import operation, respond
 
 bp = Blueprint("staff_auth", __name__)
 TAGS = ("auth",)

@@ -7,7 +7,7 @@ import sys
 import click
 
 from courier_api.staff import create_user, disable_user, set_phone, validate_account
-from waybill.cli_common import emit, fail, read_settings, ready_services
+from waybill.commands.common import emit, fail, read_settings, ready_services
 from waybill.errors import DomainError, ValidationFailed
 from waybill.permissions import SYSTEM
 from waybill.uow import unit_of_work

@@ -14,11 +14,11 @@ from sqlalchemy.orm import Session
 from courier_api import auth_api, models, privacy_views, staff, views
 from courier_api import services as courier_registry
 from courier_api.cli import users
-from waybill.api.context import services_of
 from waybill.extensions import TOKEN_RESOLVERS
 from waybill.outbox import Handler, Job
 from waybill.permissions import Principal
 from waybill.services import Services
+from waybill.web.context import services_of
 
 __all__ = ["CourierExtension", "extension", "models"]
 

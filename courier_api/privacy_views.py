@@ -10,12 +10,12 @@ from courier_api import privacy
 # The accepted values are the domain's own Literal types, so the two cannot drift apart.
 from courier_api.privacy import FieldName, Purpose
 from courier_api.services import courier_services
-from waybill.api.auth import authenticate, requires
-from waybill.api.context import db_session
-from waybill.api.merchant import json_body
-from waybill.api.openapi import operation, respond
 from waybill.permissions import Permission
 from waybill.schemas import OutModel, UtcTimestamp, parse
+from waybill.web.auth import authenticate, requires
+from waybill.web.context import db_session
+from waybill.web.merchant import json_body
+from waybill.web.openapi import operation, respond
 
 bp = Blueprint("privacy", __name__)
 

@@ -11,13 +11,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from courier_api import delivery
 from courier_api.services import courier_services
 from waybill import audit
-from waybill.api.auth import authenticate, requires
-from waybill.api.context import db_session, services
-from waybill.api.merchant import json_body, shipment_out
-from waybill.api.openapi import operation, respond
 from waybill.errors import RateLimited, ValidationFailed
 from waybill.permissions import Permission
 from waybill.schemas import OutModel, ShipmentOut, UtcTimestamp, parse
+from waybill.web.auth import authenticate, requires
+from waybill.web.context import db_session, services
+from waybill.web.merchant import json_body, shipment_out
+from waybill.web.openapi import operation, respond
 
 bp = Blueprint("courier", __name__)
 log = logging.getLogger("waybill.alerts")

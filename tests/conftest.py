@@ -25,11 +25,11 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from waybill import db
-from waybill.app import create_app
 from waybill.merchants import create_merchant
 from waybill.permissions import SYSTEM
 from waybill.services import Services, build, initialise
 from waybill.settings import Settings, load_settings
+from waybill.web.app import create_app
 
 PG_URL = os.environ.get("WAYBILL_TEST_DATABASE_URL")
 BACKEND = "postgresql" if PG_URL else "sqlite"
@@ -188,8 +188,8 @@ def shipment_body(order_id: str = "ORD-1", **changes: Any) -> dict[str, Any]:
 def run(args, env_vars, check=True):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WAYBILL_")}
     env.update(env_vars)
-    proc = subprocess.run([sys.executable, "-m", "waybill.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "waybill.commands.main", *args], capture_output=True, text=True,
+                          env=env, timeout=120)
     if check:
         assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc

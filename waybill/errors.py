@@ -1,5 +1,5 @@
 """Named domain exceptions. The web layer maps them to HTTP answers in one table
-(:mod:`waybill.api.errors`); the domain itself knows nothing of HTTP.
+(:mod:`waybill.web.errors`); the domain itself knows nothing of HTTP.
 
 Messages are Chinese (they reach merchants and staff) and never contain submitted values.
 """

@@ -1,6 +1,6 @@
 """Permissions as named values, the roles that hold them, and the acting principal.
 
-Checked twice: by role on the route (:func:`waybill.api.auth.requires`) and by object
+Checked twice: by role on the route (:func:`waybill.web.auth.requires`) and by object
 (ownership, assignment) inside the domain. Anything not granted here is denied.
 """
 

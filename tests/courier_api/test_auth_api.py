@@ -11,10 +11,10 @@ from sqlalchemy import select
 from courier_api import staff
 from courier_api.services import EXTENSION_KEY as COURIER_KEY
 from tests.courier_api import bearer, login, make_staff, totp_now
-from waybill.api.auth import authenticate
 from waybill.models import AuditEvent
 from waybill.permissions import SYSTEM
 from waybill.ratelimit import TokenBucketLimiter
+from waybill.web.auth import authenticate
 
 WRONG = "not-the-password-1"
 

@@ -12,10 +12,10 @@ from courier_api.staff import set_phone
 from tests.conftest import RECIPIENT, SENDER, shipment_body
 from tests.courier_api import bearer, login, make_staff
 from tests.printing.label_helpers import decode, pdf_pages_as_images
-from waybill.app import create_app
 from waybill.permissions import SYSTEM
 from waybill.services import build
 from waybill.virtual_numbers import add_numbers
+from waybill.web.app import create_app
 
 STATION = "755-W012"  # recipient in 深圳市南山区 -> sorting code 755-W012-03
 COURIER_PHONE = "13700001234"

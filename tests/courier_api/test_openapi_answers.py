@@ -19,10 +19,10 @@ from tests.conftest import shipment_body
 from tests.courier_api import bearer, login, make_staff
 from tests.openapi_check import AnswerRecorder, check_answer, documented_json_routes
 from tests.printing.label_helpers import decode, pdf_pages_as_images
-from waybill.app import create_app
 from waybill.permissions import SYSTEM
 from waybill.readiness import Readiness
 from waybill.virtual_numbers import add_numbers
+from waybill.web.app import create_app
 
 STATION = "755-W012"  # the recipient of shipment_body() is delivered from here
 # Documented answers driven by a flow of their own elsewhere, where the app is built differently.

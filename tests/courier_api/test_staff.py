@@ -352,8 +352,8 @@ def test_cli_password_stdin_disable_and_errors(cli_env):
     import sys
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("WAYBILL_")} | cli_env
-    proc = subprocess.run([sys.executable, "-m", "waybill.cli", "users", "create", "typed", "--role", "sorter",
-                           "--station", "C003", "--password-stdin"], input="correct horse battery\n",
+    proc = subprocess.run([sys.executable, "-m", "waybill.commands.main", "users", "create", "typed", "--role",
+                           "sorter", "--station", "C003", "--password-stdin"], input="correct horse battery\n",
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     doc = json.loads(proc.stdout)

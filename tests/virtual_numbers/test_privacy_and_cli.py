@@ -17,8 +17,8 @@ from waybill.virtual_numbers import BuiltinProvider, CallReceipt, add_numbers
 # Spellings a leak could take: canonical, digits only, with the country code.
 SECRETS = [A, B, C, LANDLINE, LANDLINE.replace("-", ""), "8613811112222", "8613933334444"]
 
-# Until `phone` is wired into waybill/cli.py, attach it the way the lead will (register(main)).
-_ENTRY = ("from waybill.cli import main\nfrom waybill.cli_phone import register\n"
+# Until `phone` is wired into waybill/commands/main.py, attach it the way the lead will (register(main)).
+_ENTRY = ("from waybill.commands.main import main\nfrom waybill.commands.phone import register\n"
           "if 'phone' not in main.commands:\n    register(main)\nmain()\n")
 
 

@@ -89,7 +89,7 @@ def test_check_names_the_drift_and_no_personal_data(cli_env: dict[str, str]) -> 
 
 
 def test_db_commands_are_registered_with_the_cli() -> None:
-    from waybill.cli import main
+    from waybill.commands.main import main
 
     group = main.commands["db"]
     assert sorted(group.commands) == ["check", "current", "history", "upgrade"]  # type: ignore[attr-defined]

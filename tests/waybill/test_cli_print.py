@@ -87,8 +87,8 @@ def test_per_label_report_of_a_job_cut_off_midway():
     """Which labels reached the printer: acknowledged bytes -> received, handed over but unacknowledged ->
     in_flight (look before reprinting), the rest -> not_sent (reprint them); an incomplete PDF prints nothing."""
     from printing.samples import sample_models
-    from waybill.cli_common import Progress
-    from waybill.cli_print import _Tracker
+    from waybill.commands.common import Progress
+    from waybill.commands.printer import _Tracker
 
     models = list(sample_models(4, seed=5))
     chunks = [b"a" * 100, b"b" * 50, b"c" * 70, b"d" * 30, b"^XA^IDR:WB*.GRF^FS^XZ\n"]  # 4 labels + cleanup

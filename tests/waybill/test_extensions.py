@@ -19,7 +19,7 @@ def test_courier_extension_is_discovered(app):
 
 
 def test_cli_has_the_extension_commands():
-    from waybill.cli import main
+    from waybill.commands.main import main
 
     assert {"users", "merchants", "print", "phone"} <= set(main.commands)
 

@@ -6,11 +6,11 @@ import pymupdf
 import pytest
 
 from tests.conftest import make_merchant, shipment_body
-from waybill.app import create_app
 from waybill.labels import order_tail
 from waybill.models import Shipment
 from waybill.routing import RoutingTable
 from waybill.settings import SettingsError, load_settings
+from waybill.web.app import create_app
 
 
 def _label_text(client, merchant, sid: str, size: str = "100x150") -> str:

@@ -264,8 +264,8 @@ def test_big_print_job_commits_chunk_by_chunk_before_streaming(fresh_env):
     """Each chunk's tokens are committed before its labels are yielded (rendered, sent); a job cut off in a
     later chunk keeps the earlier chunks' tokens, and a retry prints those same tokens again."""
     from tests.conftest import make_merchant
-    from waybill.app import create_app
     from waybill.errors import InvalidStatusTransition as Invalid
+    from waybill.web.app import create_app
 
     env = fresh_env()
     svc = env.services()

@@ -13,10 +13,10 @@ import pytest
 from sqlalchemy import func, select, update
 
 from tests.conftest import RECIPIENT, SENDER, make_merchant, shipment_body
-from waybill.app import create_app
 from waybill.models import AuditEvent, Merchant, Shipment
 from waybill.services import build
 from waybill.waybill_no import is_valid_waybill_no
+from waybill.web.app import create_app
 
 SHIPMENT_KEYS = {"id", "waybill_no", "status", "sorting_code", "merchant_order_id", "sender", "recipient",
                  "parcel", "created_at"}

@@ -18,11 +18,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import RECIPIENT, SENDER, make_merchant, run, shipment_body
 from tests.courier_api import bearer, login, make_staff
 from waybill import keyfile
-from waybill.app import create_app
 from waybill.metrics import Metrics
 from waybill.readiness import Readiness
 from waybill.services import build
 from waybill.settings import SettingsError
+from waybill.web.app import create_app
 
 REDIS_URL = os.environ.get("WAYBILL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PASSWORD = "hunter2-not-for-any-answer"

@@ -279,7 +279,7 @@ def test_dramatiq_worker_over_rabbitmq_runs_relayed_messages(env):
 
 
 def test_metrics_show_the_outbox_depth(env):
-    from waybill.app import create_app
+    from waybill.web.app import create_app
 
     svc = env.services()
     with unit_of_work(svc.session_factory) as tx:

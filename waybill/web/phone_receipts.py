@@ -15,11 +15,11 @@ from typing import Any
 from flask import Blueprint, Response, request
 
 from waybill import audit
-from waybill.api.context import db_session, services
-from waybill.api.openapi import operation, respond
 from waybill.errors import NotFound, ValidationFailed
 from waybill.permissions import Principal
 from waybill.schemas import OutModel
+from waybill.web.context import db_session, services
+from waybill.web.openapi import operation, respond
 
 bp = Blueprint("phone", __name__)
 MAX_RECEIPTS = 1000  # Aliyun pushes at most a few hundred records per batch

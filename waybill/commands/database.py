@@ -15,8 +15,8 @@ from alembic.util import CommandError
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
-from waybill import cli_common as cli
 from waybill import db
+from waybill.commands import common as cli
 from waybill.settings import Settings
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from waybill import cli_common as cli  # the shared helpers: settings, services, emit, fail
+from waybill.commands import common as cli  # the shared helpers: settings, services, emit, fail
 from waybill.ids import new_id
 from waybill.masking import mask_phone
 from waybill.models import utcnow

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from waybill import audit, db, keyfile, logs
-from waybill.cli_common import (
+from waybill.commands.common import (
     Progress,
     emit,
     existing_services,
@@ -74,7 +74,7 @@ def serve(host: str, port: int, workers: int) -> None:
         except CredentialsError as exc:
             fail({"ok": False, "error": {"code": "provider_credentials", "message": str(exc)}}, 2)
     if settings.metrics_token_file is not None:  # a bad token file stops the start, not the first scrape
-        from waybill.api.operations import load_metrics_token
+        from waybill.web.operations import load_metrics_token
 
         try:
             load_metrics_token(settings.metrics_token_file)
@@ -87,9 +87,9 @@ def serve(host: str, port: int, workers: int) -> None:
             stale.unlink()
     from gunicorn.app.base import BaseApplication
 
-    from waybill.api.context import services_of
-    from waybill.app import create_app
     from waybill.tasks import start_in_process
+    from waybill.web.app import create_app
+    from waybill.web.context import services_of
 
     def _child_exit(_server: Any, worker: Any) -> None:
         from prometheus_client import multiprocess
@@ -203,12 +203,12 @@ def keys_retire(master_key_id: str) -> None:
 
 
 def _register_more() -> None:
-    from waybill import cli_db, cli_phone, cli_print, cli_tasks
+    from waybill.commands import database, phone, printer, tasks
 
-    cli_db.register(main)
-    cli_print.register(main)
-    cli_phone.register(main)
-    cli_tasks.register(main)
+    database.register(main)
+    printer.register(main)
+    phone.register(main)
+    tasks.register(main)
     # Upper layers (the courier side) contribute their commands through entry points: this module never
     # imports them.
     for ext in load_extensions():

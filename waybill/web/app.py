@@ -18,15 +18,15 @@ from flask import Flask, Response, g, jsonify, request
 
 import printing
 from waybill import logs
-from waybill.api import errors as api_errors
-from waybill.api.context import EXTENSION_KEY, services
-from waybill.api.openapi import build_document
 from waybill.errors import Conflict
 from waybill.extensions import load_extensions
 from waybill.metrics import UNMATCHED
 from waybill.services import Services, build
 from waybill.settings import Settings, load_settings
 from waybill.uow import CommitFailed, UnitOfWork
+from waybill.web import errors as api_errors
+from waybill.web.context import EXTENSION_KEY, services
+from waybill.web.openapi import build_document
 
 log = logging.getLogger("waybill.request")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -47,10 +47,10 @@ def create_app(settings: Settings | None = None, *, services_override: Services 
     printing.check_fonts()
 
     api_errors.register(app)
-    from waybill.api import operations
-    from waybill.api.labels import bp as labels_bp
-    from waybill.api.merchant import bp as merchant_bp
-    from waybill.api.phone_receipts import bp as phone_bp
+    from waybill.web import operations
+    from waybill.web.labels import bp as labels_bp
+    from waybill.web.merchant import bp as merchant_bp
+    from waybill.web.phone_receipts import bp as phone_bp
 
     app.register_blueprint(merchant_bp)
     app.register_blueprint(labels_bp)

@@ -11,14 +11,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 import printing
 from waybill import audit, labels
-from waybill.api.auth import authenticate, requires
-from waybill.api.context import db_session, services
-from waybill.api.merchant import json_body
-from waybill.api.openapi import operation
 from waybill.errors import ValidationFailed
 from waybill.permissions import Permission
 from waybill.schemas import parse
 from waybill.uow import unit_of_work
+from waybill.web.auth import authenticate, requires
+from waybill.web.context import db_session, services
+from waybill.web.merchant import json_body
+from waybill.web.openapi import operation
 
 bp = Blueprint("labels", __name__)
 TAGS = ("labels",)

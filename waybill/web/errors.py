@@ -26,7 +26,7 @@ from waybill.errors import (
 )
 from waybill.virtual_numbers.base import NoAvailableNumber, ProviderError
 
-log = logging.getLogger("waybill.api")
+log = logging.getLogger("waybill.web")
 
 # Most specific first; the first isinstance match wins.
 ERROR_TABLE: list[tuple[type[Exception], int, str]] = [

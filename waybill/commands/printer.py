@@ -14,7 +14,7 @@ import printing
 from printing.model import LabelModel
 from printing.transport import PrintFailed, connect, parse_printer_url, send
 from waybill import audit, labels
-from waybill import cli_common as cli  # the shared helpers: settings, services, emit, fail
+from waybill.commands import common as cli  # the shared helpers: settings, services, emit, fail
 from waybill.errors import DomainError
 from waybill.permissions import Principal
 from waybill.uow import unit_of_work
@@ -134,9 +134,9 @@ class _Tracker:
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="folder for the sample labels")
 def demo(out: Path | None) -> None:
     """Walk the whole flow on the embedded default and write sample labels to a folder."""
-    from waybill.app import create_app
     from waybill.merchants import create_merchant
     from waybill.permissions import SYSTEM
+    from waybill.web.app import create_app
 
     settings = cli.read_settings()
     if settings.is_production:

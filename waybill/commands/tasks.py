@@ -8,8 +8,8 @@ from types import FrameType
 
 import click
 
-from waybill import cli_common as cli
 from waybill import outbox, tasks
+from waybill.commands import common as cli
 from waybill.models import OutboxMessage
 from waybill.uow import unit_of_work
 

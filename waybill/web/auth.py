@@ -9,10 +9,10 @@ from typing import Any, TypeVar
 from flask import current_app, g, request
 
 from waybill import audit, merchants
-from waybill.api.context import db_session, services
 from waybill.errors import AuthenticationFailed, PermissionDenied, RateLimited
 from waybill.extensions import TOKEN_RESOLVERS, TokenResolver
 from waybill.permissions import Permission, Principal
+from waybill.web.context import db_session, services
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -8,10 +8,6 @@ from typing import Any
 from flask import Blueprint, Response, request
 
 from waybill import shipments
-from waybill.api.auth import authenticate, requires
-from waybill.api.context import db_session, services
-from waybill.api.errors import classify
-from waybill.api.openapi import operation, respond
 from waybill.errors import ValidationFailed
 from waybill.models import Shipment
 from waybill.permissions import Permission
@@ -27,6 +23,10 @@ from waybill.schemas import (
     ShipmentPage,
     parse,
 )
+from waybill.web.auth import authenticate, requires
+from waybill.web.context import db_session, services
+from waybill.web.errors import classify
+from waybill.web.openapi import operation, respond
 
 bp = Blueprint("merchant", __name__)
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")

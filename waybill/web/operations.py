@@ -16,13 +16,13 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from sqlalchemy.exc import DBAPIError
 
 from waybill import outbox
-from waybill.api import errors as api_errors
-from waybill.api.context import services
-from waybill.api.openapi import operation, respond
 from waybill.schemas import OutModel
 from waybill.services import Services
 from waybill.settings import SettingsError
 from waybill.uow import unit_of_work
+from waybill.web import errors as api_errors
+from waybill.web.context import services
+from waybill.web.openapi import operation, respond
 
 bp = Blueprint("operations", __name__)
 TOKEN_KEY = "waybill_metrics_token"  # noqa: S105 (a registry key, not a secret)
