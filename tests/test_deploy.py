@@ -19,6 +19,7 @@ from waybill.settings import known_variables, unknown_variables
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "compose.yaml"
 UNIT = ROOT / "deploy" / "privacy-waybill.service"
+WORKER_UNIT = ROOT / "deploy" / "privacy-waybill-worker.service"
 ENV_FILE = ROOT / "deploy" / "privacy-waybill.env"
 DOCKERFILE = ROOT / "Dockerfile"
 
@@ -38,9 +39,13 @@ def _waybill_variables(environment: dict[str, str] | list[str]) -> dict[str, str
     return {k: str(v) for k, v in items if k.startswith("WAYBILL_")}
 
 
-def test_compose_has_the_service_postgres_and_redis_with_known_settings():
+def test_compose_has_the_service_worker_postgres_and_redis_with_known_settings():
     doc = yaml.safe_load(COMPOSE.read_text())
-    assert set(doc["services"]) == {"waybill", "postgres", "redis"}
+    assert set(doc["services"]) == {"waybill", "worker", "postgres", "redis"}
+    worker = doc["services"]["worker"]
+    worker_env = _waybill_variables(worker["environment"])
+    assert unknown_variables(worker_env) == [] and worker_env["WAYBILL_BROKER_URL"].startswith("redis://")
+    assert "waybill worker" in " ".join(worker["command"])
     app = doc["services"]["waybill"]
     env = _waybill_variables(app["environment"])
     assert env["WAYBILL_ENV"] == "production" and env["WAYBILL_KEY_FILE"].startswith("/run/secrets/")
@@ -48,7 +53,7 @@ def test_compose_has_the_service_postgres_and_redis_with_known_settings():
     assert "WAYBILL_DATABASE_URL" in " ".join(app["command"])  # set from the password secret at start
     assert set(app["depends_on"]) == {"postgres", "redis"}
     assert "/readyz" in " ".join(app["healthcheck"]["test"])
-    assert "worker" in COMPOSE.read_text()  # the note that a worker service comes with the task queue
+    assert _waybill_variables(app["environment"])["WAYBILL_BROKER_URL"] == worker_env["WAYBILL_BROKER_URL"]
     # No password written into the file.
     assert not re.search(r"postgres(ql)?(\+psycopg)?://[^@\s]*:[^$@\s][^@\s]*@", COMPOSE.read_text())
 
@@ -64,21 +69,22 @@ def test_docker_compose_config_accepts_compose_yaml():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_systemd_unit_verifies(tmp_path):
+@pytest.mark.parametrize("unit_file", [UNIT, WORKER_UNIT], ids=lambda p: p.name)
+def test_systemd_unit_verifies(tmp_path, unit_file):
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze is not installed")
-    text = UNIT.read_text()
+    text = unit_file.read_text()
     exec_start = re.search(r"^ExecStart=(\S+)", text, re.M)
     assert exec_start is not None
     # verify checks that the binary exists: point it at this checkout's console script, nothing else changed.
     local = shutil.which("waybill")
     if local is None:
         pytest.skip("the waybill console script is not on PATH")
-    unit = tmp_path / "privacy-waybill.service"
+    unit = tmp_path / unit_file.name
     unit.write_text(text.replace(exec_start.group(1), local))
     proc = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
     # verify exits 0 after "ignoring" a bad directive: any message about the unit is a failure.
-    assert proc.returncode == 0 and "privacy-waybill.service" not in proc.stdout + proc.stderr, \
+    assert proc.returncode == 0 and unit_file.name not in proc.stdout + proc.stderr, \
         proc.stdout + proc.stderr
 
 
