@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, cast
@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from printing.model import ORDER_TAIL_MAX, LabelModel, MaskedParty
 from waybill import audit
+from waybill.crypto.vault import FieldCodec
 from waybill.errors import (
     DomainError,
     InvalidStatusTransition,
@@ -36,6 +37,8 @@ from waybill.errors import (
 from waybill.ids import looks_like, new_id
 from waybill.models import QrToken, Shipment, UTCDateTime, utcnow
 from waybill.permissions import Permission, Principal
+from waybill.phone_index import phone_index
+from waybill.phones import InvalidPhone, normalize_phone
 from waybill.routing import RoutingTable, UnknownProvince
 from waybill.uow import unit_of_work
 
@@ -56,6 +59,7 @@ class LabelDeps:
     reprint_max: int
     carrier: str = ""
     routing: RoutingTable | None = None  # routes shipments created before they stored their 集包地
+    codec: FieldCodec | None = None  # for the blind-index check of order-number tails
 
 
 @dataclass(frozen=True)
@@ -86,16 +90,57 @@ _DIGIT_RUN = re.compile(r"\d+")
 _PHONE_SHAPED = re.compile(r"(?:86)?1[3-9]\d{9}|0\d{9,11}|\d{7,8}")
 
 
-def order_tail(merchant_order_id: str) -> str | None:
+def _digit_runs(merchant_order_id: str) -> set[str]:
+    # Runs as written and with separators removed: "13812345678-1" hides a phone as the first, and
+    # "138-1234-5678" as the second.
+    return set(_DIGIT_RUN.findall(merchant_order_id)) | set(_DIGIT_RUN.findall(_SEPARATORS.sub("", merchant_order_id)))
+
+
+def _phone_candidates(runs: set[str]) -> Iterator[str]:
+    """Every canonical phone number spelled by a window of the digit runs (mobile, or landline with area code)."""
+    seen: set[str] = set()
+    for run in runs:
+        for length in (11, 10, 12):
+            for start in range(0, len(run) - length + 1):
+                window = run[start:start + length]
+                if window[0] not in "01":
+                    continue
+                try:
+                    phone = normalize_phone(window).number
+                except InvalidPhone:
+                    continue
+                if phone not in seen:
+                    seen.add(phone)
+                    yield phone
+
+
+def order_tail(merchant_order_id: str, is_party_phone: Callable[[str], bool] | None = None) -> str | None:
     """The last characters of the merchant's order number as a label shows them, or None.
 
     Merchants do use phone numbers as order numbers: six more digits next to the masked phone would undo
-    its masking. So an order number holding a phone-shaped digit run (separators ignored) prints no tail.
+    its masking. So an order number prints no tail when any of its digit runs (as written, or with separators
+    removed) is phone-shaped, or — checked through the blind index, without decrypting anything — when any
+    window of its digits spells the sender's or recipient's phone (``is_party_phone``).
     """
-    joined = _SEPARATORS.sub("", merchant_order_id)
-    if any(_PHONE_SHAPED.fullmatch(run) for run in _DIGIT_RUN.findall(joined)):
+    runs = _digit_runs(merchant_order_id)
+    if any(_PHONE_SHAPED.fullmatch(run) for run in runs):
+        return None
+    if is_party_phone is not None and any(is_party_phone(p) for p in _phone_candidates(runs)):
         return None
     return merchant_order_id[-ORDER_TAIL_MAX:]
+
+
+def _party_phone_check(deps: LabelDeps, shipment: Shipment) -> Callable[[str], bool] | None:
+    codec = deps.codec
+    if codec is None:
+        return None
+    stored = {("sender", shipment.sender_phone_bidx), ("recipient", shipment.recipient_phone_bidx)}
+
+    def check(phone: str) -> bool:
+        return any((role, phone_index(codec, shipment.merchant_id, role, phone)) in stored
+                   for role in ("sender", "recipient"))
+
+    return check
 
 
 def _consolidation(deps: LabelDeps, shipment: Shipment) -> str | None:
@@ -115,7 +160,8 @@ def label_model(deps: LabelDeps, shipment: Shipment, token: str, printed_at: dat
                       recipient=_party(shipment, "recipient"), sender=_party(shipment, "sender"), token=token,
                       weight_g=shipment.weight_g, service=SERVICE_NAME, category=None,
                       printed_at=printed_at.astimezone(CHINA_TIME), carrier=deps.carrier,
-                      order_tail=order_tail(shipment.merchant_order_id), pieces=shipment.pieces,
+                      order_tail=order_tail(shipment.merchant_order_id, _party_phone_check(deps, shipment)),
+                      pieces=shipment.pieces,
                       consolidation=_consolidation(deps, shipment))
 
 

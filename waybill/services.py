@@ -41,7 +41,7 @@ class Services:
     @property
     def label_deps(self) -> LabelDeps:
         return LabelDeps(token_key=self.keys.secret("qr_token"), reprint_max=self.settings.reprint_max,
-                         carrier=self.settings.carrier_name, routing=self.routing)
+                         carrier=self.settings.carrier_name, routing=self.routing, codec=self.codec)
 
     @property
     def shipment_deps(self) -> ShipmentDeps:

@@ -34,6 +34,7 @@ from waybill.labels import revoke_tokens
 from waybill.masking import MaskPolicy, mask_address, mask_name, mask_phone
 from waybill.models import Shipment, utcnow
 from waybill.permissions import Permission, Principal
+from waybill.phone_index import phone_index
 from waybill.phones import normalize_phone
 from waybill.routing import RoutingTable, UnknownProvince
 from waybill.schemas import PartyIn, ShipmentIn
@@ -61,15 +62,6 @@ class BatchItemResult:
     index: int
     shipment: Shipment | None = None
     error: DomainError | None = None
-
-
-def phone_index(codec: FieldCodec, merchant_id: str, role: str, phone: str) -> int:
-    """Blind index of a normalised phone, scoped to one merchant and one role (sender or recipient).
-
-    Search is always within a merchant, so scoping costs nothing and means equal values across merchants
-    or between a person's sent and received parcels do not line up in the table.
-    """
-    return codec.blind_index(f"{role}_phone", f"{merchant_id}|{phone}")
 
 
 def _waybill_no_taken(session: Session, waybill_no: str) -> bool:

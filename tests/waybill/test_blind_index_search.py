@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.conftest import make_merchant, shipment_body
-from waybill.shipments import phone_index
+from waybill.phone_index import phone_index
 
 
 def test_colliding_phones_are_told_apart(fresh_env):

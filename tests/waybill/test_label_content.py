@@ -36,6 +36,7 @@ def _create(client, merchant, order: str, **parcel) -> dict:
     ("TB:8613812345678", None),
     ("021-64321234", None),  # landline with area code
     ("Z.64321234", None),  # a local landline number
+    ("13812345678-1", None),  # a phone with a suffix: the run as written is the phone
 ])
 def test_order_tail_never_completes_a_phone(order_id, tail):
     assert order_tail(order_id) == tail
@@ -123,3 +124,17 @@ def test_routing_table_consolidation_column():
         RoutingTable.from_csv_text("province,city,district,hub,station,area,consolidation\n广东省,*,*,020,P001,00\n")
     packaged = RoutingTable.load()
     assert all(route.consolidation for route in packaged.routes.values())
+
+
+@pytest.mark.parametrize("order_id", ["X138123456789", "ORD913812345678", "A0216432123499"])
+def test_order_number_spelling_a_party_phone_prints_no_tail(client, merchant, order_id):
+    """Digits that contain the recipient's (13812345678) or sender's (021-64321234) phone, though not
+    phone-shaped as a whole, are caught through the blind index (nothing is decrypted)."""
+    shp = _create(client, merchant, order_id)
+    text = _label_text(client, merchant, shp["id"])
+    assert "订单尾号" not in text
+
+
+def test_long_order_number_of_other_digits_keeps_its_tail(client, merchant):
+    shp = _create(client, merchant, "JD202612019876543210")
+    assert "订单尾号 543210" in _label_text(client, merchant, shp["id"])

@@ -343,7 +343,7 @@ def test_search_drops_blind_index_false_positives(base_env, session_factory):
     svc = build(settings, engine=base_env.engine, session_factory=session_factory)
     client = create_app(settings, services_override=svc).test_client()
     m = make_merchant(svc, "盲索引商户")
-    from waybill.shipments import phone_index
+    from waybill.phone_index import phone_index
 
     target = phone_index(svc.codec, m.id, "recipient", "13812345678")
     collider = next(n for n in (f"139{i:08d}" for i in range(10**8))
