@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -20,6 +21,20 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 
+def owner_only(path: Path, mode: int) -> bool:
+    """Take group and other permissions away from ``path`` if it exists; True when it had any (logged)."""
+    try:
+        current = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        return False
+    if current & 0o077:
+        os.chmod(path, mode)
+        logging.getLogger("waybill.db").warning("permissions tightened to owner-only", extra={
+            "check": path.name, "mode_before": f"{current:o}", "mode_after": f"{mode:o}"})
+        return True
+    return False
+
+
 def make_engine(url: str, *, write_lock: bool = True, **kwargs: Any) -> Engine:
     """Create an engine; SQLite gets WAL, foreign keys, a busy timeout and (if ``write_lock``)
     transactions that take the write lock when they begin.
@@ -34,6 +49,9 @@ def make_engine(url: str, *, write_lock: bool = True, **kwargs: Any) -> Engine:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             # Owner-only from the first byte; SQLite gives its -wal and -shm files the same mode.
             os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+            # A file that already existed keeps its mode: a 0644 database (a copy, a restore) is tightened.
+            for existing in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+                owner_only(existing, 0o600)
         # hide_parameters: an exception's text never quotes bound values (they may be personal data).
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
                                hide_parameters=True, **kwargs)

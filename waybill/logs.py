@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 SAFE_KEYS = ("request_id", "method", "path", "status", "duration_ms", "actor", "role", "error_type",
-             "endpoint", "events", "count", "merchant_id", "command", "setting", "suggestion", "check")
+             "endpoint", "events", "count", "merchant_id", "command", "setting", "suggestion", "check",
+             "mode_before", "mode_after")
 
 
 class JsonFormatter(logging.Formatter):

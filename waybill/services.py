@@ -57,6 +57,8 @@ def initialise(settings: Settings) -> tuple[keyfile.KeyMaterial, Engine, bool]:
     change) raises :class:`waybill.db.SchemaMismatch` instead of serving requests that would fail.
     """
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # mkdir leaves an existing directory's mode alone: a 0777 data dir (made by hand, a restore) is tightened.
+    db.owner_only(settings.data_dir, 0o700)
     keys, created = keyfile.load_or_create(settings.key_file, allow_create=not settings.is_production)
     engine = db.make_engine(settings.database_url)
     try:

@@ -285,3 +285,20 @@ def test_big_print_job_commits_chunk_by_chunk_before_streaming(fresh_env):
     retry = list(labels.issue_in_chunks(svc.session_factory, deps, SORTER, ids[:2], chunk=2))
     assert [m.token for m in retry] == [m.token for m in first]
     assert len(tokens_of(svc, ids[0])) == 1  # no reprint, no second token
+
+
+def test_head_on_a_label_issues_nothing(client, merchant, services):
+    """HEAD is a safe method: it must not issue a QR token or mark the shipment printed."""
+    shp = create(client, merchant, "HEAD-1")
+    r = client.head(f"/v1/shipments/{shp['id']}/label", headers=merchant.headers)
+    assert r.status_code == 405 and "GET" in r.headers.get("Allow", "")
+    assert tokens_of(services, shp["id"]) == []
+    assert client.get(f"/v1/shipments/{shp['id']}", headers=merchant.headers).get_json()["status"] == "created"
+
+
+def test_every_answer_carries_the_security_headers(client, merchant):
+    for r in (client.get("/healthz"), client.get("/v1/shipments/nope", headers=merchant.headers),
+              client.get("/openapi.json")):
+        assert r.headers["X-Content-Type-Options"] == "nosniff"
+        assert r.headers["Referrer-Policy"] == "no-referrer"
+        assert "default-src 'none'" in r.headers["Content-Security-Policy"]

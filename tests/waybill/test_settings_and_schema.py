@@ -101,3 +101,24 @@ def test_partitions_are_known_to_the_schema_check(fresh_env):
         conn.execute(text("CREATE TABLE nobody_p1 (id INTEGER PRIMARY KEY)"))  # no such parent table
     with pytest.raises(db.SchemaMismatch):
         db.check_schema(env.engine)
+
+
+def test_loose_data_dir_and_database_modes_are_tightened_at_start(tmp_path):
+    """A pre-existing 0777 data directory and a 0644 SQLite file (a copy, a restore) become owner-only."""
+    import os
+    import stat
+
+    from waybill.services import initialise
+    from waybill.settings import load_settings
+
+    data = tmp_path / "loose"
+    data.mkdir(mode=0o777)
+    os.chmod(data, 0o777)
+    db_file = data / "waybill.db"
+    db_file.touch()
+    os.chmod(db_file, 0o644)
+    settings = load_settings(environ={}, data_dir=data, env="test")
+    _keys, engine, _ = initialise(settings)
+    engine.dispose()
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert stat.S_IMODE(db_file.stat().st_mode) == 0o600

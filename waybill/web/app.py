@@ -73,6 +73,12 @@ def create_app(settings: Settings | None = None, *, services_override: Services 
             response = _end_transaction(tx, response)
         response.headers["X-Request-Id"] = g.get("request_id", "")
         response.headers.setdefault("Cache-Control", "no-store")
+        # Every answer: no content sniffing, no referrer leaks, and a CSP that allows nothing the API does not
+        # serve (JSON and label files; the OpenAPI document is data, not a page).
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+        response.headers.setdefault("X-Frame-Options", "DENY")
         principal = g.get("principal")
         # The route pattern, not the raw path: whatever a caller puts in a URL never reaches the log or metrics.
         route = request.url_rule.rule if request.url_rule is not None else UNMATCHED

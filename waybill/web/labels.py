@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from flask import Blueprint, Response, g, request
 from pydantic import BaseModel, ConfigDict, Field
+from werkzeug.exceptions import MethodNotAllowed
 
 import printing
 from waybill import audit, labels
@@ -75,6 +76,10 @@ def _file(data: bytes, fmt: str, waybill_no: str) -> Response:
            content_types=LABEL_TYPES)
 @requires(Permission.LABEL_READ)
 def label(shipment_id: str) -> Response:
+    if request.method == "HEAD":
+        # Flask answers HEAD with the GET view, but this GET issues a QR token and marks the shipment printed:
+        # a safe method must not do that, so HEAD is refused (before any lookup, so it reveals nothing either).
+        raise MethodNotAllowed(valid_methods=["GET"])
     fmt, size = _query_format(("pdf", "png", "zpl"))
     issued = labels.issue_label(db_session(), services().label_deps, authenticate(), shipment_id)
     data = printing.render_label(issued.model, fmt, size)
