@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["AREA_CODE_RE", "MAX_LOCAL_DIGITS", "MIN_HIDDEN_DIGITS", "MOBILE_DIGITS", "UNIT_WORDS",
-           "floor_violations", "is_area_code"]
+__all__ = ["AREA_CODE_RE", "CHINESE_NUMERALS", "MAX_LOCAL_DIGITS", "MAX_SHOWN_NUMERALS", "MIN_HIDDEN_DIGITS",
+           "MOBILE_DIGITS", "UNIT_WORDS", "floor_violations", "is_area_code"]
 
 MOBILE_DIGITS = 11
 MIN_HIDDEN_DIGITS = 6
@@ -21,7 +21,13 @@ AREA_CODE_RE = re.compile(r"0(?:10|2[0-9]|[3-9][0-9]{2})")
 #: Words that locate a building, unit or room; flagged when next to a number.
 UNIT_WORDS: tuple[str, ...] = ("号楼", "单元", "号", "栋", "幢", "室", "层", "楼", "座", "户")
 
-_CHINESE_NUMERALS = "零〇一二三四五六七八九十百千两"
+# Chinese numerals are letters to Unicode (category Lo), so they would pass every "no digits" rule: a phone
+# written 一三八一二三四五六七八 is still a phone. Everyday and financial forms.
+CHINESE_NUMERALS = "零〇一二三四五六七八九十百千两壹贰叁肆伍陆柒捌玖拾佰仟"
+_CHINESE_NUMERALS = CHINESE_NUMERALS
+# At most two Chinese numerals may show (中山一路, 五四大街, 东四十条胡同 are names); three or more can spell a
+# number (a house number, a phone written 一三八...).
+MAX_SHOWN_NUMERALS = 2
 _UNIT_ALT = "|".join(UNIT_WORDS)
 _NUMBERED_UNIT_RE = re.compile(
     rf"[0-9０-９{_CHINESE_NUMERALS}]\s*(?:{_UNIT_ALT})|(?:{_UNIT_ALT})\s*[0-9０-９{_CHINESE_NUMERALS}]"
@@ -75,6 +81,8 @@ def _address_violates(address: str) -> bool:
         return True
     if any(map(_is_number_char, address)):
         return True
+    if sum(ch in CHINESE_NUMERALS for ch in address) > MAX_SHOWN_NUMERALS:
+        return True
     return _NUMBERED_UNIT_RE.search(address) is not None
 
 
@@ -85,8 +93,9 @@ def floor_violations(*, name: str, phone: str, address: str) -> list[str]:
     - name: non-empty, at least one ``*``, at most one visible character;
     - phone: at least 6 ``*``; a landline (``<area code>-...``) shows at most 2 local digits, anything else
       at most 5 digits in total;
-    - address: ends with ``*``, contains no number of any script (ASCII, full-width, circled...), and no
-      building/unit/room word next to a Chinese numeral.
+    - address: ends with ``*``, contains no number of any script (ASCII, full-width, circled, Roman...), at
+      most two Chinese numerals (more can spell a number out), and no building/unit/room word next to a
+      Chinese numeral.
     Raises TypeError when an argument is not a str.
     """
     checks = (

@@ -33,10 +33,10 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from printing.floor import CHINESE_NUMERALS, MAX_SHOWN_NUMERALS, UNIT_WORDS, floor_violations
 from printing.floor import MAX_LOCAL_DIGITS as _MAX_LOCAL_DIGITS
 from printing.floor import MIN_HIDDEN_DIGITS as _MIN_HIDDEN_DIGITS
 from printing.floor import MOBILE_DIGITS as _MOBILE_DIGITS
-from printing.floor import UNIT_WORDS, floor_violations
 from waybill.phones import InvalidPhone, normalize_phone
 
 __all__ = [
@@ -252,8 +252,11 @@ def _street_name(text: str) -> str:
 
 
 def _keepable(prefix: str) -> bool:
-    """Only letters may be kept, and no building/unit/room word: a number of any script is dropped."""
+    """Only letters may be kept, and no building/unit/room word: a number of any script is dropped, and so is
+    a street name with more than two Chinese numerals (a number spelt out in letters)."""
     if not prefix or any(word in prefix for word in UNIT_WORDS):
+        return False
+    if sum(ch in CHINESE_NUMERALS for ch in prefix) > MAX_SHOWN_NUMERALS:
         return False
     return all(unicodedata.category(ch).startswith("L") for ch in prefix)
 
@@ -267,10 +270,13 @@ def mask_address(address: str, policy: MaskPolicy = DEFAULT_POLICY) -> str:
     _require_str(address, "address")
     if not policy.address_keep_street:
         return ADDRESS_MASK
-    # NFKC folds full-width digits and letters, so they are recognised as such; whitespace is irrelevant.
+    # Numbers of every script become a digit first: NFKC would fold Roman numerals (Ⅻ) into Latin letters
+    # (XII), which would then pass for a street name. Then NFKC folds full-width digits and letters, so they are
+    # recognised as such; whitespace is irrelevant.
+    numbered = "".join("0" if unicodedata.category(ch).startswith("N") else ch for ch in address[: STREET_WINDOW * 4])
     text = "".join(
         ch
-        for ch in unicodedata.normalize("NFKC", address[: STREET_WINDOW * 4])
+        for ch in unicodedata.normalize("NFKC", numbered)
         if not ch.isspace() and unicodedata.category(ch) not in _DROPPED_CATEGORIES
     )
     prefix = _street_name(text)

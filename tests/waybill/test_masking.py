@@ -356,3 +356,39 @@ def test_non_str_is_a_type_error() -> None:
     ):
         with pytest.raises(TypeError):
             call()
+
+
+# Numerals of every script: Chinese (everyday and financial), Roman, circled, full-width, Arabic-Indic.
+NUMERAL_ALPHABET = "零〇一二三四五六七八九十百千两壹贰叁肆伍陆柒捌玖拾佰仟ⅠⅡⅢⅣⅫⅰⅱ①②⑳０１２٣٤0123456789"
+
+
+@pytest.mark.parametrize("address", [
+    "张三一三八一二三四五六七八路9号",  # a phone spelt in Chinese numerals as a "street name"
+    "一三张八一张二三张四路1号",  # the same, split up
+    "ⅫⅠ路3号",  # Roman numerals, which NFKC would fold into the letters XII
+    "壹叁捌路1号",  # financial numerals
+    "①②③路",
+])
+def test_numbers_in_any_script_never_survive_the_address_mask(address: str) -> None:
+    masked = mask_address(address)
+    assert masked == "****"
+    assert floor_violations(name=OK_NAME, phone=OK_PHONE, address=masked) == []
+
+
+@pytest.mark.parametrize(("address", "masked"), [
+    ("中山一路88号", "中山一路****"), ("五四大街1号", "五四大街****"), ("东四十条胡同3号", "东四十条胡同****")])
+def test_street_names_with_a_numeral_or_two_are_kept(address: str, masked: str) -> None:
+    assert mask_address(address) == masked
+
+
+def test_the_gate_refuses_numbers_spelt_in_letters() -> None:
+    for bad in ("张三一三八一二三四五六七八路****", "Ⅻ路****", "壹叁捌路****"):
+        assert floor_violations(name=OK_NAME, phone=OK_PHONE, address=bad) == ["address"]
+
+
+@given(st.text(alphabet=NUMERAL_ALPHABET + "张路街道号栋室abc ", max_size=40))
+def test_address_mask_shows_no_number_of_any_script(address: str) -> None:
+    masked = mask_address(address)
+    assert floor_violations(name=OK_NAME, phone=OK_PHONE, address=masked) == []
+    assert not any(unicodedata.category(ch).startswith("N") for ch in masked)
+    assert sum(ch in "零〇一二三四五六七八九十百千两壹贰叁肆伍陆柒捌玖拾佰仟" for ch in masked) <= 2
