@@ -71,8 +71,17 @@ def generate() -> KeyMaterial:
     )
 
 
-def write(path: Path, material: KeyMaterial) -> None:
-    """Atomically replace the key file; it is created owner-read/write only."""
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename or link in ``directory`` durable: without this a power cut can undo it, leaving the
+    database naming a master key that no key file on disk holds."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_temp(path: Path, material: KeyMaterial) -> str:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".keys-", suffix=".tmp")
     try:
@@ -81,12 +90,41 @@ def write(path: Path, material: KeyMaterial) -> None:
             fh.write(_encode(material))
             fh.flush()
             os.fsync(fh.fileno())
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def write(path: Path, material: KeyMaterial) -> None:
+    """Atomically and durably replace the key file; it is created owner-read/write only."""
+    tmp = _write_temp(path, material)
+    try:
         # rename is atomic: a running server re-reading the file sees the old or the new one.
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    _fsync_dir(path.parent)
+
+
+def create(path: Path, material: KeyMaterial) -> bool:
+    """Create the key file only if there is none (durably); False when another process created it first.
+
+    A hard link fails if the name exists, so two first starts at once cannot both "create" and have the
+    second overwrite the keys the first one already used.
+    """
+    tmp = _write_temp(path, material)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp)
+    _fsync_dir(path.parent)
+    return True
 
 
 def load(path: Path) -> KeyMaterial:
@@ -121,8 +159,8 @@ def load_or_create(path: Path, *, allow_create: bool) -> tuple[KeyMaterial, bool
     if not path.exists():
         if not allow_create:
             raise KeyFileError(f"key file not found: {path} (production never generates keys)")
-        write(path, generate())
-        return load(path), True
+        created = create(path, generate())
+        return load(path), created
     return load(path), False
 
 

@@ -189,3 +189,41 @@ def test_concurrent_rotations_never_lose_a_master_key(fresh_env):
         used = {r.master_key_id for r in c.execute(select(DataKey))}
     assert used <= set(material.master_keys)
     assert make_vault(env).decrypt(blob, **BIND) == "欧阳娜娜"
+
+
+def test_two_first_starts_at_once_share_one_key_file(tmp_path):
+    """Creating the key file is exclusive: of racing first starts, one creates it, all use the same keys."""
+    import threading
+
+    from waybill import keyfile
+
+    path = tmp_path / "keys.json"
+    barrier = threading.Barrier(8)
+    results: list[tuple[bytes, bool]] = []
+
+    def start() -> None:
+        barrier.wait()
+        material, created = keyfile.load_or_create(path, allow_create=True)
+        results.append((material.secret("audit_chain"), created))
+
+    threads = [threading.Thread(target=start) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(created for _, created in results) == 1
+    assert len({secret for secret, _ in results}) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["keys.json"]  # no temporary file left behind
+
+
+def test_key_file_writes_fsync_the_directory(tmp_path, monkeypatch):
+    import os
+
+    from waybill import keyfile
+
+    synced: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+    keyfile.write(tmp_path / "keys.json", keyfile.generate())
+    # The temporary file, then the directory holding the renamed file.
+    assert len(synced) == 2
