@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from flask import Blueprint, Flask, Response, request
+from flask import Blueprint, Flask, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from courier_api import staff
@@ -15,7 +15,7 @@ from waybill.ratelimit import RateLimiter
 from waybill.schemas import OutModel, parse
 from waybill.uow import keep_on_error
 from waybill.web.auth import authenticate, bearer_token
-from waybill.web.context import db_session, services
+from waybill.web.context import client_address, db_session, services
 from waybill.web.merchant import json_body
 from waybill.web.openapi import operation, respond
 
@@ -64,7 +64,7 @@ def _setting(name: str, default: int) -> int:
            security=None, errors=(401, 422, 429))
 def token() -> Response:
     courier = courier_services()
-    _throttle(courier.login_by_ip, request.remote_addr or "unknown")
+    _throttle(courier.login_by_ip, client_address() or "unknown")
     body: TokenRequest = parse(TokenRequest, json_body())
     _throttle(courier.login_by_user, body.username)
     session = db_session()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import logging
 import os
 import re
@@ -51,6 +52,8 @@ class Settings:
     redis_url: str | None = None
     # Background tasks: a Dramatiq broker (redis:// or amqp://) run by `waybill worker`; unset, in-process.
     broker_url: str | None = None
+    # Reverse proxies whose X-Forwarded-For is believed, as address ranges (checked against the socket peer).
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     reprint_max: int = 3
     # How long a printed QR token stays scannable (a label older than this needs a reprint).
     qr_token_ttl_days: int = 30
@@ -144,6 +147,15 @@ def _float(name: str, raw: str, lo: float, hi: float) -> float:
     return value
 
 
+def _networks(raw: str | None) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    if not raw:
+        return ()
+    try:
+        return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in raw.split(",") if part.strip())
+    except ValueError:
+        raise SettingsError("WAYBILL_TRUSTED_PROXIES must be comma-separated addresses or CIDR ranges") from None
+
+
 def _broker_url(raw: str | None) -> str | None:
     if raw is None:
         return None
@@ -232,6 +244,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         "log_level": (get("log_level") or "INFO").upper(),
         "redis_url": get("redis_url"),
         "broker_url": _broker_url(get("broker_url")),
+        "trusted_proxies": _networks(get("trusted_proxies")),
     }
     if (raw := get("merchant_rate_per_s")) is not None:
         values["merchant_rate_per_s"] = _float("merchant_rate_per_s", raw, 0.01, 1e6)

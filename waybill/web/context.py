@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 from waybill import audit
 from waybill.services import Services
 from waybill.uow import UnitOfWork
+from waybill.web.client import resolve_client
 
 EXTENSION_KEY = "waybill"  # app.extensions[...] holding the Services of the app
 
@@ -31,8 +32,14 @@ def current_uow() -> UnitOfWork:
     tx: UnitOfWork | None = g.get("uow")
     if tx is None:
         tx = g.uow = UnitOfWork(services().session_factory,
-                                audit.AuditContext(request_id=g.request_id, client_addr=request.remote_addr))
+                                audit.AuditContext(request_id=g.request_id, client_addr=client_address()))
     return tx
+
+
+def client_address() -> str | None:
+    """The request's client: the socket peer, or what a trusted proxy forwarded (waybill.web.client)."""
+    return resolve_client(request.remote_addr, request.headers.get("X-Forwarded-For"),
+                          services().settings.trusted_proxies)
 
 
 def db_session() -> Session:

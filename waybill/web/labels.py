@@ -17,7 +17,7 @@ from waybill.permissions import Permission
 from waybill.schemas import parse
 from waybill.uow import unit_of_work
 from waybill.web.auth import authenticate, requires
-from waybill.web.context import db_session, services
+from waybill.web.context import client_address, db_session, services
 from waybill.web.merchant import json_body
 from waybill.web.openapi import operation
 
@@ -119,7 +119,7 @@ def print_job() -> Response:
     # The one documented exception to "commit before the answer": tokens are issued PRINT_CHUNK labels at a
     # time, each chunk's unit of work committing before its labels are rendered and streamed (so a 10,000-label
     # job holds no long transaction); a job cut off part-way reprints the same tokens when retried.
-    context = audit.AuditContext(request_id=g.get("request_id"), client_addr=request.remote_addr)
+    context = audit.AuditContext(request_id=g.get("request_id"), client_addr=client_address())
     models = labels.issue_in_chunks(svc.session_factory, svc.label_deps, principal, data.shipment_ids,
                                     reprint_reason=data.reprint_reason, context=context)
     resp = Response(_guarded(printing.iter_render(models, data.format, data.size), len(planned)),
