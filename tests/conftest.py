@@ -67,7 +67,7 @@ def _new_env(tmp: Path, **overrides: Any) -> Env:
     else:
         url = f"sqlite:///{(tmp / 'waybill.db').as_posix()}"
     values = {"data_dir": tmp, "database_url": url, "env": "test", "merchant_rate_per_s": 1e5,
-              "merchant_burst": 10**6, "log_level": "INFO"}
+              "merchant_burst": 10**6, "auth_failure_burst": 10**6, "log_level": "INFO"}
     values.update(overrides)
     settings = load_settings(environ={}, **values)
     _keys, engine, _ = initialise(settings)

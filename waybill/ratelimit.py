@@ -129,3 +129,31 @@ def quota_limiter(redis_url: str | None, *, name: str, per_minute: float, per_ho
                                                 (per_hour / 3600, per_hour, f"wb:{name}:h")])
     return CompositeLimiter(TokenBucketLimiter(per_minute / 60, per_minute),
                             TokenBucketLimiter(per_hour / 3600, per_hour))
+
+
+class FailureThrottle:
+    """Bounds what failed, unauthenticated requests can make the service write.
+
+    Per client: the first ``burst`` failures (refilled at ``rate`` per second) are recorded one audit row each;
+    beyond that a failure is refused at once (``429``, no database write) and only counted. The count is
+    written as one aggregated event when the client's bucket next allows a failure — so a flood of guesses
+    costs one row per refill period, not one per request, and still leaves its size in the audit log.
+    """
+
+    def __init__(self, rate: float, burst: float, *, max_keys: int = 100_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._bucket = TokenBucketLimiter(rate, burst, max_keys=max_keys, clock=clock)
+        self._suppressed: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._max_keys = max_keys
+
+    def failure(self, key: str) -> tuple[float | None, int]:
+        """Register one failure of ``key``: ``(wait, 0)`` when it must be refused without a record, or
+        ``(None, n)`` when it may be recorded, ``n`` failures having been suppressed since the last record."""
+        wait = self._bucket.hit(key)
+        with self._lock:
+            if wait is not None:
+                if key in self._suppressed or len(self._suppressed) < self._max_keys:
+                    self._suppressed[key] = self._suppressed.get(key, 0) + 1
+                return wait, 0
+            return None, self._suppressed.pop(key, 0)

@@ -12,7 +12,7 @@ from waybill import audit, db, keyfile
 from waybill.crypto.vault import FieldCodec, Vault, ensure_active_data_key
 from waybill.labels import LabelDeps
 from waybill.metrics import Metrics
-from waybill.ratelimit import RateLimiter, TokenBucketLimiter
+from waybill.ratelimit import FailureThrottle, RateLimiter, TokenBucketLimiter
 from waybill.readiness import Readiness
 from waybill.routing import RoutingTable
 from waybill.settings import Settings
@@ -37,6 +37,8 @@ class Services:
     provider: VirtualNumberProvider
     metrics: Metrics
     readiness: Readiness  # the /readyz checks; their clients are made on the first probe
+    # Failed unauthenticated requests per client: what a flood of bad keys or receipt-token guesses may write.
+    auth_failures: FailureThrottle
 
     @property
     def label_deps(self) -> LabelDeps:
@@ -94,4 +96,5 @@ def build(settings: Settings, *, engine: Engine | None = None, codec: FieldCodec
         provider=make_provider(settings, vault, keys),
         metrics=metrics,
         readiness=Readiness(settings, keys),
+        auth_failures=FailureThrottle(settings.auth_failure_rate_per_s, settings.auth_failure_burst),
     )

@@ -43,6 +43,9 @@ class Settings:
     # Merchant API rate limit: a token bucket per merchant.
     merchant_rate_per_s: float = 200.0
     merchant_burst: int = 400
+    # Failed unauthenticated requests per client recorded one by one, then one (counted) per refill.
+    auth_failure_burst: int = 20
+    auth_failure_rate_per_s: float = 0.2
     batch_max_items: int = 1000
     max_request_bytes: int = 8 * 1024 * 1024
     page_max: int = 200
@@ -248,6 +251,10 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     }
     if (raw := get("merchant_rate_per_s")) is not None:
         values["merchant_rate_per_s"] = _float("merchant_rate_per_s", raw, 0.01, 1e6)
+    if (raw := get("auth_failure_burst")) is not None:
+        values["auth_failure_burst"] = _int("auth_failure_burst", raw, 1, 10**7)
+    if (raw := get("auth_failure_rate_per_s")) is not None:
+        values["auth_failure_rate_per_s"] = _float("auth_failure_rate_per_s", raw, 0.001, 1e6)
     if (raw := get("merchant_burst")) is not None:
         values["merchant_burst"] = _int("merchant_burst", raw, 1, 10**7)
     if (raw := get("batch_max_items")) is not None:

@@ -7,14 +7,27 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from flask import current_app, g, request
+from sqlalchemy.orm import Session
 
 from waybill import audit, merchants
 from waybill.errors import AuthenticationFailed, PermissionDenied, RateLimited
 from waybill.extensions import TOKEN_RESOLVERS, TokenResolver
 from waybill.permissions import Permission, Principal
-from waybill.web.context import db_session, services
+from waybill.web.context import client_address, db_session, services
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def record_failure(session: Session, action: str) -> None:
+    """Audit a failed unauthenticated request — or, past the client's budget, refuse it with ``429`` and only
+    count it: a flood of bad credentials cannot turn into a flood of durable audit writes. The first failure
+    recorded after a suppressed run says how many were suppressed."""
+    wait, suppressed = services().auth_failures.failure(client_address() or "unknown")
+    if wait is not None:
+        raise RateLimited(wait)
+    if suppressed:
+        audit.record(session, None, action, outcome="suppressed", purpose=f"count={suppressed}", durable=True)
+    audit.record(session, None, action, outcome="denied", durable=True)
 
 
 def bearer_token() -> str:
@@ -50,7 +63,7 @@ def authenticate() -> Principal:
                 raise AuthenticationFailed()
             principal = resolve(session, token, services())
     except AuthenticationFailed:
-        audit.record(session, None, "auth.failed", outcome="denied", durable=True)
+        record_failure(session, "auth.failed")
         raise
     g.principal = principal
     return principal

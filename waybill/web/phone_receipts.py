@@ -18,6 +18,7 @@ from waybill import audit
 from waybill.errors import NotFound, ValidationFailed
 from waybill.permissions import Principal
 from waybill.schemas import OutModel
+from waybill.web.auth import record_failure
 from waybill.web.context import db_session, services
 from waybill.web.openapi import operation, respond
 
@@ -44,7 +45,7 @@ def receipts(token: str) -> Response:
     # Only providers that take pushed receipts have a receipt token.
     expected: str | None = getattr(provider, "receipt_token", None)
     if expected is None or not hmac.compare_digest(token.encode(), expected.encode()):
-        audit.record(session, None, "phone.receipts", outcome="denied", durable=True)
+        record_failure(session, "phone.receipts")  # token guesses: throttled and counted per client
         raise NotFound()
     try:
         batch = provider.parse_receipts(request.get_data())
