@@ -45,7 +45,9 @@ if tuple(PURPOSES) != get_args(Purpose) or tuple(
     raise RuntimeError("privacy purposes/fields out of step with their Literal types")
 # A case or ticket number: letters, a dash, then letters, digits and dashes. Never free text, and
 # never just digits, so a phone number cannot end up in the audit log by way of a "reference".
-REFERENCE_RE = re.compile(r"[A-Za-z]{2,16}-[A-Za-z0-9-]{1,47}")
+# The contract's case-number format: a prefix, a year, a number — it cannot carry a phone number
+# (TEL-13812345678 was accepted by the looser format and landed in the audit log).
+REFERENCE_RE = re.compile(r"^[A-Z]{2,10}-20[0-9]{2}-[0-9]{1,6}$")
 
 
 @dataclass(frozen=True)

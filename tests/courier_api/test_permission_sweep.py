@@ -233,7 +233,7 @@ class World:
         if state == "requested":
             officer = self.principals["privacy_other" if obj == "A_foreign" else "privacy_officer"]
             with self.svc.session_factory() as s:
-                req = privacy.file_request(s, privacy_deps(self.svc), officer, made.id, "complaint", "CASE-SWEEP-1",
+                req = privacy.file_request(s, privacy_deps(self.svc), officer, made.id, "complaint", "SWEEP-2026-1",
                                            ["recipient.name", "recipient.phone"])
                 s.commit()
             return Obj(req.id)

@@ -123,7 +123,7 @@ def test_an_expired_request_is_not_found_and_the_attempt_is_audited(client, merc
     user = officers["users"]["officer"].user
     officer = Principal("staff", user.id, "privacy_officer")
     with services.session_factory() as s:
-        req = privacy.file_request(s, privacy_deps(services), officer, sid, "legal_order", "LO-7", ["recipient.name"])
+        req = privacy.file_request(s, privacy_deps(services), officer, sid, "legal_order", "LO-2026-7", ["recipient.name"])
         s.commit()
         window = privacy_deps(services).window
         assert window == timedelta(minutes=services.settings.privacy_request_minutes)
@@ -145,6 +145,10 @@ def test_an_expired_request_is_not_found_and_the_attempt_is_audited(client, merc
     ({"purpose": "curiosity"}, "purpose"),
     ({"purpose": None}, "purpose"),
     ({"reference": "13812345678"}, "reference"),  # a phone number is not a case reference
+    ({"reference": "TEL-13812345678"}, "reference"),  # nor one behind a prefix
+    ({"reference": "CASE-2026-1234567"}, "reference"),  # the number part has at most 6 digits
+    ({"reference": "case-2026-1"}, "reference"),
+    ({"reference": "CASE-26-1"}, "reference"),
     ({"reference": "看看这个人"}, "reference"),
     ({"reference": ""}, "reference"),
     ({"fields": []}, "fields"),
@@ -177,4 +181,4 @@ def test_only_a_person_files_requests(services, session, client, merchant):
     for kind in ("system", "merchant"):
         with pytest.raises(PermissionDenied):
             privacy.file_request(session, privacy_deps(services), Principal(kind, "x", "privacy_officer"), sid,
-                                 "complaint", "CASE-1", ["recipient.name"])
+                                 "complaint", "CASE-2026-1", ["recipient.name"])
