@@ -123,7 +123,8 @@ def test_an_expired_request_is_not_found_and_the_attempt_is_audited(client, merc
     user = officers["users"]["officer"].user
     officer = Principal("staff", user.id, "privacy_officer")
     with services.session_factory() as s:
-        req = privacy.file_request(s, privacy_deps(services), officer, sid, "legal_order", "LO-2026-7", ["recipient.name"])
+        req = privacy.file_request(s, privacy_deps(services), officer, sid, "legal_order", "LO-2026-7",
+                                   ["recipient.name"])
         s.commit()
         window = privacy_deps(services).window
         assert window == timedelta(minutes=services.settings.privacy_request_minutes)
