@@ -11,7 +11,7 @@ import re
 import unicodedata
 
 __all__ = ["AREA_CODE_RE", "CHINESE_NUMERALS", "MAX_LOCAL_DIGITS", "MAX_SHOWN_NUMERALS", "MIN_HIDDEN_DIGITS",
-           "MOBILE_DIGITS", "UNIT_WORDS", "floor_violations", "is_area_code"]
+           "MOBILE_DIGITS", "UNIT_WORDS", "count_chinese_numerals", "floor_violations", "is_area_code"]
 
 MOBILE_DIGITS = 11
 MIN_HIDDEN_DIGITS = 6
@@ -22,9 +22,18 @@ AREA_CODE_RE = re.compile(r"0(?:10|2[0-9]|[3-9][0-9]{2})")
 UNIT_WORDS: tuple[str, ...] = ("号楼", "单元", "号", "栋", "幢", "室", "层", "楼", "座", "户")
 
 # Chinese numerals are letters to Unicode (category Lo), so they would pass every "no digits" rule: a phone
-# written 一三八一二三四五六七八 is still a phone. Everyday and financial forms.
-CHINESE_NUMERALS = "零〇一二三四五六七八九十百千两壹贰叁肆伍陆柒捌玖拾佰仟"
+# written 一三八一二三四五六七八 (or 幺三八..., 壹叁捌..., 弌弍弎...) is still a phone. Every letter Unicode gives a
+# numeric value (Unihan's primary, accounting and other numerics: everyday, financial, traditional, archaic
+# and compatibility forms) counts, plus 两, which Unicode leaves without a value but which spells 2.
+#: Letters that spell a number (一, 〇, 两, 幺, 壹, 貳, 廿, 萬 ...): counted as digits by the mask and the gate. Written
+#: out (computing it scans 190k code points at import); tests/waybill/test_masking.py checks it against unicodedata.
+CHINESE_NUMERALS = (
+    "〇㐅㒃㠪㭍一七万三两九二五亖亿什仟仨伍佰億兆兩八六十千卄卅卌叁参參叄四壱壹幺廾廿"
+    "弌弍弎弐拾捌柒漆玖百肆萬貮貳贰阡陆陌陸零參拾兩零六陸什𠀁𠁤𠃢𠄡𠤪𠦃𠦌𠦜𠫪𠫽𠬙𢎐𢦘"
+    "𣬛𦉭廾"
+)
 _CHINESE_NUMERALS = CHINESE_NUMERALS
+_NUMERAL_SET = frozenset(CHINESE_NUMERALS)
 # At most two Chinese numerals may show (中山一路, 五四大街, 东四十条胡同 are names); three or more can spell a
 # number (a house number, a phone written 一三八...).
 MAX_SHOWN_NUMERALS = 2
@@ -46,14 +55,20 @@ def _require_str(value: object, name: str) -> str:
 
 
 def _is_number_char(ch: str) -> bool:
-    return unicodedata.category(ch).startswith("N")
+    """A number of any script: Unicode category N (0-9, ０-９, ٣, Ⅻ, ①, ⑴, ⒈ ...) or a numeral letter (一, 壹)."""
+    return unicodedata.category(ch).startswith("N") or ch in _NUMERAL_SET
+
+
+def count_chinese_numerals(text: str) -> int:
+    """How many characters of ``text`` are numeral letters (`CHINESE_NUMERALS`)."""
+    return sum(ch in _NUMERAL_SET for ch in text)
 
 
 _NOT_DIGITS = str.maketrans("", "", "0123456789")
 
 
 def _count_numbers(text: str) -> int:
-    """How many characters of ``text`` are numbers of any script (Unicode category N)."""
+    """How many characters of ``text`` are numbers of any script (category N or a numeral letter)."""
     if text.isascii():  # masked phones are: the only numbers in ASCII are 0-9, counted in C
         return len(text) - len(text.translate(_NOT_DIGITS))
     return sum(map(_is_number_char, text))
@@ -79,9 +94,9 @@ def _phone_violates(phone: str) -> bool:
 def _address_violates(address: str) -> bool:
     if not address.endswith("*"):
         return True
-    if any(map(_is_number_char, address)):
+    if any(unicodedata.category(ch).startswith("N") for ch in address):
         return True
-    if sum(ch in CHINESE_NUMERALS for ch in address) > MAX_SHOWN_NUMERALS:
+    if count_chinese_numerals(address) > MAX_SHOWN_NUMERALS:
         return True
     return _NUMBERED_UNIT_RE.search(address) is not None
 

@@ -12,7 +12,9 @@ Decisions (binding for the label renderer and the API views):
   space. The text is cut into units (a base code point plus its combining marks, variation selectors, emoji
   modifiers, tag characters and ZWJ-joined successors; a regional-indicator pair is one unit). The first unit
   is kept only when it is a letter (otherwise it is starred too, so the output is always printable) and then
-  only the letter and at most 2 of its combining marks. Every other unit becomes one ``*`` (spaces count),
+  only the letter and at most 2 of its combining marks. A numeral letter (伍, 陆, 万 are common surnames) may
+  be that one kept letter: one character can never spell a phone or a house number; a Roman numeral (Ⅻ, a
+  number to Unicode) is starred. Every other unit becomes one ``*`` (spaces count),
   capped at `NAME_MAX_STARS` so a very long name still fits the label; a non-empty name always yields at
   least one ``*``.
 - phone: mobile keeps `mobile_keep_prefix` + `mobile_keep_suffix` digits (at most 5 in total, so at least
@@ -33,8 +35,8 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from printing.floor import CHINESE_NUMERALS, MAX_SHOWN_NUMERALS, UNIT_WORDS, floor_violations
 from printing.floor import MAX_LOCAL_DIGITS as _MAX_LOCAL_DIGITS
+from printing.floor import MAX_SHOWN_NUMERALS, UNIT_WORDS, count_chinese_numerals, floor_violations
 from printing.floor import MIN_HIDDEN_DIGITS as _MIN_HIDDEN_DIGITS
 from printing.floor import MOBILE_DIGITS as _MOBILE_DIGITS
 from waybill.phones import InvalidPhone, normalize_phone
@@ -256,7 +258,7 @@ def _keepable(prefix: str) -> bool:
     a street name with more than two Chinese numerals (a number spelt out in letters)."""
     if not prefix or any(word in prefix for word in UNIT_WORDS):
         return False
-    if sum(ch in CHINESE_NUMERALS for ch in prefix) > MAX_SHOWN_NUMERALS:
+    if count_chinese_numerals(prefix) > MAX_SHOWN_NUMERALS:
         return False
     return all(unicodedata.category(ch).startswith("L") for ch in prefix)
 
