@@ -22,6 +22,12 @@ class ValidationFailed(DomainError):
     default_message = "字段值无效"
 
 
+class InvalidRegion(ValidationFailed):
+    """A province, city or district not in the administrative divisions (GB/T 2260), or not in its parent."""
+
+    default_message = "行政区划无效"
+
+
 class NotFound(DomainError):
     """Unknown, foreign and unauthorised objects all raise this (or a subclass): same answer."""
 

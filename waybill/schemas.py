@@ -42,19 +42,6 @@ def _no_control_chars(value: str) -> str:
     return unicodedata.normalize("NFC", value)
 
 
-# City and district are stored and printed in full, so they must be administrative names and nothing
-# else: CJK characters (and the middle dot of minority place names) ending in an administrative suffix.
-# That keeps a phone number or a person's name out of fields that are not encrypted.
-_CITY = re.compile(r"^[\u4e00-\u9fff·]{1,18}(市|地区|自治州|州|盟|特别行政区)$")
-_DISTRICT = re.compile(r"^[\u4e00-\u9fff·]{1,18}(区|县|市|旗|镇|乡|林区|特区)$")
-
-
-def _admin_name(pattern: re.Pattern[str], value: str) -> str:
-    if not pattern.match(value):
-        raise PydanticCustomError("admin_name", "须为行政区划名称（如“深圳市”“南山区”）")
-    return value
-
-
 def iso_utc(moment: datetime) -> str:
     """A UTC timestamp as the API writes it: ISO 8601 with ``Z``."""
     return moment.isoformat().replace("+00:00", "Z")
@@ -95,16 +82,6 @@ class PartyIn(BaseModel):
     address: str = Field(min_length=2, max_length=200, description="街道、楼栋、单元、门牌")
 
     _clean = field_validator("name", "province", "city", "district", "address")(_no_control_chars)
-
-    @field_validator("city")
-    @classmethod
-    def _city(cls, value: str) -> str:
-        return _admin_name(_CITY, value)
-
-    @field_validator("district")
-    @classmethod
-    def _district(cls, value: str) -> str:
-        return _admin_name(_DISTRICT, value)
 
     @field_validator("phone")
     @classmethod

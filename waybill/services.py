@@ -14,6 +14,7 @@ from waybill.labels import LabelDeps
 from waybill.metrics import Metrics
 from waybill.ratelimit import FailureThrottle, RateLimiter, TokenBucketLimiter
 from waybill.readiness import Readiness
+from waybill.regions import RegionTable
 from waybill.routing import RoutingTable
 from waybill.settings import Settings
 from waybill.shipments import ShipmentDeps
@@ -33,6 +34,7 @@ class Services:
     keys: keyfile.KeyMaterial
     codec: FieldCodec
     routing: RoutingTable
+    regions: RegionTable  # GB/T 2260 divisions every party's region is checked against
     merchant_limiter: RateLimiter
     provider: VirtualNumberProvider
     metrics: Metrics
@@ -47,8 +49,8 @@ class Services:
 
     @property
     def shipment_deps(self) -> ShipmentDeps:
-        return ShipmentDeps(codec=self.codec, routing=self.routing, policy=self.settings.mask_policy,
-                            fingerprint_key=self.keys.secret("idempotency"))
+        return ShipmentDeps(codec=self.codec, routing=self.routing, regions=self.regions,
+                            policy=self.settings.mask_policy, fingerprint_key=self.keys.secret("idempotency"))
 
 
 def initialise(settings: Settings) -> tuple[keyfile.KeyMaterial, Engine, bool]:
@@ -91,6 +93,7 @@ def build(settings: Settings, *, engine: Engine | None = None, codec: FieldCodec
     return Services(
         settings=settings, engine=engine, session_factory=factory, keys=keys, codec=vault,
         routing=RoutingTable.load(),
+        regions=RegionTable.load(settings.regions_extra_file),
         merchant_limiter=TokenBucketLimiter(settings.merchant_rate_per_s, settings.merchant_burst),
         # Built now, so a bad credentials file fails the start of a worker, not its first call.
         provider=make_provider(settings, vault, keys),

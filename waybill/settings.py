@@ -20,6 +20,7 @@ from typing import Any
 
 from printing.config import ZPL_TEXT_MODES
 from waybill.masking import MaskPolicy
+from waybill.regions import RegionTable
 
 CIPHERS = ("aes-256-gcm", "sm4-gcm")
 ENVIRONMENTS = ("development", "production", "test")
@@ -87,6 +88,8 @@ class Settings:
     # PROMETHEUS_MULTIPROC_DIR, read here so that nothing else reads the environment.
     prometheus_multiproc_dir: Path | None = None
     mask_policy: MaskPolicy = field(default_factory=MaskPolicy)
+    # Administrative divisions added to or renaming rows of the packaged list (waybill/regions.py).
+    regions_extra_file: Path | None = None
 
     @property
     def is_production(self) -> bool:
@@ -167,6 +170,19 @@ def _broker_url(raw: str | None) -> str | None:
     return raw
 
 
+def _regions_extra_file(raw: str | None) -> Path | None:
+    """The extra divisions file, parsed now so a malformed row stops the start, not a request."""
+    if raw is None:
+        return None
+    path = Path(raw)
+    try:
+        RegionTable.load(path)
+    except (OSError, ValueError) as exc:
+        detail = exc if isinstance(exc, ValueError) else "cannot be read"
+        raise SettingsError(f"WAYBILL_REGIONS_EXTRA_FILE: {detail}") from None
+    return path
+
+
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Build settings from ``environ`` (default: the process environment) plus overrides.
 
@@ -230,6 +246,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         raise SettingsError("PROMETHEUS_MULTIPROC_DIR must be an existing directory")
 
     values: dict[str, Any] = {
+        "regions_extra_file": _regions_extra_file(get("regions_extra_file")),
         "metrics_token_file": Path(metrics_token_raw) if metrics_token_raw else None,
         "prometheus_multiproc_dir": multiproc_dir,
         "label_font": get("label_font"),

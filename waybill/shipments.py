@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -36,6 +36,7 @@ from waybill.models import Shipment, utcnow
 from waybill.permissions import Permission, Principal
 from waybill.phone_index import phone_index
 from waybill.phones import normalize_phone
+from waybill.regions import Region, RegionTable
 from waybill.routing import RoutingTable, UnknownProvince
 from waybill.schemas import PartyIn, ShipmentIn
 from waybill.waybill_no import new_waybill_no
@@ -49,12 +50,13 @@ WAYBILL_NO_ATTEMPTS = 3
 
 @dataclass(frozen=True)
 class ShipmentDeps:
-    """What the shipment store needs besides the session: codec, routing, masking, fingerprint key."""
+    """What the shipment store needs besides the session: codec, routing, divisions, masking, fingerprint key."""
 
     codec: FieldCodec
     routing: RoutingTable
     policy: MaskPolicy
     fingerprint_key: bytes
+    regions: RegionTable = field(default_factory=RegionTable.load)
 
 
 @dataclass(frozen=True)
@@ -83,19 +85,23 @@ def _fingerprint(deps: ShipmentDeps, data: ShipmentIn) -> bytes:
     return hmac.new(deps.fingerprint_key, canonical.encode(), hashlib.sha256).digest()
 
 
-def _region(party: PartyIn) -> dict[str, str]:
-    return {"province": party.province, "city": party.city, "district": party.district}
+def _region(deps: ShipmentDeps, role: str, party: PartyIn) -> Region:
+    """The party's region checked against the divisions: `InvalidRegion` names ``<role>.province|city|district``.
+
+    City and district are stored and printed in full, so only the list's canonical names ever reach a label
+    (never a phone number or a name written where a district belongs)."""
+    return deps.regions.resolve(party.province, party.city, party.district, field_prefix=role)
 
 
 def _build(deps: ShipmentDeps, principal: Principal, data: ShipmentIn, idempotency_key: str | None,
            fingerprint: bytes | None) -> Shipment:
-    """Encrypt, mask and route one validated shipment into an unsaved row."""
+    """Check the regions, then encrypt, mask and route one validated shipment into an unsaved row."""
+    regions = {role: _region(deps, role, getattr(data, role)) for role in PARTIES}
+    recipient = regions["recipient"]
     try:
-        route = deps.routing.route(data.recipient.province, data.recipient.city, data.recipient.district)
-    except UnknownProvince as exc:
+        route = deps.routing.route(recipient.province, recipient.city, recipient.district)
+    except UnknownProvince as exc:  # a division the routing table does not cover (a custom table)
         raise ValidationFailed(str(exc), field="recipient.province") from None
-    if deps.routing.canonical_province(data.sender.province) is None:
-        raise ValidationFailed("未知的省份", field="sender.province")
     sid = new_id("shp")
     now = utcnow()
     values: dict[str, object] = {}
@@ -106,7 +112,7 @@ def _build(deps: ShipmentDeps, principal: Principal, data: ShipmentIn, idempoten
         values[f"{role}_phone_ct"] = enc(party.phone, table=TABLE, column=f"{role}_phone", row_id=sid)
         values[f"{role}_address_ct"] = enc(party.address, table=TABLE, column=f"{role}_address", row_id=sid)
         values[f"{role}_phone_bidx"] = phone_index(deps.codec, principal.id, role, party.phone)
-        values[f"{role}_region"] = _region(party)
+        values[f"{role}_region"] = regions[role].as_json()
         values[f"{role}_masked"] = {
             "name": mask_name(party.name, deps.policy),
             "phone": mask_phone(party.phone, deps.policy),

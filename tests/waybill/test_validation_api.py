@@ -112,7 +112,7 @@ def test_unknown_province_is_422(client, merchant, role):
     r = client.post("/v1/shipments", json=with_value(f"{role}.province", "火星省"), headers=merchant.headers)
     assert r.status_code == 422, r.get_data(as_text=True)
     err = assert_error_shape(r)
-    assert (err["code"], err["field"]) == ("validation_error", f"{role}.province")
+    assert (err["code"], err["field"]) == ("invalid_region", f"{role}.province")
     assert "火星" not in err["message"]
     assert list_ids(client, merchant) == []
 

@@ -17,6 +17,7 @@ from waybill.errors import (
     DomainError,
     DuplicateMerchantOrder,
     IdempotencyConflict,
+    InvalidRegion,
     InvalidStatusTransition,
     NotFound,
     PermissionDenied,
@@ -30,6 +31,7 @@ log = logging.getLogger("waybill.web")
 
 # Most specific first; the first isinstance match wins.
 ERROR_TABLE: list[tuple[type[Exception], int, str]] = [
+    (InvalidRegion, 422, "invalid_region"),
     (ValidationFailed, 422, "validation_error"),
     (NoAvailableNumber, 503, "no_available_number"),
     (ProviderError, 502, "provider_error"),
