@@ -226,7 +226,10 @@ def _slot_values(model: LabelModel) -> tuple[str, ...]:
 
 @lru_cache(maxsize=4096)
 def region_text(province: str, city: str, district: str) -> str:
-    """Province, city and district as a label prints them, a municipality once (``上海市徐汇区``)."""
+    """Province, city and district as a label prints them, a municipality once (``上海市徐汇区``), and a city
+    that is its own county-level unit once (``广东省东莞市``, ``湖北省仙桃市``)."""
+    if district == city:
+        district = ""
     if city.removesuffix("市") == province.removesuffix("市") or (
             province.endswith("市") and city in _MUNICIPAL_CITIES):
         city = ""

@@ -33,6 +33,9 @@ def test_municipality_printed_once():
     assert region_text("重庆市", "县", "城口县") == "重庆市城口县"
     assert region_text("天津市", "天津", "和平区") == "天津市和平区"
     assert region_text("广东省", "深圳市", "南山区") == "广东省深圳市南山区"
+    # Cities without districts and county-level cities under their province are their own district: once.
+    assert region_text("广东省", "东莞市", "东莞市") == "广东省东莞市"
+    assert region_text("湖北省", "仙桃市", "仙桃市") == "湖北省仙桃市"
     # A province's city named like a county is still printed (only municipalities lack a city level).
     assert region_text("吉林省", "吉林市", "船营区") == "吉林省吉林市船营区"
     text = _pdf_text(sample_model())
