@@ -46,6 +46,7 @@ _DIRECT_ALIASES = _DIRECT_GROUPS | {"省直辖县", "省直管县", "自治区�
 _DISTRICT_SUFFIXES = ("区", "县", "市", "旗")
 _CODE_RE = re.compile(r"[1-9][0-9]{5}")
 _NAME_MAX = 30
+_NAME_PUNCTUATION = str.maketrans("", "", "·()")  # 嘉模堂区(氹仔), minority names with a middle dot
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,8 +252,8 @@ def _parse(text: str, source: str) -> list[Region]:
 
 def _row_problem(p_code: str, province: str, c_code: str, city: str, d_code: str, district: str) -> str | None:
     for name in (province, city, district):
-        if not name or len(name) > _NAME_MAX or not all(unicodedata.category(ch).startswith("L") or ch in "·()"
-                                                        for ch in name):
+        # str.isalpha: letters only (category L), so no digit, Roman numeral or symbol of any script.
+        if not name or len(name) > _NAME_MAX or not name.translate(_NAME_PUNCTUATION).isalpha():
             return "名称须为 1-30 个文字"
     if _CODE_RE.fullmatch(p_code) is None or not p_code.endswith("0000"):
         return "province_code 须为 6 位省级代码（如 440000）"
