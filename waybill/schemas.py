@@ -76,9 +76,10 @@ class PartyIn(BaseModel):
 
     name: str = Field(min_length=1, max_length=50, description="姓名")
     phone: str = Field(min_length=1, max_length=40, description="手机或固定电话，可带 +86/0086、空格或短横线")
-    province: str = Field(min_length=2, max_length=20, description="省/自治区/直辖市")
-    city: str = Field(min_length=2, max_length=30, description="市")
-    district: str = Field(min_length=1, max_length=30, description="区/县")
+    # Checked against the GB/T 2260 divisions in the domain (waybill/regions.py): 422 invalid_region.
+    province: str = Field(min_length=2, max_length=20, description="省/自治区/直辖市（GB/T 2260，可用简称）")
+    city: str = Field(min_length=2, max_length=30, description="市（直辖市可写本市或“市辖区”）")
+    district: str = Field(min_length=1, max_length=30, description="区/县（须属于该市）")
     address: str = Field(min_length=2, max_length=200, description="街道、楼栋、单元、门牌")
 
     _clean = field_validator("name", "province", "city", "district", "address")(_no_control_chars)
