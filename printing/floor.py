@@ -11,7 +11,8 @@ import re
 import unicodedata
 
 __all__ = ["AREA_CODE_RE", "CHINESE_NUMERALS", "MAX_LOCAL_DIGITS", "MAX_SHOWN_NUMERALS", "MIN_HIDDEN_DIGITS",
-           "MOBILE_DIGITS", "UNIT_WORDS", "count_chinese_numerals", "floor_violations", "is_area_code"]
+           "MOBILE_DIGITS", "UNIT_WORDS", "count_chinese_numerals", "floor_violations", "is_area_code",
+           "region_violates"]
 
 MOBILE_DIGITS = 11
 MIN_HIDDEN_DIGITS = 6
@@ -99,6 +100,15 @@ def _address_violates(address: str) -> bool:
     if count_chinese_numerals(address) > MAX_SHOWN_NUMERALS:
         return True
     return _NUMBERED_UNIT_RE.search(address) is not None
+
+
+def region_violates(text: str) -> bool:
+    """True when a province, city or district name (printed in full) could carry a number: any number of
+    Unicode category N, or more than two Chinese numerals (no division's name has more: 二七区)."""
+    if not isinstance(text, str):
+        return True
+    return any(unicodedata.category(ch).startswith("N") for ch in text) or (
+        count_chinese_numerals(text) > MAX_SHOWN_NUMERALS)
 
 
 def floor_violations(*, name: str, phone: str, address: str) -> list[str]:

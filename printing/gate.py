@@ -7,7 +7,7 @@ built on it); this module only applies it to both parties of a :class:`~printing
 from __future__ import annotations
 
 from .errors import UnmaskedField
-from .floor import floor_violations
+from .floor import floor_violations, region_violates
 from .model import ORDER_TAIL_MAX, LabelModel, MaskedParty
 
 # (name, phone, address) -> offending field names, in the masking module's order (empty: may be printed).
@@ -40,6 +40,11 @@ def _check_party(role: str, party: MaskedParty) -> None:
     if bad:
         # Report the first offending field; the list is ordered by the masking module.
         raise UnmaskedField(f"{role}.{bad[0]}")
+    # Region names print in full: the service stores only official names, and none of them spells a number, so
+    # one that does (a phone written as a district) is refused here too.
+    for field in ("province", "city", "district"):
+        if region_violates(getattr(party, field)):
+            raise UnmaskedField(f"{role}.{field}")
 
 
 def check_release(model: LabelModel) -> None:

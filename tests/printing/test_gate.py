@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import csv
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 import printing
 from printing import UnmaskedField
+from printing.floor import region_violates
 from tests.printing.label_helpers import PLAINTEXT
 
 
@@ -31,6 +34,24 @@ def test_below_floor_masks_refused(masked_model, bad):
     model = replace(masked_model, recipient=replace(masked_model.recipient, **bad))
     with pytest.raises(UnmaskedField):
         printing.render_label(model, "pdf", "76x130")
+
+
+@pytest.mark.parametrize("field", ["province", "city", "district"])
+@pytest.mark.parametrize("value", ["一三八一二三四五六七八区", "幺三八区", "138区", "Ⅻ区", "①②区", "１３８市"])
+def test_a_region_that_spells_a_number_is_refused(masked_model, field, value):
+    """Region names print in full: a phone written as a district (issue 11, item 9) never reaches a label."""
+    model = replace(masked_model, recipient=replace(masked_model.recipient, **{field: value}))
+    with pytest.raises(UnmaskedField) as exc:
+        printing.render_label(model, "pdf", "100x150")
+    assert exc.value.field_name == f"recipient.{field}"
+
+
+def test_every_official_region_name_passes_the_gate():
+    path = Path(__file__).resolve().parents[2] / "waybill" / "data" / "regions.csv"
+    with path.open(encoding="utf-8") as fh:
+        names = {row[key] for row in csv.DictReader(fh) for key in ("province", "city", "district")}
+    assert len(names) > 3000
+    assert [n for n in names if region_violates(n)] == []
 
 
 def test_stream_refuses_at_the_offending_label(masked_model):
