@@ -20,16 +20,15 @@ TS = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("api_keys") as batch:
-        # Set by a rotation: the old key keeps working until then (the grace period).
-        batch.add_column(sa.Column("expires_at", TS, nullable=True))
-        batch.add_column(sa.Column("last_used_at", TS, nullable=True))
-        # "live" or "test": shipments made with a test key never reach a printer or a courier.
-        batch.add_column(sa.Column("mode", sa.String(8), nullable=False, server_default="live"))
-    with op.batch_alter_table("merchants") as batch:
-        batch.add_column(sa.Column("disabled_at", TS, nullable=True))
-    with op.batch_alter_table("shipments") as batch:
-        batch.add_column(sa.Column("test_mode", sa.Boolean(), nullable=False, server_default=sa.false()))
+    # Plain ADD COLUMNs (no batch): on SQLite a batch would copy and drop `shipments`, which the foreign keys
+    # of existing rows refuse.
+    # Set by a rotation: the old key keeps working until then (the grace period).
+    op.add_column("api_keys", sa.Column("expires_at", TS, nullable=True))
+    op.add_column("api_keys", sa.Column("last_used_at", TS, nullable=True))
+    # "live" or "test": shipments made with a test key never reach a printer or a courier.
+    op.add_column("api_keys", sa.Column("mode", sa.String(8), nullable=False, server_default="live"))
+    op.add_column("merchants", sa.Column("disabled_at", TS, nullable=True))
+    op.add_column("shipments", sa.Column("test_mode", sa.Boolean(), nullable=False, server_default=sa.false()))
 
 
 def downgrade() -> None:
