@@ -7,9 +7,9 @@ import json
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
-from tests.conftest import make_merchant, run
+from tests.conftest import PG_URL, make_merchant, run
 from waybill import merchants
 from waybill.errors import AuthenticationFailed, Conflict, NotFound
 from waybill.models import ApiKey, AuditEvent, utcnow
@@ -231,3 +231,23 @@ def test_cli_list_rotate_revoke_disable(cli_env):
         assert err["code"] == "not_found" and err["field"] == field
     verify = json.loads(run(["audit", "verify"], cli_env).stdout)
     assert verify["ok"] is True
+
+
+@pytest.mark.skipif(not PG_URL, reason="row locks: PostgreSQL (SQLite has one writer for the whole file)")
+def test_last_use_bookkeeping_never_waits_for_another_request(fresh_env):
+    # One key serves all of a merchant's concurrent requests: a request holding the key row (its own
+    # last-use update, uncommitted) must not make the next one wait for it.
+    env = fresh_env()
+    svc = env.services()
+    m = make_merchant(svc)
+    t0 = utcnow()
+    with svc.session_factory() as first, svc.session_factory() as second:
+        merchants.authenticate(first, m.api_key, api_key_secret=_secret(svc), now=t0)  # locks the row
+        second.execute(text("SET LOCAL lock_timeout = '2s'"))  # a wait would fail, not hang
+        principal = merchants.authenticate(second, m.api_key, api_key_secret=_secret(svc),
+                                           now=t0 + timedelta(minutes=5))
+        assert principal.id == m.id
+        second.commit()
+        first.commit()
+    with svc.session_factory() as s:
+        assert s.get(ApiKey, m.api_key.split("_")[1]).last_used_at == t0
