@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from courier_api.staff import create_user, disable_user, set_phone, validate_account
+from courier_api.staff import create_user, disable_user, set_password, set_phone, validate_account
 from waybill.commands.common import emit, fail, read_settings, ready_services
 from waybill.errors import DomainError, ValidationFailed
 from waybill.permissions import SYSTEM
@@ -65,3 +65,22 @@ def users_disable(username: str) -> None:
             fail({"ok": False, "error": {"code": "not_found", "message": exc.message, "field": "username"}})
     emit({"ok": True, "user_id": user.id, "username": user.username, "disabled_at": user.disabled_at,
           "revoked_tokens": revoked})
+
+
+@users.command("password")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, help="read the new password from stdin instead of generating one")
+def users_password(username: str, password_stdin: bool) -> None:
+    """Set a staff user's password (checked against the password policy) and revoke their tokens."""
+    password = _read_password() if password_stdin else None
+    svc = ready_services(read_settings())
+    with unit_of_work(svc.session_factory) as tx:
+        try:
+            user, new_password, revoked = set_password(tx.session, SYSTEM, username, password)
+        except ValidationFailed as exc:
+            fail({"ok": False, "error": {"code": "validation_error", "message": exc.message, "field": exc.field}}, 2)
+        except DomainError as exc:
+            fail({"ok": False, "error": {"code": "not_found", "message": exc.message, "field": "username"}})
+    # As for `create`: a typed password is not echoed back; a generated one is shown this once.
+    emit({"ok": True, "user_id": user.id, "username": user.username,
+          "password": None if password_stdin else new_password, "revoked_tokens": revoked})

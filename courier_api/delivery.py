@@ -21,7 +21,14 @@ from sqlalchemy.orm import Session
 from courier_api.models import Assignment, StaffUser
 from waybill import audit, labels
 from waybill.crypto.vault import FieldCodec
-from waybill.errors import Conflict, InvalidStatusTransition, NotFound, ShipmentNotFound, ValidationFailed
+from waybill.errors import (
+    Conflict,
+    InvalidStatusTransition,
+    NotFound,
+    SandboxShipment,
+    ShipmentNotFound,
+    ValidationFailed,
+)
 from waybill.ids import looks_like, new_id
 from waybill.models import QrToken, Shipment, utcnow
 from waybill.permissions import Permission, Principal
@@ -98,6 +105,8 @@ def assign(session: Session, principal: Principal, shipment_id: str, courier_use
             or courier.station != principal.station):
         # Unknown and other-station couriers look the same.
         raise ValidationFailed("快递员不存在或不属于本站", field="courier")
+    if shipment.test_mode:
+        raise SandboxShipment(field="shipment_id")
     if shipment.status not in ASSIGNABLE:
         raise InvalidStatusTransition("当前状态不可派送", field="shipment_id")
     now = utcnow()

@@ -22,6 +22,9 @@ from sqlalchemy.orm import Session
 
 from courier_api import totp
 from courier_api.models import StaffToken, StaffUser
+from courier_api.passwords import PASSWORD_MAX_LEN as PASSWORD_MAX_LEN  # re-exported: the login schema's bound
+from courier_api.passwords import PASSWORD_MIN_LEN as PASSWORD_MIN_LEN
+from courier_api.passwords import check_password
 from waybill import audit
 from waybill.crypto.vault import FieldCodec
 from waybill.errors import AuthenticationFailed, Conflict, NotFound, PermissionDenied, ValidationFailed
@@ -36,8 +39,6 @@ MAX_FAILED_ATTEMPTS = 5
 LOCKOUT_S = 15 * 60
 # last_used_at is bookkeeping: refresh it at most this often so requests do not all write.
 LAST_USED_RESOLUTION_S = 60
-PASSWORD_MIN_LEN = 12
-PASSWORD_MAX_LEN = 1024  # Argon2 accepts any length; bound the work an attacker can ask for.
 STATION_ROLES = frozenset({"courier", "dispatcher", "sorter"})
 
 USERNAME_RE = re.compile(r"[a-z0-9_.-]{1,64}")
@@ -116,9 +117,9 @@ def create_user(session: Session, actor: Principal, username: str, role: str, st
         actor.require(Permission.USER_MANAGE)
     station = validate_account(username, role, station)
     if password is None:
-        password = secrets.token_urlsafe(18)  # 144 bits
-    elif not PASSWORD_MIN_LEN <= len(password) <= PASSWORD_MAX_LEN:
-        raise ValidationFailed(f"密码长度须为 {PASSWORD_MIN_LEN}-{PASSWORD_MAX_LEN} 个字符", field="password")
+        password = generate_password(username, role, station)
+    else:
+        check_password(password, username=username, role=role, station=station)
     if _by_username(session, username) is not None:
         raise Conflict("用户名已存在")
     user = StaffUser(id=new_id("usr"), username=username, role=role, station=station,
@@ -156,6 +157,43 @@ def disable_user(session: Session, actor: Principal, username: str, *,
     session.flush()
     audit.record(session, actor, "user.disable", object_type="staff_user", object_id=user.id)
     return user, int(revoked or 0)
+
+
+def set_password(session: Session, actor: Principal, username: str, password: str | None, *,
+                 now: datetime | None = None) -> tuple[StaffUser, str, int]:
+    """Give an account a new password (generated when ``password`` is None; checked against the policy
+    otherwise) and revoke every token it holds. Returns the user, the password and the tokens revoked."""
+    if actor.kind != "system":
+        actor.require(Permission.USER_MANAGE)
+    now = now or utcnow()
+    user = _by_username(session, username, lock=True)
+    if user is None:
+        raise NotFound("用户不存在", field="username")
+    if password is None:
+        password = generate_password(user.username, user.role, user.station)
+    else:
+        check_password(password, username=user.username, role=user.role, station=user.station)
+    user.password_hash = HASHER.hash(password)
+    result = session.execute(
+        update(StaffToken).where(StaffToken.user_id == user.id, StaffToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    session.flush()
+    audit.record(session, actor, "user.password_set", object_type="staff_user", object_id=user.id)
+    return user, password, int(cast("CursorResult[Any]", result).rowcount or 0)
+
+
+def generate_password(username: str, role: str, station: str | None) -> str:
+    """A random password (144 bits) that passes the policy: one that happens to contain the username is
+    drawn again."""
+    for _ in range(20):
+        password = secrets.token_urlsafe(18)
+        try:
+            check_password(password, username=username, role=role, station=station)
+        except ValidationFailed:
+            continue
+        return password
+    raise AssertionError("no random password passed the policy")  # 20 misses in a row: the policy is broken
 
 
 # -- login -------------------------------------------------------------------------------------

@@ -54,6 +54,12 @@ class DuplicateMerchantOrder(Conflict):
     default_message = "该商户订单号已存在"
 
 
+class SandboxShipment(Conflict):
+    """A shipment made with a test-mode API key: it never reaches a printer or a courier."""
+
+    default_message = "测试模式运单不会打印或派送"
+
+
 class ReprintLimitReached(Conflict):
     default_message = "该运单重打次数已达上限"
 

@@ -31,6 +31,7 @@ from waybill.errors import (
     InvalidStatusTransition,
     NotFound,
     ReprintLimitReached,
+    SandboxShipment,
     ShipmentNotFound,
     ValidationFailed,
 )
@@ -171,7 +172,7 @@ def _load(session: Session, principal: Principal, shipment_id: str, action: str)
     if looks_like("shp", shipment_id):
         stmt = select(Shipment).where(Shipment.id == shipment_id)
         if principal.kind == "merchant":
-            stmt = stmt.where(Shipment.merchant_id == principal.id)
+            stmt = stmt.where(Shipment.merchant_id == principal.id, Shipment.test_mode == principal.test_mode)
         elif principal.role != "sorter":
             stmt = stmt.where(false())  # deny by default
         shipment = session.execute(stmt.with_for_update()).scalar_one_or_none()
@@ -186,6 +187,8 @@ def _load(session: Session, principal: Principal, shipment_id: str, action: str)
 def _issue(session: Session, deps: LabelDeps, principal: Principal, shipment: Shipment, *, reason: str,
            reprint: bool, now: datetime) -> LabelModel:
     """A new token for ``shipment`` (the caller has revoked any live one), and its label."""
+    if shipment.test_mode:  # no token, so nothing a courier could ever scan
+        raise SandboxShipment(field="shipment_id")
     if shipment.status not in PRINTABLE:
         raise InvalidStatusTransition("当前状态不可打印面单", field="status")
     nonce = secrets.token_bytes(TOKEN_BYTES)
@@ -295,12 +298,15 @@ def _job_rows(session: Session, deps: LabelDeps, principal: Principal, shipment_
         error: DomainError | None = None
         if shipment is None:
             error = NotFound("运单不存在", field=f"shipment_ids[{index}]")
+        elif shipment.test_mode:
+            error = SandboxShipment(field=f"shipment_ids[{index}]")
         elif shipment.status not in PRINTABLE:
             error = InvalidStatusTransition("当前状态不可打印面单", field=f"shipment_ids[{index}]")
         if error is not None:
             audit.record(session, principal, "print_job.create", object_type="shipment",
                          object_id=sid if looks_like("shp", sid) else None,
-                         outcome="not_found" if shipment is None else "invalid_status", durable=True)
+                         outcome="not_found" if shipment is None else "test_mode" if shipment.test_mode
+                         else "invalid_status", durable=True)
             raise error
     if reprint_reason is not None:
         counts = _reprints(session, list(live))

@@ -71,10 +71,15 @@ class Merchant(Base):
     name: Mapped[str] = mapped_column(String(200))
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class ApiKey(Base):
-    """A merchant API key, stored as a keyed hash; ``id`` is the public prefix used for lookup."""
+    """A merchant API key, stored as a keyed hash; ``id`` is the public prefix used for lookup.
+
+    ``expires_at`` is set by a rotation (the old key works until then); ``revoked_at`` stops it at once.
+    ``mode`` is ``live`` or ``test``: shipments made with a test key never reach a printer or a courier.
+    """
 
     __tablename__ = "api_keys"
 
@@ -83,6 +88,9 @@ class ApiKey(Base):
     key_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    mode: Mapped[str] = mapped_column(String(8), default="live", server_default="live")
 
 
 class DataKey(Base):
@@ -134,6 +142,8 @@ class Shipment(Base):
     description_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
     printed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Made with a test-mode API key: refused by every printing and courier path.
+    test_mode: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     idempotency_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
     request_fingerprint: Mapped[bytes | None] = mapped_column(LargeBinary(32), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

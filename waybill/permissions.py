@@ -56,6 +56,8 @@ class Principal:
     id: str
     role: str
     station: str | None = None
+    # A merchant using a test-mode API key: its shipments are flagged and never reach a printer or courier.
+    test_mode: bool = False
 
     @property
     def actor(self) -> str:

@@ -125,7 +125,7 @@ def _build(deps: ShipmentDeps, principal: Principal, data: ShipmentIn, idempoten
         consolidation=route.consolidation, weight_g=data.parcel.weight_g, pieces=data.parcel.pieces,
         description_ct=None if not description else deps.codec.encrypt(
             description, table=TABLE, column="description", row_id=sid),
-        idempotency_key=idempotency_key, request_fingerprint=fingerprint,
+        idempotency_key=idempotency_key, request_fingerprint=fingerprint, test_mode=principal.test_mode,
         created_at=now, updated_at=now, **values,
     )
 
@@ -138,7 +138,9 @@ def _own(session: Session, principal: Principal, shipment_id: str, action: str, 
     """
     shipment = None
     if principal.kind == "merchant" and looks_like("shp", shipment_id):
-        stmt = select(Shipment).where(Shipment.id == shipment_id, Shipment.merchant_id == principal.id)
+        # A test-mode key sees only its test shipments, a live key only live ones.
+        stmt = select(Shipment).where(Shipment.id == shipment_id, Shipment.merchant_id == principal.id,
+                                      Shipment.test_mode == principal.test_mode)
         if lock:
             stmt = stmt.with_for_update()
         shipment = session.execute(stmt).scalar_one_or_none()
@@ -197,6 +199,9 @@ def _idempotent_replay(session: Session, principal: Principal, key: str,
     ).scalar_one_or_none()
     if existing is None:
         return None
+    # The key was used by the merchant's other mode (test vs live): refused, never that mode's shipment.
+    if existing.test_mode != principal.test_mode:
+        raise IdempotencyConflict(field="Idempotency-Key")
     if fingerprint is None or not hmac.compare_digest(bytes(existing.request_fingerprint or b""), fingerprint):
         raise IdempotencyConflict(field="Idempotency-Key")
     return existing
@@ -305,7 +310,7 @@ def list_shipments(session: Session, deps: ShipmentDeps, principal: Principal, *
     principal.require(Permission.SHIPMENT_LIST)
     if principal.kind != "merchant":
         return [], None
-    stmt = select(Shipment).where(Shipment.merchant_id == principal.id)
+    stmt = select(Shipment).where(Shipment.merchant_id == principal.id, Shipment.test_mode == principal.test_mode)
     if cursor:
         stmt = stmt.where(Shipment.id < _decode_cursor(cursor))
     wanted: str | None = None

@@ -204,7 +204,9 @@ def keys_retire(master_key_id: str) -> None:
 
 def _register_more() -> None:
     from waybill.commands import database, phone, printer, tasks
+    from waybill.commands import merchants as merchant_commands
 
+    merchant_commands.register(merchants)
     database.register(main)
     printer.register(main)
     phone.register(main)

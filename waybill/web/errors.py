@@ -23,6 +23,7 @@ from waybill.errors import (
     PermissionDenied,
     RateLimited,
     ReprintLimitReached,
+    SandboxShipment,
     ValidationFailed,
 )
 from waybill.virtual_numbers.base import NoAvailableNumber, ProviderError
@@ -40,6 +41,7 @@ ERROR_TABLE: list[tuple[type[Exception], int, str]] = [
     (DuplicateMerchantOrder, 409, "duplicate_merchant_order_id"),
     (InvalidStatusTransition, 409, "invalid_status"),
     (ReprintLimitReached, 409, "reprint_limit_reached"),
+    (SandboxShipment, 409, "test_mode"),
     (Conflict, 409, "conflict"),
     (AuthenticationFailed, 401, "unauthenticated"),
     (PermissionDenied, 403, "forbidden"),
