@@ -156,7 +156,7 @@ def file_request(session: Session, deps: PrivacyDeps, principal: Principal, ship
         # request does). Severity in a field of fixed values; the reason stays out of the trail.
         audit.record(session, principal, "alert.privacy_emergency", object_type="personal_data_request",
                      object_id=req.id, fields=wanted, outcome="alert", purpose="severity=critical")
-        log.warning("privacy officer emergency access", extra={"actor": principal.actor, "request": req.id})
+        log.warning("privacy officer emergency access", extra={"actor": principal.actor, "object_id": req.id})
     session.flush()
     return req
 

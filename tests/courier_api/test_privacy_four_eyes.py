@@ -110,6 +110,8 @@ def test_an_emergency_is_readable_at_once_raises_a_critical_alert_and_keeps_its_
     trail = json.dumps([list(map(str, r)) for r in session.execute(text("SELECT * FROM audit_events"))],
                        ensure_ascii=False)
     logged = json.dumps([{k: str(v) for k, v in vars(r).items()} for r in caplog.records], ensure_ascii=False)
+    assert [getattr(r, "object_id", None) for r in caplog.records
+            if r.getMessage() == "privacy officer emergency access"] == [req["id"]]
     for secret in (REASON, "冒领", RECIPIENT["phone"], RECIPIENT["name"]):
         assert secret not in trail and secret not in logged
         assert secret not in filed.get_data(as_text=True)
