@@ -20,5 +20,6 @@ def delivery_deps(svc: Services) -> DeliveryDeps:
 
 
 def privacy_deps(svc: Services) -> PrivacyDeps:
-    """What privacy officers' recorded requests need: codec and the reading window."""
-    return PrivacyDeps(codec=svc.codec, window=timedelta(minutes=svc.settings.privacy_request_minutes))
+    """What privacy officers' recorded requests need: codec, the reading window and the daily read quota."""
+    return PrivacyDeps(codec=svc.codec, window=timedelta(minutes=svc.settings.privacy_request_minutes),
+                       reads_per_day=svc.settings.privacy_reads_per_day)

@@ -6,9 +6,9 @@ the vault (bound to table, column and row), access tokens as keyed hashes.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, LargeBinary, String, text
+from sqlalchemy import JSON, BigInteger, Boolean, Date, ForeignKey, Index, Integer, LargeBinary, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from waybill.models import Base, UTCDateTime, utcnow
@@ -92,4 +92,27 @@ class PersonalDataRequest(Base):
     fields: Mapped[list[str]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    reads: Mapped[int] = mapped_column(Integer, default=0)
+    # Four eyes: "pending" until another officer approves ("approved"); an emergency filing is approved at
+    # once (no approver) and raises a critical alert. Rows from before migration 0011 count as approved.
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    approver_id: Mapped[str | None] = mapped_column(ForeignKey("staff_users.id"), nullable=True)
+    approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    emergency: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The emergency's stated reason: free text that may name people, so vault ciphertext (bound to table,
+    # column and row), never in the audit log or the logs.
+    reason_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+
+
+class PrivacyReadCount(Base):
+    """How many personal-data reads an officer has made on one day (Asia/Shanghai): the daily read quota.
+
+    A row in the database, not a counter in memory: every worker process and node shares it, a restart does
+    not reset it, and it is bumped in the transaction of the read it counts (a rolled-back read counts nothing).
+    """
+
+    __tablename__ = "privacy_read_counts"
+
+    officer_id: Mapped[str] = mapped_column(ForeignKey("staff_users.id"), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
     reads: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,15 +1,19 @@
-"""Privacy officers' full access to personal data: only through a recorded request with a purpose.
+"""Privacy officers' full access to personal data: only through a recorded, approved request with a purpose.
 
 GB/T 35273-2020 7.1 e: access to personal data beyond what a role needs is granted per recorded
-request. Here an officer files a request naming one shipment, the fields needed (minimum necessary),
-a purpose from a fixed list and a case reference; that opens a short window in which *that* officer
-may read *those* fields of *that* shipment. Filing, every read and every refused attempt are audited;
-the audit event names the fields, never their values. Requests of other officers, unknown ones and
-expired ones all answer the same ``NotFound``.
+request; 7.1 b: it needs an approval step. Here an officer files a request naming one shipment, the fields
+needed (minimum necessary), a purpose from a fixed list and a case reference. It is ``pending`` until
+*another* privacy officer approves it (four eyes); approval opens a short window in which *the filer* may
+read *those* fields of *that* shipment. An emergency filing (with a stated reason) is readable at once and
+raises a critical alert instead. Each officer may read at most ``reads_per_day`` times a day
+(:mod:`courier_api.privacy_quota`). Filing, approving, every read and every refused attempt are audited;
+the audit event names the fields, never their values (nor an emergency's reason). Requests of other
+officers, unknown ones and expired ones all answer the same ``NotFound``; so does approving one's own.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -20,9 +24,18 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from courier_api.models import PersonalDataRequest
+from courier_api.privacy_quota import take_read
 from waybill import audit
 from waybill.crypto.vault import FieldCodec
-from waybill.errors import NotFound, PermissionDenied, ShipmentNotFound, ValidationFailed
+from waybill.errors import (
+    Conflict,
+    NotApproved,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+    ShipmentNotFound,
+    ValidationFailed,
+)
 from waybill.ids import looks_like, new_id
 from waybill.models import Shipment, utcnow
 from waybill.permissions import Permission, Principal
@@ -48,12 +61,16 @@ if tuple(PURPOSES) != get_args(Purpose) or tuple(
 # The contract's case-number format: a prefix, a year, a number — it cannot carry a phone number
 # (TEL-13812345678 was accepted by the looser format and landed in the audit log).
 REFERENCE_RE = re.compile(r"^[A-Z]{2,10}-20[0-9]{2}-[0-9]{1,6}$")
+REASON_MAX = 500
+PENDING, APPROVED = "pending", "approved"
+log = logging.getLogger("courier_api.privacy")
 
 
 @dataclass(frozen=True)
 class PrivacyDeps:
     codec: FieldCodec
-    window: timedelta  # how long a filed request stays readable
+    window: timedelta  # how long an approved request stays readable (and a pending one waits for approval)
+    reads_per_day: int  # personal-data reads per officer per Asia/Shanghai day
 
 
 @dataclass(frozen=True)
@@ -88,25 +105,35 @@ def _require_officer(principal: Principal) -> None:
 
 
 def _purpose_text(req: PersonalDataRequest) -> str:
-    return f"{req.purpose}:{req.reference}:{req.id}"
+    # Codes and ids only (the reference cannot carry a phone number); an emergency says so, never its reason.
+    return f"{req.purpose}:{req.reference}:{req.id}" + (":emergency" if req.emergency else "")
 
 
-def validate_request(purpose: str, reference: str, fields: Sequence[str]) -> list[str]:
-    """Check a request's purpose, reference and fields; the fields come back de-duplicated, in order."""
+def validate_request(purpose: str, reference: str, fields: Sequence[str], *, emergency: bool = False,
+                     reason: str | None = None) -> list[str]:
+    """Check a request's purpose, reference, fields and (emergency only) reason; the fields come back
+    de-duplicated, in order."""
     if purpose not in PURPOSES:
         raise ValidationFailed("purpose 须为 " + " / ".join(PURPOSES), field="purpose")
     if not isinstance(reference, str) or not REFERENCE_RE.fullmatch(reference):
         raise ValidationFailed("reference 须为案件/工单编号，如 CASE-2026-0001", field="reference")
     if not fields or any(f not in FIELDS for f in fields):
         raise ValidationFailed("fields 须为 " + " / ".join(FIELDS) + " 中的一项或多项", field="fields")
+    if emergency and (not isinstance(reason, str) or not reason.strip() or len(reason) > REASON_MAX):
+        raise ValidationFailed(f"紧急申请须说明理由（1-{REASON_MAX} 字）", field="reason")
+    if not emergency and reason is not None:
+        raise ValidationFailed("reason 仅用于紧急申请（emergency 为 true）", field="reason")
     return [f for f in FIELDS if f in fields]
 
 
 def file_request(session: Session, deps: PrivacyDeps, principal: Principal, shipment_id: str, purpose: str,
-                 reference: str, fields: Sequence[str], *, now: datetime | None = None) -> PersonalDataRequest:
-    """Record an officer's request for ``fields`` of one shipment; it is readable until ``expires_at``."""
+                 reference: str, fields: Sequence[str], *, emergency: bool = False, reason: str | None = None,
+                 now: datetime | None = None) -> PersonalDataRequest:
+    """Record an officer's request for ``fields`` of one shipment: ``pending`` until another officer approves
+    it (it lapses unapproved at ``expires_at``). An ``emergency`` filing with a ``reason`` is approved at once
+    and raises a critical alert (``alert.privacy_emergency``); the reason is stored encrypted, nowhere else."""
     _require_officer(principal)
-    wanted = validate_request(purpose, reference, fields)
+    wanted = validate_request(purpose, reference, fields, emergency=emergency, reason=reason)
     shipment = session.get(Shipment, shipment_id) if looks_like("shp", shipment_id) else None
     if shipment is None:
         audit.record(session, principal, "privacy.request", object_type="shipment",
@@ -116,28 +143,84 @@ def file_request(session: Session, deps: PrivacyDeps, principal: Principal, ship
     now = now or utcnow()
     req = PersonalDataRequest(id=new_id("pdr"), officer_id=principal.id, shipment_id=shipment.id, purpose=purpose,
                               reference=reference, fields=wanted, created_at=now, expires_at=now + deps.window,
-                              reads=0)
+                              reads=0, status=PENDING, emergency=emergency)
+    if emergency:
+        assert reason is not None  # validate_request made sure
+        req.status, req.approved_at = APPROVED, now
+        req.reason_ct = deps.codec.encrypt(reason, table="personal_data_requests", column="reason", row_id=req.id)
     session.add(req)
     audit.record(session, principal, "privacy.request", object_type="shipment", object_id=shipment.id,
-                 fields=wanted, purpose=_purpose_text(req))
+                 fields=wanted, purpose=_purpose_text(req), outcome="emergency" if emergency else "ok")
+    if emergency:
+        # Access without a second officer: a critical alert, written with the request (it exists iff the
+        # request does). Severity in a field of fixed values; the reason stays out of the trail.
+        audit.record(session, principal, "alert.privacy_emergency", object_type="personal_data_request",
+                     object_id=req.id, fields=wanted, outcome="alert", purpose="severity=critical")
+        log.warning("privacy officer emergency access", extra={"actor": principal.actor, "object_id": req.id})
+    session.flush()
+    return req
+
+
+def _locked_request(session: Session, request_id: str) -> PersonalDataRequest | None:
+    if not looks_like("pdr", request_id):
+        return None
+    return session.execute(select(PersonalDataRequest).where(PersonalDataRequest.id == request_id)
+                           .with_for_update()).scalar_one_or_none()
+
+
+def approve_request(session: Session, deps: PrivacyDeps, principal: Principal, request_id: str, *,
+                    now: datetime | None = None) -> PersonalDataRequest:
+    """Another privacy officer approves a pending request: the filer may then read it for ``deps.window``.
+
+    The filer's own request answers like a missing one (``NotFound``), as do unknown and lapsed ones; one
+    that is not pending (approved already, an emergency) is a ``Conflict``.
+    """
+    _require_officer(principal)
+    now = now or utcnow()
+    req = _locked_request(session, request_id)
+    outcome = ("not_found" if req is None else "denied" if req.officer_id == principal.id
+               else "expired" if req.status == PENDING and now >= req.expires_at
+               else "conflict" if req.status != PENDING else "ok")
+    if outcome != "ok":
+        audit.record(session, principal, "privacy.approve", object_type="personal_data_request",
+                     object_id=request_id if looks_like("pdr", request_id) else None, outcome=outcome,
+                     durable=True)
+        if outcome == "conflict":
+            raise Conflict("该申请不在待批准状态")
+        raise NotFound()
+    assert req is not None
+    req.status, req.approver_id, req.approved_at = APPROVED, principal.id, now
+    req.expires_at = now + deps.window  # the reading window opens at approval
+    audit.record(session, principal, "privacy.approve", object_type="personal_data_request", object_id=req.id,
+                 fields=req.fields, purpose=_purpose_text(req))
     session.flush()
     return req
 
 
 def read_request(session: Session, deps: PrivacyDeps, principal: Principal, request_id: str, *,
                  now: datetime | None = None) -> PersonalDataRead:
-    """The fields a live request of this officer names, decrypted; each read is audited."""
+    """The fields a live, approved request of this officer names, decrypted; each read is audited and counted
+    against the officer's daily quota (``RateLimited`` beyond it, until the next Asia/Shanghai day)."""
     _require_officer(principal)
     now = now or utcnow()
-    req = None
-    if looks_like("pdr", request_id):
-        req = session.execute(select(PersonalDataRequest).where(PersonalDataRequest.id == request_id)
-                              .with_for_update()).scalar_one_or_none()
+    req = _locked_request(session, request_id)
     if req is None or req.officer_id != principal.id or now >= req.expires_at:
         outcome = "not_found" if req is None else "denied" if req.officer_id != principal.id else "expired"
         audit.record(session, principal, "privacy.read", object_type="personal_data_request",
                      object_id=request_id if looks_like("pdr", request_id) else None, outcome=outcome, durable=True)
         raise NotFound()
+    if req.status != APPROVED:
+        audit.record(session, principal, "privacy.read", object_type="personal_data_request", object_id=req.id,
+                     outcome="not_approved", durable=True)
+        raise NotApproved()
+    wait = take_read(session, principal.id, deps.reads_per_day, now)
+    if wait is not None:
+        audit.record(session, principal, "privacy.read", object_type="personal_data_request", object_id=req.id,
+                     outcome="quota_exceeded", durable=True)
+        # The contract's `privacy_reads` rule: an officer reading beyond the quota is worth a look.
+        audit.record(session, principal, "alert.privacy_reads", outcome="alert", purpose="severity=warning",
+                     durable=True)
+        raise RateLimited(wait, "今日个人信息读取次数已达上限，请明日再试")
     shipment = session.get(Shipment, req.shipment_id)
     if shipment is None:  # the foreign key makes this impossible; answer like any other miss
         raise NotFound()

@@ -15,12 +15,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import BigInteger, LargeBinary, Table, bindparam, event, insert, select, update
+from sqlalchemy import BigInteger, LargeBinary, Table, bindparam, event, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from waybill.models import AuditEvent, AuditHead, utcnow
@@ -206,30 +207,66 @@ class VerifyResult:
         return {"ok": self.ok, "events": self.events, "head_seq": self.head_seq, "first_bad": self.first_bad}
 
 
-def verify(session: Session, key: bytes, *, batch: int = 2000) -> VerifyResult:
-    """Walk the chain in sequence order; report the first edited, deleted, inserted or moved event."""
-    head = session.execute(select(AuditHead).where(AuditHead.id == 1)).scalar_one()
-    expected_seq, prev, count = 1, bytes(32), 0
-    last = 0
-    while True:
-        rows = session.execute(
-            select(AuditEvent).where(AuditEvent.seq > last).order_by(AuditEvent.seq).limit(batch)
-        ).scalars().all()
-        if not rows:
-            break
-        for ev in rows:
-            count += 1
-            if ev.seq != expected_seq:
-                reason = "missing events before this one" if ev.seq > expected_seq else "out of order"
-                return VerifyResult(False, count, head.seq, {"seq": expected_seq, "found_seq": ev.seq,
-                                                            "reason": reason})
-            if bytes(ev.prev_hash) != prev:
-                return VerifyResult(False, count, head.seq, {"seq": ev.seq, "reason": "broken link"})
-            digest = chain_hash(key, prev, ev.seq, ev)
-            if not hmac.compare_digest(digest, bytes(ev.hash)):
-                return VerifyResult(False, count, head.seq, {"seq": ev.seq, "reason": "content altered"})
-            prev, expected_seq, last = digest, expected_seq + 1, ev.seq
-        session.expunge_all()
-    if head.seq != last or not hmac.compare_digest(bytes(head.hash), prev):
-        return VerifyResult(False, count, head.seq, {"seq": last + 1, "reason": "events missing at the end"})
-    return VerifyResult(True, count, head.seq)
+#: Where :func:`verify` reads: a session factory (each read a short transaction of its own, the way to run it
+#: for real) or one open session (the caller's transaction; tests, or a caller already inside one).
+VerifySource = Session | Callable[[], Session]
+
+
+@contextmanager
+def _reading(source: VerifySource) -> Iterator[Session]:
+    """One short read: a fresh session closed (its transaction ended) at once, or the caller's own session."""
+    if isinstance(source, Session):
+        yield source
+        source.expunge_all()  # a long walk must not keep every event it has seen in the identity map
+        return
+    with source() as session:
+        yield session
+
+
+def verify(source: VerifySource, key: bytes, *, batch: int = 2000,
+           after_chunk: Callable[[int], None] | None = None) -> VerifyResult:
+    """Walk the chain in sequence order; report the first edited, deleted, inserted or moved event.
+
+    The head (seq, hash) is read first, in a read of its own, and the walk stops at that seq: events appended
+    while it runs are not part of what is being verified, so a write committing during the walk cannot look
+    like "events missing at the end" (PostgreSQL, read committed). Given a session factory, the head and
+    every ``batch`` events are each read in a short transaction of their own, so a long walk holds no lock a
+    writer waits for (on SQLite the factory's sessions must begin deferred transactions; see
+    :attr:`waybill.services.Services.read_session_factory`). ``after_chunk`` is told the last seq checked
+    after each chunk (progress; tests commit a write there).
+    """
+    # The head and the highest stored seq in one statement (one snapshot): an appender writes its events and
+    # the new head in one transaction, so in any snapshot of a sound chain nothing lies beyond the head.
+    top = select(func.max(AuditEvent.seq)).scalar_subquery()
+    with _reading(source) as s:
+        head_seq, head_hash, top_seq = s.execute(
+            select(AuditHead.seq, AuditHead.hash, top).where(AuditHead.id == 1)).one()
+    head_hash = bytes(head_hash)
+    expected_seq, prev, count, last = 1, bytes(32), 0, 0
+    while last < head_seq:
+        with _reading(source) as s:
+            rows = s.execute(
+                select(AuditEvent).where(AuditEvent.seq > last, AuditEvent.seq <= head_seq)
+                .order_by(AuditEvent.seq).limit(batch)
+            ).scalars().all()
+            if not rows:
+                break
+            for ev in rows:
+                count += 1
+                if ev.seq != expected_seq:
+                    reason = "missing events before this one" if ev.seq > expected_seq else "out of order"
+                    return VerifyResult(False, count, head_seq, {"seq": expected_seq, "found_seq": ev.seq,
+                                                                "reason": reason})
+                if bytes(ev.prev_hash) != prev:
+                    return VerifyResult(False, count, head_seq, {"seq": ev.seq, "reason": "broken link"})
+                digest = chain_hash(key, prev, ev.seq, ev)
+                if not hmac.compare_digest(digest, bytes(ev.hash)):
+                    return VerifyResult(False, count, head_seq, {"seq": ev.seq, "reason": "content altered"})
+                prev, expected_seq, last = digest, expected_seq + 1, ev.seq
+        if after_chunk is not None:
+            after_chunk(last)
+    if head_seq != last or not hmac.compare_digest(head_hash, prev):
+        return VerifyResult(False, count, head_seq, {"seq": last + 1, "reason": "events missing at the end"})
+    if top_seq is not None and top_seq > head_seq:  # rows added behind the chain's back (in the head's snapshot)
+        return VerifyResult(False, count, head_seq, {"seq": head_seq + 1, "reason": "events after the head"})
+    return VerifyResult(True, count, head_seq)

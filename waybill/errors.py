@@ -64,6 +64,12 @@ class ReprintLimitReached(Conflict):
     default_message = "该运单重打次数已达上限"
 
 
+class NotApproved(Conflict):
+    """A privacy officer's request that another officer has not approved yet (four eyes)."""
+
+    default_message = "该申请尚未经另一名隐私官批准"
+
+
 class InvalidStatusTransition(Conflict):
     default_message = "当前状态不允许此操作"
 

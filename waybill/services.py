@@ -41,6 +41,10 @@ class Services:
     readiness: Readiness  # the /readyz checks; their clients are made on the first probe
     # Failed unauthenticated requests per client: what a flood of bad keys or receipt-token guesses may write.
     auth_failures: FailureThrottle
+    # Sessions for long reads outside any request's transaction (`audit verify`): on SQLite they begin deferred
+    # (a reader in WAL mode blocks no writer), where the service's own sessions take the write lock at once.
+    # Read-only: they carry no audit hook.
+    read_session_factory: sessionmaker[Session]
 
     @property
     def label_deps(self) -> LabelDeps:
@@ -77,7 +81,10 @@ def initialise(settings: Settings) -> tuple[keyfile.KeyMaterial, Engine, bool]:
 
 def build(settings: Settings, *, engine: Engine | None = None, codec: FieldCodec | None = None,
           session_factory: sessionmaker[Session] | None = None) -> Services:
-    """Wire the services; the schema and keys must exist already (see :func:`initialise`)."""
+    """Wire the services; the schema and keys must exist already (see :func:`initialise`).
+
+    A ``session_factory`` given (tests bind one to a connection) is also where long reads go.
+    """
     keys = keyfile.load(settings.key_file)
     # Printing reads no environment itself: it gets the validated settings here, once per process.
     printing.configure(printing.PrintConfig(settings.label_font, settings.zpl_text, settings.zpl_font))
@@ -85,8 +92,8 @@ def build(settings: Settings, *, engine: Engine | None = None, codec: FieldCodec
     factory = session_factory or db.make_session_factory(engine)
     metrics = Metrics(settings.prometheus_multiproc_dir)
     audit.install(factory, keys.secret("audit_chain"), observer=metrics.audit_appended)
-    # On SQLite the vault reads data keys through its own non-locking engine: the request's
-    # transaction may already hold the write lock.
+    # On SQLite the vault reads data keys through its own non-locking engine (the request's transaction may
+    # already hold the write lock); long reads (audit verify) use it too, so they hold no write lock.
     key_engine = db.make_engine(settings.database_url, write_lock=False) if settings.is_sqlite else engine
     vault = codec or Vault(key_engine, settings.key_file, settings.cipher,
                            blind_index_bits=settings.blind_index_bits, material=keys)
@@ -100,4 +107,6 @@ def build(settings: Settings, *, engine: Engine | None = None, codec: FieldCodec
         metrics=metrics,
         readiness=Readiness(settings, keys),
         auth_failures=FailureThrottle(settings.auth_failure_rate_per_s, settings.auth_failure_burst),
+        read_session_factory=session_factory or (db.make_session_factory(key_engine) if settings.is_sqlite
+                                                 else factory),
     )

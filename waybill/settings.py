@@ -71,6 +71,8 @@ class Settings:
     privacy_request_minutes: int = 30
     # After `waybill merchants keys rotate`, how long the merchant's previous keys keep working.
     key_rotation_grace_hours: int = 24
+    # Personal-data reads per privacy officer per day (Asia/Shanghai), counted in the database.
+    privacy_reads_per_day: int = 50
     print_job_max: int = 10_000
     # Virtual numbers: "builtin" (own pool, the embedded default) or "aliyun" (Phone Number Protection),
     # whose credentials live in a 0600 JSON file (secrets are not settings; the settings say where).
@@ -284,7 +286,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         values["reprint_max"] = _int("reprint_max", raw, 0, 100)
     for name, lo, hi in (("qr_token_ttl_days", 1, 365), ("scan_per_minute", 1, 10_000), ("scan_per_hour", 1, 1_000_000),
                          ("binding_ttl_hours", 1, 24 * 30), ("release_grace_hours", 0, 24 * 30),
-                         ("privacy_request_minutes", 1, 24 * 60), ("key_rotation_grace_hours", 0, 24 * 30)):
+                         ("privacy_request_minutes", 1, 24 * 60), ("key_rotation_grace_hours", 0, 24 * 30),
+                         ("privacy_reads_per_day", 1, 100_000)):
         if (raw := get(name)) is not None:
             values[name] = _int(name, raw, lo, hi)
     if (raw := get("print_job_max")) is not None:

@@ -73,6 +73,27 @@ class UnitOfWork:
         """Commit this work even though the answer will be an error (a refusal's own bookkeeping)."""
         self._keep = True
 
+    def commit_so_far(self) -> None:
+        """Commit what this work has done so far and go on in a new transaction of the same session.
+
+        For a request that is about to do a long read outside its transaction (``GET /v1/audit/verify``): on
+        SQLite a transaction holds the write lock from its first statement, so the authentication's short
+        transaction ends before the walk instead of blocking every writer for its length. Raises
+        :class:`CommitFailed` like :meth:`finish`; pending audit events are appended by this commit.
+        """
+        session = self._session
+        if session is None or self._done:
+            return
+        try:
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            raise CommitFailed("conflict") from None
+        except DBAPIError as exc:
+            session.rollback()
+            log.error("commit failed", extra={"error_type": type(exc).__name__})
+            raise CommitFailed("unavailable") from None
+
     def on_rollback(self, compensation: Callable[[], None]) -> None:
         """Undo a remote side effect if this work does not commit (run once, newest first)."""
         self._compensations.append(compensation)

@@ -54,7 +54,7 @@ def test_every_documented_answer_matches_the_document(recorded, app, client, mer
     staff = {key: make_staff(services, name, role, station) for key, name, role, station in (
         ("sorter", "oa_sorter", "sorter", STATION), ("dispatcher", "oa_disp", "dispatcher", STATION),
         ("courier", "oa_courier", "courier", STATION), ("auditor", "oa_auditor", "auditor", None),
-        ("officer", "oa_officer", "privacy_officer", None))}
+        ("officer", "oa_officer", "privacy_officer", None), ("other_officer", "oa_officer2", "privacy_officer", None))}
     with services.session_factory() as s:
         set_phone(s, SYSTEM, "oa_courier", "13700001234", services.codec)
         s.commit()
@@ -93,6 +93,9 @@ def test_every_documented_answer_matches_the_document(recorded, app, client, mer
     req = _ok(client.post("/v1/privacy/requests", json={
         "shipment_id": shp["id"], "purpose": "complaint", "reference": "CASE-2026-0001",
         "fields": ["sender.phone", "recipient.name", "recipient.address"]}, headers=h["officer"]), 201)
+    assert req["status"] == "pending"
+    assert _ok(client.post(f"/v1/privacy/requests/{req['id']}/approve", headers=h["other_officer"]))[
+        "status"] == "approved"
     read = _ok(client.get(f"/v1/privacy/requests/{req['id']}/personal-data", headers=h["officer"]))
     assert set(read["sender"]) == {"phone"}
 

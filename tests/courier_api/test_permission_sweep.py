@@ -19,7 +19,9 @@ Objects (absolute, the same for every principal):
 - ``missing``: a well-formed id (or QR token) that does not exist.
 
 For the privacy officer's reads the object is a recorded request: ``A`` / ``B`` a request the
-``privacy_officer`` principal filed for such a shipment, ``A_foreign`` one filed by another officer.
+``privacy_officer`` principal filed for such a shipment (approved by another officer), ``A_foreign`` one filed
+by another officer. For approvals it is a pending request: ``A`` / ``B`` filed by another officer, ``A_own``
+one the ``privacy_officer`` principal filed (four eyes: their own is answered like a missing one).
 """
 
 from __future__ import annotations
@@ -129,6 +131,10 @@ privacy.read_request     A             401   403   403   403   403   403   403  
 privacy.read_request     B             401   403   403   403   403   403   403   403   403   403   ok    403
 privacy.read_request     A_foreign     401   403   403   403   403   403   403   403   403   403   404   403
 privacy.read_request     missing       401   403   403   403   403   403   403   403   403   403   404   403
+privacy.approve_request  A             401   403   403   403   403   403   403   403   403   403   ok    403
+privacy.approve_request  B             401   403   403   403   403   403   403   403   403   403   ok    403
+privacy.approve_request  A_own         401   403   403   403   403   403   403   403   403   403   404   403
+privacy.approve_request  missing       401   403   403   403   403   403   403   403   403   403   404   403
 """
 
 
@@ -180,6 +186,8 @@ ENDPOINTS: dict[str, Endpoint] = {
     "privacy.file_request": Endpoint("POST", "/v1/privacy/requests", Permission.PERSONAL_DATA_REQUEST, "created"),
     "privacy.read_request": Endpoint("GET", "/v1/privacy/requests/<request_id>/personal-data",
                                      Permission.PERSONAL_DATA_REQUEST, "requested"),
+    "privacy.approve_request": Endpoint("POST", "/v1/privacy/requests/<request_id>/approve",
+                                        Permission.PERSONAL_DATA_REQUEST, "pending"),
 }
 
 # Permissions no HTTP route checks; the domain does (accounts are managed through the CLI, as the system).
@@ -211,7 +219,7 @@ class World:
     def shipment(self, obj: str, state: str | None) -> Obj:
         """A fresh object for one case (``missing``: an id nobody has)."""
         if obj == "missing":
-            return Obj(new_id("pdr") if state == "requested" else new_id("shp"), _random_token())
+            return Obj(new_id("pdr") if state in ("requested", "pending") else new_id("shp"), _random_token())
         owner, recipient, station = ("merchant", RECIPIENT, STATION) if obj.startswith("A") else \
             ("other_merchant", FAR_RECIPIENT, FAR_STATION)
         r = self.client.post("/v1/shipments", json=shipment_body(self.order_id(owner), recipient=dict(recipient)),
@@ -230,11 +238,17 @@ class World:
             with self.svc.session_factory() as s:
                 delivery.assign(s, self.principals[dispatcher], made.id, STAFF[courier][0])
                 s.commit()
-        if state == "requested":
-            officer = self.principals["privacy_other" if obj == "A_foreign" else "privacy_officer"]
+        if state in ("requested", "pending"):
+            # Filed by the privacy_officer principal (read cases) or by the other officer (approval cases), and
+            # for reads approved by the officer who did not file it.
+            theirs = obj == "A_foreign" if state == "requested" else obj != "A_own"
+            officer, approver = (self.principals["privacy_other"], self.principals["privacy_officer"]) if theirs \
+                else (self.principals["privacy_officer"], self.principals["privacy_other"])
             with self.svc.session_factory() as s:
                 req = privacy.file_request(s, privacy_deps(self.svc), officer, made.id, "complaint", "SWEEP-2026-1",
                                            ["recipient.name", "recipient.phone"])
+                if state == "requested":
+                    privacy.approve_request(s, privacy_deps(self.svc), approver, req.id)
                 s.commit()
             return Obj(req.id)
         return made
@@ -317,6 +331,7 @@ CALLS: dict[str, Call] = {
         headers=h),
     "privacy.read_request": lambda w, h, who, o: w.client.get(f"/v1/privacy/requests/{o.id}/personal-data",
                                                               headers=h),
+    "privacy.approve_request": lambda w, h, who, o: w.client.post(f"/v1/privacy/requests/{o.id}/approve", headers=h),
 }
 
 
@@ -358,6 +373,8 @@ def _check_allowed(endpoint: str, who: str, obj: Obj | None, r: Any) -> None:
     elif endpoint == "privacy.read_request":
         assert r.status_code == 200 and body["request_id"] == obj.id and body["sender"] is None
         assert set(body["recipient"]) == {"name", "phone"} and body["recipient"]["phone"].isdigit()
+    elif endpoint == "privacy.approve_request":
+        assert r.status_code == 200 and body["id"] == obj.id and body["status"] == "approved"
     else:  # every endpoint has a check above
         raise AssertionError(endpoint)
 
@@ -415,7 +432,8 @@ def test_the_table_covers_every_route(world: World) -> None:
     assert {endpoint for endpoint, _, _ in TABLE} == set(ENDPOINTS) == set(CALLS)
     for endpoint, spec in ENDPOINTS.items():
         objects = {obj for e, obj, _ in TABLE if e == endpoint}
-        extra = {"assigned": {"A_unassigned"}, "requested": {"A_foreign"}}.get(spec.state or "", set())
+        extra = {"assigned": {"A_unassigned"}, "requested": {"A_foreign"}, "pending": {"A_own"}}.get(
+            spec.state or "", set())
         assert objects == ({"A", "B", "missing"} | extra if spec.state else {_NONE}), endpoint
         assert {who for e, _, who in TABLE if e == endpoint} == set(PRINCIPALS)
 
@@ -470,6 +488,8 @@ DOMAIN_OPS: dict[str, tuple[Permission, DomainCall]] = {
         s, privacy_deps(svc), p, sid, "complaint", "CASE-2026-0002", ["recipient.address"])),
     "read_request": (Permission.PERSONAL_DATA_REQUEST, lambda s, svc, p, sid: privacy.read_request(
         s, privacy_deps(svc), p, new_id("pdr"))),
+    "approve_request": (Permission.PERSONAL_DATA_REQUEST, lambda s, svc, p, sid: privacy.approve_request(
+        s, privacy_deps(svc), p, new_id("pdr"))),
 }
 # Which roles the domain lets through, written out (not derived from ROLE_PERMISSIONS).
 DOMAIN_ALLOWED = {
@@ -480,7 +500,7 @@ DOMAIN_ALLOWED = {
     "scan": {"courier"}, "call": {"courier"}, "deliver": {"courier"},
     "list_events": {"auditor"},
     "create_user": {"admin"}, "disable_user": {"admin"}, "set_phone": {"admin"},
-    "file_request": {"privacy_officer"}, "read_request": {"privacy_officer"},
+    "file_request": {"privacy_officer"}, "read_request": {"privacy_officer"}, "approve_request": {"privacy_officer"},
 }
 DOMAIN_ROLES = ("merchant", "courier", "dispatcher", "sorter", "auditor", "privacy_officer", "admin", "system",
                 "no_such_role")

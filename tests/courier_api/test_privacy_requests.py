@@ -13,7 +13,6 @@ from courier_api import privacy
 from courier_api.deps import privacy_deps
 from courier_api.models import PersonalDataRequest
 from tests.conftest import RECIPIENT, SENDER, shipment_body
-from tests.courier_api import bearer, login, make_staff
 from waybill.errors import NotFound
 from waybill.ids import new_id
 from waybill.models import AuditEvent, utcnow
@@ -22,21 +21,6 @@ from waybill.permissions import Principal
 SENDER_PHONE = "021-64321234"  # as stored: area code, dash, number
 PLAINTEXT = [RECIPIENT["name"], RECIPIENT["phone"], RECIPIENT["address"], SENDER["name"], SENDER["address"],
              "64321234"]
-
-
-@pytest.fixture
-def officers(client, services):
-    """Two privacy officers and an auditor, logged in (each once: a TOTP code is accepted once)."""
-    made = {key: make_staff(services, name, role) for key, name, role in (
-        ("officer", "po_one", "privacy_officer"), ("other", "po_two", "privacy_officer"),
-        ("auditor", "aud_one", "auditor"))}
-    headers = {}
-    for key, new in made.items():
-        r = login(client, new)
-        assert r.status_code == 200, r.get_json()
-        headers[key] = bearer(r.get_json()["access_token"])
-    headers["users"] = made
-    return headers
 
 
 def _shipment(client, merchant, order="P-1"):
@@ -50,6 +34,19 @@ def _file(client, headers, sid, **changes):
             "fields": ["recipient.phone", "recipient.name", "recipient.address"]}
     body.update(changes)
     return client.post("/v1/privacy/requests", json=body, headers=headers)
+
+
+def _approve(client, headers, rid):
+    return client.post(f"/v1/privacy/requests/{rid}/approve", headers=headers)
+
+
+def _filed_and_approved(client, officers, sid, **changes):
+    """A request filed by ``officer`` and approved by ``other`` (four eyes)."""
+    filed = _file(client, officers["officer"], sid, **changes)
+    assert filed.status_code == 201, filed.get_json()
+    approved = _approve(client, officers["other"], filed.get_json()["id"])
+    assert approved.status_code == 200, approved.get_json()
+    return approved.get_json()
 
 
 def _events(client, auditor, action):
@@ -67,7 +64,15 @@ def test_officer_reads_exactly_the_requested_fields_and_each_step_is_audited(cli
     # Fields come back in a fixed order, and filing alone reveals nothing.
     assert req["fields"] == ["recipient.name", "recipient.phone", "recipient.address"]
     assert req["purpose"] == "data_subject_request" and req["reference"] == "DSR-2026-0042"
+    assert req["status"] == "pending" and req["emergency"] is False and req["approved_at"] is None
     assert not any(p in filed.get_data(as_text=True) for p in PLAINTEXT)
+    # Four eyes: nothing is readable until another officer approves.
+    early = client.get(f"/v1/privacy/requests/{req['id']}/personal-data", headers=officers["officer"])
+    assert early.status_code == 409 and early.get_json()["error"]["code"] == "not_approved"
+    assert not any(p in early.get_data(as_text=True) for p in PLAINTEXT)
+    approved = _approve(client, officers["other"], req["id"])
+    assert approved.status_code == 200 and approved.get_json()["status"] == "approved"
+    assert approved.get_json()["approved_at"] is not None
 
     r = client.get(f"/v1/privacy/requests/{req['id']}/personal-data", headers=officers["officer"])
     assert r.status_code == 200, r.get_json()
@@ -84,7 +89,11 @@ def test_officer_reads_exactly_the_requested_fields_and_each_step_is_audited(cli
     reads = _events(client, officers["auditor"], "privacy.read")
     assert [(e["object_id"], e["outcome"], e["fields"]) for e in filed_events] == [
         (sid, "ok", ["recipient.address", "recipient.name", "recipient.phone"])]
-    assert [(e["object_id"], e["outcome"]) for e in reads] == [(sid, "ok"), (sid, "ok")]
+    assert [(e["object_id"], e["outcome"]) for e in reads] == [(req["id"], "not_approved"), (sid, "ok"), (sid, "ok")]
+    reads = [e for e in reads if e["outcome"] == "ok"]
+    approvals = _events(client, officers["auditor"], "privacy.approve")
+    assert [(e["actor"], e["object_id"], e["outcome"]) for e in approvals] == [
+        (f"staff:{officers['users']['other'].user.id}", req["id"], "ok")]
     # Each read names the request it was made under: purpose, case reference, request id.
     assert {e["purpose"] for e in reads} == {f"data_subject_request:DSR-2026-0042:{req['id']}"}
     assert {e["actor"] for e in reads + filed_events} == {f"staff:{officers['users']['officer'].user.id}"}
@@ -100,7 +109,7 @@ def test_officer_reads_exactly_the_requested_fields_and_each_step_is_audited(cli
 
 def test_sender_fields_only_when_asked(client, merchant, officers):
     sid = _shipment(client, merchant)
-    req = _file(client, officers["officer"], sid, fields=["sender.phone"], purpose="complaint").get_json()
+    req = _filed_and_approved(client, officers, sid, fields=["sender.phone"], purpose="complaint")
     body = client.get(f"/v1/privacy/requests/{req['id']}/personal-data", headers=officers["officer"]).get_json()
     assert body["recipient"] is None
     assert body["sender"] == {"phone": SENDER_PHONE}
@@ -125,6 +134,8 @@ def test_an_expired_request_is_not_found_and_the_attempt_is_audited(client, merc
     with services.session_factory() as s:
         req = privacy.file_request(s, privacy_deps(services), officer, sid, "legal_order", "LO-2026-7",
                                    ["recipient.name"])
+        other = Principal("staff", officers["users"]["other"].user.id, "privacy_officer")
+        privacy.approve_request(s, privacy_deps(services), other, req.id, now=req.created_at)
         s.commit()
         window = privacy_deps(services).window
         assert window == timedelta(minutes=services.settings.privacy_request_minutes)

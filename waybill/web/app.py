@@ -47,6 +47,12 @@ def create_app(settings: Settings | None = None, *, services_override: Services 
     printing.check_fonts()
 
     api_errors.register(app)
+
+    @app.errorhandler(CommitFailed)
+    def _commit_failed(exc: CommitFailed) -> Response:
+        # A view that ended part of its work early (UnitOfWork.commit_so_far) and could not commit it.
+        return _commit_failure_response(exc)
+
     from waybill.web import operations
     from waybill.web.labels import bp as labels_bp
     from waybill.web.merchant import bp as merchant_bp
@@ -114,10 +120,14 @@ def _end_transaction(tx: UnitOfWork, response: Response) -> Response:
     try:
         tx.finish(success=response.status_code < 400)
     except CommitFailed as exc:
-        if exc.reason == "conflict":
-            return api_errors.domain_error_response(Conflict())
-        return _unavailable()
+        return _commit_failure_response(exc)
     return response
+
+
+def _commit_failure_response(exc: CommitFailed) -> Response:
+    if exc.reason == "conflict":
+        return api_errors.domain_error_response(Conflict())
+    return _unavailable()
 
 
 def _log_db_error(message: str, exc: Exception) -> None:

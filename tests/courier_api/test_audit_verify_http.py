@@ -1,0 +1,38 @@
+"""GET /v1/audit/verify walks the chain outside the request's transaction (issue 11, items 8 and 19)."""
+
+from __future__ import annotations
+
+from tests.courier_api import bearer, login, make_staff
+from tests.waybill.test_audit import _audited_write, _writer, write_events
+from waybill import audit
+from waybill.web.app import create_app
+
+
+def test_writers_commit_while_the_endpoint_walks_the_chain(fresh_env, monkeypatch):
+    """Before: on SQLite the request's transaction (write lock taken at authentication) spanned the walk, so
+    the writer below gave up ("database is locked", a 500); on PostgreSQL the write made it report "events
+    missing at the end"."""
+    env = fresh_env()
+    svc = write_events(env, 7)
+    client = create_app(env.settings, services_override=svc).test_client()
+    auditor = bearer(login(client, make_staff(svc, "aud_verify", "auditor")).get_json()["access_token"])
+    engine, writer = _writer(env)
+    real, writes = audit.verify, []
+
+    def walk_with_writes(source, key, **_kwargs):
+        def between(last_seq):
+            writes.append(last_seq)
+            _audited_write(writer, last_seq)
+        return real(source, key, batch=2, after_chunk=between)
+
+    monkeypatch.setattr(audit, "verify", walk_with_writes)
+    r = client.get("/v1/audit/verify", headers=auditor)
+    assert r.status_code == 200, r.get_json()
+    body = r.get_json()
+    assert body["ok"] is True and body["first_bad"] is None and body["events"] == body["head_seq"]
+    assert len(writes) >= 4  # a write committed between every two chunks
+    monkeypatch.setattr(audit, "verify", real)
+    again = client.get("/v1/audit/verify", headers=auditor).get_json()
+    # Everything since is in the chain: the writes, the first verify's own event and the logins' events.
+    assert again["ok"] is True and again["head_seq"] >= body["head_seq"] + len(writes) + 1
+    engine.dispose()
