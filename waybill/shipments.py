@@ -38,6 +38,7 @@ from waybill.phone_index import phone_index
 from waybill.phones import normalize_phone
 from waybill.routing import RoutingTable, UnknownProvince
 from waybill.schemas import PartyIn, ShipmentIn
+from waybill.stations import station_code
 from waybill.waybill_no import new_waybill_no
 
 TABLE = "shipments"
@@ -94,8 +95,10 @@ def _build(deps: ShipmentDeps, principal: Principal, data: ShipmentIn, idempoten
         route = deps.routing.route(data.recipient.province, data.recipient.city, data.recipient.district)
     except UnknownProvince as exc:
         raise ValidationFailed(str(exc), field="recipient.province") from None
-    if deps.routing.canonical_province(data.sender.province) is None:
-        raise ValidationFailed("未知的省份", field="sender.province")
+    try:
+        origin = deps.routing.route(data.sender.province, data.sender.city, data.sender.district)
+    except UnknownProvince:
+        raise ValidationFailed("未知的省份", field="sender.province") from None
     sid = new_id("shp")
     now = utcnow()
     values: dict[str, object] = {}
@@ -116,7 +119,8 @@ def _build(deps: ShipmentDeps, principal: Principal, data: ShipmentIn, idempoten
     return Shipment(
         id=sid, merchant_id=principal.id, merchant_order_id=data.merchant_order_id,
         waybill_no=new_waybill_no(), status="created", sorting_code=route.sorting_code,
-        consolidation=route.consolidation, weight_g=data.parcel.weight_g, pieces=data.parcel.pieces,
+        consolidation=route.consolidation, origin_station=station_code(origin),
+        destination_station=station_code(route), weight_g=data.parcel.weight_g, pieces=data.parcel.pieces,
         description_ct=None if not description else deps.codec.encrypt(
             description, table=TABLE, column="description", row_id=sid),
         idempotency_key=idempotency_key, request_fingerprint=fingerprint,
