@@ -10,6 +10,9 @@ from courier_api.staff import create_user, disable_user, set_password, set_phone
 from waybill.commands.common import emit, fail, read_settings, ready_services
 from waybill.errors import DomainError, ValidationFailed
 from waybill.permissions import SYSTEM
+from waybill.routing import RoutingTable
+from waybill.services import load_stations
+from waybill.settings import SettingsError
 from waybill.uow import unit_of_work
 
 
@@ -27,20 +30,26 @@ def _read_password() -> str:
 @users.command("create")
 @click.argument("username")
 @click.option("--role", required=True, help="courier, dispatcher, sorter, auditor, privacy_officer or admin")
-@click.option("--station", default=None, help="station code (required for courier, dispatcher, sorter)")
+@click.option("--station", default=None, help="station code (required for courier, dispatcher, sorter; a sorter's "
+              "must be in the station register: a station like 755-W012, or a hub like 755)")
 @click.option("--password-stdin", is_flag=True, help="read the password from stdin instead of generating one")
 @click.option("--phone", default=None, help="a courier's own phone (stored encrypted; the A side of call bindings)")
 def users_create(username: str, role: str, station: str | None, password_stdin: bool, phone: str | None) -> None:
     """Create a staff user; prints the password (if generated) and, for MFA roles, the TOTP secret once."""
+    settings = read_settings()
     try:
-        validate_account(username, role, station)
+        register = load_stations(settings, RoutingTable.load())
+    except SettingsError as exc:
+        fail({"ok": False, "error": {"code": "invalid_settings", "message": str(exc)}}, 2)
+    try:
+        validate_account(username, role, station, register)
     except DomainError as exc:
         fail({"ok": False, "error": {"code": "validation_error", "message": exc.message, "field": exc.field}}, 2)
     password = _read_password() if password_stdin else None
-    svc = ready_services(read_settings())
+    svc = ready_services(settings)
     with unit_of_work(svc.session_factory) as tx:
         try:
-            new = create_user(tx.session, SYSTEM, username, role, station, password, svc.codec)
+            new = create_user(tx.session, SYSTEM, username, role, station, password, svc.codec, svc.stations)
             if phone is not None:
                 set_phone(tx.session, SYSTEM, username, phone, svc.codec)
         except ValidationFailed as exc:

@@ -31,6 +31,7 @@ from waybill.errors import AuthenticationFailed, Conflict, NotFound, PermissionD
 from waybill.ids import new_id
 from waybill.models import utcnow
 from waybill.permissions import MFA_ROLES, STAFF_ROLES, Permission, Principal
+from waybill.stations import StationRegister
 
 TOKEN_PREFIX = "wbs"  # noqa: S105 (a public prefix, not a secret)
 # Defaults; the web layer prefers settings of the same meaning when they exist.
@@ -40,6 +41,9 @@ LOCKOUT_S = 15 * 60
 # last_used_at is bookkeeping: refresh it at most this often so requests do not all write.
 LAST_USED_RESOLUTION_S = 60
 STATION_ROLES = frozenset({"courier", "dispatcher", "sorter"})
+# Roles whose station must be one of the station register (a station, or a hub for its transit centre's staff):
+# a sorter's station decides which shipments they act for (waybill/scope.py).
+REGISTERED_STATION_ROLES = frozenset({"sorter"})
 
 USERNAME_RE = re.compile(r"[a-z0-9_.-]{1,64}")
 STATION_RE = re.compile(r"[A-Z0-9][A-Z0-9-]{0,31}")
@@ -73,6 +77,11 @@ class LoginFailed(AuthenticationFailed):
 
 
 @cache
+def _packaged_stations() -> StationRegister:
+    return StationRegister.load()
+
+
+@cache
 def _dummy_hash() -> str:
     # Verified against when the username is unknown, so the answer takes as long as for a real user.
     return HASHER.hash(secrets.token_urlsafe(16))
@@ -94,8 +103,13 @@ def _by_username(session: Session, username: str, *, lock: bool = False) -> Staf
 
 
 # -- accounts ----------------------------------------------------------------------------------
-def validate_account(username: str, role: str, station: str | None) -> str | None:
-    """Check username, role and station; return the station in canonical (upper-case) form."""
+def validate_account(username: str, role: str, station: str | None,
+                     stations: StationRegister | None = None) -> str | None:
+    """Check username, role and station; return the station in canonical (upper-case) form.
+
+    A sorter's station must be in ``stations`` (default: the packaged register): a station code, or a hub
+    code for the staff of its transit centre, who then act for every station of the hub.
+    """
     if USERNAME_RE.fullmatch(username) is None:
         raise ValidationFailed("用户名须为 1-64 个小写字母、数字或 _ . -", field="username")
     if role not in STAFF_ROLES:
@@ -105,17 +119,20 @@ def validate_account(username: str, role: str, station: str | None) -> str | Non
         raise ValidationFailed("站点编码须为 1-32 个字母、数字或短横线", field="station")
     if role in STATION_ROLES and station is None:
         raise ValidationFailed("该角色必须指定站点", field="station")
+    if role in REGISTERED_STATION_ROLES and station not in (stations if stations is not None else _packaged_stations()):
+        raise ValidationFailed("站点编码不在站点表中", field="station")
     return station
 
 
 def create_user(session: Session, actor: Principal, username: str, role: str, station: str | None,
-                password: str | None, codec: FieldCodec) -> NewUser:
+                password: str | None, codec: FieldCodec, stations: StationRegister | None = None) -> NewUser:
     """Create a staff account; returns the user, its password (generated when not given) and,
     for MFA roles, the TOTP secret. Both are shown to the caller once and never stored in clear.
+    ``stations`` is the service's register (default: the packaged one).
     """
     if actor.kind != "system":
         actor.require(Permission.USER_MANAGE)
-    station = validate_account(username, role, station)
+    station = validate_account(username, role, station, stations)
     if password is None:
         password = generate_password(username, role, station)
     else:

@@ -5,7 +5,8 @@ A token is derived from 160 random bits (a nonce from :mod:`secrets`) with the `
 for lookup, never the token. So the label can be printed again with the *same* token (a GET stays
 idempotent), while the database alone reveals no token. A *reprint* issues a new nonce and revokes the
 old token, with a reason code and the actor recorded, capped per shipment — so a photographed or lost
-label stops working.
+label stops working. Sorters act only for their own station or hub (:mod:`waybill.scope`), and their
+reprints are capped per job and per hour (:mod:`waybill.reprint_caps`).
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, LargeBinary, and_, bindparam, false, func, select, update
+from sqlalchemy import CursorResult, LargeBinary, and_, bindparam, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from printing.model import ORDER_TAIL_MAX, LabelModel, MaskedParty
-from waybill import audit
+from waybill import audit, reprint_caps
 from waybill.crypto.vault import FieldCodec
 from waybill.errors import (
     DomainError,
@@ -41,6 +42,7 @@ from waybill.permissions import Permission, Principal
 from waybill.phone_index import phone_index
 from waybill.phones import InvalidPhone, normalize_phone
 from waybill.routing import RoutingTable, UnknownProvince
+from waybill.scope import label_scope
 from waybill.uow import unit_of_work
 
 TOKEN_BYTES = 20  # 160 bits: above the 128-bit floor, and 32 base32 characters fit QR alphanumeric mode
@@ -61,6 +63,8 @@ class LabelDeps:
     carrier: str = ""
     routing: RoutingTable | None = None  # routes shipments created before they stored their 集包地
     codec: FieldCodec | None = None  # for the blind-index check of order-number tails
+    reprints_per_job: int = 20  # shipments in one print job with a reprint reason
+    reprints_per_hour: int = 60  # reprints by one sorter in any hour
 
 
 @dataclass(frozen=True)
@@ -166,20 +170,21 @@ def label_model(deps: LabelDeps, shipment: Shipment, token: str, printed_at: dat
                       consolidation=_consolidation(deps, shipment))
 
 
+def _exists(session: Session, shipment_id: str) -> bool:
+    return session.execute(select(Shipment.id).where(Shipment.id == shipment_id)).first() is not None
+
+
 def _load(session: Session, principal: Principal, shipment_id: str, action: str) -> Shipment:
-    """Object-level check: merchants reach their own shipments, sorters any printable one."""
+    """Object-level check: merchants reach their own shipments, sorters those of their station or hub."""
     shipment = None
-    if looks_like("shp", shipment_id):
-        stmt = select(Shipment).where(Shipment.id == shipment_id)
-        if principal.kind == "merchant":
-            stmt = stmt.where(Shipment.merchant_id == principal.id, Shipment.test_mode == principal.test_mode)
-        elif principal.role != "sorter":
-            stmt = stmt.where(false())  # deny by default
+    known = looks_like("shp", shipment_id)
+    if known:
+        stmt = select(Shipment).where(Shipment.id == shipment_id, label_scope(principal))
         shipment = session.execute(stmt.with_for_update()).scalar_one_or_none()
     if shipment is None:
-        audit.record(session, principal, action, object_type="shipment",
-                     object_id=shipment_id if looks_like("shp", shipment_id) else None, outcome="denied",
-                     durable=True)
+        # The caller can't tell out-of-scope from unknown; the audit log can ("denied": it exists).
+        audit.record(session, principal, action, object_type="shipment", object_id=shipment_id if known else None,
+                     outcome="denied" if known and _exists(session, shipment_id) else "not_found", durable=True)
         raise ShipmentNotFound()
     return shipment
 
@@ -262,6 +267,7 @@ def reprint_label(session: Session, deps: LabelDeps, principal: Principal, shipm
                      outcome="limit_reached", purpose=reason, durable=True)
         raise ReprintLimitReached(field="shipment_id")
     now = utcnow()
+    reprint_caps.check_hourly(session, principal, deps.reprints_per_hour, 1, now)
     revoke_tokens(session, principal, shipment.id, "reprint", now=now)
     model = _issue(session, deps, principal, shipment, reason=reason, reprint=True, now=now)
     session.flush()
@@ -277,22 +283,26 @@ class _JobRows:
 
 def _job_rows(session: Session, deps: LabelDeps, principal: Principal, shipment_ids: Sequence[str],
               reprint_reason: str | None) -> _JobRows:
-    """Every check of a print job (permission, duplicates, existence, status, reprint caps), audited, with
-    the shipments locked; nothing is issued yet."""
+    """Every check of a print job (permission, duplicates, job size, scope and existence, status, reprint
+    caps), audited, with the shipments locked; nothing is issued yet."""
     principal.require(Permission.PRINT_JOB_CREATE)
     if reprint_reason is not None:
         _check_reason(reprint_reason, "reprint_reason")
     ids = list(shipment_ids)
     if len(set(ids)) != len(ids):
         raise ValidationFailed("shipment_ids 中有重复", field="shipment_ids")
+    if reprint_reason is not None:  # before any lookup: a mass reprint is refused whatever it names
+        reprint_caps.check_job_size(session, principal, deps.reprints_per_job, len(ids))
     rows: dict[str, Shipment] = {}
     live: dict[str, QrToken] = {}
+    scope = label_scope(principal)
     for start in range(0, len(ids), 500):
         chunk = [i for i in ids[start:start + 500] if looks_like("shp", i)]
-        rows.update({s.id: s for s in session.execute(
-            select(Shipment).where(Shipment.id.in_(chunk)).with_for_update()).scalars()})
+        found = {s.id: s for s in session.execute(
+            select(Shipment).where(Shipment.id.in_(chunk), scope).with_for_update()).scalars()}
+        rows.update(found)
         live.update({t.shipment_id: t for t in session.execute(select(QrToken).where(
-            QrToken.shipment_id.in_(chunk), QrToken.revoked_at.is_(None))).scalars()})
+            QrToken.shipment_id.in_(list(found)), QrToken.revoked_at.is_(None))).scalars()})
     for index, sid in enumerate(ids):
         shipment = rows.get(sid)
         error: DomainError | None = None
@@ -303,16 +313,17 @@ def _job_rows(session: Session, deps: LabelDeps, principal: Principal, shipment_
         elif shipment.status not in PRINTABLE:
             error = InvalidStatusTransition("当前状态不可打印面单", field=f"shipment_ids[{index}]")
         if error is not None:
+            outcome = ("test_mode" if shipment.test_mode else "invalid_status") if shipment is not None else (
+                "denied" if looks_like("shp", sid) and _exists(session, sid) else "not_found")
             audit.record(session, principal, "print_job.create", object_type="shipment",
-                         object_id=sid if looks_like("shp", sid) else None,
-                         outcome="not_found" if shipment is None else "test_mode" if shipment.test_mode
-                         else "invalid_status", durable=True)
+                         object_id=sid if looks_like("shp", sid) else None, outcome=outcome, durable=True)
             raise error
     if reprint_reason is not None:
         counts = _reprints(session, list(live))
         for index, sid in enumerate(ids):
             if sid in live and counts.get(sid, 0) >= deps.reprint_max:
                 raise ReprintLimitReached(field=f"shipment_ids[{index}]")
+        reprint_caps.check_hourly(session, principal, deps.reprints_per_hour, len(live), utcnow())
     return _JobRows(ids, rows, live)
 
 
@@ -362,6 +373,10 @@ def issue_in_chunks(factory: sessionmaker[Session], deps: LabelDeps, principal: 
     before the answer": a job that breaks off leaves the chunks before it issued, and a retry prints their
     live tokens again (no reprint is counted for them)."""
     ids = list(shipment_ids)
+    if reprint_reason is not None and len(ids) > deps.reprints_per_job and reprint_caps.capped(principal):
+        # The cap is the whole job's, not a chunk's: refused (and alerted) before the first chunk.
+        with unit_of_work(factory, context=context) as tx:
+            reprint_caps.check_job_size(tx.session, principal, deps.reprints_per_job, len(ids))
     for start in range(0, len(ids), chunk):
         with unit_of_work(factory, context=context) as tx:
             models = issue_print_job(tx.session, deps, principal, ids[start:start + chunk],

@@ -139,6 +139,11 @@ class Shipment(Base):
     weight_g: Mapped[int] = mapped_column(Integer)
     pieces: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     consolidation: Mapped[str | None] = mapped_column(String(32), nullable=True)  # 集包地, routed at creation
+    # The stations (``HUB-STATION``, see waybill/stations.py) the sender's and the recipient's regions route to,
+    # recorded at creation: sorters act only for shipments of their own station or hub. Null when a shipment
+    # from before they were recorded could not be routed again (it is then in no sorter's scope on that side).
+    origin_station: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    destination_station: Mapped[str | None] = mapped_column(String(16), nullable=True)
     description_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
     printed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -161,6 +166,9 @@ class QrToken(Base):
     __table_args__ = (
         Index("ix_qr_tokens_live_shipment", "shipment_id", unique=True,
               postgresql_where=text("revoked_at IS NULL"), sqlite_where=text("revoked_at IS NULL")),
+        # One actor's reprints of the last hour (the per-sorter cap); reprints are few, so the index is small.
+        Index("ix_qr_tokens_reprints_by_actor", "issued_by", "issued_at",
+              postgresql_where=text("is_reprint"), sqlite_where=text("is_reprint")),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)

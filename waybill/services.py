@@ -16,8 +16,9 @@ from waybill.ratelimit import FailureThrottle, RateLimiter, TokenBucketLimiter
 from waybill.readiness import Readiness
 from waybill.regions import RegionTable
 from waybill.routing import RoutingTable
-from waybill.settings import Settings
+from waybill.settings import Settings, SettingsError
 from waybill.shipments import ShipmentDeps
+from waybill.stations import StationRegister
 from waybill.virtual_numbers import make_provider
 from waybill.virtual_numbers.base import VirtualNumberProvider
 
@@ -35,6 +36,7 @@ class Services:
     codec: FieldCodec
     routing: RoutingTable
     regions: RegionTable  # GB/T 2260 divisions every party's region is checked against
+    stations: StationRegister  # every station and hub; staff of station roles name one of them
     merchant_limiter: RateLimiter
     provider: VirtualNumberProvider
     metrics: Metrics
@@ -49,7 +51,9 @@ class Services:
     @property
     def label_deps(self) -> LabelDeps:
         return LabelDeps(token_key=self.keys.secret("qr_token"), reprint_max=self.settings.reprint_max,
-                         carrier=self.settings.carrier_name, routing=self.routing, codec=self.codec)
+                         carrier=self.settings.carrier_name, routing=self.routing, codec=self.codec,
+                         reprints_per_job=self.settings.reprints_per_job,
+                         reprints_per_hour=self.settings.reprints_per_sorter_per_hour)
 
     @property
     def shipment_deps(self) -> ShipmentDeps:
@@ -79,12 +83,29 @@ def initialise(settings: Settings) -> tuple[keyfile.KeyMaterial, Engine, bool]:
     return keys, engine, created
 
 
+def load_stations(settings: Settings, routing: RoutingTable) -> StationRegister:
+    """The station register named by the settings (or the packaged one), checked to cover every routed station.
+
+    A bad or incomplete register fails the start with ``SettingsError`` naming the file's problem.
+    """
+    try:
+        stations = StationRegister.load(settings.stations_file)
+        stations.check_routing(routing)
+    except OSError as exc:
+        raise SettingsError(f"WAYBILL_STATIONS_FILE cannot be read ({type(exc).__name__})") from None
+    except ValueError as exc:
+        raise SettingsError(f"station register rejected: {exc}") from None
+    return stations
+
+
 def build(settings: Settings, *, engine: Engine | None = None, codec: FieldCodec | None = None,
           session_factory: sessionmaker[Session] | None = None) -> Services:
     """Wire the services; the schema and keys must exist already (see :func:`initialise`).
 
     A ``session_factory`` given (tests bind one to a connection) is also where long reads go.
     """
+    routing = RoutingTable.load()
+    stations = load_stations(settings, routing)  # first: a bad register fails the start before anything opens
     keys = keyfile.load(settings.key_file)
     # Printing reads no environment itself: it gets the validated settings here, once per process.
     printing.configure(printing.PrintConfig(settings.label_font, settings.zpl_text, settings.zpl_font))
@@ -99,7 +120,7 @@ def build(settings: Settings, *, engine: Engine | None = None, codec: FieldCodec
                            blind_index_bits=settings.blind_index_bits, material=keys)
     return Services(
         settings=settings, engine=engine, session_factory=factory, keys=keys, codec=vault,
-        routing=RoutingTable.load(),
+        routing=routing, stations=stations,
         regions=RegionTable.load(settings.regions_extra_file),
         merchant_limiter=TokenBucketLimiter(settings.merchant_rate_per_s, settings.merchant_burst),
         # Built now, so a bad credentials file fails the start of a worker, not its first call.

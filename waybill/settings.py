@@ -59,6 +59,12 @@ class Settings:
     # Reverse proxies whose X-Forwarded-For is believed, as address ranges (checked against the socket peer).
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     reprint_max: int = 3
+    # Reprints by one sorter: at most this many in one print job, and in any hour (counted from the durable
+    # qr_tokens rows, so every worker process and a restart see the same count).
+    reprints_per_job: int = 20
+    reprints_per_sorter_per_hour: int = 60
+    # The station register (CSV, see waybill/stations.py); unset: the packaged waybill/data/stations.csv.
+    stations_file: Path | None = None
     # How long a printed QR token stays scannable (a label older than this needs a reprint).
     qr_token_ttl_days: int = 30
     # Courier scan quotas: a burst per minute and a total per hour (shared through Redis if configured).
@@ -290,6 +296,14 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
                          ("privacy_reads_per_day", 1, 100_000)):
         if (raw := get(name)) is not None:
             values[name] = _int(name, raw, lo, hi)
+    for name, lo, hi in (("reprints_per_job", 1, 200), ("reprints_per_sorter_per_hour", 1, 10_000)):
+        if (raw := get(name)) is not None:
+            values[name] = _int(name, raw, lo, hi)
+    if values.get("reprints_per_job", Settings.reprints_per_job) > values.get(
+            "reprints_per_sorter_per_hour", Settings.reprints_per_sorter_per_hour):
+        raise SettingsError("WAYBILL_REPRINTS_PER_JOB must not exceed WAYBILL_REPRINTS_PER_SORTER_PER_HOUR")
+    stations_raw = get("stations_file")
+    values["stations_file"] = Path(stations_raw) if stations_raw else None
     if (raw := get("print_job_max")) is not None:
         values["print_job_max"] = _int("print_job_max", raw, 1, 10_000)
     if (raw := get("blind_index_bits")) is not None:

@@ -39,6 +39,7 @@ from waybill.phones import normalize_phone
 from waybill.regions import Region, RegionTable
 from waybill.routing import RoutingTable, UnknownProvince
 from waybill.schemas import PartyIn, ShipmentIn
+from waybill.stations import station_code
 from waybill.waybill_no import new_waybill_no
 
 TABLE = "shipments"
@@ -102,6 +103,11 @@ def _build(deps: ShipmentDeps, principal: Principal, data: ShipmentIn, idempoten
         route = deps.routing.route(recipient.province, recipient.city, recipient.district)
     except UnknownProvince as exc:  # a division the routing table does not cover (a custom table)
         raise ValidationFailed(str(exc), field="recipient.province") from None
+    sender = regions["sender"]
+    try:
+        origin = deps.routing.route(sender.province, sender.city, sender.district)
+    except UnknownProvince:
+        raise ValidationFailed("未知的省份", field="sender.province") from None
     sid = new_id("shp")
     now = utcnow()
     values: dict[str, object] = {}
@@ -122,7 +128,8 @@ def _build(deps: ShipmentDeps, principal: Principal, data: ShipmentIn, idempoten
     return Shipment(
         id=sid, merchant_id=principal.id, merchant_order_id=data.merchant_order_id,
         waybill_no=new_waybill_no(), status="created", sorting_code=route.sorting_code,
-        consolidation=route.consolidation, weight_g=data.parcel.weight_g, pieces=data.parcel.pieces,
+        consolidation=route.consolidation, origin_station=station_code(origin),
+        destination_station=station_code(route), weight_g=data.parcel.weight_g, pieces=data.parcel.pieces,
         description_ct=None if not description else deps.codec.encrypt(
             description, table=TABLE, column="description", row_id=sid),
         idempotency_key=idempotency_key, request_fingerprint=fingerprint, test_mode=principal.test_mode,

@@ -14,12 +14,12 @@ from courier_api.staff import NewUser, create_user
 from waybill.permissions import SYSTEM
 from waybill.services import Services
 
-STATIONS = {"courier": "A001", "dispatcher": "A001", "sorter": "A001"}
+STATIONS = {"courier": "A001", "dispatcher": "A001", "sorter": "755-W012"}  # a sorter's: registered
 
 
 def make_staff(services: Services, username: str, role: str, station: str | None = None,
                password: str | None = None) -> NewUser:
-    """Create and commit a staff user (station defaults to ``A001`` for station roles)."""
+    """Create and commit a staff user (station defaults: ``A001``; a sorter's ``755-W012``, registered)."""
     with services.session_factory() as s:
         new = create_user(s, SYSTEM, username, role, station or STATIONS.get(role), password, services.codec)
         s.commit()

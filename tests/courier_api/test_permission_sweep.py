@@ -71,6 +71,7 @@ STAFF = {
     "dispatcher": ("sw_dispatcher", "dispatcher", STATION),
     "dispatcher_far": ("sw_dispatcher_far", "dispatcher", FAR_STATION),
     "sorter": ("sw_sorter", "sorter", STATION),
+    "sorter_far": ("sw_sorter_far", "sorter", FAR_STATION),  # prints B (sorters act for their own station only)
     "auditor": ("sw_auditor", "auditor", None),
     "privacy_officer": ("sw_privacy", "privacy_officer", None),
     "privacy_other": ("sw_privacy_other", "privacy_officer", None),
@@ -83,7 +84,8 @@ COURIER_PHONES = {"courier": "13700001001", "courier_same": "13700001002", "cour
 
 # -- the expectation table -------------------------------------------------------------------------------
 # ok: 2xx with the endpoint's answer; 401 unauthenticated; 403 role lacks the route's permission;
-# 404 not theirs (byte-identical to the answer for a missing object).
+# 404 not theirs (byte-identical to the answer for a missing object). The sorter is of A's station (755-W012):
+# B (Shanghai -> Beijing) is of no station or hub of theirs.
 
 _NONE = "-"
 TABLE_TEXT = """
@@ -99,13 +101,13 @@ merchant.cancel          A             401   ok    404   403   403   403   403  
 merchant.cancel          B             401   404   ok    403   403   403   403   403   403   403   403   403
 merchant.cancel          missing       401   404   404   403   403   403   403   403   403   403   403   403
 labels.label             A             401   ok    404   403   403   403   403   403   ok    403   403   403
-labels.label             B             401   404   ok    403   403   403   403   403   ok    403   403   403
+labels.label             B             401   404   ok    403   403   403   403   403   404   403   403   403
 labels.label             missing       401   404   404   403   403   403   403   403   404   403   403   403
 labels.reprint           A             401   ok    404   403   403   403   403   403   ok    403   403   403
-labels.reprint           B             401   404   ok    403   403   403   403   403   ok    403   403   403
+labels.reprint           B             401   404   ok    403   403   403   403   403   404   403   403   403
 labels.reprint           missing       401   404   404   403   403   403   403   403   404   403   403   403
 labels.print_job         A             401   403   403   403   403   403   403   403   ok    403   403   403
-labels.print_job         B             401   403   403   403   403   403   403   403   ok    403   403   403
+labels.print_job         B             401   403   403   403   403   403   403   403   404   403   403   403
 labels.print_job         missing       401   403   403   403   403   403   403   403   404   403   403   403
 courier.assign           A             401   403   403   403   403   403   ok    404   403   403   403   403
 courier.assign           B             401   403   403   403   403   403   404   ok    403   403   403   403
@@ -230,7 +232,8 @@ class World:
         made = Obj(shp["id"])
         if state in ("printed", "assigned"):
             with self.svc.session_factory() as s:
-                (model,) = labels.issue_print_job(s, self.svc.label_deps, self.principals["sorter"], [made.id])
+                sorter = self.principals["sorter" if owner == "merchant" else "sorter_far"]
+                (model,) = labels.issue_print_job(s, self.svc.label_deps, sorter, [made.id])
                 s.commit()
             made.token = model.token
         if state == "assigned" and obj != "A_unassigned":

@@ -76,7 +76,7 @@ def test_duplicate_username_short_password_and_permission(services):
     make_staff(services, "dup", "courier")
     with services.session_factory() as s:
         with pytest.raises(Conflict):
-            staff.create_user(s, SYSTEM, "dup", "sorter", "A001", None, services.codec)
+            staff.create_user(s, SYSTEM, "dup", "sorter", "755-W012", None, services.codec)
         with pytest.raises(ValidationFailed) as err:
             staff.create_user(s, SYSTEM, "short", "courier", "A001", "abc", services.codec)
         assert err.value.field == "password"
@@ -321,7 +321,7 @@ def test_cli_creates_each_role_and_the_accounts_work(cli_env):
     for role in STAFF_ROLES:
         args = ["users", "create", f"cli.{role}", "--role", role]
         if role in staff.STATION_ROLES:
-            args += ["--station", "B002"]
+            args += ["--station", "755-W012"]  # a registered station (a sorter's must be)
         doc = json.loads(run(args, cli_env).stdout)
         assert set(doc) >= {"user_id", "username", "role", "password", "totp_secret"}
         assert doc["user_id"].startswith("usr_") and doc["username"] == f"cli.{role}" and doc["role"] == role
@@ -353,7 +353,7 @@ def test_cli_password_stdin_disable_and_errors(cli_env):
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("WAYBILL_")} | cli_env
     proc = subprocess.run([sys.executable, "-m", "waybill.commands.main", "users", "create", "typed", "--role",
-                           "sorter", "--station", "C003", "--password-stdin"], input="correct horse battery\n",
+                           "sorter", "--station", "755-W012", "--password-stdin"], input="correct horse battery\n",
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     doc = json.loads(proc.stdout)
@@ -380,7 +380,7 @@ def test_cli_password_stdin_disable_and_errors(cli_env):
         assert proc.returncode == 2
         err = json.loads(proc.stdout)["error"]
         assert err["code"] == "validation_error" and err["field"] == field
-    dup = run(["users", "create", "typed", "--role", "sorter", "--station", "C003"], cli_env, check=False)
+    dup = run(["users", "create", "typed", "--role", "sorter", "--station", "755-W012"], cli_env, check=False)
     assert dup.returncode == 1 and json.loads(dup.stdout)["error"]["code"] == "conflict"
     missing = run(["users", "disable", "nobody"], cli_env, check=False)
     assert missing.returncode == 1 and json.loads(missing.stdout)["error"]["code"] == "not_found"

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from alembic import command
-from sqlalchemy import Engine, MetaData, Table, insert, inspect, text, update
+from sqlalchemy import Engine, MetaData, Table, insert, inspect, select, text, update
 
 from courier_api.staff import HASHER, set_phone
 from tests.conftest import PG_URL, RECIPIENT, SENDER, Env, _drop, shipment_body
@@ -37,7 +37,7 @@ from waybill.ids import new_id
 from waybill.labels import derive_token, hash_token
 from waybill.merchants import KEY_PREFIX
 from waybill.merchants import _hash as api_key_hash
-from waybill.models import utcnow
+from waybill.models import Shipment, utcnow
 from waybill.permissions import Principal
 from waybill.routing import RoutingTable
 from waybill.schemas import ShipmentIn
@@ -286,6 +286,19 @@ def test_upgrade_from_every_earlier_revision_with_data(bare_env: Callable[[], En
         scan_id, scan_token = seeded.printed_id, seeded.printed_token
     else:
         scan_id, scan_token = seeded.plain_id, token
+
+    # The upgrade recorded the old rows' stations (sender's region routed, the sorting code's station): a sorter
+    # of the recipient's station prints their labels, a sorter of another station gets the same 404 as for none.
+    with services.session_factory() as s:
+        recorded = s.execute(select(Shipment.origin_station, Shipment.destination_station)
+                             .where(Shipment.id.in_(old_ids))).all()
+    assert [tuple(r) for r in recorded] == [("021-W112", STATION)] * len(old_ids)
+    here, away = make_staff(services, "upg_sorter", "sorter", STATION), make_staff(services, "upg_far", "sorter",
+                                                                                   "010-W201")
+    assert client.get(f"/v1/shipments/{seeded.plain_id}/label?format=zpl",
+                      headers=_login(client, "upg_sorter", here.password)).status_code == 200
+    assert client.get(f"/v1/shipments/{seeded.plain_id}/label?format=zpl",
+                      headers=_login(client, "upg_far", away.password)).status_code == 404
 
     # A new shipment next to the old ones.
     new = client.post("/v1/shipments", json=shipment_body("NEW-1", parcel={"weight_g": 900, "pieces": 2}), headers=h)

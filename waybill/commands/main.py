@@ -203,7 +203,7 @@ def keys_retire(master_key_id: str) -> None:
 
 
 def _register_more() -> None:
-    from waybill.commands import database, phone, printer, tasks
+    from waybill.commands import database, phone, printer, stations, tasks
     from waybill.commands import merchants as merchant_commands
 
     merchant_commands.register(merchants)
@@ -211,6 +211,7 @@ def _register_more() -> None:
     printer.register(main)
     phone.register(main)
     tasks.register(main)
+    stations.register(main)
     # Upper layers (the courier side) contribute their commands through entry points: this module never
     # imports them.
     for ext in load_extensions():
