@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 from flask import Blueprint, Flask, Response
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
 
 from courier_api import staff
 from courier_api.services import courier_services
 from waybill import audit
 from waybill.errors import AuthenticationFailed, PermissionDenied, RateLimited
-from waybill.ratelimit import RateLimiter
 from waybill.schemas import OutModel, parse
 from waybill.uow import keep_on_error
 from waybill.web.auth import authenticate, bearer_token
@@ -20,6 +21,7 @@ from waybill.web.merchant import json_body
 from waybill.web.openapi import operation, respond
 
 bp = Blueprint("staff_auth", __name__)
+log = logging.getLogger("waybill.alerts")
 TAGS = ("auth",)
 
 
@@ -42,16 +44,8 @@ class TokenResponse(OutModel):
 
 
 def install(app: Flask) -> None:
-    """Register the blueprint (its login limiters live in the courier registry)."""
+    """Register the blueprint (its login throttle lives in the courier registry)."""
     app.register_blueprint(bp)
-
-
-def _throttle(limiter: RateLimiter, key: str) -> None:
-    wait = limiter.hit(key)
-    if wait is not None:
-        # A durable event: the 429 rolls the request back, the trace must stay.
-        audit.record(db_session(), None, "auth.throttled", outcome="denied", durable=True)
-        raise RateLimited(wait)
 
 
 def _setting(name: str, default: int) -> int:
@@ -59,27 +53,40 @@ def _setting(name: str, default: int) -> int:
     return int(getattr(services().settings, name, default))
 
 
+def _alert(session: Session, patterns: list[str]) -> None:
+    """Record each newly raised login alert (deduplicated by the throttle: once per window and key)."""
+    for pattern in patterns:
+        # The client address is on the event (audit context); the username never is (it may be a typo'd
+        # password, or someone's name), so the event says the pattern only.
+        audit.record(session, None, "alert.login_failures", outcome="alert", purpose=f"pattern={pattern}",
+                     durable=True)
+        log.warning("login failure alert", extra={"pattern": pattern})
+
+
 @bp.post("/v1/auth/token")
 @operation(summary="员工登录，换取短期访问令牌", tags=TAGS, body=TokenRequest, response=TokenResponse,
            security=None, errors=(401, 422, 429))
 def token() -> Response:
-    courier = courier_services()
-    _throttle(courier.login_by_ip, client_address() or "unknown")
+    throttle = courier_services().login
+    client = client_address() or "unknown"
     body: TokenRequest = parse(TokenRequest, json_body())
-    _throttle(courier.login_by_user, body.username)
+    # Before the password hash is computed: a throttled client costs no Argon2 work and writes nothing.
+    wait = throttle.check(body.username, client)
+    if wait is not None:
+        raise RateLimited(wait)
     session = db_session()
     svc = services()
     try:
         result = staff.login(session, body.username, body.password, body.totp,
                              secret=svc.keys.secret("session_token"), codec=svc.codec,
-                             ttl_s=_setting("staff_token_ttl_s", staff.ACCESS_TOKEN_TTL_S),
-                             max_failures=_setting("login_max_failures", staff.MAX_FAILED_ATTEMPTS),
-                             lockout_s=_setting("login_lockout_s", staff.LOCKOUT_S))
+                             ttl_s=_setting("staff_token_ttl_s", staff.ACCESS_TOKEN_TTL_S))
     except staff.LoginFailed:
-        # The refusal's own work (failure counter, lock, audit events) must outlive the 401, and this
+        _alert(session, throttle.failed(body.username, client))
+        # The refusal's own work (failure counter, audit events) must outlive the 401, and this
         # request did nothing else: the unit of work commits it although the answer is an error.
         keep_on_error(session)
         raise
+    throttle.succeeded(body.username, client)
     resp = respond(TokenResponse, TokenResponse(access_token=result.access_token, expires_in=result.expires_in,
                                                 role=result.role))
     resp.headers["Pragma"] = "no-cache"

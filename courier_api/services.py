@@ -1,6 +1,6 @@
 """The courier side's part of the service registry: built once per app by the extension, frozen.
 
-It owns what used to sit in ``app.extensions`` side channels (the scan quota, the login limiters) and the
+It owns what used to sit in ``app.extensions`` side channels (the scan quota, the login throttle) and the
 dependencies of dispatch/scan/call/deliver and of privacy officers' requests, so a request builds nothing.
 """
 
@@ -12,17 +12,12 @@ from flask import Flask, current_app
 
 from courier_api.delivery import DeliveryDeps
 from courier_api.deps import delivery_deps, privacy_deps
+from courier_api.login_throttle import LoginLimits, LoginThrottle
 from courier_api.privacy import PrivacyDeps
-from waybill.ratelimit import RateLimiter, TokenBucketLimiter, quota_limiter
+from waybill.ratelimit import RateLimiter, quota_limiter
 from waybill.services import Services
 
 EXTENSION_KEY = "courier_api"
-# Login throttling, in front of the per-account lockout: it slows guessing across many accounts
-# from one address (IP bucket) and spraying one account from many addresses (username bucket).
-LOGIN_IP_BURST = 30
-LOGIN_IP_RATE_PER_S = 0.5
-LOGIN_USER_BURST = 10
-LOGIN_USER_RATE_PER_S = 10 / 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +28,15 @@ class CourierServices:
     delivery: DeliveryDeps
     privacy: PrivacyDeps
     scan_quota: RateLimiter  # per courier: a burst per minute and an hourly quota (Redis when configured)
-    login_by_ip: RateLimiter  # one set per worker process
-    login_by_user: RateLimiter
+    login: LoginThrottle  # per (username, client) backoff, per client budget, alerts; one set per worker process
+
+
+def login_limits(svc: Services) -> LoginLimits:
+    """The login throttle's limits, from the settings."""
+    s = svc.settings
+    return LoginLimits(free=s.login_free_failures, base_s=s.login_backoff_base_s, max_s=s.login_backoff_max_s,
+                       client_per_minute=s.login_client_failures_per_minute, user_alert=s.login_user_alert_failures,
+                       alert_window_s=s.login_alert_window_s)
 
 
 def build_courier(svc: Services) -> CourierServices:
@@ -43,8 +45,7 @@ def build_courier(svc: Services) -> CourierServices:
         base=svc, delivery=delivery_deps(svc), privacy=privacy_deps(svc),
         scan_quota=quota_limiter(settings.redis_url, name="scan", per_minute=settings.scan_per_minute,
                                  per_hour=settings.scan_per_hour),
-        login_by_ip=TokenBucketLimiter(LOGIN_IP_RATE_PER_S, LOGIN_IP_BURST),
-        login_by_user=TokenBucketLimiter(LOGIN_USER_RATE_PER_S, LOGIN_USER_BURST),
+        login=LoginThrottle(login_limits(svc)),
     )
 
 

@@ -1,8 +1,10 @@
 """Staff accounts: creation, disabling, password + TOTP login, short-lived access tokens.
 
 Plain arguments, no Flask. Functions flush and never commit; the caller owns the transaction.
-A refused login raises :class:`LoginFailed`, whose work (failure counter, lock, audit event)
-must still be committed: see :mod:`courier_api.auth_api`.
+A refused login raises :class:`LoginFailed`, whose work (failure counter, audit event)
+must still be committed: see :mod:`courier_api.auth_api`. Accounts are never locked by failures (a lock
+would let anyone who knows a username keep its owner out): the web layer throttles per (username, client)
+instead, see :mod:`courier_api.login_throttle`.
 """
 
 from __future__ import annotations
@@ -36,8 +38,6 @@ from waybill.stations import StationRegister
 TOKEN_PREFIX = "wbs"  # noqa: S105 (a public prefix, not a secret)
 # Defaults; the web layer prefers settings of the same meaning when they exist.
 ACCESS_TOKEN_TTL_S = 15 * 60
-MAX_FAILED_ATTEMPTS = 5
-LOCKOUT_S = 15 * 60
 # last_used_at is bookkeeping: refresh it at most this often so requests do not all write.
 LAST_USED_RESOLUTION_S = 60
 STATION_ROLES = frozenset({"courier", "dispatcher", "sorter"})
@@ -239,13 +239,12 @@ def _check_totp(user: StaffUser, code: str | None, codec: FieldCodec, now: datet
 
 
 def login(session: Session, username: str, password: str, totp_code: str | None, *, secret: bytes,
-          codec: FieldCodec, now: datetime | None = None, ttl_s: int = ACCESS_TOKEN_TTL_S,
-          max_failures: int = MAX_FAILED_ATTEMPTS, lockout_s: int = LOCKOUT_S) -> LoginResult:
+          codec: FieldCodec, now: datetime | None = None, ttl_s: int = ACCESS_TOKEN_TTL_S) -> LoginResult:
     """Check password (Argon2id) and, for MFA roles, the TOTP code; issue an access token.
 
-    Unknown user, wrong password, wrong/missing/replayed code, disabled or locked account all
-    raise the same :class:`LoginFailed`. ``max_failures`` consecutive failures lock the account
-    for ``lockout_s`` seconds; while locked even the right password is refused.
+    Unknown user, wrong password, wrong/missing/replayed code and disabled account all raise the
+    same :class:`LoginFailed`. ``failed_attempts`` counts consecutive failures (for operators); it
+    never locks the account: the right password from a client that is not throttled always works.
     """
     now = now or utcnow()
     user = _by_username(session, username, lock=True) if USERNAME_RE.fullmatch(username) else None
@@ -256,24 +255,16 @@ def login(session: Session, username: str, password: str, totp_code: str | None,
         ok = False
     if user is None:
         raise _refuse(session, None, "auth.failed", "bad_credentials")
-    if user.locked_until is not None and user.locked_until > now:
-        raise _refuse(session, user, "auth.locked", "locked")
     if user.disabled_at is not None:
         raise _refuse(session, user, "auth.failed", "disabled")
     reason = "bad_credentials" if not ok else _check_totp(user, totp_code, codec, now)
     if reason is not None:
         user.failed_attempts = (user.failed_attempts or 0) + 1
-        if user.failed_attempts >= max_failures:
-            # Counter restarts with the lock, so after it expires the user gets a full set again.
-            user.failed_attempts = 0
-            user.locked_until = now + timedelta(seconds=lockout_s)
-            audit.record(session, _principal(user), "auth.locked", object_type="staff_user", object_id=user.id,
-                         outcome="denied", purpose="lock_started", durable=True)
         raise _refuse(session, user, "auth.failed", reason)
     if HASHER.check_needs_rehash(user.password_hash):
         user.password_hash = HASHER.hash(password)
     user.failed_attempts = 0
-    user.locked_until = None
+    user.locked_until = None  # a lock left by an older version (locks are no longer set) is cleared
     raw = issue_token(session, user, secret=secret, now=now, ttl_s=ttl_s)
     audit.record(session, _principal(user), "auth.login", object_type="staff_user", object_id=user.id)
     session.flush()

@@ -88,3 +88,12 @@ class RateLimited(DomainError):
     def __init__(self, retry_after: float, message: str | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class TooManyConcurrentRequests(RateLimited):
+    """The caller already has as many heavy requests in flight as allowed; refused at once, not queued."""
+
+    default_message = "同时进行的批量请求过多，请等待前一个完成后重试"
+
+    def __init__(self) -> None:
+        super().__init__(1.0)

@@ -12,7 +12,7 @@ from waybill import audit, db, keyfile
 from waybill.crypto.vault import FieldCodec, Vault, ensure_active_data_key
 from waybill.labels import LabelDeps
 from waybill.metrics import Metrics
-from waybill.ratelimit import FailureThrottle, RateLimiter, TokenBucketLimiter
+from waybill.ratelimit import ConcurrencyLimiter, FailureThrottle, RateLimiter, WindowLimiter, memory_storage
 from waybill.readiness import Readiness
 from waybill.regions import RegionTable
 from waybill.routing import RoutingTable
@@ -37,7 +37,9 @@ class Services:
     routing: RoutingTable
     regions: RegionTable  # GB/T 2260 divisions every party's region is checked against
     stations: StationRegister  # every station and hub; staff of station roles name one of them
-    merchant_limiter: RateLimiter
+    merchant_limiter: RateLimiter  # per merchant, in units: a request 1, a batch item batch_item_cost
+    # Heavy requests (batches) in flight per merchant, in this process (the scale issue shares it).
+    heavy_requests: ConcurrencyLimiter
     provider: VirtualNumberProvider
     metrics: Metrics
     readiness: Readiness  # the /readyz checks; their clients are made on the first probe
@@ -118,16 +120,20 @@ def build(settings: Settings, *, engine: Engine | None = None, codec: FieldCodec
     key_engine = db.make_engine(settings.database_url, write_lock=False) if settings.is_sqlite else engine
     vault = codec or Vault(key_engine, settings.key_file, settings.cipher,
                            blind_index_bits=settings.blind_index_bits, material=keys)
+    # One in-process store for every limit of this process (each limit has its own namespace in it).
+    limits = memory_storage()
     return Services(
         settings=settings, engine=engine, session_factory=factory, keys=keys, codec=vault,
         routing=routing, stations=stations,
         regions=RegionTable.load(settings.regions_extra_file),
-        merchant_limiter=TokenBucketLimiter(settings.merchant_rate_per_s, settings.merchant_burst),
+        merchant_limiter=WindowLimiter.per_rate(settings.merchant_rate_per_s, settings.merchant_burst,
+                                                name="merchant", storage=limits),
+        heavy_requests=ConcurrencyLimiter(settings.heavy_concurrency_per_merchant),
         # Built now, so a bad credentials file fails the start of a worker, not its first call.
         provider=make_provider(settings, vault, keys),
         metrics=metrics,
         readiness=Readiness(settings, keys),
-        auth_failures=FailureThrottle(settings.auth_failure_rate_per_s, settings.auth_failure_burst),
+        auth_failures=FailureThrottle(settings.auth_failure_rate_per_s, settings.auth_failure_burst, storage=limits),
         read_session_factory=session_factory or (db.make_session_factory(key_engine) if settings.is_sqlite
                                                  else factory),
     )

@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import ipaddress
 import logging
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -41,9 +42,21 @@ class Settings:
     key_file: Path = Path("var/keys.json")
     cipher: str = "aes-256-gcm"
     log_level: str = "INFO"
-    # Merchant API rate limit: a token bucket per merchant.
+    # Merchant API rate limit: a moving window per merchant of merchant_burst units per burst/rate seconds.
+    # A request costs 1 unit; a batch 1 more per batch_item_cost (rounded up) for each of its items.
     merchant_rate_per_s: float = 200.0
-    merchant_burst: int = 400
+    merchant_burst: int = 1000
+    batch_item_cost: float = 0.5
+    # Heavy requests (batches) one merchant may have in flight at once, per worker process.
+    heavy_concurrency_per_merchant: int = 2
+    # Staff login: per (username, client) a few free failures, then a wait that doubles up to a cap; per client
+    # a failure budget across usernames; alerts (alert.login_failures) at most once per window and pattern.
+    login_free_failures: int = 5
+    login_backoff_base_s: int = 60
+    login_backoff_max_s: int = 3600
+    login_client_failures_per_minute: int = 30
+    login_user_alert_failures: int = 20
+    login_alert_window_s: int = 600
     # Failed unauthenticated requests per client recorded one by one, then one (counted) per refill.
     auth_failure_burst: int = 20
     auth_failure_rate_per_s: float = 0.2
@@ -306,6 +319,14 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     values["stations_file"] = Path(stations_raw) if stations_raw else None
     if (raw := get("print_job_max")) is not None:
         values["print_job_max"] = _int("print_job_max", raw, 1, 10_000)
+    if (raw := get("batch_item_cost")) is not None:
+        values["batch_item_cost"] = _float("batch_item_cost", raw, 0.01, 10.0)
+    for name, lo, hi in (("heavy_concurrency_per_merchant", 1, 1000), ("login_free_failures", 1, 1000),
+                         ("login_backoff_base_s", 1, 86400), ("login_backoff_max_s", 1, 7 * 86400),
+                         ("login_client_failures_per_minute", 1, 100_000), ("login_user_alert_failures", 1, 10**6),
+                         ("login_alert_window_s", 1, 86400)):
+        if (raw := get(name)) is not None:
+            values[name] = _int(name, raw, lo, hi)
     if (raw := get("blind_index_bits")) is not None:
         values["blind_index_bits"] = _int("blind_index_bits", raw, 16, 63)
     if values["log_level"] not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -324,4 +345,16 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     for name, value in overrides.items():
         if name not in values and name in {f.name for f in dataclasses.fields(Settings)}:
             values[name] = value
-    return Settings(**values)
+    settings = Settings(**values)
+    _check_budgets(settings)
+    return settings
+
+
+def _check_budgets(settings: Settings) -> None:
+    """Limits that contradict each other are configuration errors, refused at start-up."""
+    largest_batch = 1 + math.ceil(settings.batch_max_items * settings.batch_item_cost)
+    if largest_batch > settings.merchant_burst:
+        raise SettingsError(f"WAYBILL_MERCHANT_BURST must be at least {largest_batch}: a batch of "
+                            f"WAYBILL_BATCH_MAX_ITEMS items costs that much and could never pass")
+    if settings.login_backoff_max_s < settings.login_backoff_base_s:
+        raise SettingsError("WAYBILL_LOGIN_BACKOFF_MAX_S must be at least WAYBILL_LOGIN_BACKOFF_BASE_S")

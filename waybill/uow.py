@@ -5,7 +5,7 @@ A :class:`UnitOfWork` holds one session and what must happen around its end:
 - **durable audit events** (refusals, failures; ``audit.record(..., durable=True)``) are written in a
   transaction of their own when the work is rolled back, so a refused attempt always leaves a trace;
 - **kept refusals**: a domain refusal whose own bookkeeping must survive the error answer (the login
-  failure counter and lock) calls :func:`keep_on_error`; the work then commits although the answer is an
+  failure counter and its audit events) calls :func:`keep_on_error`; the work then commits although the answer is an
   error. That is the one explicit mechanism: no view or command commits by itself;
 - **compensations** for remote side effects (a binding created at a phone provider) registered with
   :func:`on_rollback` run when the work does not commit, so nothing remote outlives a rolled-back row;

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 from flask import jsonify
 from sqlalchemy import select
 
 from courier_api import staff
-from courier_api.services import EXTENSION_KEY as COURIER_KEY
 from tests.courier_api import bearer, login, make_staff, totp_now
 from waybill.models import AuditEvent
 from waybill.permissions import SYSTEM
-from waybill.ratelimit import TokenBucketLimiter
 from waybill.web.auth import authenticate
 
 WRONG = "not-the-password-1"
@@ -90,13 +86,15 @@ def test_unknown_user_and_wrong_password_answer_identically(staff_client, servic
         assert "ghost" not in text and WRONG not in text
 
 
-def test_lockout_after_five_failures_refuses_the_right_password(staff_client, services):
+def test_five_failures_do_not_lock_the_account(staff_client, services):
     new = make_staff(services, "lock.me", "dispatcher")
     wrong = [staff_client.post("/v1/auth/token", json={"username": "lock.me", "password": WRONG}) for _ in range(5)]
     assert [r.status_code for r in wrong] == [401] * 5
-    right = login(staff_client, new)
-    assert _comparable(right) == _comparable(wrong[0])
-    assert [e.purpose for e in _events(services, "auth.locked")] == ["lock_started", "locked"]
+    # The same client is now backing off for this user (429), another client logs in at once.
+    right = {"username": "lock.me", "password": new.password}
+    assert staff_client.post("/v1/auth/token", json=right).status_code == 429
+    assert staff_client.post("/v1/auth/token", json=right, environ_base={"REMOTE_ADDR": "10.0.0.2"}).status_code == 200
+    assert _events(services, "auth.locked") == []
 
 
 def test_disabled_users_token_stops_on_the_next_request(staff_client, services):
@@ -123,32 +121,6 @@ def test_logout_revokes_the_presented_token_only(staff_client, services, merchan
     assert staff_client.post("/v1/auth/logout").status_code == 401
     assert staff_client.post("/v1/auth/logout", headers=merchant.headers).status_code == 403
     assert [e.actor for e in _events(services, "auth.logout")] == [f"staff:{new.user.id}"]
-
-
-def test_login_is_throttled_per_address_and_per_username(app, services):
-    courier = app.extensions[COURIER_KEY]
-    app.extensions[COURIER_KEY] = dataclasses.replace(
-        courier, login_by_ip=TokenBucketLimiter(0.001, 3), login_by_user=TokenBucketLimiter(0.001, 2))
-    client = app.test_client()
-    body = {"username": "someone", "password": WRONG}
-    # Per username: two tries, then 429 even from another address.
-    for addr in ("10.0.0.1", "10.0.0.2"):
-        r = client.post("/v1/auth/token", json=body, environ_base={"REMOTE_ADDR": addr})
-        assert r.status_code == 401
-    r = client.post("/v1/auth/token", json=body, environ_base={"REMOTE_ADDR": "10.0.0.3"})
-    assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
-    assert r.get_json()["error"]["code"] == "rate_limited"
-    # Per address: the third request from one address passes, the fourth is refused whatever the username.
-    for i in range(2):
-        r = client.post("/v1/auth/token", json={"username": f"user{i}", "password": WRONG},
-                        environ_base={"REMOTE_ADDR": "10.0.0.9"})
-        assert r.status_code == 401
-    assert client.post("/v1/auth/token", json={"username": "user9", "password": WRONG},
-                       environ_base={"REMOTE_ADDR": "10.0.0.9"}).status_code == 401
-    r = client.post("/v1/auth/token", json={"username": "fresh", "password": WRONG},
-                    environ_base={"REMOTE_ADDR": "10.0.0.9"})
-    assert r.status_code == 429 and "Retry-After" in r.headers
-    assert len(_events(services, "auth.throttled")) == 2
 
 
 @pytest.mark.parametrize("body,field", [

@@ -25,6 +25,7 @@ from waybill.services import Services, build
 from waybill.settings import Settings, load_settings
 from waybill.uow import CommitFailed, UnitOfWork
 from waybill.web import errors as api_errors
+from waybill.web.auth import release_heavy_slots
 from waybill.web.context import EXTENSION_KEY, services
 from waybill.web.openapi import build_document
 
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None, *, services_override: Services 
         if tx is not None:  # after_request never ran (an error escaped): undo, keep what must survive.
             with contextlib.suppress(CommitFailed):  # logged already; the escaped error is the answer
                 tx.finish(success=False)
+        release_heavy_slots()  # after the commit above or in after_request: the heavy work is over
 
     @app.get("/openapi.json")
     def openapi() -> Response:

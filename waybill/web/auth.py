@@ -10,12 +10,20 @@ from flask import current_app, g, request
 from sqlalchemy.orm import Session
 
 from waybill import audit, merchants
-from waybill.errors import AuthenticationFailed, PermissionDenied, RateLimited
+from waybill.errors import AuthenticationFailed, PermissionDenied, RateLimited, TooManyConcurrentRequests
 from waybill.extensions import TOKEN_RESOLVERS, TokenResolver
 from waybill.permissions import Permission, Principal
 from waybill.web.context import client_address, db_session, services
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def refuse_spent_client() -> None:
+    """Before any lookup for an unauthenticated request: a client whose failure budget is spent is refused with
+    ``429`` at once (counted, not recorded), so a flood costs neither key lookups nor audit writes."""
+    wait = services().auth_failures.refusal(client_address() or "unknown")
+    if wait is not None:
+        raise RateLimited(wait)
 
 
 def record_failure(session: Session, action: str) -> None:
@@ -49,6 +57,7 @@ def authenticate() -> Principal:
     principal: Principal | None = g.get("principal")
     if principal is not None:
         return principal
+    refuse_spent_client()
     session = db_session()
     try:
         token = bearer_token()
@@ -69,8 +78,30 @@ def authenticate() -> Principal:
     return principal
 
 
+def charge(principal: Principal, cost: float) -> None:
+    """Take ``cost`` units from the merchant's budget, or refuse with ``429`` (nothing taken, nothing done)."""
+    wait = services().merchant_limiter.hit(principal.id, cost)
+    if wait is not None:
+        raise RateLimited(wait)
+
+
+def hold_heavy_slot(principal: Principal) -> None:
+    """Count this request among the caller's heavy requests in flight until it has ended (committed and
+    answered), or refuse it with ``429`` at once when the caller already has the allowed number in flight."""
+    release = services().heavy_requests.try_acquire(principal.actor)
+    if release is None:
+        raise TooManyConcurrentRequests()
+    g.setdefault("heavy_releases", []).append(release)
+
+
+def release_heavy_slots(_exc: BaseException | None = None) -> None:
+    """``teardown_request``: after the unit of work has finished (``after_request``), free the request's slots."""
+    for release in g.pop("heavy_releases", []):
+        release()
+
+
 def requires(permission: Permission, *, cost: float = 1.0) -> Callable[[F], F]:
-    """Authenticate, check the role holds ``permission``, and apply the caller's rate limit."""
+    """Authenticate, check the role holds ``permission``, and charge a merchant ``cost`` units of its budget."""
 
     def deco(fn: F) -> F:
         @functools.wraps(fn)
@@ -81,11 +112,7 @@ def requires(permission: Permission, *, cost: float = 1.0) -> Callable[[F], F]:
                              purpose=str(permission), durable=True)
                 raise PermissionDenied()
             if principal.kind == "merchant":
-                limiter = services().merchant_limiter
-                # Never ask for more than the bucket can hold, or the request could never pass.
-                wait = limiter.hit(principal.id, min(cost, limiter.burst))
-                if wait is not None:
-                    raise RateLimited(wait)
+                charge(principal, cost)
             return fn(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

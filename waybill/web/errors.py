@@ -25,6 +25,7 @@ from waybill.errors import (
     RateLimited,
     ReprintLimitReached,
     SandboxShipment,
+    TooManyConcurrentRequests,
     ValidationFailed,
 )
 from waybill.virtual_numbers.base import NoAvailableNumber, ProviderError
@@ -47,6 +48,7 @@ ERROR_TABLE: list[tuple[type[Exception], int, str]] = [
     (Conflict, 409, "conflict"),
     (AuthenticationFailed, 401, "unauthenticated"),
     (PermissionDenied, 403, "forbidden"),
+    (TooManyConcurrentRequests, 429, "too_many_concurrent_requests"),
     (RateLimited, 429, "rate_limited"),
     (DomainError, 400, "bad_request"),
 ]

@@ -18,7 +18,7 @@ from waybill import audit
 from waybill.errors import NotFound, ValidationFailed
 from waybill.permissions import Principal
 from waybill.schemas import OutModel
-from waybill.web.auth import record_failure
+from waybill.web.auth import record_failure, refuse_spent_client
 from waybill.web.context import db_session, services
 from waybill.web.openapi import operation, respond
 
@@ -40,6 +40,7 @@ DEFAULT_ACK = ReceiptAck(code=0, msg="成功")
 @operation(summary="隐私号服务商推送通话回执（URL 中的密钥即认证；按 call_id 幂等）", tags=("phone",), security=None,
            response=ReceiptAck, errors=(404, 422))
 def receipts(token: str) -> Response:
+    refuse_spent_client()  # a client out of guesses is refused before any work
     session = db_session()
     provider: Any = services().provider
     # Only providers that take pushed receipts have a receipt token.

@@ -1,0 +1,92 @@
+"""Staff login throttling: exponential backoff per (username, client), a failure budget per client, alerts.
+
+No account is ever locked (five wrong passwords used to lock any known user for 15 minutes, renewably: a
+weapon). Instead failures slow down only the client that makes them:
+
+- per (username, client): ``free`` failures, then each further failure must wait ``base`` seconds, then
+  ``2 * base``, ``4 * base``... up to ``max_s``. Built from ``limits`` moving windows: level ``k`` allows
+  ``free + k`` failures in ``base * (2**(k+1) - 1)`` seconds, so the wait before failure ``free + k + 1``
+  is ``base * 2**k``. A successful login clears the pair. The same user from another client is unaffected.
+- per client, across usernames: ``client_per_minute`` failures a minute (spraying many accounts).
+- alerts (``alert.login_failures`` audit events): when a pair starts backing off, when a client spends its
+  budget, and when one username fails ``user_alert`` times in ``alert_window_s`` from any clients (the
+  distributed form nothing above refuses). Each pattern and key alerts at most once per window: a burst
+  writes one alert, not one per failure.
+
+Failures are only checked (:meth:`LoginThrottle.check`) before the password is, and only counted
+(:meth:`LoginThrottle.failed`) when one happened: the right password never costs budget. Counters are per
+worker process (``limits`` MemoryStorage) until the scale issue moves them to Redis.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import NamedTuple
+
+from limits.storage import Storage
+
+from waybill.ratelimit import CompositeLimiter, WindowLimiter, memory_storage
+
+
+class LoginLimits(NamedTuple):
+    free: int = 5
+    base_s: int = 60
+    max_s: int = 3600
+    client_per_minute: int = 30
+    user_alert: int = 20
+    alert_window_s: int = 600
+
+
+def _user_key(username: str) -> str:
+    # Usernames stay out of the counters' keys (memory dumps, a later Redis): a digest is enough to count.
+    return hashlib.sha256(username.encode()).hexdigest()[:32]
+
+
+class LoginThrottle:
+    """The login throttles and alert detectors of one process (see the module docstring)."""
+
+    def __init__(self, limits: LoginLimits, *, storage: Storage | None = None) -> None:
+        store = storage if storage is not None else memory_storage()
+        levels: list[WindowLimiter] = []
+        k = 0
+        while k == 0 or limits.base_s * 2**k <= limits.max_s:
+            window = limits.base_s * (2 ** (k + 1) - 1)
+            levels.append(WindowLimiter(limits.free + k, window, name=f"login-pair-{k}", storage=store))
+            k += 1
+        self._levels = levels
+        self._pair = CompositeLimiter(*levels)
+        self._client = WindowLimiter(limits.client_per_minute, 60, name="login-client", storage=store)
+        self._user = WindowLimiter(limits.user_alert, limits.alert_window_s, name="login-user", storage=store)
+        self._alerted = WindowLimiter(1, limits.alert_window_s, name="login-alerted", storage=store)
+
+    @staticmethod
+    def _pair_key(username: str, client: str) -> str:
+        return f"{_user_key(username)}|{client}"
+
+    def check(self, username: str, client: str) -> float | None:
+        """Before the password is checked: seconds this client must wait (for this user or for any), else
+        ``None``. Refused attempts are not counted: waiting is the only way on."""
+        waits = [w for w in (self._client.peek(client), self._pair.peek(self._pair_key(username, client)))
+                 if w is not None]
+        return max(waits) if waits else None
+
+    def failed(self, username: str, client: str) -> list[str]:
+        """Count a failed login; return the alert patterns to record now (each at most once per window)."""
+        key = self._pair_key(username, client)
+        self._pair.hit(key)
+        self._client.hit(client)
+        user_over = self._user.hit(_user_key(username)) is not None
+        patterns: list[tuple[str, str]] = []
+        if self._pair.peek(key) is not None:
+            patterns.append(("user_client_backoff", client))
+        if self._client.peek(client) is not None:
+            patterns.append(("client_failures", client))
+        if user_over:
+            patterns.append(("user_many_clients", _user_key(username)))
+        return [name for name, subject in patterns if self._alerted.hit(f"{name}|{subject}") is None]
+
+    def succeeded(self, username: str, client: str) -> None:
+        """The right credentials from this client: its backoff for this user starts over."""
+        key = self._pair_key(username, client)
+        for level in self._levels:
+            level.clear(key)
