@@ -43,7 +43,7 @@ class Services:
     @property
     def label_deps(self) -> LabelDeps:
         return LabelDeps(token_key=self.keys.secret("qr_token"), reprint_max=self.settings.reprint_max,
-                         carrier=self.settings.carrier_name, routing=self.routing, codec=self.codec)
+                         codec=self.codec, carrier=self.settings.carrier_name, routing=self.routing)
 
     @property
     def shipment_deps(self) -> ShipmentDeps:
@@ -64,7 +64,8 @@ def initialise(settings: Settings) -> tuple[keyfile.KeyMaterial, Engine, bool]:
     keys, created = keyfile.load_or_create(settings.key_file, allow_create=not settings.is_production)
     engine = db.make_engine(settings.database_url)
     try:
-        db.upgrade(engine)
+        # The keys go along: a data migration may have to encrypt or re-index existing rows.
+        db.upgrade(engine, keys=keys, cipher=settings.cipher, blind_index_bits=settings.blind_index_bits)
         db.check_schema(engine)
     except BaseException:
         engine.dispose()

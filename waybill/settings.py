@@ -50,8 +50,8 @@ class Settings:
     max_request_bytes: int = 8 * 1024 * 1024
     page_max: int = 200
     # Width of the phone blind index in bits: selective within a merchant, yet each value stands for
-    # about a hundred possible mobile numbers (see waybill/crypto/vault.py).
-    blind_index_bits: int = 24
+    # >= ~100 mobile numbers even within one small city (the arithmetic: waybill/crypto/vault.py).
+    blind_index_bits: int = 14
     redis_url: str | None = None
     # Background tasks: a Dramatiq broker (redis:// or amqp://) run by `waybill worker`; unset, in-process.
     broker_url: str | None = None
@@ -271,7 +271,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     if (raw := get("print_job_max")) is not None:
         values["print_job_max"] = _int("print_job_max", raw, 1, 10_000)
     if (raw := get("blind_index_bits")) is not None:
-        values["blind_index_bits"] = _int("blind_index_bits", raw, 16, 63)
+        values["blind_index_bits"] = _int("blind_index_bits", raw, 10, 16)
     if values["log_level"] not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise SettingsError("WAYBILL_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
 

@@ -29,10 +29,10 @@ from tests.conftest import PG_URL, RECIPIENT, SENDER, Env, _drop, shipment_body
 from tests.conftest import run as _untyped_run
 from tests.courier_api import bearer, make_staff
 from tests.printing.label_helpers import decode, pdf_pages_as_images
-from waybill import audit, db, keyfile
+from waybill import audit, db, keyfile, masked
 from waybill.audit import PendingEvent, chain_hash
 from waybill.crypto import vault as vault_module
-from waybill.crypto.vault import Vault
+from waybill.crypto.vault import Vault, blind_index_key, blind_index_value
 from waybill.ids import new_id
 from waybill.labels import derive_token, hash_token
 from waybill.merchants import KEY_PREFIX
@@ -164,6 +164,15 @@ def _seed(env: Env, revision: str) -> Seeded:
     ship_rows = []
     for shp in ([plain, printed] if has_qr else [plain]):
         values = {c.key: getattr(shp, c.key) for c in shp.__table__.columns}
+        if "sender_masked" in tables["shipments"].c:
+            # Before 0015 the masked snapshot was plaintext JSON, and the phone index 24 bits wide (the old
+            # default): the upgrade must seal the one and recompute the other.
+            for role in ("sender", "recipient"):
+                values[f"{role}_masked"] = masked.unseal(codec, shp.id, role, values[f"{role}_masked_ct"])
+                phone = codec.decrypt(values[f"{role}_phone_ct"], table="shipments", column=f"{role}_phone",
+                                      row_id=shp.id)
+                values[f"{role}_phone_bidx"] = blind_index_value(
+                    blind_index_key(keys.secret("blind_index"), f"{role}_phone"), f"{merchant_id}|{phone}", 24)
         values.update(created_at=created_at, updated_at=created_at)
         if shp is printed:
             values.update(status="printed", printed_at=created_at)
@@ -252,6 +261,10 @@ def test_upgrade_from_every_earlier_revision_with_data(bare_env: Callable[[], En
     assert created is False
     report = db.check_schema(env.engine)
     assert report.ok and report.current == (HEAD,)
+    # No masked snapshot is left in plaintext: the visible digits next to the index reversed it.
+    with env.engine.connect() as conn:
+        dump = repr(conn.execute(text("SELECT * FROM shipments")).all())
+    assert "138******78" not in dump and "欧***" not in dump
 
     services = env.services()
     app = env.app()
