@@ -72,6 +72,7 @@ def rotate(engine: Engine, key_file: Path, algorithm: str, *,
     with keyfile.exclusive(key_file):
         # add_master_key re-reads the file under the lock (another process may have rotated since this one
         # started) and writes it durably before anything in the database names the new key.
+        old_primary = keyfile.load(key_file).primary_master_key
         _, mk = keyfile.add_master_key(key_file)
         # Wrap only under what the disk really holds.
         on_disk = keyfile.load(key_file)
@@ -100,7 +101,9 @@ def rotate(engine: Engine, key_file: Path, algorithm: str, *,
                 progress(count, len(ids))
         with engine.begin() as conn:
             conn.execute(update(DataKey).where(DataKey.algorithm == algorithm).values(active=False))
-            new_id = _insert_data_key(conn, on_disk, algorithm)
+            # The new data key is wrapped under the old primary too: if the key file loses the new master key,
+            # what is encrypted after the rotation stays readable like everything before it.
+            new_id = _insert_data_key(conn, on_disk, algorithm, previous_master_key_id=old_primary)
         return RotationReport(new_master_key=mk, rewrapped=count, new_data_key=new_id)
 
 

@@ -335,12 +335,18 @@ def ensure_active_data_key(engine: Engine, material: keyfile.KeyMaterial, algori
         return _insert_data_key(conn, material, algorithm)
 
 
-def _insert_data_key(conn: Connection, material: keyfile.KeyMaterial, algorithm: str) -> int:
+def _insert_data_key(conn: Connection, material: keyfile.KeyMaterial, algorithm: str, *,
+                     previous_master_key_id: str | None = None) -> int:
+    """A new active data key under the primary master key (and, if named, also under a previous one)."""
     dek_id = int(conn.execute(select(func.coalesce(func.max(DataKey.id), 0))).scalar_one()) + 1
     mk = material.primary_master_key
-    wrapped = _wrap(material.master_keys[mk], dek_id, algorithm, os.urandom(_KEY_LEN[algorithm]))
+    key = os.urandom(_KEY_LEN[algorithm])
+    wrapped = _wrap(material.master_keys[mk], dek_id, algorithm, key)
+    previous = (None if previous_master_key_id is None
+                else _wrap(material.master_keys[previous_master_key_id], dek_id, algorithm, key))
     conn.execute(insert(DataKey).values(
-        id=dek_id, algorithm=algorithm, master_key_id=mk, wrapped=wrapped, active=True, created_at=utcnow()))
+        id=dek_id, algorithm=algorithm, master_key_id=mk, wrapped=wrapped, active=True, created_at=utcnow(),
+        previous_master_key_id=None if previous is None else previous_master_key_id, previous_wrapped=previous))
     return dek_id
 
 
