@@ -9,7 +9,8 @@ row id``, so a ciphertext copied to another row or column, or with any header bi
 authentication instead of decrypting to something wrong.
 
 Data keys (DEKs) are random, stored in the ``data_keys`` table wrapped (AEAD) by a master key
-from the key file. Rotation adds a master key and re-wraps the DEKs; ciphertexts never change.
+from the key file. Rotation (:mod:`waybill.crypto.rotation`) adds a master key and re-wraps the DEKs,
+keeping the previous wrapping until retired; ciphertexts never change.
 """
 
 from __future__ import annotations
