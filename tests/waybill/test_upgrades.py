@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from alembic import command
+from alembic.util import CommandError
 from sqlalchemy import Engine, MetaData, Table, insert, inspect, text, update
 
 from courier_api.staff import HASHER, set_phone
@@ -341,6 +342,18 @@ def test_upgrade_from_every_earlier_revision_with_data(bare_env: Callable[[], En
     assert result.as_dict()["events"] > seeded.audit_events
     services.engine.dispose()
 
+
+
+def test_sealing_migration_refuses_existing_shipments_without_the_key_file(bare_env: Callable[[], Env]) -> None:
+    # 0015 encrypts existing masked snapshots: without the keys it must stop, changing nothing.
+    env = bare_env()
+    before = REVISIONS[REVISIONS.index("0015") - 1]
+    _seed(env, before)
+    with pytest.raises(CommandError, match="key file"):
+        db.upgrade(env.engine, "0015")
+    assert db.schema_report(env.engine).current == (before,)
+    columns = {c["name"] for c in inspect(env.engine).get_columns("shipments")}
+    assert "sender_masked" in columns and "sender_masked_ct" not in columns
 
 
 # --- the downgrade round trip, and a schema that drifted from its revision --------------------------------
