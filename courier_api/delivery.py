@@ -19,7 +19,7 @@ from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from courier_api.models import Assignment, StaffUser
-from waybill import audit, labels
+from waybill import audit, labels, masked
 from waybill.crypto.vault import FieldCodec
 from waybill.errors import (
     Conflict,
@@ -143,7 +143,7 @@ def _active_assignment(session: Session, principal: Principal, shipment: Shipmen
 # The scan's one query, built once: the live token, the few shipment columns the courier view needs,
 # and whether this courier holds the shipment's active assignment.
 _SCAN = (select(QrToken.token_hash, Shipment.id, Shipment.waybill_no, Shipment.status, Shipment.sorting_code,
-                Shipment.recipient_region, Shipment.recipient_masked, Shipment.recipient_address_ct,
+                Shipment.recipient_region, Shipment.recipient_masked_ct, Shipment.recipient_address_ct,
                 Assignment.id.label("assignment_id"))
          .join(Shipment, Shipment.id == QrToken.shipment_id)
          .outerjoin(Assignment, and_(Assignment.shipment_id == Shipment.id, _ACTIVE_FOR_COURIER))
@@ -166,12 +166,12 @@ def scan(session: Session, deps: DeliveryDeps, principal: Principal, raw_token: 
         if deps.on_scan is not None:
             deps.on_scan(outcome)
         raise NotFound()
-    region, masked = row.recipient_region, row.recipient_masked
+    region, snap = row.recipient_region, masked.unseal(deps.codec, row.id, "recipient", row.recipient_masked_ct)
     address = deps.codec.decrypt(row.recipient_address_ct, table="shipments", column="recipient_address",
                                  row_id=row.id)
     view = ScannedShipment(
         shipment_id=row.id, waybill_no=row.waybill_no, status=row.status, sorting_code=row.sorting_code,
-        recipient=CourierRecipient(name=masked["name"], phone=masked["phone"], province=region["province"],
+        recipient=CourierRecipient(name=snap["name"], phone=snap["phone"], province=region["province"],
                                    city=region["city"], district=region["district"], address=address),
     )
     audit.record(session, principal, "courier.scan", object_type="shipment", object_id=row.id,

@@ -20,6 +20,8 @@ from sqlalchemy import Column, Connection, Engine, MetaData, create_engine, even
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from waybill.keyfile import KeyMaterial
+
 
 def owner_only(path: Path, mode: int) -> bool:
     """Take group and other permissions away from ``path`` if it exists; True when it had any (logged)."""
@@ -97,9 +99,16 @@ def alembic_config(engine_or_url: Engine | str) -> Config:
     return cfg
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Create or upgrade the schema to ``revision`` through the migrations."""
-    command.upgrade(alembic_config(engine), revision)
+def upgrade(engine: Engine, revision: str = "head", *, keys: KeyMaterial | None = None, cipher: str | None = None,
+            blind_index_bits: int | None = None) -> None:
+    """Create or upgrade the schema to ``revision`` through the migrations.
+
+    Data migrations that encrypt or re-index existing rows (0015) read ``keys``, ``cipher`` and
+    ``blind_index_bits`` from the Alembic config's attributes; without keys they refuse a non-empty table.
+    """
+    cfg = alembic_config(engine)
+    cfg.attributes.update(keys=keys, cipher=cipher, blind_index_bits=blind_index_bits)
+    command.upgrade(cfg, revision)
 
 
 # --- is the live schema the one the models expect? (what `alembic check` compares) -------------------------

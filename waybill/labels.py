@@ -25,7 +25,7 @@ from sqlalchemy import CursorResult, LargeBinary, and_, bindparam, func, select,
 from sqlalchemy.orm import Session, sessionmaker
 
 from printing.model import ORDER_TAIL_MAX, LabelModel, MaskedParty
-from waybill import audit, reprint_caps
+from waybill import audit, masked, reprint_caps
 from waybill.crypto.vault import FieldCodec
 from waybill.errors import (
     DomainError,
@@ -60,9 +60,10 @@ CHINA_TIME = timezone(timedelta(hours=8), "CST")
 class LabelDeps:
     token_key: bytes
     reprint_max: int
+    # Opens the encrypted masked snapshot, and checks order-number tails against the blind index.
+    codec: FieldCodec
     carrier: str = ""
     routing: RoutingTable | None = None  # routes shipments created before they stored their 集包地
-    codec: FieldCodec | None = None  # for the blind-index check of order-number tails
     reprints_per_job: int = 20  # shipments in one print job with a reprint reason
     reprints_per_hour: int = 60  # reprints by one sorter in any hour
 
@@ -83,10 +84,11 @@ def derive_token(key: bytes, nonce: bytes) -> str:
     return base64.b32encode(digest).decode().rstrip("=")
 
 
-def _party(shipment: Shipment, role: str) -> MaskedParty:
-    masked, region = getattr(shipment, f"{role}_masked"), getattr(shipment, f"{role}_region")
-    return MaskedParty(name=masked["name"], phone=masked["phone"], province=region["province"],
-                       city=region["city"], district=region["district"], address=masked["address"])
+def _party(codec: FieldCodec, shipment: Shipment, role: str) -> MaskedParty:
+    snap = masked.unseal(codec, shipment.id, role, getattr(shipment, f"{role}_masked_ct"))
+    region = getattr(shipment, f"{role}_region")
+    return MaskedParty(name=snap["name"], phone=snap["phone"], province=region["province"],
+                       city=region["city"], district=region["district"], address=snap["address"])
 
 
 # Digit runs that could be a phone number: mobile (optionally +86), landline with area code, local number.
@@ -135,10 +137,9 @@ def order_tail(merchant_order_id: str, is_party_phone: Callable[[str], bool] | N
     return merchant_order_id[-ORDER_TAIL_MAX:]
 
 
-def _party_phone_check(deps: LabelDeps, shipment: Shipment) -> Callable[[str], bool] | None:
+def _party_phone_check(deps: LabelDeps, shipment: Shipment) -> Callable[[str], bool]:
+    # The index is narrow on purpose (waybill/crypto/vault.py): a false match only hides a tail needlessly.
     codec = deps.codec
-    if codec is None:
-        return None
     stored = {("sender", shipment.sender_phone_bidx), ("recipient", shipment.recipient_phone_bidx)}
 
     def check(phone: str) -> bool:
@@ -162,7 +163,8 @@ def label_model(deps: LabelDeps, shipment: Shipment, token: str, printed_at: dat
     """The label as printed: masked snapshot, sorting code, waybill number and the QR token only, with what
     a carrier prints besides (carrier name, order-number tail, pieces, 集包地)."""
     return LabelModel(waybill_no=shipment.waybill_no, sorting_code=shipment.sorting_code,
-                      recipient=_party(shipment, "recipient"), sender=_party(shipment, "sender"), token=token,
+                      recipient=_party(deps.codec, shipment, "recipient"),
+                      sender=_party(deps.codec, shipment, "sender"), token=token,
                       weight_g=shipment.weight_g, service=SERVICE_NAME, category=None,
                       printed_at=printed_at.astimezone(CHINA_TIME), carrier=deps.carrier,
                       order_tail=order_tail(shipment.merchant_order_id, _party_phone_check(deps, shipment)),

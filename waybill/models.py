@@ -2,8 +2,8 @@
 
 Personal data lives only in the ``*_ct`` columns, encrypted by :mod:`waybill.crypto.vault`.
 Province, city and district stay readable because routing needs them and they do not identify a
-person; the masked snapshot (what a label shows) is stored beside the ciphertext so that labels
-and merchant views never need to decrypt anything.
+person. The masked snapshot (what a label shows) is encrypted too (``*_masked_ct``, see
+:mod:`waybill.masked`): in plaintext its five visible digits let the index secret reverse the blind index.
 """
 
 from __future__ import annotations
@@ -105,6 +105,9 @@ class DataKey(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     rewrapped_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The wrapping the last rotation replaced, kept until `waybill keys retire` (see waybill/crypto/rotation.py).
+    previous_master_key_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    previous_wrapped: Mapped[bytes | None] = mapped_column(LargeBinary(128), nullable=True)
 
 
 class Shipment(Base):
@@ -126,14 +129,14 @@ class Shipment(Base):
     sender_phone_ct: Mapped[bytes] = mapped_column(LargeBinary)
     sender_address_ct: Mapped[bytes] = mapped_column(LargeBinary)
     sender_region: Mapped[dict[str, str]] = mapped_column(JSON)
-    sender_masked: Mapped[dict[str, str]] = mapped_column(JSON)
+    sender_masked_ct: Mapped[bytes] = mapped_column(LargeBinary)
     sender_phone_bidx: Mapped[int] = mapped_column(BigInteger, index=True)
 
     recipient_name_ct: Mapped[bytes] = mapped_column(LargeBinary)
     recipient_phone_ct: Mapped[bytes] = mapped_column(LargeBinary)
     recipient_address_ct: Mapped[bytes] = mapped_column(LargeBinary)
     recipient_region: Mapped[dict[str, str]] = mapped_column(JSON)
-    recipient_masked: Mapped[dict[str, str]] = mapped_column(JSON)
+    recipient_masked_ct: Mapped[bytes] = mapped_column(LargeBinary)
     recipient_phone_bidx: Mapped[int] = mapped_column(BigInteger, index=True)
 
     weight_g: Mapped[int] = mapped_column(Integer)

@@ -76,7 +76,8 @@ def initialise(settings: Settings) -> tuple[keyfile.KeyMaterial, Engine, bool]:
     keys, created = keyfile.load_or_create(settings.key_file, allow_create=not settings.is_production)
     engine = db.make_engine(settings.database_url)
     try:
-        db.upgrade(engine)
+        # The keys go along: a data migration may have to encrypt or re-index existing rows.
+        db.upgrade(engine, keys=keys, cipher=settings.cipher, blind_index_bits=settings.blind_index_bits)
         db.check_schema(engine)
     except BaseException:
         engine.dispose()

@@ -64,8 +64,8 @@ class Settings:
     max_request_bytes: int = 8 * 1024 * 1024
     page_max: int = 200
     # Width of the phone blind index in bits: selective within a merchant, yet each value stands for
-    # about a hundred possible mobile numbers (see waybill/crypto/vault.py).
-    blind_index_bits: int = 24
+    # >= ~100 mobile numbers even within one small city (the arithmetic: waybill/crypto/vault.py).
+    blind_index_bits: int = 14
     redis_url: str | None = None
     # Background tasks: a Dramatiq broker (redis:// or amqp://) run by `waybill worker`; unset, in-process.
     broker_url: str | None = None
@@ -328,7 +328,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         if (raw := get(name)) is not None:
             values[name] = _int(name, raw, lo, hi)
     if (raw := get("blind_index_bits")) is not None:
-        values["blind_index_bits"] = _int("blind_index_bits", raw, 16, 63)
+        values["blind_index_bits"] = _int("blind_index_bits", raw, 10, 16)
     if values["log_level"] not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise SettingsError("WAYBILL_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
 

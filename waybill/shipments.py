@@ -1,8 +1,8 @@
 """Shipments: create (single, idempotent, batch), read, list, cancel, search by phone.
 
 Domain functions take a session, the acting principal and plain data; they flush but never commit.
-Personal data is encrypted field by field, bound to (table, column, row id); the masked snapshot
-stored beside it is what every merchant view and label shows.
+Personal data is encrypted field by field, bound to (table, column, row id); the masked snapshot,
+encrypted beside it (:mod:`waybill.masked`), is what every merchant view and label shows.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from waybill import audit
+from waybill import audit, masked
 from waybill.crypto.vault import FieldCodec
 from waybill.errors import (
     DomainError,
@@ -119,11 +119,11 @@ def _build(deps: ShipmentDeps, principal: Principal, data: ShipmentIn, idempoten
         values[f"{role}_address_ct"] = enc(party.address, table=TABLE, column=f"{role}_address", row_id=sid)
         values[f"{role}_phone_bidx"] = phone_index(deps.codec, principal.id, role, party.phone)
         values[f"{role}_region"] = regions[role].as_json()
-        values[f"{role}_masked"] = {
+        values[f"{role}_masked_ct"] = masked.seal(deps.codec, sid, role, {
             "name": mask_name(party.name, deps.policy),
             "phone": mask_phone(party.phone, deps.policy),
             "address": mask_address(party.address, deps.policy),
-        }
+        })
     description = data.parcel.description
     return Shipment(
         id=sid, merchant_id=principal.id, merchant_order_id=data.merchant_order_id,

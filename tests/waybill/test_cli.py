@@ -39,7 +39,10 @@ def test_merchant_create_audit_verify_and_rotate(cli_env, tmp_path):
     assert len(keys["master_keys"]) == 2
     old = next(k for k in keys["master_keys"] if k != rotated["new_master_key"])
     retired = json.loads(run(["keys", "retire", old], cli_env).stdout)
-    assert retired["ok"]
+    assert retired["ok"] and retired["retired"] == [old] and retired["dropped_previous_wrappings"] >= 1
+    assert list(json.loads((tmp_path / "data" / "keys.json").read_text())["master_keys"]) == [rotated["new_master_key"]]
+    # Nothing left to retire: every unused non-primary key is gone already.
+    assert json.loads(run(["keys", "retire"], cli_env).stdout)["retired"] == []
     assert json.loads(run(["audit", "verify"], cli_env).stdout)["ok"]
 
 

@@ -129,11 +129,11 @@ def test_readyz_503_when_the_key_file_is_gone_unsafe_or_replaced(fresh_env):
 
 def test_readyz_follows_key_rotation(fresh_env):
     """A rotation adds a master key to the file: still the same installation, still ready."""
-    from waybill.crypto import vault
+    from waybill.crypto import rotation
 
     env = fresh_env()
     client = env.app().test_client()
-    vault.rotate(env.engine, env.settings.key_file, env.settings.cipher)
+    rotation.rotate(env.engine, env.settings.key_file, env.settings.cipher)
     assert client.get("/readyz").status_code == 200
 
 

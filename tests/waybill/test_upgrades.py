@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from alembic import command
+from alembic.util import CommandError
 from sqlalchemy import Engine, MetaData, Table, insert, inspect, select, text, update
 
 from courier_api.staff import HASHER, set_phone
@@ -29,10 +30,10 @@ from tests.conftest import PG_URL, RECIPIENT, SENDER, Env, _drop, shipment_body
 from tests.conftest import run as _untyped_run
 from tests.courier_api import bearer, make_staff
 from tests.printing.label_helpers import decode, pdf_pages_as_images
-from waybill import audit, db, keyfile
+from waybill import audit, db, keyfile, masked
 from waybill.audit import PendingEvent, chain_hash
 from waybill.crypto import vault as vault_module
-from waybill.crypto.vault import Vault
+from waybill.crypto.vault import Vault, blind_index_key, blind_index_value
 from waybill.ids import new_id
 from waybill.labels import derive_token, hash_token
 from waybill.merchants import KEY_PREFIX
@@ -164,6 +165,15 @@ def _seed(env: Env, revision: str) -> Seeded:
     ship_rows = []
     for shp in ([plain, printed] if has_qr else [plain]):
         values = {c.key: getattr(shp, c.key) for c in shp.__table__.columns}
+        if "sender_masked" in tables["shipments"].c:
+            # Before 0015 the masked snapshot was plaintext JSON, and the phone index 24 bits wide (the old
+            # default): the upgrade must seal the one and recompute the other.
+            for role in ("sender", "recipient"):
+                values[f"{role}_masked"] = masked.unseal(codec, shp.id, role, values[f"{role}_masked_ct"])
+                phone = codec.decrypt(values[f"{role}_phone_ct"], table="shipments", column=f"{role}_phone",
+                                      row_id=shp.id)
+                values[f"{role}_phone_bidx"] = blind_index_value(
+                    blind_index_key(keys.secret("blind_index"), f"{role}_phone"), f"{merchant_id}|{phone}", 24)
         values.update(created_at=created_at, updated_at=created_at)
         if shp is printed:
             values.update(status="printed", printed_at=created_at)
@@ -252,6 +262,10 @@ def test_upgrade_from_every_earlier_revision_with_data(bare_env: Callable[[], En
     assert created is False
     report = db.check_schema(env.engine)
     assert report.ok and report.current == (HEAD,)
+    # No masked snapshot is left in plaintext: the visible digits next to the index reversed it.
+    with env.engine.connect() as conn:
+        dump = repr(conn.execute(text("SELECT * FROM shipments")).all())
+    assert "138******78" not in dump and "欧***" not in dump
 
     services = env.services()
     app = env.app()
@@ -341,6 +355,18 @@ def test_upgrade_from_every_earlier_revision_with_data(bare_env: Callable[[], En
     assert result.as_dict()["events"] > seeded.audit_events
     services.engine.dispose()
 
+
+
+def test_sealing_migration_refuses_existing_shipments_without_the_key_file(bare_env: Callable[[], Env]) -> None:
+    # 0015 encrypts existing masked snapshots: without the keys it must stop, changing nothing.
+    env = bare_env()
+    before = REVISIONS[REVISIONS.index("0015") - 1]
+    _seed(env, before)
+    with pytest.raises(CommandError, match="key file"):
+        db.upgrade(env.engine, "0015")
+    assert db.schema_report(env.engine).current == (before,)
+    columns = {c["name"] for c in inspect(env.engine).get_columns("shipments")}
+    assert "sender_masked" in columns and "sender_masked_ct" not in columns
 
 
 # --- the downgrade round trip, and a schema that drifted from its revision --------------------------------

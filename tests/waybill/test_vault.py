@@ -9,13 +9,13 @@ import pytest
 from sqlalchemy import select
 
 from waybill import keyfile
+from waybill.crypto.rotation import rotate
 from waybill.crypto.vault import (
     DecryptionFailed,
     KeyUnavailable,
     MalformedCiphertext,
     UnknownKeyId,
     Vault,
-    rotate,
 )
 from waybill.models import DataKey
 
@@ -149,12 +149,12 @@ def test_rotation_never_writes_plaintext_keys(fresh_env):
 
 
 def test_blind_index_width_and_determinism(base_env):
-    v = make_vault(base_env, blind_index_bits=20)
+    v = make_vault(base_env, blind_index_bits=16)
     a = v.blind_index("phone", "13812345678")
     assert a == v.blind_index("phone", "13812345678")
-    assert 0 <= a < 2**20
+    assert 0 <= a < 2**16
     values = {v.blind_index("phone", f"138{n:08d}") for n in range(3000)}
-    assert len(values) > 2500  # spreads well even at 20 bits
+    assert len(values) > 2500  # spreads well even at the widest allowed 16 bits (~2,930 expected)
 
 
 def test_blind_index_keys_differ_per_field(base_env):

@@ -1,8 +1,9 @@
 """`waybill db current|upgrade|history|check`: the schema's revision, its migrations, and drift.
 
-These commands need the database only (never the key file), so an operator can inspect and upgrade a
-database before the keys are in place. Each prints one JSON object; the differences `check` reports name
-tables, columns, indexes and constraints, never a row's values.
+These commands need the database only, so an operator can inspect and upgrade a database before the keys
+are in place; `upgrade` reads the key file when it can, for the data migrations that encrypt existing rows
+(they refuse, naming the key file, when it is missing). Each prints one JSON object; the differences `check`
+reports name tables, columns, indexes and constraints, never a row's values.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from alembic.util import CommandError
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
-from waybill import db
+from waybill import db, keyfile
 from waybill.commands import common as cli
 from waybill.settings import Settings
 
@@ -65,8 +66,13 @@ def db_upgrade(revision: str) -> None:
     try:
         with engine.connect() as conn:
             before = db.current_revisions(conn)
+        settings = cli.read_settings()
         try:
-            db.upgrade(engine, revision)
+            keys = keyfile.load(settings.key_file)
+        except keyfile.KeyFileError:
+            keys = None  # enough for the schema; a data migration that needs them says so
+        try:
+            db.upgrade(engine, revision, keys=keys, cipher=settings.cipher, blind_index_bits=settings.blind_index_bits)
         except CommandError as exc:  # an unknown revision, or one that would be a downgrade
             cli.fail({"ok": False, "error": {"code": "migration_error", "message": str(exc)}}, 2)
         with engine.connect() as conn:

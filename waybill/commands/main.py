@@ -16,7 +16,7 @@ from waybill.commands.common import (
     ready_services,
     schema_mismatch_doc,
 )
-from waybill.crypto import vault
+from waybill.crypto import rotation
 from waybill.errors import DomainError
 from waybill.extensions import load_extensions
 from waybill.merchants import create_merchant
@@ -166,12 +166,16 @@ def _data_key_count(svc: Services) -> int:
 
 @keys.command("rotate")
 def keys_rotate() -> None:
-    """Promote a new master key and re-wrap every data key; ciphertexts stay readable."""
+    """Promote a new master key and re-wrap every data key; ciphertexts stay readable.
+
+    The old wrappings (and master keys) are kept until `waybill keys retire`, so an interrupted rotation, a key
+    file that lost the new key, or a database restored from before the rotation still decrypts.
+    """
     settings = _settings()
     svc = _ready(settings)
     bar = Progress(_data_key_count(svc), "re-wrapping data keys")
     try:
-        report = vault.rotate(svc.engine, settings.key_file, settings.cipher, progress=bar.set)
+        report = rotation.rotate(svc.engine, settings.key_file, settings.cipher, progress=bar.set)
     finally:
         bar.close()
     with unit_of_work(svc.session_factory) as tx:
@@ -181,25 +185,25 @@ def keys_rotate() -> None:
 
 
 @keys.command("retire")
-@click.argument("master_key_id")
-def keys_retire(master_key_id: str) -> None:
-    """Remove an old master key from the key file once no data key is wrapped by it."""
+@click.argument("master_key_ids", nargs=-1)
+def keys_retire(master_key_ids: tuple[str, ...]) -> None:
+    """End a rotation: drop the previous wrappings and the master keys no data key is wrapped by.
+
+    With MASTER_KEY_IDS, only those (each must be unused); without, every unused non-primary key. Refused while
+    any data key's current wrapping does not open with the key file (the previous one may be all that does).
+    """
     settings = _settings()
     svc = _ready(settings)
-    from sqlalchemy import func, select
-
-    from waybill.models import DataKey
-
-    with unit_of_work(svc.session_factory) as tx:
-        still = tx.session.execute(select(func.count()).where(DataKey.master_key_id == master_key_id)).scalar_one()
-    if still:
-        fail({"ok": False, "error": {"code": "key_in_use", "message": f"{still} data keys still use it; rotate first"}})
     try:
-        with keyfile.exclusive(settings.key_file):
-            keyfile.remove_master_key(settings.key_file, master_key_id)
+        report = rotation.retire(svc.engine, settings.key_file, master_key_ids)
+    except rotation.RetireRefused as exc:
+        fail({"ok": False, "error": {"code": exc.code, "message": str(exc)}})
     except keyfile.KeyFileError as exc:
         fail({"ok": False, "error": {"code": "key_file", "message": str(exc)}})
-    emit({"ok": True, "retired": master_key_id})
+    with unit_of_work(svc.session_factory) as tx:
+        for key_id in report.retired:
+            audit.record(tx.session, SYSTEM, "keys.retire", object_type="master_key", object_id=key_id)
+    emit({"ok": True, "retired": list(report.retired), "dropped_previous_wrappings": report.dropped_previous})
 
 
 def _register_more() -> None:

@@ -9,7 +9,8 @@ row id``, so a ciphertext copied to another row or column, or with any header bi
 authentication instead of decrypting to something wrong.
 
 Data keys (DEKs) are random, stored in the ``data_keys`` table wrapped (AEAD) by a master key
-from the key file. Rotation adds a master key and re-wraps the DEKs; ciphertexts never change.
+from the key file. Rotation (:mod:`waybill.crypto.rotation`) adds a master key and re-wraps the DEKs,
+keeping the previous wrapping until retired; ciphertexts never change.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -30,7 +32,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select
 
 from waybill import keyfile
 from waybill.models import DataKey, utcnow
@@ -42,6 +44,28 @@ _KEY_LEN = {"aes-256-gcm": 32, "sm4-gcm": 16}
 _HEADER = struct.Struct(">BBI")
 _NONCE = 12
 _TAG = 16
+# --- the phone blind index width, from the numbers ---------------------------------------------------------
+# Who can enumerate: someone holding the database AND the index secret (the HMAC is keyed, so without the
+# secret nothing can be tested). The masked snapshot is encrypted (see waybill/masked.py), so all they see
+# next to an index value is the merchant id and the plaintext region (province, city, district).
+#   - Mobile number space: 56 issued three-digit prefixes (130-139, 145-149, 150-153, 155-159, 162, 165-167,
+#     170-178, 180-189, 190-193, 195-199) x 10^8 = 5.6e9 numbers (normalize_phone accepts 7e9).
+#   - Narrowed by the plaintext region: number segments (first 7 digits) are allocated per city; 5.6e5
+#     segments over ~340 prefecture-level cities is ~1.6e7 numbers for an average city, ~2e6 for a small one.
+#   - At w bits each index value stands for space / 2^w numbers. w = 14 (16,384 values):
+#       any mobile number           5.6e9 / 16384 ~= 340,000 candidates per value
+#       an average city's numbers   1.6e7 / 16384 ~= 1,000
+#       a small prefecture's        2.0e6 / 16384 ~= 120   (>= 100: not reversible to one person)
+#   - For the merchant searching its own shipments (the index is scoped per merchant and role), a lookup
+#     returns n / 2^w false positives besides the real matches: 6 for 100,000 shipments, 61 for 1,000,000,
+#     each one AES-GCM decryption (microseconds) to drop.
+#   - Not covered by the width: someone who also holds the printed label (3 + 2 digits shown) is left with
+#     10^6 / 16384 ~= 61 candidates. What protects that case is the index secret living in the key file only.
+# The setting may choose 10..16 bits: 16 still leaves ~30 candidates in a small prefecture; 24 bits (the
+# old default) left 0.1, i.e. the phone itself.
+BLIND_INDEX_BITS = 14
+BLIND_INDEX_MIN_BITS = 10
+BLIND_INDEX_MAX_BITS = 16
 # Re-read the active data key this often, so servers pick up a rotation without a restart.
 _ACTIVE_TTL_S = 60.0
 
@@ -74,6 +98,14 @@ class FieldCodec(Protocol):
     def decrypt(self, blob: bytes, *, table: str, column: str, row_id: str) -> str: ...
 
     def blind_index(self, field: str, normalised: str) -> int: ...
+
+
+def key_id_of(blob: bytes) -> int:
+    """The data-key id a ciphertext names in its header (a :class:`MalformedCiphertext` if it has none)."""
+    blob = bytes(blob)
+    if len(blob) < _HEADER.size:
+        raise MalformedCiphertext("ciphertext too short")
+    return int(_HEADER.unpack_from(blob)[2])
 
 
 def _aad(header: bytes, table: str, column: str, row_id: str) -> bytes:
@@ -135,15 +167,24 @@ class _Dek:
 class Vault:
     """AEAD field encryption with data keys wrapped by the key file's master keys."""
 
-    def __init__(self, engine: Engine, key_file: Path, algorithm: str, *, blind_index_bits: int = 24,
-                 material: keyfile.KeyMaterial | None = None) -> None:
+    def __init__(self, engine: Engine | None, key_file: Path | None, algorithm: str, *,
+                 blind_index_bits: int = BLIND_INDEX_BITS, material: keyfile.KeyMaterial | None = None,
+                 connection: Connection | None = None) -> None:
         if algorithm not in ALGORITHMS:
             raise ValueError(f"unknown algorithm {algorithm}")
-        if not 16 <= blind_index_bits <= 63:
-            raise ValueError("blind_index_bits must be within 16..63")
+        if not BLIND_INDEX_MIN_BITS <= blind_index_bits <= BLIND_INDEX_MAX_BITS:
+            raise ValueError(f"blind_index_bits must be within {BLIND_INDEX_MIN_BITS}..{BLIND_INDEX_MAX_BITS}")
+        if (engine is None) == (connection is None):
+            raise ValueError("give either an engine or a connection")
+        if material is None:
+            if key_file is None:
+                raise ValueError("give the key material or the key file")
+            material = keyfile.load(key_file)
         self._engine = engine
+        # A data migration's vault reads the data keys through the migration's own connection (and transaction).
+        self._connection = connection
         self._key_file = key_file
-        self._material = material or keyfile.load(key_file)
+        self._material = material
         self.algorithm = algorithm
         self._bidx_bits = blind_index_bits
         self._deks: dict[int, _Dek] = {}
@@ -152,10 +193,26 @@ class Vault:
         self._lock = threading.Lock()
         self._bidx_keys: dict[str, bytes] = {}
 
+    @classmethod
+    def over_connection(cls, connection: Connection, material: keyfile.KeyMaterial, algorithm: str, *,
+                        blind_index_bits: int = BLIND_INDEX_BITS) -> Vault:
+        """A vault that reads data keys through ``connection`` (a data migration's), never opening its own."""
+        return cls(None, None, algorithm, blind_index_bits=blind_index_bits, material=material,
+                   connection=connection)
+
     # -- data keys ---------------------------------------------------------------------------
+    @contextmanager
+    def _connect(self) -> Iterator[Connection]:
+        if self._connection is not None:
+            yield self._connection
+            return
+        assert self._engine is not None
+        with self._engine.connect() as conn:
+            yield conn
+
     def _master(self, key_id: str) -> bytes:
         key = self._material.master_keys.get(key_id)
-        if key is None:
+        if key is None and self._key_file is not None:
             # A rotation by another process may have added it: re-read the file once.
             self._material = keyfile.load(self._key_file)
             key = self._material.master_keys.get(key_id)
@@ -172,13 +229,22 @@ class Vault:
             return dek
         if not 0 < dek_id < 2**31:  # the column is a 32-bit signed integer; don't ask the database
             raise UnknownKeyId("ciphertext refers to an unknown data key")
-        with self._engine.connect() as conn:
+        with self._connect() as conn:
             row = conn.execute(
                 select(DataKey.algorithm, DataKey.master_key_id, DataKey.wrapped).where(DataKey.id == dek_id)
             ).first()
-        if row is None:
-            raise UnknownKeyId("ciphertext refers to an unknown data key")
-        dek = self._unwrap(dek_id, row.algorithm, row.master_key_id, bytes(row.wrapped))
+            if row is None:
+                raise UnknownKeyId("ciphertext refers to an unknown data key")
+            try:
+                dek = self._unwrap(dek_id, row.algorithm, row.master_key_id, bytes(row.wrapped))
+            except KeyUnavailable:
+                # The wrapping a rotation replaced stays until `waybill keys retire`: it still opens the data
+                # key when the key file lost the new master key (a power cut undid its rename) or is older.
+                prev = conn.execute(select(DataKey.previous_master_key_id, DataKey.previous_wrapped)
+                                    .where(DataKey.id == dek_id)).one()
+                if prev.previous_master_key_id is None or prev.previous_wrapped is None:
+                    raise
+                dek = self._unwrap(dek_id, row.algorithm, prev.previous_master_key_id, bytes(prev.previous_wrapped))
         with self._lock:
             self._deks[dek_id] = dek
         return dek
@@ -187,7 +253,7 @@ class Vault:
         now = time.monotonic()
         if self._active is not None and now - self._active_checked < _ACTIVE_TTL_S:
             return self._active
-        with self._engine.connect() as conn:
+        with self._connect() as conn:
             dek_id = conn.execute(
                 select(func.max(DataKey.id)).where(DataKey.active.is_(True),
                                                    DataKey.algorithm == self.algorithm)
@@ -199,9 +265,13 @@ class Vault:
         return self._active
 
     # -- fields --------------------------------------------------------------------------------
-    def encrypt(self, plaintext: str, *, table: str, column: str, row_id: str) -> bytes:
-        """Encrypt one field value, bound to its table, column and row."""
-        dek = self._active_dek()
+    def encrypt(self, plaintext: str, *, table: str, column: str, row_id: str, key_id: int | None = None) -> bytes:
+        """Encrypt one field value, bound to its table, column and row.
+
+        ``key_id`` picks a data key other than the active one (a data migration sealing a new column of an
+        old row under that row's own data key, so that destroying the key destroys the whole row).
+        """
+        dek = self._active_dek() if key_id is None else self._dek(key_id)
         header = _HEADER.pack(VERSION, ALGORITHMS[dek.algorithm], dek.id)
         nonce = os.urandom(_NONCE)
         return header + nonce + _seal(dek.algorithm, dek.key, nonce, plaintext.encode(),
@@ -233,17 +303,26 @@ class Vault:
     def blind_index(self, field: str, normalised: str) -> int:
         """Truncated keyed hash of a normalised value, for equality search without decryption.
 
-        The width is planned, not maximal: at the default 24 bits each index value stands for about a
-        hundred of China's ~1.7 billion mobile numbers, so even with the index key the column cannot be
-        reversed to one number, while within one merchant's shipments a lookup still narrows to a handful
-        of candidates, which the caller decrypts to drop false positives.
+        The width (default :data:`BLIND_INDEX_BITS`) is planned so that the database plus the index secret
+        do not give a phone back: the arithmetic is in the comment above ``BLIND_INDEX_BITS``. Callers
+        decrypt the candidates a lookup finds and drop the false positives.
         """
         key = self._bidx_keys.get(field)
         if key is None:
-            key = _hkdf(self._material.secret("blind_index"), b"waybill bidx " + field.encode())
+            key = blind_index_key(self._material.secret("blind_index"), field)
             self._bidx_keys[field] = key
-        digest = hmac.new(key, normalised.encode(), hashlib.sha256).digest()
-        return int.from_bytes(digest[:8], "big") >> (64 - self._bidx_bits)
+        return blind_index_value(key, normalised, self._bidx_bits)
+
+
+def blind_index_key(secret: bytes, field: str) -> bytes:
+    """The per-field HMAC key of the blind index, derived from the key file's ``blind_index`` secret."""
+    return _hkdf(secret, b"waybill bidx " + field.encode())
+
+
+def blind_index_value(key: bytes, normalised: str, bits: int) -> int:
+    """The top ``bits`` bits of HMAC-SHA256(key, value): a narrower index is a prefix of a wider one."""
+    digest = hmac.new(key, normalised.encode(), hashlib.sha256).digest()
+    return int.from_bytes(digest[:8], "big") >> (64 - bits)
 
 
 def ensure_active_data_key(engine: Engine, material: keyfile.KeyMaterial, algorithm: str) -> int:
@@ -257,58 +336,19 @@ def ensure_active_data_key(engine: Engine, material: keyfile.KeyMaterial, algori
         return _insert_data_key(conn, material, algorithm)
 
 
-def _insert_data_key(conn: Connection, material: keyfile.KeyMaterial, algorithm: str) -> int:
+def _insert_data_key(conn: Connection, material: keyfile.KeyMaterial, algorithm: str, *,
+                     previous_master_key_id: str | None = None) -> int:
+    """A new active data key under the primary master key (and, if named, also under a previous one)."""
     dek_id = int(conn.execute(select(func.coalesce(func.max(DataKey.id), 0))).scalar_one()) + 1
     mk = material.primary_master_key
-    wrapped = _wrap(material.master_keys[mk], dek_id, algorithm, os.urandom(_KEY_LEN[algorithm]))
+    key = os.urandom(_KEY_LEN[algorithm])
+    wrapped = _wrap(material.master_keys[mk], dek_id, algorithm, key)
+    previous = (None if previous_master_key_id is None
+                else _wrap(material.master_keys[previous_master_key_id], dek_id, algorithm, key))
     conn.execute(insert(DataKey).values(
-        id=dek_id, algorithm=algorithm, master_key_id=mk, wrapped=wrapped, active=True, created_at=utcnow()))
+        id=dek_id, algorithm=algorithm, master_key_id=mk, wrapped=wrapped, active=True, created_at=utcnow(),
+        previous_master_key_id=None if previous is None else previous_master_key_id, previous_wrapped=previous))
     return dek_id
-
-
-@dataclass(frozen=True)
-class RotationReport:
-    new_master_key: str
-    rewrapped: int
-    new_data_key: int
-
-
-def rotate(engine: Engine, key_file: Path, algorithm: str, *,
-           progress: Callable[[int, int], None] | None = None) -> RotationReport:
-    """Promote a new master key, re-wrap every data key under it, start a new data key.
-
-    Each data key is re-wrapped in its own short transaction (no long lock; servers keep running)
-    and only wrapped key material is ever written. Existing ciphertexts are untouched and stay
-    readable because their data keys survive, merely wrapped differently. ``progress(done, total)`` is
-    told after each data key (the CLI draws a progress bar with it).
-    """
-    # One rotation at a time: two interleaved rotations could re-wrap data keys under a master key
-    # that the other one's write of the key file then drops — leaving data undecryptable.
-    with keyfile.exclusive(key_file):
-        material, mk = keyfile.add_master_key(key_file)
-        count = 0
-        with engine.connect() as conn:
-            ids = [r[0] for r in conn.execute(select(DataKey.id).order_by(DataKey.id))]
-        for dek_id in ids:
-            with engine.begin() as conn:
-                row = conn.execute(
-                    select(DataKey.algorithm, DataKey.master_key_id, DataKey.wrapped)
-                    .where(DataKey.id == dek_id).with_for_update()
-                ).one()
-                old_master = material.master_keys.get(row.master_key_id)
-                if old_master is None:
-                    raise KeyUnavailable("a data key's master key is missing from the key file")
-                key = _unwrap(old_master, dek_id, row.algorithm, bytes(row.wrapped))
-                rewrapped = _wrap(material.master_keys[mk], dek_id, row.algorithm, key)
-                conn.execute(update(DataKey).where(DataKey.id == dek_id).values(
-                    wrapped=rewrapped, master_key_id=mk, rewrapped_at=utcnow()))
-                count += 1
-            if progress is not None:
-                progress(count, len(ids))
-        with engine.begin() as conn:
-            conn.execute(update(DataKey).where(DataKey.algorithm == algorithm).values(active=False))
-            new_id = _insert_data_key(conn, material, algorithm)
-        return RotationReport(new_master_key=mk, rewrapped=count, new_data_key=new_id)
 
 
 class IdentityCodec:

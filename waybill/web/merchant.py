@@ -8,7 +8,8 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
-from waybill import shipments
+from waybill import masked, shipments
+from waybill.crypto.vault import FieldCodec
 from waybill.errors import ValidationFailed
 from waybill.models import Shipment
 from waybill.permissions import Permission
@@ -52,13 +53,17 @@ def party_out(masked: dict[str, str], region: dict[str, str]) -> PartyOut:
                     district=region["district"], address=masked["address"])
 
 
-def shipment_out(s: Shipment) -> ShipmentOut:
-    """The merchant view: masked parties only (same masks as the printed label)."""
+def shipment_out(s: Shipment, codec: FieldCodec | None = None) -> ShipmentOut:
+    """The merchant view: masked parties only (same masks as the printed label), decrypted from the snapshot.
+
+    ``codec`` defaults to the request's services' (views pass nothing).
+    """
+    codec = codec or services().codec
     return ShipmentOut.model_validate({
         "id": s.id, "waybill_no": s.waybill_no, "status": s.status, "sorting_code": s.sorting_code,
         "merchant_order_id": s.merchant_order_id,
-        "sender": party_out(s.sender_masked, s.sender_region),
-        "recipient": party_out(s.recipient_masked, s.recipient_region),
+        "sender": party_out(masked.unseal(codec, s.id, "sender", s.sender_masked_ct), s.sender_region),
+        "recipient": party_out(masked.unseal(codec, s.id, "recipient", s.recipient_masked_ct), s.recipient_region),
         "parcel": ParcelOut(weight_g=s.weight_g, pieces=s.pieces, has_description=s.description_ct is not None),
         "created_at": s.created_at,
     })
