@@ -361,3 +361,37 @@ def test_cli_operator_is_not_scoped_or_capped(services, merchant, client):
         assert len(labels.issue_print_job(s, services.label_deps, operator, ids)) == 25
         assert len(labels.issue_print_job(s, services.label_deps, operator, ids, reprint_reason="printer_jam")) == 25
         s.rollback()
+
+
+def test_concurrent_reprint_jobs_cannot_both_spend_the_hourly_allowance(fresh_env):
+    """Four jobs of three reprints at once, an allowance of three an hour: one is printed, three get 429."""
+    import threading
+
+    from tests.conftest import make_merchant
+
+    env = fresh_env(reprints_per_job=3, reprints_per_sorter_per_hour=3)
+    svc = env.services()
+    app = create_app(env.settings, services_override=svc)
+    client = app.test_client()
+    ids = _batch(client, make_merchant(svc), "RACE", 12)
+    _first_print(svc, ids)
+    racer = make_staff(svc, "racer", "sorter", DESTINATION)
+    # One session per job (the sorter logged in on four terminals): nothing about a shared token serialises them.
+    sessions = [bearer(login(client, racer).get_json()["access_token"]) for _ in range(4)]
+    barrier, results = threading.Barrier(4), []
+
+    def work(i):
+        own = app.test_client()
+        barrier.wait()
+        r = own.post("/v1/print-jobs", json={"shipment_ids": ids[3 * i:3 * i + 3], "format": "zpl",
+                                             "reprint_reason": "damaged"}, headers=sessions[i])
+        results.append((r.status_code, r.get_data().count(b"^BQN")))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [(200, 3), (429, 0), (429, 0), (429, 0)], results
+    assert _revoked(svc, ids) == 3 and _live(svc, ids) == 12
+    assert len(_alerts(svc)) == 3
