@@ -71,7 +71,7 @@ def token() -> Response:
     client = client_address() or "unknown"
     body: TokenRequest = parse(TokenRequest, json_body())
     # Before the password hash is computed: a throttled client costs no Argon2 work and writes nothing.
-    wait = throttle.check(body.username, client)
+    wait = throttle.begin(body.username, client)
     if wait is not None:
         raise RateLimited(wait)
     session = db_session()

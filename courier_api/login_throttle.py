@@ -13,8 +13,8 @@ weapon). Instead failures slow down only the client that makes them:
   distributed form nothing above refuses). Each pattern and key alerts at most once per window: a burst
   writes one alert, not one per failure.
 
-Failures are only checked (:meth:`LoginThrottle.check`) before the password is, and only counted
-(:meth:`LoginThrottle.failed`) when one happened: the right password never costs budget. Counters are per
+Attempts are checked (:meth:`LoginThrottle.begin`) before the password is; the right password gives back
+what its attempt took (:meth:`LoginThrottle.succeeded`), so it never costs budget. Counters are per
 worker process (``limits`` MemoryStorage) until the scale issue moves them to Redis.
 """
 
@@ -63,17 +63,21 @@ class LoginThrottle:
     def _pair_key(username: str, client: str) -> str:
         return f"{_user_key(username)}|{client}"
 
-    def check(self, username: str, client: str) -> float | None:
+    def begin(self, username: str, client: str) -> float | None:
         """Before the password is checked: seconds this client must wait (for this user or for any), else
-        ``None``. Refused attempts are not counted: waiting is the only way on."""
-        waits = [w for w in (self._client.peek(client), self._pair.peek(self._pair_key(username, client)))
-                 if w is not None]
-        return max(waits) if waits else None
+        ``None``. Refused attempts are not counted: waiting is the only way on.
+
+        An allowed attempt is counted against the (username, client) pair at once, as if it failed — so
+        parallel guesses cannot all pass before the first one fails — and :meth:`succeeded` takes it back.
+        """
+        wait = self._client.peek(client)
+        if wait is not None:
+            return wait
+        return self._pair.hit(self._pair_key(username, client))
 
     def failed(self, username: str, client: str) -> list[str]:
         """Count a failed login; return the alert patterns to record now (each at most once per window)."""
         key = self._pair_key(username, client)
-        self._pair.hit(key)
         self._client.hit(client)
         user_over = self._user.hit(_user_key(username)) is not None
         patterns: list[tuple[str, str]] = []

@@ -7,6 +7,7 @@ forever, from anywhere.
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 import pytest
 from sqlalchemy import select
@@ -91,13 +92,13 @@ def test_the_backoff_is_capped(limits_clock):  # noqa: F811
     throttle = LoginThrottle(LoginLimits(free=2, base_s=10, max_s=40))
     waits = []
     for _ in range(12):
-        while (wait := throttle.check("u", "c")) is not None:
+        while (wait := throttle.begin("u", "c")) is not None:
             waits.append(wait)
             limits_clock.advance(wait + 0.5)
         throttle.failed("u", "c")
     assert waits[:3] == [10, 19.5, 39.5]  # doubling from the base (half a second went by each time)
     assert max(waits) <= 40 and min(waits) >= 10  # capped, and never back to free
-    assert throttle.check("u", "other-client") is None
+    assert throttle.begin("u", "other-client") is None
 
 
 def test_one_client_spraying_usernames_is_refused_across_them(configured):
@@ -115,3 +116,26 @@ def test_one_account_failing_from_many_clients_alerts_but_is_not_locked(configur
     assert codes == [401] * 12
     assert [a.purpose for a in _events(svc, "alert.login_failures")] == ["pattern=user_many_clients"]
     assert _post(client, "sprayed", new.password, USER_SIDE).status_code == 200
+
+
+def test_parallel_guesses_cannot_all_pass_before_the_first_fails(fresh_env):
+    """An attempt is counted when it starts: 20 parallel wrong passwords from one client, 5 reach the check."""
+    env = fresh_env()
+    svc = env.services()
+    app = create_app(env.settings, services_override=svc)
+    make_staff(svc, "raced", "courier")
+    barrier = threading.Barrier(20)
+    codes: list[int] = []
+
+    def guess():
+        client = app.test_client()
+        barrier.wait(timeout=30)
+        codes.append(_post(client, "raced", WRONG, ATTACKER).status_code)
+
+    threads = [threading.Thread(target=guess) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert sorted(codes) == [401] * 5 + [429] * 15
+    assert len(_events(svc, "auth.failed")) == 5

@@ -64,7 +64,9 @@ def test_a_batch_the_budget_can_never_cover_is_a_clear_422(configured):
     m = make_merchant(svc, "超额商户")
     r = client.post("/v1/shipments/batch", json=_batch("X", 50), headers=m.headers)
     assert_error(r, 422, "validation_error", "shipments")
-    assert "40" in r.get_json()["error"]["message"]  # the largest batch this budget takes
+    assert "38" in r.get_json()["error"]["message"]  # the largest batch this budget takes: 1 + 19 units
+    fresh = make_merchant(svc, "满额商户")  # the largest batch exactly fills an unused window
+    assert client.post("/v1/shipments/batch", json=_batch("Y", 38), headers=fresh.headers).status_code == 200
     assert db_count(svc, Shipment, Shipment.merchant_id == m.id) == 0
 
 
