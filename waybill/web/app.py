@@ -30,6 +30,8 @@ from waybill.web.openapi import build_document
 
 log = logging.getLogger("waybill.request")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# gunicorn passes any token as a method ("BAD13812345678"): log and count the standard ones by name only.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def create_app(settings: Settings | None = None, *, services_override: Services | None = None,
@@ -83,12 +85,13 @@ def create_app(settings: Settings | None = None, *, services_override: Services 
         # The route pattern, not the raw path: whatever a caller puts in a URL never reaches the log or metrics.
         route = request.url_rule.rule if request.url_rule is not None else UNMATCHED
         seconds = time.perf_counter() - g.get("t0", time.perf_counter())
+        method = request.method if request.method in _METHODS else "OTHER"
         log.info("request", extra={
-            "request_id": g.get("request_id"), "method": request.method, "path": route,
+            "request_id": g.get("request_id"), "method": method, "path": route,
             "status": response.status_code, "actor": principal.actor if principal else None,
             "duration_ms": round(seconds * 1000, 2),
         })
-        services().metrics.observe_request(route, request.method, response.status_code, seconds,
+        services().metrics.observe_request(route, method, response.status_code, seconds,
                                            g.get("error_code"))
         return response
 
