@@ -69,6 +69,12 @@ def authenticate() -> Principal:
     return principal
 
 
+def required_permission(view: Callable[..., Any] | None) -> Permission | None:
+    """The permission a view's route requires (``None``: none or not declared with :func:`requires`)."""
+    found = getattr(view, "__waybill_permission__", None)
+    return found if isinstance(found, Permission) else None
+
+
 def requires(permission: Permission, *, cost: float = 1.0) -> Callable[[F], F]:
     """Authenticate, check the role holds ``permission``, and apply the caller's rate limit."""
 
@@ -88,6 +94,7 @@ def requires(permission: Permission, *, cost: float = 1.0) -> Callable[[F], F]:
                     raise RateLimited(wait)
             return fn(*args, **kwargs)
 
+        wrapper.__waybill_permission__ = permission  # type: ignore[attr-defined]  # read by required_permission
         return wrapper  # type: ignore[return-value]
 
     return deco
