@@ -23,6 +23,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
@@ -33,7 +34,8 @@ from waybill.permissions import ROLE_PERMISSIONS, STAFF_ROLES
 from waybill.web.auth import required_permission
 
 EXAMPLES = int(os.environ.get("WAYBILL_FUZZ_EXAMPLES", "15"))
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
+          response_headers_conformance]
 _PARAM = re.compile(r"<(?:[a-z_]+:)?([a-zA-Z_]+)>")
 
 

@@ -137,6 +137,9 @@ def test_slow_clients_holding_every_thread_do_not_starve_healthz(served: Served)
                            timeout=20)
         assert answer.startswith(b"HTTP/1.1 200"), answer
         assert answer.endswith(b'{"ok":true}\n')
+        # A request still not complete at its deadline (10 s for the head) is answered 408 and closed.
+        late = _read_all(slow[0])
+        assert late.startswith(b"HTTP/1.1 408") and b'"request_timeout"' in late, late
     finally:
         stop.set()
         dripper.join()
@@ -234,3 +237,27 @@ def test_scrub_removes_what_a_client_wrote() -> None:
     text = scrub(f"Invalid request line: 'GET /v1/{PHONE}' from /x?phone={PHONE} ip=10.0.0.1:8080\x01")
     assert PHONE not in text and "\x01" not in text and "ip=10.0.0.1:8080" in text
     assert scrub(f"/v1/shipments/{PHONE}/label") == "/v1/shipments/…/label"
+
+
+def test_gunicorns_access_log_when_enabled_is_json_without_the_raw_path(capsys: pytest.CaptureFixture[str]) -> None:
+    """`waybill serve` leaves it off (the app logs requests by route); switched on, it still leaks nothing."""
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from gunicorn.config import Config
+
+    from waybill.serving.gunicorn_log import JsonLogger
+
+    cfg = Config()
+    cfg.set("accesslog", "-")
+    logger = JsonLogger(cfg)
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": f"/v1/shipments/{PHONE}", "QUERY_STRING": f"phone={PHONE}",
+               "RAW_URI": f"/v1/shipments/{PHONE}?phone={PHONE}"}
+    logger.access(SimpleNamespace(status="404 NOT FOUND", status_code=404),
+                  SimpleNamespace(path=environ["PATH_INFO"], method="GET"), environ, timedelta(milliseconds=3))
+    logger.warning(f"Invalid request from ip=10.0.0.1: Invalid HTTP request line: 'GET /v1/{PHONE} HTTP/1.1'")
+    out = capsys.readouterr()
+    lines = [json.loads(line) for line in (out.out + out.err).splitlines() if line.strip()]
+    assert len(lines) == 2 and PHONE not in out.out + out.err
+    assert lines[0]["path"] == "/v1/shipments/…" and lines[0]["status"] == 404
+    assert "ip=10.0.0.1" in lines[1]["msg"]

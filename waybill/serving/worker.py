@@ -218,7 +218,8 @@ class Worker(ThreadWorker):  # type: ignore[misc]
                 if b"100-continue" in bytes(state.data[:head_end]).lower():
                     # The client waits for this before sending its body; gunicorn sends its own later too,
                     # which a client reads as one more informational answer.
-                    util.write_nonblock(conn.sock, b"HTTP/1.1 100 Continue\r\n\r\n")
+                    with contextlib.suppress(OSError):  # a client that is gone is found on the next read
+                        conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
             return True
         self._leave(conn)
         if conn.parser is None:
