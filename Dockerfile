@@ -28,4 +28,5 @@ EXPOSE 8080
 # Readiness, not liveness: the container is healthy when the database, key file and Redis answer.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
   CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/readyz', timeout=4).status == 200 else 1)"]
-CMD ["waybill", "serve", "--host", "0.0.0.0", "--port", "8080", "--workers", "4"]
+# Workers: one per CPU the container may use (`--workers N` to override, e.g. under a --cpus quota).
+CMD ["waybill", "serve", "--host", "0.0.0.0", "--port", "8080"]

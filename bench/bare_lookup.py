@@ -53,15 +53,16 @@ def serve(host: str, port: int, workers: int) -> None:
     """Run the app under gunicorn with the configuration `waybill serve` uses (see waybill/commands/main.py)."""
     from gunicorn.app.base import BaseApplication
 
+    from waybill.serving.config import gunicorn_options
+
     settings = load_settings()
 
     class _App(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
-            self.cfg.set("bind", f"{host}:{port}")
-            self.cfg.set("workers", workers)
-            self.cfg.set("threads", 4 if settings.is_sqlite else 2)
-            self.cfg.set("worker_class", "gthread")
-            self.cfg.set("accesslog", None)
+            options = gunicorn_options(host=host, port=port, workers=workers,
+                                       threads=4 if settings.is_sqlite else 2)
+            for name, value in options.items():
+                self.cfg.set(name, value)
 
         def load(self) -> Any:
             return create_app(settings)

@@ -165,7 +165,8 @@ def deliver(shipment_id: str) -> Response:
 
 @bp.get("/v1/audit/events")
 @operation(summary="审计事件（不含个人信息）", tags=("audit",), response=AuditPage, errors=(422,),
-           query=(("limit", "integer", "每页条数"), ("cursor", "string", "上一页的 next_cursor"),
+           query=(("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}, "每页条数"),
+                  ("cursor", {"type": "string", "pattern": "^[0-9]{1,18}$"}, "上一页的 next_cursor"),
                   ("action", "string", "按动作过滤"), ("actor", "string", "按操作人过滤")))
 @requires(Permission.AUDIT_READ)
 def audit_events() -> Response:

@@ -56,9 +56,13 @@ def init() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
-@click.option("--workers", default=1, show_default=True, type=int, help="gunicorn worker processes")
+@click.option("--workers", default=0, show_default=True, type=click.IntRange(min=0),
+              help="gunicorn worker processes (0: one per CPU)")
 def serve(host: str, port: int, workers: int) -> None:
     """Serve the HTTP API (runs `init` first if needed)."""
+    from waybill.serving.config import default_workers, gunicorn_options
+
+    workers = workers or default_workers()
     settings = _settings()
     try:  # `init` first: key file, migrations, and the schema check (a drifted schema is not served)
         initialise(settings)[1].dispose()
@@ -98,11 +102,10 @@ def serve(host: str, port: int, workers: int) -> None:
 
     class _App(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
-            self.cfg.set("bind", f"{host}:{port}")
-            self.cfg.set("workers", workers)
-            self.cfg.set("threads", 4 if settings.is_sqlite else 2)
-            self.cfg.set("worker_class", "gthread")
-            self.cfg.set("accesslog", None)  # our request log omits query strings; gunicorn's would not
+            options = gunicorn_options(host=host, port=port, workers=workers,
+                                       threads=4 if settings.is_sqlite else 2)
+            for name, value in options.items():
+                self.cfg.set(name, value)
             if multiproc_dir is not None:
                 self.cfg.set("child_exit", _child_exit)
 

@@ -15,12 +15,13 @@ import time
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
+from werkzeug.routing import BaseConverter
 
 import printing
 from waybill import logs
 from waybill.errors import Conflict
 from waybill.extensions import load_extensions
-from waybill.metrics import UNMATCHED
+from waybill.metrics import UNMATCHED, method_label
 from waybill.services import Services, build
 from waybill.settings import Settings, load_settings
 from waybill.uow import CommitFailed, UnitOfWork
@@ -31,6 +32,7 @@ from waybill.web.openapi import build_document
 
 log = logging.getLogger("waybill.request")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_CONVERTER = re.compile(r"<[a-z_]+:([a-zA-Z_]+)>")
 
 
 def create_app(settings: Settings | None = None, *, services_override: Services | None = None,
@@ -40,6 +42,12 @@ def create_app(settings: Settings | None = None, *, services_override: Services 
     svc = services_override or build(settings)
     app = Flask("waybill")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    # No automatic OPTIONS answers (an empty 200 the document does not describe, its Allow header listing
+    # methods of routes that only share the path's shape): OPTIONS gets the 405 JSON error with Allow naming the
+    # documented methods, like any method a path does not serve.
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    # Shipment ids in paths (shp_...): /v1/shipments/search and /batch are not ids, so GET there is a 405 too.
+    app.url_map.converters["shp"] = ShipmentIdConverter
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[EXTENSION_KEY] = svc
@@ -88,14 +96,17 @@ def create_app(settings: Settings | None = None, *, services_override: Services 
         response.headers.setdefault("X-Frame-Options", "DENY")
         principal = g.get("principal")
         # The route pattern, not the raw path: whatever a caller puts in a URL never reaches the log or metrics.
-        route = request.url_rule.rule if request.url_rule is not None else UNMATCHED
+        # (Without converter names: /v1/shipments/<shipment_id>, however the segment is matched.)
+        route = _CONVERTER.sub(r"<\1>", request.url_rule.rule) if request.url_rule is not None else UNMATCHED
         seconds = time.perf_counter() - g.get("t0", time.perf_counter())
+        # gunicorn passes any token as a method ("BAD13812345678"): the log names the standard ones only.
+        method = method_label(request.method)
         log.info("request", extra={
-            "request_id": g.get("request_id"), "method": request.method, "path": route,
+            "request_id": g.get("request_id"), "method": method, "path": route,
             "status": response.status_code, "actor": principal.actor if principal else None,
             "duration_ms": round(seconds * 1000, 2),
         })
-        services().metrics.observe_request(route, request.method, response.status_code, seconds,
+        services().metrics.observe_request(route, method, response.status_code, seconds,
                                            g.get("error_code"))
         return response
 
@@ -115,6 +126,12 @@ def create_app(settings: Settings | None = None, *, services_override: Services 
         return jsonify(doc)
 
     return app
+
+
+class ShipmentIdConverter(BaseConverter):
+    """A path segment that can be a shipment id (``shp_`` and more); whether it exists is the view's question."""
+
+    regex = r"shp_[^/]+"
 
 
 def _end_transaction(tx: UnitOfWork, response: Response) -> Response:

@@ -100,6 +100,12 @@ def release_heavy_slots(_exc: BaseException | None = None) -> None:
         release()
 
 
+def required_permission(view: Callable[..., Any] | None) -> Permission | None:
+    """The permission a view's route requires (``None``: none or not declared with :func:`requires`)."""
+    found = getattr(view, "__waybill_permission__", None)
+    return found if isinstance(found, Permission) else None
+
+
 def requires(permission: Permission, *, cost: float = 1.0) -> Callable[[F], F]:
     """Authenticate, check the role holds ``permission``, and charge a merchant ``cost`` units of its budget."""
 
@@ -115,6 +121,7 @@ def requires(permission: Permission, *, cost: float = 1.0) -> Callable[[F], F]:
                 charge(principal, cost)
             return fn(*args, **kwargs)
 
+        wrapper.__waybill_permission__ = permission  # type: ignore[attr-defined]  # read by required_permission
         return wrapper  # type: ignore[return-value]
 
     return deco

@@ -72,9 +72,10 @@ def _file(data: bytes, fmt: str, waybill_no: str) -> Response:
     return resp
 
 
-@bp.get("/v1/shipments/<shipment_id>/label")
+@bp.get("/v1/shipments/<shp:shipment_id>/label")
 @operation(summary="打印面单（首次签发二维码令牌，之后重复打印同一令牌）", tags=TAGS, errors=(404, 409, 422),
-           query=(("format", "string", "pdf | png | zpl"), ("size", "string", "100x150 | 100x180 | 76x130")),
+           query=(("format", {"type": "string", "enum": ["pdf", "png", "zpl"], "default": "pdf"}, "面单格式"),
+                  ("size", {"type": "string", "enum": list(printing.SIZES), "default": DEFAULT_SIZE}, "面单尺寸")),
            content_types=LABEL_TYPES)
 @requires(Permission.LABEL_READ)
 def label(shipment_id: str) -> Response:
@@ -89,7 +90,7 @@ def label(shipment_id: str) -> Response:
     return _file(data, fmt, issued.shipment.waybill_no)
 
 
-@bp.post("/v1/shipments/<shipment_id>/label/reprint")
+@bp.post("/v1/shipments/<shp:shipment_id>/label/reprint")
 @operation(summary="重打面单：签发新令牌、作废旧令牌并记录原因与操作人（每单、每名分拣员每小时有上限）", tags=TAGS,
            body=ReprintIn, errors=(404, 409, 429), content_types=LABEL_TYPES)
 @requires(Permission.LABEL_REPRINT)

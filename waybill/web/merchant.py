@@ -135,7 +135,7 @@ def create_batch() -> Response:
     return respond(BatchOut, BatchOut(results=results))
 
 
-@bp.get("/v1/shipments/<shipment_id>")
+@bp.get("/v1/shipments/<shp:shipment_id>")
 @operation(summary="查询运单（脱敏）", tags=TAGS, response=ShipmentOut, errors=(404,))
 @requires(Permission.SHIPMENT_READ)
 def get(shipment_id: str) -> Response:
@@ -153,7 +153,9 @@ def _limit() -> int:
 
 @bp.get("/v1/shipments")
 @operation(summary="列出本商户运单（游标分页）", tags=TAGS, response=ShipmentPage,
-           query=(("limit", "integer", "每页条数"), ("cursor", "string", "上一页返回的 next_cursor")),
+           query=(("limit", lambda st: {"type": "integer", "minimum": 1, "maximum": st.page_max, "default": 50},
+                    "每页条数"),
+                  ("cursor", "string", "上一页返回的 next_cursor")),
            errors=(422,))
 @requires(Permission.SHIPMENT_LIST)
 def list_() -> Response:
@@ -183,7 +185,7 @@ def search() -> Response:
     return respond(ShipmentPage, ShipmentPage(items=[shipment_out(r) for r in rows], next_cursor=None))
 
 
-@bp.post("/v1/shipments/<shipment_id>/cancel")
+@bp.post("/v1/shipments/<shp:shipment_id>/cancel")
 @operation(summary="取消运单（揽收前）", tags=TAGS, response=ShipmentOut, errors=(404, 409))
 @requires(Permission.SHIPMENT_CANCEL)
 def cancel(shipment_id: str) -> Response:

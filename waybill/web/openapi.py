@@ -18,9 +18,13 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from waybill.schemas import ErrorOut
+from waybill.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 _ATTR = "__waybill_openapi__"
+# A query parameter's schema: a JSON type name, a JSON schema, or a function of the settings giving one (a bound
+# that is a setting, e.g. the page size maximum).
+QuerySchema = str | dict[str, Any] | Callable[[Settings], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,7 @@ class Operation:
     status: int = 200
     also: tuple[int, ...] = ()  # other statuses answering the same response model (e.g. readiness: 503)
     security: str | None = "bearer"
-    query: tuple[tuple[str, str, str], ...] = ()  # (name, json type, description)
+    query: tuple[tuple[str, QuerySchema, str], ...] = ()  # (name, schema, description)
     headers: tuple[tuple[str, str], ...] = ()  # (name, description)
     errors: tuple[int, ...] = ()
     content_types: tuple[str, ...] = ("application/json",)
@@ -77,7 +81,19 @@ def respond(model: type[BaseModel], value: object, status: int | None = None) ->
 _PARAM = re.compile(r"<(?:[a-z_]+:)?([a-zA-Z_]+)>")
 
 
+def query_schema(schema: QuerySchema, settings: Settings) -> dict[str, Any]:
+    """The JSON schema of one query parameter as the document shows it."""
+    if isinstance(schema, str):
+        return {"type": schema}
+    if isinstance(schema, dict):
+        return schema
+    return schema(settings)
+
+
 def build_document(app: Flask) -> dict[str, Any]:
+    from waybill.web.context import EXTENSION_KEY
+
+    settings: Settings = app.extensions[EXTENSION_KEY].settings
     ops: list[tuple[str, str, Operation]] = []
     for rule in app.url_map.iter_rules():
         op = documented(app.view_functions.get(rule.endpoint))
@@ -102,8 +118,8 @@ def build_document(app: Flask) -> dict[str, Any]:
             {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
             for name in re.findall(r"{([a-zA-Z_]+)}", path)
         ]
-        params += [{"name": n, "in": "query", "required": False, "schema": {"type": t}, "description": d}
-                   for n, t, d in op.query]
+        params += [{"name": n, "in": "query", "required": False, "schema": query_schema(t, settings),
+                    "description": d} for n, t, d in op.query]
         params += [{"name": n, "in": "header", "required": False, "schema": {"type": "string"},
                     "description": d} for n, d in op.headers]
         ok: dict[str, Any] = {"description": "OK"}
