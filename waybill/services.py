@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
@@ -19,6 +20,9 @@ from waybill.settings import Settings
 from waybill.shipments import ShipmentDeps
 from waybill.virtual_numbers import make_provider
 from waybill.virtual_numbers.base import VirtualNumberProvider
+from waybill.virtual_numbers.builtin import development_pool_problem, seed_development_pool
+
+log = logging.getLogger("waybill.services")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +74,23 @@ def initialise(settings: Settings) -> tuple[keyfile.KeyMaterial, Engine, bool]:
         engine.dispose()
         raise
     ensure_active_data_key(engine, keys, settings.cipher)
+    if settings.phone_provider == "builtin":
+        _check_builtin_pool(settings, engine)
     return keys, engine, created
+
+
+def _check_builtin_pool(settings: Settings, engine: Engine) -> None:
+    """Development: an empty built-in pool gets the development numbers, so a fresh install can call at once.
+    Production: nothing is seeded; an empty pool or one with development numbers is logged as a warning
+    (every call would answer 503, or hand out placeholder numbers)."""
+    with Session(engine) as session:
+        if settings.env == "development":
+            seed_development_pool(session)
+            session.commit()
+        elif settings.is_production:
+            problem = development_pool_problem(session)
+            if problem is not None:
+                log.warning("virtual number pool not usable", extra={"problem": problem})
 
 
 def build(settings: Settings, *, engine: Engine | None = None, codec: FieldCodec | None = None,

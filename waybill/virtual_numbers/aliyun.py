@@ -51,7 +51,7 @@ from waybill.virtual_numbers.base import (
     VirtualNumberError,
 )
 from waybill.virtual_numbers.models import VnBinding, VnBindingEndpoint
-from waybill.virtual_numbers.store import StoredProvider, normalise, to_binding
+from waybill.virtual_numbers.store import StoredProvider, after_transaction, normalise, to_binding
 
 API_VERSION = "2017-05-25"
 DEFAULT_ENDPOINT = "https://dyplsapi.aliyuncs.com/"
@@ -211,6 +211,8 @@ class AliyunProvider(StoredProvider):
 
     #: What the receipt push endpoint answers so Aliyun stops re-sending a batch.
     receipt_ack = RECEIPT_ACK
+    # The remote bind comes first, before this transaction writes (and locks) anything; see _allocate.
+    expire_before_allocate = False
 
     def __init__(self, codec: FieldCodec, endpoint_key: bytes, *, access_key_id: str, access_key_secret: str,
                  pool_key: str, endpoint: str = DEFAULT_ENDPOINT, timeout: float = 10.0,
@@ -230,7 +232,12 @@ class AliyunProvider(StoredProvider):
 
     def _allocate(self, session: Session, mode: Mode, a_number: str, b_number: str, ha: bytes, hb: bytes, *,
                   ttl: timedelta, ref: str, now: datetime) -> Binding:
-        """``BindAxb`` / ``BindAxnExtension`` at Aliyun, then the local record of it."""
+        """``BindAxb`` / ``BindAxnExtension`` at Aliyun, then the local record of it.
+
+        The HTTP call happens before this method writes anything, so it never waits on the network while
+        holding row locks (the caller takes its locks after :meth:`bind_axe` returns). Every remote
+        binding that ends up unused is given back once the transaction has ended.
+        """
         expires_at = (now + ttl).replace(microsecond=0)  # Aliyun's granularity is the second
         params = {"PoolKey": self.pool_key, "Expiration": to_beijing(expires_at), "OutId": ref}
         if mode == "axb":
@@ -250,6 +257,11 @@ class AliyunProvider(StoredProvider):
         # The remote binding exists now; if the caller's unit of work does not commit, nothing local refers
         # to it, so give it back (it would otherwise route calls until it expires).
         on_rollback(session, lambda: self._unbind_quietly(subs_id, x_number))
+
+        def give_back() -> None:  # after commit: the rollback case is the compensation above
+            after_transaction(session, lambda: self._unbind_quietly(subs_id, x_number), on_rollback=False)
+
+        self.expire_due(session, now)  # only now: its UPDATE takes row locks
         try:
             return to_binding(self.insert_binding(session, **fields))  # type: ignore[arg-type]
         except IntegrityError:
@@ -260,22 +272,22 @@ class AliyunProvider(StoredProvider):
         try:
             existing = self.existing_for_ref(session, ref, mode, ha, hb, now)
         except BindConflict:
-            self._unbind_quietly(subs_id, x_number)
+            give_back()
             raise
         if existing is not None:
-            self._unbind_quietly(subs_id, x_number)
+            give_back()
             return existing
         self._drop_stale(session, x_number, (ha, hb), extension)
         try:
             return to_binding(self.insert_binding(session, **fields))  # type: ignore[arg-type]
         except IntegrityError:  # still clashing (a concurrent local change): give the remote binding back
-            self._unbind_quietly(subs_id, x_number)
+            give_back()
             raise BindConflict() from None
 
     def _drop_stale(self, session: Session, x_number: str, hashes: tuple[bytes, bytes], extension: str | None) -> None:
         stale = set(session.scalars(select(VnBindingEndpoint.binding_id).where(
             VnBindingEndpoint.x_number == x_number, VnBindingEndpoint.active.is_(True),
-            VnBindingEndpoint.endpoint_hash.in_(hashes))))
+            VnBindingEndpoint.endpoint_hash.in_(hashes), VnBindingEndpoint.slot.in_({"", extension or ""}))))
         if extension is not None:
             stale |= set(session.scalars(select(VnBinding.id).where(
                 VnBinding.x_number == x_number, VnBinding.extension == extension, VnBinding.active.is_(True))))
@@ -292,16 +304,19 @@ class AliyunProvider(StoredProvider):
             self.client.call("UnbindSubscription", {"PoolKey": self.pool_key, "SubsId": subs_id,
                                                     "SecretNo": wire_number(x_number)})
 
-    def release_remote(self, session: Session, row: VnBinding, at: datetime | None) -> None:
-        """Unbind at Aliyun, or shorten the binding there (``UpdateSubscription``/``updateExpire``)."""
-        if row.provider_ref is None:
-            return
+    def release_remote(self, provider_ref: str, x_number: str, at: datetime | None) -> None:
+        """Unbind at Aliyun, or shorten the binding there (``UpdateSubscription``/``updateExpire``).
+
+        Called after the local transaction (see :meth:`StoredProvider.release`); a binding Aliyun no longer
+        has (``isv.SUBS_NOT_EXIST``) is the goal reached.
+        """
         if at is None:
-            self._unbind(row.provider_ref, row.x_number)
+            self._unbind(provider_ref, x_number)
             return
-        self.client.call("UpdateSubscription", {
-            "PoolKey": self.pool_key, "SubsId": row.provider_ref, "PhoneNoX": wire_number(row.x_number),
-            "OperateType": "updateExpire", "Expiration": to_beijing(at)})
+        with contextlib.suppress(OutOfSession):
+            self.client.call("UpdateSubscription", {
+                "PoolKey": self.pool_key, "SubsId": provider_ref, "PhoneNoX": wire_number(x_number),
+                "OperateType": "updateExpire", "Expiration": to_beijing(at)})
 
 
 def parse_receipts(body: bytes | str) -> list[CallReceipt]:
