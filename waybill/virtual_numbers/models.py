@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, text
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, SmallInteger, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from waybill.models import Base, UTCDateTime, utcnow
@@ -82,6 +82,8 @@ class VnBindingEndpoint(Base):
     role: Mapped[str] = mapped_column(String(1))  # "a" or "b"
     # "" (X alone routes) or, for the A endpoint of an AXE binding, its extension.
     slot: Mapped[str] = mapped_column(String(8), default="", server_default="")
+    # Which key made endpoint_hash (1: the blind-index-derived key of before migration 0012; 2: phone_hash).
+    key_version: Mapped[int] = mapped_column(SmallInteger, default=2, server_default=text("1"))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     # A copy of the binding's expiry, so expired rows are deactivated by one indexed UPDATE.
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
@@ -97,6 +99,7 @@ class VnCall(Base):
     x_number: Mapped[str] = mapped_column(String(20))
     outcome: Mapped[str] = mapped_column(String(20))  # "routed" or "out_of_session"
     caller_hash: Mapped[bytes | None] = mapped_column(LargeBinary(32), nullable=True)
+    key_version: Mapped[int] = mapped_column(SmallInteger, default=2, server_default=text("1"))  # of caller_hash
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     duration_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
     release_cause: Mapped[int | None] = mapped_column(Integer, nullable=True)

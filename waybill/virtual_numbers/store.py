@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -37,9 +37,12 @@ from waybill.virtual_numbers.base import (
 )
 from waybill.virtual_numbers.models import VnBinding, VnBindingEndpoint, VnCall
 
-# Own HKDF info string: the endpoint key is independent of every blind-index key derived from the same
-# secret, and adds nothing to the key file.
-ENDPOINT_KEY_INFO = b"waybill virtual-number endpoint hash v1"
+# The endpoint key comes from the key file's own "phone_hash" secret: independent of the blind index (whose
+# secret once keyed these hashes too, see ENDPOINT_KEY_VERSION), so a leak or rotation of one leaves the other.
+ENDPOINT_KEY_INFO = b"waybill virtual-number endpoint hash v2"
+#: The key generation of endpoint and caller hashes; rows of an older one are upgraded by
+#: :func:`upgrade_legacy_hashes` (1: derived from the blind-index secret, before migration 0012).
+ENDPOINT_KEY_VERSION = 2
 OUT_OF_SESSION = "out_of_session"
 #: The outbox topic that carries a release to a remote provider (retried until it is through).
 RELEASE_TOPIC = "virtual_numbers.release"
@@ -48,9 +51,47 @@ _NO_SYNC = {"synchronize_session": False}
 
 
 def derive_endpoint_key(keys: KeyMaterial) -> bytes:
-    """The HMAC key for endpoint and caller hashes, derived from the key file's ``blind_index`` secret."""
+    """The HMAC key for endpoint and caller hashes, derived from the key file's ``phone_hash`` secret."""
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=ENDPOINT_KEY_INFO).derive(
-        keys.secret("blind_index"))
+        keys.secret("phone_hash"))
+
+
+def upgrade_legacy_hashes(session: Session, codec: FieldCodec, endpoint_key: bytes) -> dict[str, int]:
+    """Re-key hashes written under the blind-index-derived key (key version 1) with the endpoint key.
+
+    Endpoint hashes are recomputed from the binding's own ciphertexts (a_ct, b_ct), so live bindings keep
+    routing and the allocation rule keeps seeing them; an endpoint whose ciphertext no longer decrypts
+    (its data destroyed) is deleted. A call's caller hash has no ciphertext to recompute it from: it is
+    cleared (the old hash is tied to the blind-index secret, which is what this separation ends).
+    Idempotent; a no-op once every row is at the current version. Flushes, never commits.
+    """
+    hasher = hmac.new(endpoint_key, digestmod=hashlib.sha256)
+    rows = session.execute(
+        select(VnBindingEndpoint.binding_id, VnBindingEndpoint.endpoint_hash, VnBindingEndpoint.role,
+               VnBinding.a_ct, VnBinding.b_ct)
+        .join(VnBinding, VnBinding.id == VnBindingEndpoint.binding_id)
+        .where(VnBindingEndpoint.key_version < ENDPOINT_KEY_VERSION)).all()
+    rehashed = dropped = 0
+    for binding_id, old_hash, role, a_ct, b_ct in rows:
+        column = "a_ct" if role == "a" else "b_ct"
+        where = (VnBindingEndpoint.binding_id == binding_id) & (VnBindingEndpoint.endpoint_hash == old_hash)
+        try:
+            number = codec.decrypt(a_ct if role == "a" else b_ct, table="vn_bindings", column=column,
+                                   row_id=binding_id)
+        except Exception:  # destroyed or unreadable: nothing can route to it any more
+            session.execute(delete(VnBindingEndpoint).where(where), execution_options=_NO_SYNC)
+            dropped += 1
+            continue
+        digest = hasher.copy()
+        digest.update(normalise(number).encode())
+        session.execute(update(VnBindingEndpoint).where(where).values(
+            endpoint_hash=digest.digest(), key_version=ENDPOINT_KEY_VERSION), execution_options=_NO_SYNC)
+        rehashed += 1
+    cleared = session.execute(update(VnCall).where(VnCall.key_version < ENDPOINT_KEY_VERSION).values(
+        caller_hash=None, key_version=ENDPOINT_KEY_VERSION), execution_options=_NO_SYNC)
+    session.flush()
+    return {"endpoints_rehashed": rehashed, "endpoints_dropped": dropped,
+            "caller_hashes_cleared": int(cleared.rowcount or 0)}  # type: ignore[attr-defined]
 
 
 def normalise(number: str) -> str:
@@ -205,7 +246,7 @@ class StoredProvider:
             for digest, role in endpoints:
                 session.execute(insert(VnBindingEndpoint).values(
                     binding_id=binding_id, endpoint_hash=digest, x_number=x_number, role=role, slot=slots[role],
-                    active=True, expires_at=expires_at))
+                    active=True, expires_at=expires_at, key_version=ENDPOINT_KEY_VERSION))
         row = session.get(VnBinding, binding_id)
         assert row is not None
         return row
@@ -323,7 +364,7 @@ class StoredProvider:
                 session.execute(insert(VnCall).values(
                     call_id=route.call_id, binding_id=route.binding_id, x_number=route.x_number,
                     outcome="routed" if route.routed else OUT_OF_SESSION, caller_hash=caller_hash, started_at=at,
-                    routed_at=self._clock()))
+                    routed_at=self._clock(), key_version=ENDPOINT_KEY_VERSION))
         except IntegrityError:
             pass  # a concurrent request for the same call id logged it first
 
@@ -355,7 +396,8 @@ class StoredProvider:
                     session.execute(insert(VnCall).values(
                         call_id=receipt.call_id, binding_id=binding_id, x_number=x_number,
                         outcome="routed" if receipt.routed else OUT_OF_SESSION,
-                        caller_hash=self._try_hash(receipt.caller)[1], started_at=receipt.started_at, **values))
+                        caller_hash=self._try_hash(receipt.caller)[1], started_at=receipt.started_at,
+                        key_version=ENDPOINT_KEY_VERSION, **values))
                 return True
             except IntegrityError:
                 continue  # a concurrent copy of this receipt was inserted first: look again
