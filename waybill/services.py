@@ -18,6 +18,7 @@ from waybill.readiness import Readiness
 from waybill.routing import RoutingTable
 from waybill.settings import Settings
 from waybill.shipments import ShipmentDeps
+from waybill.uow import unit_of_work
 from waybill.virtual_numbers import make_provider
 from waybill.virtual_numbers.base import VirtualNumberProvider
 from waybill.virtual_numbers.builtin import development_pool_problem, seed_development_pool
@@ -84,7 +85,8 @@ def initialise(settings: Settings) -> tuple[keyfile.KeyMaterial, Engine, bool]:
 
 def _upgrade_phone_hashes(settings: Settings, engine: Engine, keys: keyfile.KeyMaterial) -> None:
     """Re-key endpoint and caller hashes still keyed from the blind-index secret (once, after migration 0012)."""
-    with Session(engine) as session:
+    with unit_of_work(db.make_session_factory(engine)) as tx:
+        session = tx.session
         legacy = session.scalar(select(func.count()).select_from(VnBindingEndpoint).where(
             VnBindingEndpoint.key_version < ENDPOINT_KEY_VERSION)) or session.scalar(
             select(func.count()).select_from(VnCall).where(VnCall.key_version < ENDPOINT_KEY_VERSION))
@@ -96,7 +98,6 @@ def _upgrade_phone_hashes(settings: Settings, engine: Engine, keys: keyfile.KeyM
             codec = Vault(key_engine, settings.key_file, settings.cipher,
                           blind_index_bits=settings.blind_index_bits, material=keys)
             done = upgrade_legacy_hashes(session, codec, derive_endpoint_key(keys))
-            session.commit()
         finally:
             if key_engine is not engine:
                 key_engine.dispose()
@@ -107,12 +108,11 @@ def _check_builtin_pool(settings: Settings, engine: Engine) -> None:
     """Development: an empty built-in pool gets the development numbers, so a fresh install can call at once.
     Production: nothing is seeded; an empty pool or one with development numbers is logged as a warning
     (every call would answer 503, or hand out placeholder numbers)."""
-    with Session(engine) as session:
+    with unit_of_work(db.make_session_factory(engine)) as tx:
         if settings.env == "development":
-            seed_development_pool(session)
-            session.commit()
+            seed_development_pool(tx.session)
         elif settings.is_production:
-            problem = development_pool_problem(session)
+            problem = development_pool_problem(tx.session)
             if problem is not None:
                 log.warning("virtual number pool not usable", extra={"problem": problem})
 

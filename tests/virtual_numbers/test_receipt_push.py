@@ -204,7 +204,8 @@ def test_one_malformed_record_costs_the_batch_nothing_and_is_reported(aliyun_app
     with svc.session_factory() as s:
         assert sorted(s.scalars(select(VnCall.call_id))) == ["good-1", "good-2"]
         alerts = s.scalars(select(AuditEvent).where(AuditEvent.action == "alert.phone_receipts_rejected")).all()
-    assert [(a.outcome, a.purpose) for a in alerts] == [("alert", "rejected=4 fields=call_id,call_time,call_type,record")]
+    expected = ("alert", "rejected=4 fields=call_id,call_time,call_type,record")
+    assert [(a.outcome, a.purpose) for a in alerts] == [expected]
 
 
 @pytest.mark.parametrize("sms_type", [2, 3, 5])
