@@ -9,6 +9,7 @@ Every scan attempt is audited with its outcome; reading the full address is audi
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from waybill.errors import (
 from waybill.ids import looks_like, new_id
 from waybill.models import QrToken, Shipment, utcnow
 from waybill.permissions import Permission, Principal
-from waybill.virtual_numbers.base import Binding, VirtualNumberProvider
+from waybill.virtual_numbers.base import Binding, OutOfSession, VirtualNumberProvider
 
 ASSIGNABLE = frozenset({"printed", "in_transit", "out_for_delivery"})
 DELIVERY_METHODS = ("handover", "locker", "station")
@@ -88,8 +89,15 @@ def _decrypt(deps: DeliveryDeps, shipment: Shipment, column: str) -> str:
                               row_id=shipment.id)
 
 
-def assign(session: Session, principal: Principal, shipment_id: str, courier_username: str) -> Assignment:
-    """Hand a shipment to a courier of the dispatcher's station; status becomes ``out_for_delivery``."""
+def assign(session: Session, principal: Principal, shipment_id: str, courier_username: str, *,
+           provider: VirtualNumberProvider) -> Assignment:
+    """Hand a shipment to a courier of the dispatcher's station; status becomes ``out_for_delivery``.
+
+    A reassignment ends the previous assignment and releases its call binding at once (no grace period:
+    the previous courier must no longer reach the recipient, and the new courier's binding of the same
+    shipment must not conflict with it). A remote provider is told after the commit (see
+    :meth:`~waybill.virtual_numbers.store.StoredProvider.release`).
+    """
     principal.require(Permission.DISPATCH_ASSIGN)
     shipment = None
     if looks_like("shp", shipment_id):
@@ -110,8 +118,17 @@ def assign(session: Session, principal: Principal, shipment_id: str, courier_use
     if shipment.status not in ASSIGNABLE:
         raise InvalidStatusTransition("当前状态不可派送", field="shipment_id")
     now = utcnow()
-    session.execute(update(Assignment).where(Assignment.shipment_id == shipment.id, Assignment.ended_at.is_(None))
-                    .values(ended_at=now, end_reason="reassigned").execution_options(synchronize_session=False))
+    # Read under the shipment's lock: a concurrent call of the previous courier either committed its
+    # binding id before (released here) or re-checks its assignment after us and rolls back.
+    ending = session.execute(select(Assignment.id, Assignment.binding_id).where(
+        Assignment.shipment_id == shipment.id, Assignment.ended_at.is_(None))).all()
+    if ending:
+        session.execute(update(Assignment).where(Assignment.id.in_([row.id for row in ending]))
+                        .values(ended_at=now, end_reason="reassigned").execution_options(synchronize_session=False))
+    for row in ending:
+        if row.binding_id is not None:
+            with contextlib.suppress(OutOfSession):  # a binding that is gone already needs no release
+                provider.release(session, row.binding_id)
     session.flush()
     assignment = Assignment(id=new_id("asg"), shipment_id=shipment.id, courier_id=courier.id,
                             dispatcher_id=principal.id, station=principal.station, assigned_at=now)
@@ -181,11 +198,14 @@ def scan(session: Session, deps: DeliveryDeps, principal: Principal, raw_token: 
     return view
 
 
-def _assigned(session: Session, principal: Principal, shipment_id: str, action: str) -> tuple[Shipment, Assignment]:
+def _assigned(session: Session, principal: Principal, shipment_id: str, action: str, *,
+              lock: bool = True) -> tuple[Shipment, Assignment]:
     shipment = None
     if looks_like("shp", shipment_id):
-        shipment = session.execute(select(Shipment).where(Shipment.id == shipment_id).with_for_update()
-                                   ).scalar_one_or_none()
+        query = select(Shipment).where(Shipment.id == shipment_id)
+        if lock:  # populate_existing: a re-check under the lock must see what committed meanwhile
+            query = query.with_for_update().execution_options(populate_existing=True)
+        shipment = session.execute(query).scalar_one_or_none()
     assignment = _active_assignment(session, principal, shipment) if shipment is not None else None
     if shipment is None or assignment is None:
         audit.record(session, principal, action, object_type="shipment",
@@ -196,9 +216,15 @@ def _assigned(session: Session, principal: Principal, shipment_id: str, action: 
 
 
 def call(session: Session, deps: DeliveryDeps, principal: Principal, shipment_id: str) -> Binding:
-    """A virtual number (and extension) for the assigned courier to call the recipient through."""
+    """A virtual number (and extension) for the assigned courier to call the recipient through.
+
+    A remote provider's bind is an HTTP call, so it runs before this transaction locks any row: the
+    checks first read without locks, the provider binds, and only then is the shipment locked and the
+    assignment checked again. If it ended meanwhile (a reassignment), the request fails and rolls back,
+    and the provider's compensation gives the remote binding back.
+    """
     principal.require(Permission.COURIER_CALL)
-    shipment, assignment = _assigned(session, principal, shipment_id, "courier.call")
+    shipment, assignment = _assigned(session, principal, shipment_id, "courier.call", lock=False)
     courier = session.get(StaffUser, principal.id)
     if courier is None or courier.phone_ct is None:
         raise NoCourierPhone(field="courier")
@@ -206,6 +232,7 @@ def call(session: Session, deps: DeliveryDeps, principal: Principal, shipment_id
     # Binding again with the same ref and parties returns the live binding: repeated calls are cheap.
     binding = deps.provider.bind_axe(session, courier_phone, _decrypt(deps, shipment, "recipient_phone"),
                                      ttl=deps.binding_ttl, ref=shipment.id)
+    shipment, assignment = _assigned(session, principal, shipment_id, "courier.call")
     assignment.binding_id = binding.id
     audit.record(session, principal, "courier.call", object_type="shipment", object_id=shipment.id,
                  fields=["recipient.phone"], purpose="delivery call")

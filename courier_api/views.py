@@ -116,7 +116,8 @@ def install(app: Flask) -> None:
 @requires(Permission.DISPATCH_ASSIGN)
 def assign() -> Response:
     data: AssignIn = parse(AssignIn, json_body())
-    a = delivery.assign(db_session(), authenticate(), data.shipment_id, data.courier)
+    a = delivery.assign(db_session(), authenticate(), data.shipment_id, data.courier,
+                        provider=courier_services().delivery.provider)
     return respond(AssignOut, AssignOut(assignment_id=a.id, shipment_id=a.shipment_id, courier=data.courier,
                                         status="out_for_delivery", assigned_at=a.assigned_at))
 

@@ -24,7 +24,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-PURPOSES = ("blind_index", "audit_chain", "api_key", "idempotency", "qr_token", "session_token")
+PURPOSES = ("blind_index", "audit_chain", "api_key", "idempotency", "qr_token", "session_token", "phone_hash")
+#: Purposes added after key files were first written. A key file without them is completed by
+#: :func:`add_missing_secrets`: automatically outside production, by `waybill keys add-secrets` in production
+#: (a secret generated separately on each node would make the nodes disagree).
+ADDED_PURPOSES = ("phone_hash",)
 FORMAT = 1
 
 
@@ -127,8 +131,8 @@ def create(path: Path, material: KeyMaterial) -> bool:
     return True
 
 
-def load(path: Path) -> KeyMaterial:
-    """Read and validate the key file."""
+def _read(path: Path) -> KeyMaterial:
+    """Read the key file and check what every version of it has (permissions, format, master keys)."""
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -148,10 +152,32 @@ def load(path: Path) -> KeyMaterial:
         raise KeyFileError(f"key file {path}: primary master key is missing")
     if any(len(v) != 32 for v in master.values()):
         raise KeyFileError(f"key file {path}: master keys must be 32 bytes")
-    missing = [p for p in PURPOSES if len(secs.get(p, b"")) < 32]
-    if missing:
-        raise KeyFileError(f"key file {path}: missing or short secrets: {', '.join(missing)}")
     return KeyMaterial(primary_master_key=primary, master_keys=master, secrets=secs)
+
+
+def load(path: Path) -> KeyMaterial:
+    """Read and validate the key file: every purpose has its secret."""
+    material = _read(path)
+    missing = [p for p in PURPOSES if len(material.secrets.get(p, b"")) < 32]
+    if missing:
+        hint = (" (run `waybill keys add-secrets` once, then give every node the completed file)"
+                if set(missing) <= set(ADDED_PURPOSES) else "")
+        raise KeyFileError(f"key file {path}: missing or short secrets: {', '.join(missing)}{hint}")
+    return material
+
+
+def add_missing_secrets(path: Path) -> list[str]:
+    """Give a key file written before a purpose existed a random secret for it; returns the purposes added.
+
+    Only purposes of :data:`ADDED_PURPOSES` are added (a missing original secret means a damaged file).
+    Hold :func:`exclusive` around it. Nothing else in the file changes.
+    """
+    current = _read(path)
+    missing = [p for p in ADDED_PURPOSES if len(current.secrets.get(p, b"")) < 32]
+    if missing:
+        secs = {**current.secrets, **{p: secrets.token_bytes(32) for p in missing}}
+        write(path, KeyMaterial(current.primary_master_key, current.master_keys, secs))
+    return missing
 
 
 def load_or_create(path: Path, *, allow_create: bool) -> tuple[KeyMaterial, bool]:
@@ -161,6 +187,9 @@ def load_or_create(path: Path, *, allow_create: bool) -> tuple[KeyMaterial, bool
             raise KeyFileError(f"key file not found: {path} (production never generates keys)")
         created = create(path, generate())
         return load(path), created
+    if allow_create:
+        with exclusive(path):
+            add_missing_secrets(path)
     return load(path), False
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 import printing
@@ -19,8 +20,14 @@ from waybill.routing import RoutingTable
 from waybill.settings import Settings, SettingsError
 from waybill.shipments import ShipmentDeps
 from waybill.stations import StationRegister
+from waybill.uow import unit_of_work
 from waybill.virtual_numbers import make_provider
 from waybill.virtual_numbers.base import VirtualNumberProvider
+from waybill.virtual_numbers.builtin import development_pool_problem, seed_development_pool
+from waybill.virtual_numbers.models import VnBindingEndpoint, VnCall
+from waybill.virtual_numbers.store import ENDPOINT_KEY_VERSION, derive_endpoint_key, upgrade_legacy_hashes
+
+log = logging.getLogger("waybill.services")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +90,9 @@ def initialise(settings: Settings) -> tuple[keyfile.KeyMaterial, Engine, bool]:
         engine.dispose()
         raise
     ensure_active_data_key(engine, keys, settings.cipher)
+    _upgrade_phone_hashes(settings, engine, keys)
+    if settings.phone_provider == "builtin":
+        _check_builtin_pool(settings, engine)
     return keys, engine, created
 
 
@@ -99,6 +109,40 @@ def load_stations(settings: Settings, routing: RoutingTable) -> StationRegister:
     except ValueError as exc:
         raise SettingsError(f"station register rejected: {exc}") from None
     return stations
+
+
+def _upgrade_phone_hashes(settings: Settings, engine: Engine, keys: keyfile.KeyMaterial) -> None:
+    """Re-key endpoint and caller hashes still keyed from the blind-index secret (once, after migration 0012)."""
+    with unit_of_work(db.make_session_factory(engine)) as tx:
+        session = tx.session
+        legacy = session.scalar(select(func.count()).select_from(VnBindingEndpoint).where(
+            VnBindingEndpoint.key_version < ENDPOINT_KEY_VERSION)) or session.scalar(
+            select(func.count()).select_from(VnCall).where(VnCall.key_version < ENDPOINT_KEY_VERSION))
+        if not legacy:
+            return
+        # On SQLite the vault reads data keys through a non-locking engine: this session holds the write lock.
+        key_engine = db.make_engine(settings.database_url, write_lock=False) if settings.is_sqlite else engine
+        try:
+            codec = Vault(key_engine, settings.key_file, settings.cipher,
+                          blind_index_bits=settings.blind_index_bits, material=keys)
+            done = upgrade_legacy_hashes(session, codec, derive_endpoint_key(keys))
+        finally:
+            if key_engine is not engine:
+                key_engine.dispose()
+    log.warning("virtual number hashes re-keyed", extra=done)
+
+
+def _check_builtin_pool(settings: Settings, engine: Engine) -> None:
+    """Development: an empty built-in pool gets the development numbers, so a fresh install can call at once.
+    Production: nothing is seeded; an empty pool or one with development numbers is logged as a warning
+    (every call would answer 503, or hand out placeholder numbers)."""
+    with unit_of_work(db.make_session_factory(engine)) as tx:
+        if settings.env == "development":
+            seed_development_pool(tx.session)
+        elif settings.is_production:
+            problem = development_pool_problem(tx.session)
+            if problem is not None:
+                log.warning("virtual number pool not usable", extra={"problem": problem})
 
 
 def build(settings: Settings, *, engine: Engine | None = None, codec: FieldCodec | None = None,

@@ -20,7 +20,7 @@ from waybill.models import utcnow
 from waybill.outbox import Handler, Job, TaskQueue
 from waybill.services import Services
 from waybill.uow import UnitOfWork
-from waybill.virtual_numbers.store import StoredProvider
+from waybill.virtual_numbers.store import RELEASE_TOPIC, StoredProvider
 
 log = logging.getLogger("waybill.tasks")
 
@@ -39,9 +39,19 @@ def _expire_bindings(svc: Services) -> Handler:
     return handler
 
 
+def _release_remote(svc: Services) -> Handler:
+    def handler(tx: UnitOfWork, payload: Mapping[str, Any]) -> None:
+        provider = svc.provider
+        # A release reached the local rows; tell the remote provider (idempotent; a failure is retried).
+        if isinstance(provider, StoredProvider):
+            provider.sync_remote_release(tx.session, str(payload["binding_id"]))
+    return handler
+
+
 def handlers(svc: Services) -> dict[str, Handler]:
     """Every topic's handler: waybill's own and those of the installed extensions."""
-    found: dict[str, Handler] = {"virtual_numbers.expire": _expire_bindings(svc)}
+    found: dict[str, Handler] = {"virtual_numbers.expire": _expire_bindings(svc),
+                                 RELEASE_TOPIC: _release_remote(svc)}
     for ext in load_extensions():
         for topic, handler in ext.task_handlers(svc).items():
             if topic in found:

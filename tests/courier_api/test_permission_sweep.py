@@ -240,7 +240,8 @@ class World:
         if state == "assigned" and obj != "A_unassigned":
             dispatcher, courier = ("dispatcher", "courier") if owner == "merchant" else ("dispatcher_far", "courier_b")
             with self.svc.session_factory() as s:
-                delivery.assign(s, self.principals[dispatcher], made.id, STAFF[courier][0])
+                delivery.assign(s, self.principals[dispatcher], made.id, STAFF[courier][0],
+                                provider=self.svc.provider)
                 s.commit()
         if state in ("requested", "pending"):
             # Filed by the privacy_officer principal (read cases) or by the other officer (approval cases), and
@@ -476,7 +477,7 @@ DOMAIN_OPS: dict[str, tuple[Permission, DomainCall]] = {
     "issue_print_job": (Permission.PRINT_JOB_CREATE, lambda s, svc, p, sid: labels.issue_print_job(
         s, svc.label_deps, p, [sid])),
     "assign": (Permission.DISPATCH_ASSIGN, lambda s, svc, p, sid: delivery.assign(
-        s, p, sid, STAFF["courier_same"][0])),
+        s, p, sid, STAFF["courier_same"][0], provider=svc.provider)),
     "scan": (Permission.COURIER_SCAN, lambda s, svc, p, sid: delivery.scan(s, delivery_deps(svc), p, "X" * 32)),
     "call": (Permission.COURIER_CALL, lambda s, svc, p, sid: delivery.call(s, delivery_deps(svc), p, sid)),
     "deliver": (Permission.COURIER_DELIVER, lambda s, svc, p, sid: delivery.deliver(

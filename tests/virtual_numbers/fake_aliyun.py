@@ -14,6 +14,7 @@ import hmac
 import itertools
 import json
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -46,6 +47,10 @@ class FakeAliyun:
         self.requests: list[dict[str, str]] = []
         self.rejected: list[str] = []
         self.fail_next: str | None = None
+        # Called with each request's parameters before it is handled (e.g. to look at the database's locks
+        # at the moment the service talks to the provider); whatever it returns is kept in ``observed``.
+        self.on_request: Callable[[dict[str, str]], Any] | None = None
+        self.observed: list[Any] = []
         self._nonces: set[str] = set()
         self._ids = itertools.count(1000000001)
         self._lock = threading.Lock()
@@ -56,6 +61,8 @@ class FakeAliyun:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
                 params = dict(parse_qsl(urlsplit(self.path).query, keep_blank_values=True))
                 params.update(parse_qsl(body, keep_blank_values=True))
+                if fake.on_request is not None:
+                    fake.observed.append(fake.on_request(params))
                 status, doc = fake.handle("POST", params)
                 data = json.dumps(doc).encode()
                 self.send_response(status)
@@ -115,10 +122,17 @@ class FakeAliyun:
                 return self._error("InvalidAction.NotFound", 404)
             return action(params)
 
-    def _free_x(self, *numbers: str) -> str | None:
+    def _free_x(self, a: str, b: str, *, extension: bool) -> str | None:
+        """AXB: neither party on X. AXN extension: PhoneNoA (reached by X plus the extension) and PhoneNoB
+        (reached when PhoneNoA calls X) must not be reachable by X alone already; PhoneNoB may hold other
+        extension bindings on X, since each has its own extension."""
         for x in self.pool:
-            taken = {n for b in self.bindings.values() if b["x"] == x for n in (b["a"], b["b"])}
-            if not taken & set(numbers):
+            on_x = [bd for bd in self.bindings.values() if bd["x"] == x]
+            if extension:
+                exclusive = {n for bd in on_x for n in ((bd["a"], bd["b"]) if not bd["ext"] else (bd["a"],))}
+                if not exclusive & {a, b}:
+                    return x
+            elif not {n for bd in on_x for n in (bd["a"], bd["b"])} & {a, b}:
                 return x
         return None
 
@@ -130,7 +144,7 @@ class FakeAliyun:
             expires = datetime.strptime(params["Expiration"], "%Y-%m-%d %H:%M:%S")
         except (KeyError, ValueError):
             return self._error("isv.EXPIRE_DATE_ILLEGAL")
-        x = self._free_x(a, b)
+        x = self._free_x(a, b, extension=extension is not None)
         if x is None:
             return self._error("isv.NO_AVAILABLE_NUMBER")
         subs_id = str(next(self._ids))
@@ -143,7 +157,7 @@ class FakeAliyun:
         return self._bind(params, None)
 
     def _BindAxnExtension(self, params: dict[str, str]) -> tuple[int, dict[str, Any]]:  # noqa: N802
-        return self._bind(params, f"{len(self.bindings) % 900 + 100}")  # 1-3 digits, as the real service
+        return self._bind(params, f"{next(self._ids) % 900 + 100}")  # 1-3 digits, as the real service
 
     def _UnbindSubscription(self, params: dict[str, str]) -> tuple[int, dict[str, Any]]:  # noqa: N802
         binding = self.bindings.get(params.get("SubsId", ""))

@@ -200,3 +200,17 @@ def test_remote_binding_is_given_back_when_the_unit_of_work_rolls_back(services,
     with unit_of_work(services.session_factory) as tx:
         provider.bind_axb(tx.session, A, C, ttl=HOUR, ref="shp_commit")
     assert len(fake.bindings) == 1
+
+
+def test_a_courier_keeps_every_axe_binding_on_one_aliyun_number(session, services, clock, fake):
+    """AXN extension: Aliyun puts one courier on the same X with several extensions; locally each is its own
+    slot. Before, the second local insert clashed on (X, courier) and the first binding was dropped as stale."""
+    provider = _provider(services, clock, fake)
+    fake.pool[:] = fake.pool[:1]
+    recipients = [f"1390000{i:04d}" for i in range(5)]
+    bindings = [provider.bind_axe(session, A, b, ttl=HOUR, ref=f"shp_{i}") for i, b in enumerate(recipients)]
+    assert {b.x_number for b in bindings} == {fake.pool[0]} and len(fake.bindings) == 5
+    assert all(session.get(VnBinding, b.id).active for b in bindings)
+    for i, (recipient, binding) in enumerate(zip(recipients, bindings, strict=True)):
+        route = provider.route_call(session, A, binding.x_number, binding.extension, call_id=f"c{i}", at=clock.now)
+        assert route.callee == recipient

@@ -233,3 +233,25 @@ def test_endpoint_rows_follow_the_binding(session, provider, clock):
     session.expire_all()
     rows = session.scalars(select(VnBindingEndpoint).where(VnBindingEndpoint.binding_id == binding.id)).all()
     assert not any(r.active for r in rows)
+
+
+def test_one_courier_reaches_fifty_recipients_through_a_four_number_pool(session, provider, clock):
+    """AXE: a courier's bindings share X numbers (each has its own extension); a recipient still reaches
+    exactly one courier per X. The fifth binding of one courier used to be NoAvailableNumber (503)."""
+    add_numbers(session, [X1, X2, X3, "17000000004"])
+    recipients = [f"1390000{i:04d}" for i in range(50)]
+    bindings = [provider.bind_axe(session, A, b, ttl=HOUR, ref=f"shp_{i}") for i, b in enumerate(recipients)]
+    assert len({b.x_number for b in bindings}) <= 4
+    assert len({(b.x_number, b.extension) for b in bindings}) == 50
+    for i, (recipient, binding) in enumerate(zip(recipients, bindings, strict=True)):
+        x, ext = binding.x_number, binding.extension
+        assert provider.route_call(session, A, x, ext, call_id=f"a{i}", at=clock.now).callee == recipient
+        assert provider.route_call(session, recipient, x, None, call_id=f"b{i}", at=clock.now).callee == A
+    # X alone from the courier is ambiguous among their bindings: refused, never guessed.
+    assert not provider.route_call(session, A, bindings[0].x_number, None, call_id="n", at=clock.now).routed
+    # AXB keeps the strict rule: each endpoint reaches its peer by X alone, so a courier needs one X per peer.
+    others = [f"1360000{i:04d}" for i in range(5)]
+    axb = [provider.bind_axb(session, C, b, ttl=HOUR, ref=f"axb_{i}") for i, b in enumerate(others[:4])]
+    assert len({b.x_number for b in axb}) == 4
+    with pytest.raises(NoAvailableNumber):
+        provider.bind_axb(session, C, others[4], ttl=HOUR, ref="axb_4")

@@ -48,7 +48,7 @@ class CountingProvider(BuiltinProvider):
 class BlindProvider(CountingProvider):
     """Picks an X without looking at its live endpoints, so the unique index is the only guard left."""
 
-    def _free_number(self, session, ha, hb, tried):
+    def _free_number(self, session, mode, ha, hb, tried):
         query = select(VnNumber.x_number).where(VnNumber.enabled.is_(True))
         if tried:
             query = query.where(VnNumber.x_number.not_in(tried))

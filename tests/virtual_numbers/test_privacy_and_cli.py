@@ -13,6 +13,7 @@ from sqlalchemy import select
 from tests.virtual_numbers.conftest import LANDLINE, X1, X2, A, B, C
 from waybill.models import Base, utcnow
 from waybill.virtual_numbers import BuiltinProvider, CallReceipt, add_numbers
+from waybill.virtual_numbers.builtin import DEVELOPMENT_POOL
 
 # Spellings a leak could take: canonical, digits only, with the country code.
 SECRETS = [A, B, C, LANDLINE, LANDLINE.replace("-", ""), "8613811112222", "8613933334444"]
@@ -73,6 +74,12 @@ def _phone(args: list[str], env_vars: dict[str, str], check: bool = True) -> sub
     return proc
 
 
+def test_a_fresh_development_install_can_bind_at_once(cli_env):
+    """Regression: a fresh install had an empty pool, so every call answered 503 until someone seeded it."""
+    bound = json.loads(_phone(["bind", "--a", A, "--b", B, "--ref", "shp_1", "--mode", "axe"], cli_env).stdout)
+    assert bound["ok"] and bound["virtual_number"] in DEVELOPMENT_POOL and len(bound["extension"]) == 4
+
+
 def test_cli_routes_a_call_without_printing_the_callee(cli_env):
     outputs: list[str] = []
 
@@ -81,9 +88,10 @@ def test_cli_routes_a_call_without_printing_the_callee(cli_env):
         outputs.append(proc.stdout + proc.stderr)
         return json.loads(proc.stdout)
 
-    assert phone("add-numbers", X1, X2) == {"ok": True, "added": 2, "pool_size": 2}
+    # A fresh development install starts with the development pool; these two come on top.
+    assert phone("add-numbers", X1, X2) == {"ok": True, "added": 2, "pool_size": 2 + len(DEVELOPMENT_POOL)}
     bound = phone("bind", "--a", A, "--b", B, "--ref", "shp_1")
-    assert bound["ok"] and bound["virtual_number"] in (X1, X2) and bound["extension"] is None
+    assert bound["ok"] and bound["virtual_number"] in (X1, X2, *DEVELOPMENT_POOL) and bound["extension"] is None
     x = bound["virtual_number"]
 
     routed = phone("dial", "--from", A, "--to", x)

@@ -187,6 +187,22 @@ def keys_rotate() -> None:
           "new_data_key": report.new_data_key})
 
 
+@keys.command("add-secrets")
+def keys_add_secrets() -> None:
+    """Give a key file from an older version the per-purpose secrets added since (e.g. ``phone_hash``).
+
+    Run once in production (which never generates key material by itself), then give every node the
+    completed file; the next `waybill init` re-keys what the new secret protects.
+    """
+    settings = _settings()
+    try:
+        with keyfile.exclusive(settings.key_file):
+            added = keyfile.add_missing_secrets(settings.key_file)
+    except keyfile.KeyFileError as exc:
+        fail({"ok": False, "error": {"code": "key_file", "message": str(exc)}}, 2)
+    emit({"ok": True, "added": added})
+
+
 @keys.command("retire")
 @click.argument("master_key_ids", nargs=-1)
 def keys_retire(master_key_ids: tuple[str, ...]) -> None:

@@ -51,7 +51,7 @@ from waybill.virtual_numbers.base import (
     VirtualNumberError,
 )
 from waybill.virtual_numbers.models import VnBinding, VnBindingEndpoint
-from waybill.virtual_numbers.store import StoredProvider, normalise, to_binding
+from waybill.virtual_numbers.store import StoredProvider, after_transaction, normalise, to_binding
 
 API_VERSION = "2017-05-25"
 DEFAULT_ENDPOINT = "https://dyplsapi.aliyuncs.com/"
@@ -211,6 +211,8 @@ class AliyunProvider(StoredProvider):
 
     #: What the receipt push endpoint answers so Aliyun stops re-sending a batch.
     receipt_ack = RECEIPT_ACK
+    # The remote bind comes first, before this transaction writes (and locks) anything; see _allocate.
+    expire_before_allocate = False
 
     def __init__(self, codec: FieldCodec, endpoint_key: bytes, *, access_key_id: str, access_key_secret: str,
                  pool_key: str, endpoint: str = DEFAULT_ENDPOINT, timeout: float = 10.0,
@@ -228,9 +230,19 @@ class AliyunProvider(StoredProvider):
         """Parse a pushed ``SecretReport`` batch (see :func:`parse_receipts`)."""
         return parse_receipts(body)
 
+    @staticmethod
+    def parse_receipt_batch(body: bytes | str) -> ReceiptBatch:
+        """Parse a pushed ``SecretReport`` batch record by record (see :func:`parse_receipt_batch`)."""
+        return parse_receipt_batch(body)
+
     def _allocate(self, session: Session, mode: Mode, a_number: str, b_number: str, ha: bytes, hb: bytes, *,
                   ttl: timedelta, ref: str, now: datetime) -> Binding:
-        """``BindAxb`` / ``BindAxnExtension`` at Aliyun, then the local record of it."""
+        """``BindAxb`` / ``BindAxnExtension`` at Aliyun, then the local record of it.
+
+        The HTTP call happens before this method writes anything, so it never waits on the network while
+        holding row locks (the caller takes its locks after :meth:`bind_axe` returns). Every remote
+        binding that ends up unused is given back once the transaction has ended.
+        """
         expires_at = (now + ttl).replace(microsecond=0)  # Aliyun's granularity is the second
         params = {"PoolKey": self.pool_key, "Expiration": to_beijing(expires_at), "OutId": ref}
         if mode == "axb":
@@ -250,6 +262,11 @@ class AliyunProvider(StoredProvider):
         # The remote binding exists now; if the caller's unit of work does not commit, nothing local refers
         # to it, so give it back (it would otherwise route calls until it expires).
         on_rollback(session, lambda: self._unbind_quietly(subs_id, x_number))
+
+        def give_back() -> None:  # after commit: the rollback case is the compensation above
+            after_transaction(session, lambda: self._unbind_quietly(subs_id, x_number), on_rollback=False)
+
+        self.expire_due(session, now)  # only now: its UPDATE takes row locks
         try:
             return to_binding(self.insert_binding(session, **fields))  # type: ignore[arg-type]
         except IntegrityError:
@@ -260,22 +277,22 @@ class AliyunProvider(StoredProvider):
         try:
             existing = self.existing_for_ref(session, ref, mode, ha, hb, now)
         except BindConflict:
-            self._unbind_quietly(subs_id, x_number)
+            give_back()
             raise
         if existing is not None:
-            self._unbind_quietly(subs_id, x_number)
+            give_back()
             return existing
         self._drop_stale(session, x_number, (ha, hb), extension)
         try:
             return to_binding(self.insert_binding(session, **fields))  # type: ignore[arg-type]
         except IntegrityError:  # still clashing (a concurrent local change): give the remote binding back
-            self._unbind_quietly(subs_id, x_number)
+            give_back()
             raise BindConflict() from None
 
     def _drop_stale(self, session: Session, x_number: str, hashes: tuple[bytes, bytes], extension: str | None) -> None:
         stale = set(session.scalars(select(VnBindingEndpoint.binding_id).where(
             VnBindingEndpoint.x_number == x_number, VnBindingEndpoint.active.is_(True),
-            VnBindingEndpoint.endpoint_hash.in_(hashes))))
+            VnBindingEndpoint.endpoint_hash.in_(hashes), VnBindingEndpoint.slot.in_({"", extension or ""}))))
         if extension is not None:
             stale |= set(session.scalars(select(VnBinding.id).where(
                 VnBinding.x_number == x_number, VnBinding.extension == extension, VnBinding.active.is_(True))))
@@ -292,42 +309,110 @@ class AliyunProvider(StoredProvider):
             self.client.call("UnbindSubscription", {"PoolKey": self.pool_key, "SubsId": subs_id,
                                                     "SecretNo": wire_number(x_number)})
 
-    def release_remote(self, session: Session, row: VnBinding, at: datetime | None) -> None:
-        """Unbind at Aliyun, or shorten the binding there (``UpdateSubscription``/``updateExpire``)."""
-        if row.provider_ref is None:
-            return
+    def release_remote(self, provider_ref: str, x_number: str, at: datetime | None) -> None:
+        """Unbind at Aliyun, or shorten the binding there (``UpdateSubscription``/``updateExpire``).
+
+        Called after the local transaction (see :meth:`StoredProvider.release`); a binding Aliyun no longer
+        has (``isv.SUBS_NOT_EXIST``) is the goal reached.
+        """
         if at is None:
-            self._unbind(row.provider_ref, row.x_number)
+            self._unbind(provider_ref, x_number)
             return
-        self.client.call("UpdateSubscription", {
-            "PoolKey": self.pool_key, "SubsId": row.provider_ref, "PhoneNoX": wire_number(row.x_number),
-            "OperateType": "updateExpire", "Expiration": to_beijing(at)})
+        with contextlib.suppress(OutOfSession):
+            self.client.call("UpdateSubscription", {
+                "PoolKey": self.pool_key, "SubsId": provider_ref, "PhoneNoX": wire_number(x_number),
+                "OperateType": "updateExpire", "Expiration": to_beijing(at)})
 
 
-def parse_receipts(body: bytes | str) -> list[CallReceipt]:
+#: ``call_type`` values of SecretReport: 0 phone_no called peer_no, 1 the reverse, 4 an intercepted call.
+CALL_TYPES = frozenset({0, 1, 4})
+#: Legacy ``call_type`` values of SMS records (2 SMS sent, 3 SMS received, 5 SMS intercepted), which older
+#: pools still push on the same channel: they are no calls and are not logged as such.
+SMS_TYPES = frozenset({2, 3, 5})
+
+
+@dataclass(frozen=True)
+class RejectedRecord:
+    """A record of a batch that could not be taken: its position, its call id if any, the field at fault."""
+
+    index: int
+    field: str
+    call_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ReceiptBatch:
+    """A parsed push, record by record: the receipts to store, the SMS records passed over, the rejects."""
+
+    receipts: list[tuple[int, CallReceipt]]
+    sms: int
+    rejected: list[RejectedRecord]
+
+
+class _BadField(ValueError):
+    def __init__(self, field: str) -> None:
+        super().__init__(field)
+        self.field = field
+
+
+def _time(item: dict[str, Any], name: str) -> datetime:
+    try:
+        return from_beijing(str(item[name]))
+    except (KeyError, ValueError, TypeError):
+        raise _BadField(name) from None
+
+
+def _one_receipt(item: dict[str, Any]) -> CallReceipt:
+    call_type = _int(item.get("call_type"))
+    if call_type not in CALL_TYPES:
+        raise _BadField("call_type")
+    started = _time(item, "call_time" if item.get("call_time") else "start_time")
+    answered = _time(item, "start_time") if item.get("start_time") else started
+    released = _time(item, "release_time") if item.get("release_time") else answered
+    caller = item.get("peer_no") if call_type == 1 else item.get("phone_no")
+    sub_id = item.get("sub_id")
+    return CallReceipt(
+        call_id=str(item["call_id"])[:100], x_number=str(item.get("secret_no") or ""), started_at=started,
+        duration_s=max(0, int((released - answered).total_seconds())), caller=str(caller) if caller else None,
+        provider_ref=str(sub_id)[:64] if sub_id is not None else None,
+        release_cause=_int(item.get("release_cause")), routed=call_type != 4)
+
+
+def parse_receipt_batch(body: bytes | str) -> ReceiptBatch:
     """Parse a ``SecretReport`` push (a JSON array of call records; a single object is accepted too).
 
-    ``call_type`` 0 means ``phone_no`` called ``peer_no``, 1 the reverse, 4 an intercepted call. The talk
-    time is ``release_time - start_time`` (0 when not answered). Records without ``call_id`` are skipped.
+    Each record stands alone: a malformed one is reported (by index and field) and the others are taken,
+    since Aliyun re-sends a refused batch only three times (after 1, 5 and 10 minutes) and then drops
+    it, good records included, while a malformed record stays malformed however often it comes. Only a
+    body that is no JSON at all raises ``ValueError``. The talk time is ``release_time - start_time``.
     """
     doc = json.loads(body)
     items = doc if isinstance(doc, list) else [doc]
-    receipts: list[CallReceipt] = []
-    for item in items:
-        if not isinstance(item, dict) or not item.get("call_id"):
+    receipts: list[tuple[int, CallReceipt]] = []
+    rejected: list[RejectedRecord] = []
+    sms = 0
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            rejected.append(RejectedRecord(index, "record"))
             continue
-        call_type = _int(item.get("call_type"))
-        caller = item.get("peer_no") if call_type == 1 else item.get("phone_no")
-        started = from_beijing(str(item.get("call_time") or item.get("start_time")))
-        answered = from_beijing(str(item["start_time"])) if item.get("start_time") else started
-        released = from_beijing(str(item["release_time"])) if item.get("release_time") else answered
-        receipts.append(CallReceipt(
-            call_id=str(item["call_id"])[:100], x_number=str(item.get("secret_no") or ""), started_at=started,
-            duration_s=max(0, int((released - answered).total_seconds())),
-            caller=str(caller) if caller else None,
-            provider_ref=str(item["sub_id"]) if item.get("sub_id") is not None else None,
-            release_cause=_int(item.get("release_cause")), routed=call_type != 4))
-    return receipts
+        raw_id = item.get("call_id")
+        call_id = str(raw_id)[:100] if isinstance(raw_id, str | int) and str(raw_id) else None
+        if _int(item.get("call_type")) in SMS_TYPES:
+            sms += 1
+            continue
+        if call_id is None:
+            rejected.append(RejectedRecord(index, "call_id"))
+            continue
+        try:
+            receipts.append((index, _one_receipt(item)))
+        except _BadField as bad:
+            rejected.append(RejectedRecord(index, bad.field, call_id))
+    return ReceiptBatch(receipts, sms, rejected)
+
+
+def parse_receipts(body: bytes | str) -> list[CallReceipt]:
+    """The well-formed call receipts of a push (see :func:`parse_receipt_batch`)."""
+    return [receipt for _index, receipt in parse_receipt_batch(body).receipts]
 
 
 def _int(value: object) -> int | None:

@@ -51,6 +51,29 @@ def add_numbers(session: Session, numbers: Iterable[str]) -> int:
     return len(new)
 
 
+#: The pool a fresh development installation starts with, so that calls work before anyone seeds one. The
+#: built-in provider connects nothing on a real telephone network (calls are simulated with `waybill phone`),
+#: so these are placeholders; production never gets them (see :func:`development_pool_problem`).
+DEVELOPMENT_POOL = tuple(f"1709999{i:04d}" for i in range(20))
+
+
+def seed_development_pool(session: Session) -> int:
+    """Give an empty built-in pool the development numbers; a pool with any number is left alone."""
+    if session.scalar(select(func.count()).select_from(VnNumber)):
+        return 0
+    return add_numbers(session, DEVELOPMENT_POOL)
+
+
+def development_pool_problem(session: Session) -> str | None:
+    """What is wrong with the built-in pool for production: empty, or still holding development numbers."""
+    if pool_size(session) == 0:
+        return "empty"
+    if session.scalar(select(func.count()).select_from(VnNumber).where(
+            VnNumber.enabled.is_(True), VnNumber.x_number.in_(DEVELOPMENT_POOL))):
+        return "development_numbers"
+    return None
+
+
 def pool_size(session: Session) -> int:
     """How many enabled X numbers the pool has."""
     return int(session.scalar(select(func.count()).select_from(VnNumber).where(VnNumber.enabled.is_(True))) or 0)
@@ -78,7 +101,7 @@ class BuiltinProvider(StoredProvider):
         """Pick a free X from the pool (and a free extension); the unique indexes settle races."""
         tried: set[str] = set()
         for _attempt in range(self.max_attempts):
-            x_number = self._free_number(session, ha, hb, tried)
+            x_number = self._free_number(session, mode, ha, hb, tried)
             if x_number is None:
                 break
             extension = self._free_extension(session, x_number) if mode == "axe" else None
@@ -98,10 +121,18 @@ class BuiltinProvider(StoredProvider):
             return to_binding(row)
         raise NoAvailableNumber()
 
-    def _free_number(self, session: Session, ha: bytes, hb: bytes, tried: set[str]) -> str | None:
-        """A random enabled X on which neither endpoint is live (random spreads concurrent allocations)."""
+    def _free_number(self, session: Session, mode: Mode, ha: bytes, hb: bytes, tried: set[str]) -> str | None:
+        """A random enabled X on which the binding can go (random spreads concurrent allocations).
+
+        AXB: neither endpoint is live on X at all (each reaches its peer by X alone). AXE: neither endpoint
+        is live on X by X alone; A's other AXE bindings on X do not count, since each has its own
+        extension. So one courier's AXE bindings reuse the pool's numbers: a 4-number pool serves a
+        courier's 5th and 50th recipient, while each recipient still reaches exactly one courier per X.
+        """
         busy = select(VnBindingEndpoint.x_number).where(VnBindingEndpoint.active.is_(True),
                                                         VnBindingEndpoint.endpoint_hash.in_((ha, hb)))
+        if mode == "axe":
+            busy = busy.where(VnBindingEndpoint.slot == "")
         query = select(VnNumber.x_number).where(VnNumber.enabled.is_(True), VnNumber.x_number.not_in(busy))
         if tried:
             query = query.where(VnNumber.x_number.not_in(tried))

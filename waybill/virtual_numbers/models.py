@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, text
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, SmallInteger, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from waybill.models import Base, UTCDateTime, utcnow
@@ -64,12 +64,15 @@ class VnBindingEndpoint(Base):
     """One endpoint (A or B) of a binding, as a keyed hash.
 
     The partial unique index is the allocation rule itself: while active, an endpoint appears at most once
-    per X number, so concurrent allocations cannot give one number two destinations on the same X.
+    per X number and ``slot``, so concurrent allocations cannot give one dialled number two destinations.
+    ``slot`` is empty for every endpoint that reaches its peer by dialling X alone (both AXB endpoints, the
+    AXE call-back endpoint B); the AXE caller A reaches B only by X plus the extension, so A's row carries
+    the extension as its slot: one courier may then hold many AXE bindings on one X (migration ``0012``).
     """
 
     __tablename__ = "vn_binding_endpoints"
     __table_args__ = (
-        Index("ix_vn_binding_endpoints_live", "x_number", "endpoint_hash", unique=True,
+        Index("ix_vn_binding_endpoints_live", "x_number", "endpoint_hash", "slot", unique=True,
               postgresql_where=_LIVE, sqlite_where=_LIVE),
     )
 
@@ -77,6 +80,10 @@ class VnBindingEndpoint(Base):
     endpoint_hash: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
     x_number: Mapped[str] = mapped_column(String(20))
     role: Mapped[str] = mapped_column(String(1))  # "a" or "b"
+    # "" (X alone routes) or, for the A endpoint of an AXE binding, its extension.
+    slot: Mapped[str] = mapped_column(String(8), default="", server_default="")
+    # Which key made endpoint_hash (1: the blind-index-derived key of before migration 0012; 2: phone_hash).
+    key_version: Mapped[int] = mapped_column(SmallInteger, default=2, server_default=text("1"))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     # A copy of the binding's expiry, so expired rows are deactivated by one indexed UPDATE.
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
@@ -92,6 +99,7 @@ class VnCall(Base):
     x_number: Mapped[str] = mapped_column(String(20))
     outcome: Mapped[str] = mapped_column(String(20))  # "routed" or "out_of_session"
     caller_hash: Mapped[bytes | None] = mapped_column(LargeBinary(32), nullable=True)
+    key_version: Mapped[int] = mapped_column(SmallInteger, default=2, server_default=text("1"))  # of caller_hash
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     duration_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
     release_cause: Mapped[int | None] = mapped_column(Integer, nullable=True)
