@@ -104,18 +104,23 @@ class CompositeLimiter:
     def __init__(self, *limiters: RateLimiter) -> None:
         self.burst = min(limiter.burst for limiter in limiters)
         self._limiters = limiters
+        # Peek and hit as one step within the process: two hits racing between them could each be charged by
+        # some limits and refused by another, so both would lose (fewer allowed than the limits say).
+        self._lock = threading.Lock()
 
     def peek(self, key: str, cost: float = 1.0) -> float | None:
         waits = [w for w in (lim.peek(key, cost) for lim in self._limiters) if w is not None]
         return max(waits) if waits else None
 
     def hit(self, key: str, cost: float = 1.0) -> float | None:
-        wait = self.peek(key, cost)
-        if wait is not None:
-            return wait
-        # Two requests may pass the peek together; then each limit still counts both (and may refuse one).
-        waits = [w for w in (lim.hit(key, cost) for lim in self._limiters) if w is not None]
-        return max(waits) if waits else None
+        with self._lock:
+            wait = self.peek(key, cost)
+            if wait is not None:
+                return wait
+            # Across processes (shared Redis) two requests may still pass the peek together; each limit then
+            # counts both and may refuse one.
+            waits = [w for w in (lim.hit(key, cost) for lim in self._limiters) if w is not None]
+            return max(waits) if waits else None
 
 
 def quota_limiter(redis_url: str | None, *, name: str, per_minute: int, per_hour: int) -> RateLimiter:

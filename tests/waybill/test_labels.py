@@ -97,7 +97,8 @@ def test_reprint_revokes_old_token_records_reason_and_is_capped(client, merchant
         assert all(labels.resolve_token(s, key, t) is None for t in seen[:-1])
         assert labels.resolve_token(s, key, seen[-1]).id == shp["id"]
         events = s.execute(select(AuditEvent).where(AuditEvent.action == "label.reprint",
-                                                    AuditEvent.object_id == shp["id"])).scalars().all()
+                                                    AuditEvent.object_id == shp["id"])
+                           .order_by(AuditEvent.seq)).scalars().all()
     assert [e.purpose for e in events] == reasons
     assert all(e.actor == f"merchant:{merchant.id}" for e in events)
     over = client.post(f"/v1/shipments/{shp['id']}/label/reprint", json={"reason": "damaged"},
