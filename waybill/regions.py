@@ -26,10 +26,10 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 
+from waybill.datafiles import read_data_text
 from waybill.errors import InvalidRegion
 
 __all__ = ["HEADER", "Region", "RegionTable"]
@@ -113,7 +113,7 @@ class RegionTable:
         """
         if extra is None:
             return _packaged()
-        rows = _merge(_packaged_rows(), _parse(Path(extra).read_text(encoding="utf-8-sig"), str(extra)))
+        rows = _merge(_packaged_rows(), _parse(read_data_text("", extra), str(extra)))
         return cls.from_rows(rows)
 
     @classmethod
@@ -198,7 +198,7 @@ class RegionTable:
 
 @lru_cache(maxsize=1)
 def _packaged_rows() -> tuple[Region, ...]:
-    text = (resources.files("waybill") / "data" / "regions.csv").read_text(encoding="utf-8-sig")
+    text = read_data_text("regions.csv")
     return tuple(_parse(text, "regions.csv"))
 
 

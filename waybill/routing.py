@@ -24,9 +24,10 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
+
+from waybill.datafiles import read_data_text
 
 __all__ = ["COLUMNS", "WILDCARD", "Route", "RoutingTable", "UnknownProvince"]
 
@@ -101,11 +102,7 @@ class RoutingTable:
 
         Raises ValueError naming the first bad line when the file is malformed.
         """
-        if path is None:
-            text = (resources.files("waybill") / "data" / "routing.csv").read_text(encoding="utf-8-sig")
-        else:
-            text = Path(path).read_text(encoding="utf-8-sig")
-        return cls.from_csv_text(text)
+        return cls.from_csv_text(read_data_text("routing.csv", path))
 
     @classmethod
     def from_csv_text(cls, text: str) -> RoutingTable:

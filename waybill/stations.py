@@ -24,12 +24,12 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import time
-from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from waybill.datafiles import read_data_text
 from waybill.routing import Route, RoutingTable
 
 __all__ = ["COLUMNS", "HUB_RE", "STATION_RE", "Shift", "Station", "StationRegister", "station_code"]
@@ -139,11 +139,7 @@ class StationRegister:
 
         Raises ValueError naming the first bad line.
         """
-        if path is None:
-            text = (resources.files("waybill") / "data" / "stations.csv").read_text(encoding="utf-8-sig")
-        else:
-            text = Path(path).read_text(encoding="utf-8-sig")
-        return cls.from_csv_text(text)
+        return cls.from_csv_text(read_data_text("stations.csv", path))
 
     @classmethod
     def from_csv_text(cls, text: str) -> StationRegister:
