@@ -11,7 +11,7 @@ import click
 from flask import Flask
 from sqlalchemy.orm import Session
 
-from courier_api import auth_api, models, privacy_views, staff, views
+from courier_api import auth_api, models, privacy_views, retention_views, staff, views
 from courier_api import services as courier_registry
 from courier_api.cli import users
 from waybill.extensions import TOKEN_RESOLVERS
@@ -38,6 +38,7 @@ class CourierExtension:
         auth_api.install(app)
         views.install(app)
         privacy_views.install(app)
+        retention_views.install(app)
 
     def cli_commands(self) -> Sequence[click.Command]:
         return (users,)

@@ -27,6 +27,11 @@ class Permission(StrEnum):
     AUDIT_READ = "audit:read"
     PERSONAL_DATA_REQUEST = "personal_data:request"
     USER_MANAGE = "user:manage"
+    # Retention: destruction records are read by privacy officers and auditors; holds placed by privacy officers;
+    # runs made by the system (the schedule, `waybill retention run`).
+    DESTRUCTION_READ = "destruction:read"
+    PRIVACY_HOLD = "privacy:hold"
+    RETENTION_RUN = "retention:run"
 
 
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
@@ -37,12 +42,13 @@ ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "sorter": frozenset({Permission.LABEL_READ, Permission.LABEL_REPRINT, Permission.PRINT_JOB_CREATE}),
     "courier": frozenset({Permission.COURIER_SCAN, Permission.COURIER_CALL, Permission.COURIER_DELIVER}),
     "dispatcher": frozenset({Permission.DISPATCH_ASSIGN}),
-    "auditor": frozenset({Permission.AUDIT_READ}),
+    "auditor": frozenset({Permission.AUDIT_READ, Permission.DESTRUCTION_READ}),
     # Full access only per recorded request with a purpose (GB/T 35273 7.1 e).
-    "privacy_officer": frozenset({Permission.PERSONAL_DATA_REQUEST}),
+    "privacy_officer": frozenset({Permission.PERSONAL_DATA_REQUEST, Permission.DESTRUCTION_READ,
+                                  Permission.PRIVACY_HOLD}),
     # Separation of duties: admins manage accounts and keys and read no personal data.
     "admin": frozenset({Permission.USER_MANAGE}),
-    "system": frozenset(),
+    "system": frozenset({Permission.RETENTION_RUN}),
 }
 STAFF_ROLES = ("courier", "dispatcher", "sorter", "auditor", "privacy_officer", "admin")
 MFA_ROLES = frozenset({"auditor", "privacy_officer", "admin"})
