@@ -98,6 +98,11 @@ def test_every_documented_answer_matches_the_document(recorded, app, client, mer
         "status"] == "approved"
     read = _ok(client.get(f"/v1/privacy/requests/{req['id']}/personal-data", headers=h["officer"]))
     assert set(read["sender"]) == {"phone"}
+    # Retention: a legal hold placed and released, and the destruction records.
+    hold = _ok(client.post("/v1/privacy/holds", json={"shipment_ids": [shp["id"]], "reason": "公安调证 A-1"},
+                           headers=h["officer"]), 201)
+    assert _ok(client.delete(f"/v1/privacy/holds/{hold['id']}", headers=h["officer"]))["status"] == "released"
+    _ok(client.get("/v1/privacy/destructions?limit=5", headers=h["auditor"]))
 
     # Auditor, operations.
     _ok(client.get("/v1/audit/events?limit=5", headers=h["auditor"]))
