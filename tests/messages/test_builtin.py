@@ -193,3 +193,21 @@ def test_messages_expire_after_the_keeping_period_by_the_periodic_job(services):
         handler(tx, {})
     with services.session_factory() as s:
         assert s.get(SmsMessage, gone) is None and s.get(SmsMessage, kept) is not None
+
+
+def test_each_delivery_is_audited_without_number_or_text(services, client, merchant):
+    from waybill.models import AuditEvent
+
+    sid = client.post("/v1/shipments", json=shipment_body(), headers=merchant.headers).get_json()["id"]
+    _send(services, phone=RECIPIENT["phone"], template="pickup_code", params={"tail": "5678", "code": "777888"},
+          shipment_id=sid, party="recipient")
+    mid = _send(services)
+    _relay(services)
+    with services.session_factory() as s:
+        events = s.scalars(select(AuditEvent).where(AuditEvent.action == "message.deliver")).all()
+        by_object = {(e.object_type, e.object_id): e for e in events}
+    party = by_object[("shipment", sid)]
+    assert party.fields == ["recipient.phone"] and party.purpose == "sms:pickup_code" and party.outcome == "ok"
+    assert by_object[("sms_message", mid)].fields == ["phone"]
+    dumped = repr([(e.purpose, e.fields, e.object_id) for e in events])
+    assert RECIPIENT["phone"] not in dumped and "777888" not in dumped and MOBILE not in dumped
