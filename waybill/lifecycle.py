@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Table, bindparam, column, delete, exists, insert, inspect, select, table, update
 from sqlalchemy.orm import Session
 
-from waybill import audit
+from waybill import audit, messages
 from waybill.crypto.subject_keys import PARTIES, SubjectKeyring
 from waybill.errors import InDelivery, NotFound, ValidationFailed
 from waybill.ids import looks_like, new_id
@@ -49,7 +49,7 @@ METHOD_PARTY = ("crypto-shredding: the party's data key deleted with its ciphert
 METHOD_RETENTION = ("crypto-shredding: end-day keys destroyed in the key store; ciphertexts, blind-index values, "
                     "QR tokens, virtual-number endpoints and messages removed")
 
-#: Other parts that hold a party's personal data register here what removes it (messages, requests):
+#: Upper layers that hold a party's personal data (subject requests) register here what removes it:
 #: ``forget(session, shipment_ids, party_or_None)``. Kept as a list so that this module imports none of them.
 FORGETTERS: list[Callable[[Session, Sequence[str], str | None], Any]] = []
 
@@ -92,6 +92,7 @@ def remove_attachments(session: Session, shipment_ids: Sequence[str], party: str
         session.execute(delete(VnBindingEndpoint).where(VnBindingEndpoint.binding_id.in_(bindings))
                         .execution_options(synchronize_session=False))
         session.execute(delete(VnBinding).where(VnBinding.ref.in_(ids)).execution_options(synchronize_session=False))
+    messages.forget(session, ids, party)
     for forget in FORGETTERS:
         forget(session, ids, party)
 

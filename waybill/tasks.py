@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from waybill import outbox, retention
+from waybill import messages, outbox, retention
 from waybill.extensions import load_extensions
 from waybill.models import utcnow
 from waybill.outbox import Handler, Job, TaskQueue
@@ -60,7 +60,9 @@ def _retention_run(svc: Services) -> Handler:
 def handlers(svc: Services) -> dict[str, Handler]:
     """Every topic's handler: waybill's own and those of the installed extensions."""
     found: dict[str, Handler] = {"virtual_numbers.expire": _expire_bindings(svc),
-                                 RELEASE_TOPIC: _release_remote(svc), RETENTION_TOPIC: _retention_run(svc)}
+                                 RELEASE_TOPIC: _release_remote(svc), RETENTION_TOPIC: _retention_run(svc),
+                                 messages.TOPIC: messages.handler(svc),
+                                 messages.EXPIRE_TOPIC: messages.expire_handler(svc)}
     for ext in load_extensions():
         for topic, handler in ext.task_handlers(svc).items():
             if topic in found:
@@ -73,7 +75,8 @@ def jobs() -> list[Job]:
     """The periodic jobs (each runs once per period across every process of every node)."""
     found = [Job("virtual_numbers.expire", 300, "virtual_numbers.expire", {}),
              # Daily (slots of whole UTC days: 08:00 China Standard Time, off the evening peak).
-             Job(RETENTION_TOPIC, 86400, RETENTION_TOPIC, {})]
+             Job(RETENTION_TOPIC, 86400, RETENTION_TOPIC, {}),
+             Job(messages.EXPIRE_TOPIC, 3600, messages.EXPIRE_TOPIC, {})]
     for ext in load_extensions():
         found.extend(ext.periodic_jobs())
     return found

@@ -18,6 +18,7 @@ from waybill.schemas import (
     BatchItemError,
     BatchOut,
     BatchResult,
+    ConsentsOut,
     ParcelOut,
     PartyOut,
     ShipmentIn,
@@ -72,6 +73,8 @@ def shipment_out(s: Shipment, codec: FieldCodec | None = None) -> ShipmentOut:
         "parcel": ParcelOut(weight_g=s.weight_g, pieces=s.pieces, has_description=s.description_ct is not None),
         "created_at": s.created_at, "ended_at": s.ended_at,
         "personal_data": "destroyed" if gone == 2 else "partially_destroyed" if gone else "present",
+        "consents": None if s.notice_version is None else ConsentsOut(
+            notice_version=s.notice_version, purposes=list(s.consent_purposes or [])),
     })
 
 
