@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import delete, insert, select
 
 from tests.conftest import RECIPIENT, SENDER, make_merchant, shipment_body
-from waybill import lifecycle, masked, retention
+from waybill import lifecycle, masked, messages, outbox, retention, tasks
 from waybill.crypto.subject_keys import day_of
 from waybill.crypto.vault import DataDestroyed
 from waybill.db import model_metadata
@@ -139,15 +139,22 @@ def test_destroyed_data_is_gone_from_raw_storage(world):
     env, svc, client, merchant = world
     shp = _create(client, merchant, "RAW-1")
     client.post(f"/v1/shipments/{shp['id']}/cancel", headers=merchant.headers)
+    with unit_of_work(svc.session_factory) as tx:  # a message to the recipient: sealed under their key
+        messages.send(tx.session, svc, phone=RECIPIENT["phone"], template="subject_code",
+                      params={"code": "246810", "minutes": "5"}, shipment_id=shp["id"], party="recipient")
+    outbox.relay_once(svc.session_factory, tasks.InProcessQueue(svc))
+    with svc.session_factory() as s:
+        assert len(messages.sent_to(s, svc, RECIPIENT["phone"])) == 1
     with svc.session_factory() as s:
         bidx = phone_index(svc.codec, merchant.id, "recipient", RECIPIENT["phone"])
         assert s.scalar(select(Shipment.recipient_phone_bidx).where(Shipment.id == shp["id"])) == bidx
     retention.run(svc, SYSTEM, now=utcnow() + timedelta(days=40))
     dump = _raw_dump(env.engine)
-    for value in PLAIN:
+    for value in [*PLAIN, "246810"]:
         assert value not in dump
     with svc.session_factory() as s:
         assert s.scalar(select(Shipment.id).where(Shipment.recipient_phone_bidx == bidx)) is None
+        assert messages.sent_to(s, svc, RECIPIENT["phone"]) == []
     if env.settings.is_sqlite:
         # The file itself, WAL included: secure_delete zeroes what the destruction removed.
         path = env.settings.data_dir / "waybill.db"
