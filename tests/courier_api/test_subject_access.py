@@ -13,7 +13,7 @@ from sqlalchemy import select, text, update
 
 from courier_api.subjects.models import SubjectChallenge, SubjectToken
 from tests.conftest import RECIPIENT, SENDER
-from tests.courier_api import bearer, login, make_staff
+from tests.courier_api import bearer
 from tests.courier_api.subjects_helpers import (
     challenge,
     codes_sent_to,
@@ -180,7 +180,8 @@ def test_a_recipient_token_never_sees_sender_data_nor_staff_routes(client: Any, 
     assert not any(item["role"] == "privacy_officer" for item in mine)
     theirs = log_of(sender)
     officer_reads = [i for i in theirs if i["action"] == "privacy.read"]
-    assert officer_reads and officer_reads[0]["fields"] == ["sender.name"] and officer_reads[0]["role"] == "privacy_officer"
+    assert officer_reads and officer_reads[0]["fields"] == ["sender.name"]
+    assert officer_reads[0]["role"] == "privacy_officer"
     assert officer_reads[0]["purpose"] == "complaint"  # the code, not the case number or request id
     raw = str(theirs)
     for user in officers["users"].values():
