@@ -107,7 +107,11 @@ def test_every_documented_answer_matches_the_document(recorded, app, client, mer
     code = codes_sent_to(services, phone)[0]
     session = _ok(client.post("/v1/subject/session", json={"challenge_id": challenge["challenge_id"], "code": code}))
     subject = bearer(session["access_token"])
-    assert _ok(client.get("/v1/subject/data", headers=subject))["status"] == "delivered"
+    data = _ok(client.get("/v1/subject/data", headers=subject))
+    assert data["status"] == "delivered" and data["retained_until"]
+    # The delivery above disclosed the recipient's data: the courier (scan), the number provider (call), SMS.
+    assert {(d["kind"], d["recipient"]) for d in data["disclosed_to"]} >= {
+        ("role", "courier"), ("provider", "virtual_number_provider"), ("provider", "sms_provider")}
     _ok(client.get("/v1/subject/access-log", headers=subject))
     filed = _ok(client.post("/v1/subject/requests", json={"type": "complaint", "text": "包裹破损"},
                             headers=subject), 201)
