@@ -55,6 +55,8 @@ class RequestView:
     reason: str | None
     days_left: int
     overdue: bool
+    changes: dict[str, Any] | None = None  # the subject's own content: for them and the deciding officer only
+    text: str | None = None
 
 
 def _seal(codec: FieldCodec, req_id: str, column: str, text: str) -> bytes:
@@ -72,9 +74,14 @@ def _open(codec: FieldCodec, req: SubjectRequest, column: str) -> str | None:
         return None
 
 
-def present(codec: FieldCodec, req: SubjectRequest, now: datetime | None = None) -> RequestView:
+def present(codec: FieldCodec, req: SubjectRequest, now: datetime | None = None, *,
+            content: bool = False) -> RequestView:
+    """A request's answer; with ``content`` also the subject's changes and text (decrypted)."""
     now = now or utcnow()
-    return RequestView(id=req.id, type=req.type, status=req.status, received_at=req.received_at,
+    raw_changes = _open(codec, req, "changes") if content else None
+    return RequestView(changes=json.loads(raw_changes) if raw_changes else None,
+                       text=_open(codec, req, "text") if content else None,
+                       id=req.id, type=req.type, status=req.status, received_at=req.received_at,
                        due_at=req.due_at, due_fallback=req.due_fallback, decided_at=req.decided_at,
                        reason=_open(codec, req, "reason") if req.status != RECEIVED else None,
                        days_left=deadlines.days_left(req.due_at, now),
@@ -144,6 +151,27 @@ def _officer(principal: Principal) -> None:
     principal.require(Permission.SUBJECT_REQUEST_DECIDE)
     if principal.kind != "staff":
         raise PermissionDenied()
+
+
+def content_fields(codec: FieldCodec, req: SubjectRequest) -> list[str]:
+    """What reading a request's content discloses, by name: the party's fields it changes, and its text."""
+    raw = _open(codec, req, "changes")
+    names = [f"{req.party}.{k}" for k in corrections.FIELDS if raw and k in json.loads(raw)]
+    return names + (["subject_request.text"] if req.text_ct is not None else [])
+
+
+def office_request(session: Session, codec: FieldCodec, principal: Principal, request_id: str) -> SubjectRequest:
+    """One request with its content, for the privacy office to decide on (the read is audited by field name)."""
+    _officer(principal)
+    req = session.get(SubjectRequest, request_id) if looks_like("sjr", request_id) else None
+    if req is None:
+        audit.record(session, principal, "subject_request.read", object_type="subject_request",
+                     object_id=request_id if looks_like("sjr", request_id) else None, outcome="not_found",
+                     durable=True)
+        raise NotFound()
+    audit.record(session, principal, "subject_request.read", object_type="shipment", object_id=req.shipment_id,
+                 fields=content_fields(codec, req), purpose=f"data_subject_request:{req.id}")
+    return req
 
 
 def decode_cursor(cursor: str) -> str:

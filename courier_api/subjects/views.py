@@ -114,7 +114,7 @@ class RequestIn(BaseModel):
 
 
 class RequestOut(OutModel):
-    omit_none = frozenset({"reason"})
+    omit_none = frozenset({"reason", "changes", "text"})
 
     id: str
     type: str
@@ -124,6 +124,8 @@ class RequestOut(OutModel):
     due_fallback: bool = Field(description="截止日期按仅周末推算（该年节假日安排尚未公布）")
     decided_at: UtcTimestamp | None
     reason: str | None = None
+    changes: dict[str, Any] | None = Field(default=None, description="申请人提交的更正内容（仅申请人与隐私官可见）")
+    text: str | None = Field(default=None, description="申请人的说明（仅申请人与隐私官可见）")
 
 
 class QueueItem(RequestOut):
@@ -212,8 +214,8 @@ def access_log() -> Response:
                                                      for i in access.access_log(db_session(), authenticate())]))
 
 
-def _request_out(model: type[RequestOut], req: Any, now: datetime | None = None) -> Any:
-    return model.model_validate(requests.present(services().codec, req, now))
+def _request_out(model: type[RequestOut], req: Any, now: datetime | None = None, *, content: bool = False) -> Any:
+    return model.model_validate(requests.present(services().codec, req, now, content=content))
 
 
 @bp.post("/v1/subject/requests")
@@ -231,8 +233,8 @@ def file_request() -> Response:
 @operation(summary="个人信息主体：本人申请的处理状态（驳回时含理由）", tags=TAGS, response=RequestOut, errors=(404,))
 @requires(Permission.SUBJECT_REQUEST)
 def get_request(request_id: str) -> Response:
-    return respond(RequestOut, _request_out(RequestOut, requests.own_request(db_session(), authenticate(),
-                                                                             request_id)))
+    req = requests.own_request(db_session(), authenticate(), request_id)
+    return respond(RequestOut, _request_out(RequestOut, req, content=True))
 
 
 def _limit(raw: str | None) -> int:
@@ -262,6 +264,15 @@ def office_queue() -> Response:
     rows, cursor = requests.queue(db_session(), authenticate(), status=status, limit=_limit(request.args.get("limit")),
                                   cursor=request.args.get("cursor"))
     return respond(QueuePage, QueuePage(items=[_request_out(QueueItem, r) for r in rows], next_cursor=cursor))
+
+
+@bp.get("/v1/privacy/subject-requests/<request_id>")
+@operation(summary="隐私官：查看一项申请及其内容（更正内容、说明），以便办理；读取留审计", tags=OFFICE_TAGS,
+           response=QueueItem, errors=(404,))
+@requires(Permission.SUBJECT_REQUEST_DECIDE)
+def office_request(request_id: str) -> Response:
+    req = requests.office_request(db_session(), services().codec, authenticate(), request_id)
+    return respond(QueueItem, _request_out(QueueItem, req, content=True))
 
 
 @bp.post("/v1/privacy/subject-requests/<request_id>/decision")

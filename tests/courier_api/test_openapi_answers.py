@@ -116,6 +116,7 @@ def test_every_documented_answer_matches_the_document(recorded, app, client, mer
     filed = _ok(client.post("/v1/subject/requests", json={"type": "complaint", "text": "包裹破损"},
                             headers=subject), 201)
     _ok(client.get("/v1/privacy/subject-requests?limit=5", headers=h["officer"]))
+    assert _ok(client.get(f"/v1/privacy/subject-requests/{filed['id']}", headers=h["officer"]))["text"] == "包裹破损"
     _ok(client.post(f"/v1/privacy/subject-requests/{filed['id']}/decision",
                     json={"decision": "reject", "reason": "已另行处理"}, headers=h["officer"]))
     assert _ok(client.get(f"/v1/subject/requests/{filed['id']}", headers=subject))["reason"] == "已另行处理"

@@ -147,6 +147,9 @@ subjects.get_request     A             401   403   403   403   403   403   403  
 subjects.get_request     B             401   403   403   403   403   403   403   403   403   403   403   403   404
 subjects.get_request     missing       401   403   403   403   403   403   403   403   403   403   403   403   404
 subjects.office_queue    -             401   403   403   403   403   403   403   403   403   403   ok    403   403
+subjects.office_request  A             401   403   403   403   403   403   403   403   403   403   ok    403   403
+subjects.office_request  B             401   403   403   403   403   403   403   403   403   403   ok    403   403
+subjects.office_request  missing       401   403   403   403   403   403   403   403   403   403   404   403   403
 subjects.decide          A             401   403   403   403   403   403   403   403   403   403   ok    403   403
 subjects.decide          B             401   403   403   403   403   403   403   403   403   403   ok    403   403
 subjects.decide          missing       401   403   403   403   403   403   403   403   403   403   404   403   403
@@ -211,6 +214,8 @@ ENDPOINTS: dict[str, Endpoint] = {
                                      "subject_request"),
     "subjects.office_queue": Endpoint("GET", "/v1/privacy/subject-requests", Permission.SUBJECT_REQUEST_DECIDE,
                                       None),
+    "subjects.office_request": Endpoint("GET", "/v1/privacy/subject-requests/<request_id>",
+                                        Permission.SUBJECT_REQUEST_DECIDE, "subject_request"),
     "subjects.decide": Endpoint("POST", "/v1/privacy/subject-requests/<request_id>/decision",
                                 Permission.SUBJECT_REQUEST_DECIDE, "subject_request"),
 }
@@ -404,6 +409,7 @@ CALLS: dict[str, Call] = {
         "/v1/subject/requests", json={"type": "complaint", "text": "包裹破损"}, headers=h),
     "subjects.get_request": lambda w, h, who, o: w.client.get(f"/v1/subject/requests/{o.id}", headers=h),
     "subjects.office_queue": lambda w, h, who, o: w.client.get("/v1/privacy/subject-requests?limit=5", headers=h),
+    "subjects.office_request": lambda w, h, who, o: w.client.get(f"/v1/privacy/subject-requests/{o.id}", headers=h),
     "subjects.decide": lambda w, h, who, o: w.client.post(
         f"/v1/privacy/subject-requests/{o.id}/decision", json={"decision": "reject", "reason": "重复投诉"}, headers=h),
 }
@@ -459,6 +465,8 @@ def _check_allowed(endpoint: str, who: str, obj: Obj | None, r: Any) -> None:
         assert r.status_code == 200 and body["id"] == obj.id
     elif endpoint == "subjects.office_queue":
         assert r.status_code == 200 and isinstance(body["items"], list)
+    elif endpoint == "subjects.office_request":
+        assert r.status_code == 200 and body["id"] == obj.id and body["text"] == "包裹破损"
     elif endpoint == "subjects.decide":
         assert r.status_code == 200 and body["id"] == obj.id and body["status"] == "rejected"
     else:  # every endpoint has a check above

@@ -124,6 +124,14 @@ def test_completing_a_correction_reencrypts_remasks_reindexes_reroutes_and_revok
     token = direct_token(services, shp["id"], "recipient")
     changes = {"phone": "139 0000 2222", "district": "福田区", "address": NEW_ADDRESS}
     rid = _file(client, token, type="correct", changes=changes).get_json()["id"]
+    assert client.get(f"/v1/subject/requests/{rid}", headers=token).get_json()["changes"] == changes
+    listed = client.get("/v1/privacy/subject-requests", headers=officers["officer"]).get_json()["items"]
+    assert listed and "changes" not in listed[0]  # the queue shows no personal data
+    detail = client.get(f"/v1/privacy/subject-requests/{rid}", headers=officers["officer"]).get_json()
+    assert detail["changes"] == changes and detail["overdue"] is False
+    with services.session_factory() as s:
+        read = s.scalars(select(AuditEvent).where(AuditEvent.action == "subject_request.read")).all()
+    assert set(read[-1].fields) == {"recipient.phone", "recipient.district", "recipient.address"}
     r = client.post(f"/v1/privacy/subject-requests/{rid}/decision", headers=officers["officer"],
                     json={"decision": "complete"})
     assert r.status_code == 200, r.get_json()
