@@ -203,3 +203,21 @@ def test_the_overdue_job_is_registered_with_its_handler(services: Any) -> None:
 
     jobs = {j.topic for j in extension.periodic_jobs()}
     assert jobs and jobs <= set(extension.task_handlers(services))
+
+
+def test_a_deletion_after_the_end_of_delivery_destroys_the_party(client: Any, merchant: Any, services: Any,
+                                                                  officers: Any) -> None:
+    import pytest
+
+    pytest.importorskip("waybill.lifecycle")  # the lead's destruction of one party (crypto-shredding)
+    shp = make_shipment(client, merchant)
+    token = direct_token(services, shp["id"], "recipient")
+    rid = _file(client, token, type="delete").get_json()["id"]
+    assert client.post(f"/v1/shipments/{shp['id']}/cancel", headers=merchant.headers).status_code == 200
+    r = client.post(f"/v1/privacy/subject-requests/{rid}/decision", headers=officers["officer"],
+                    json={"decision": "complete"})
+    assert r.status_code == 200 and r.get_json()["status"] == "completed"
+    data = client.get("/v1/subject/data", headers=token).get_json()
+    assert data["personal_data"] is None and data["personal_data_status"] == "destroyed"
+    sender = direct_token(services, shp["id"], "sender")
+    assert client.get("/v1/subject/data", headers=sender).get_json()["personal_data"] == SENDER
