@@ -20,7 +20,8 @@ from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from courier_api.models import Assignment, StaffUser
-from waybill import audit, labels, masked
+from waybill import audit, labels, lifecycle, masked
+from waybill.crypto.subject_keys import SubjectKeyring
 from waybill.crypto.vault import FieldCodec
 from waybill.errors import (
     Conflict,
@@ -51,6 +52,8 @@ class DeliveryDeps:
     binding_ttl: timedelta
     release_grace: timedelta
     token_max_age: timedelta
+    # The parties' data keys: a delivery ends the contract and re-wraps them under the end day's key.
+    keyring: SubjectKeyring
     # Told each scan's outcome ("ok", "denied", "not_found"): the service's metrics.
     on_scan: Callable[[str], None] | None = None
 
@@ -264,6 +267,7 @@ def deliver(session: Session, deps: DeliveryDeps, principal: Principal, shipment
     assignment.end_reason = "delivered"
     assignment.delivered_method = method
     labels.revoke_tokens(session, principal, shipment.id, "delivered", now=now)
+    lifecycle.end_contract(session, deps.keyring, shipment, now)
     if assignment.binding_id is not None:
         # The recipient may still call back for a while after sign-off; then the number stops routing.
         deps.provider.release(session, assignment.binding_id, at=now + deps.release_grace)

@@ -15,7 +15,7 @@ def delivery_deps(svc: Services) -> DeliveryDeps:
     return DeliveryDeps(codec=svc.codec, token_key=svc.keys.secret("qr_token"), provider=svc.provider,
                         binding_ttl=timedelta(hours=settings.binding_ttl_hours),
                         release_grace=timedelta(hours=settings.release_grace_hours),
-                        token_max_age=timedelta(days=settings.qr_token_ttl_days),
+                        token_max_age=timedelta(days=settings.qr_token_ttl_days), keyring=svc.subject_keys,
                         on_scan=lambda outcome: svc.metrics.courier_scans.labels(outcome).inc())
 
 

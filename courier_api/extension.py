@@ -11,7 +11,7 @@ import click
 from flask import Flask
 from sqlalchemy.orm import Session
 
-from courier_api import auth_api, models, privacy_views, staff, subjects, views
+from courier_api import auth_api, models, privacy_views, retention_views, staff, subjects, views
 from courier_api import services as courier_registry
 from courier_api.cli import users
 from waybill.extensions import TOKEN_RESOLVERS
@@ -40,6 +40,7 @@ class CourierExtension:
         views.install(app)
         privacy_views.install(app)
         subjects.install(app, services_of(app))
+        retention_views.install(app)
 
     def cli_commands(self) -> Sequence[click.Command]:
         return (users,)

@@ -32,6 +32,7 @@ from waybill.errors import (
     NotApproved,
     NotFound,
     PermissionDenied,
+    PersonalDataDestroyed,
     RateLimited,
     ShipmentNotFound,
     ValidationFailed,
@@ -140,6 +141,7 @@ def file_request(session: Session, deps: PrivacyDeps, principal: Principal, ship
                      object_id=shipment_id if looks_like("shp", shipment_id) else None, fields=wanted,
                      purpose=purpose, outcome="not_found", durable=True)
         raise ShipmentNotFound()
+    _refuse_destroyed(session, principal, shipment, wanted, "privacy.request")
     now = now or utcnow()
     req = PersonalDataRequest(id=new_id("pdr"), officer_id=principal.id, shipment_id=shipment.id, purpose=purpose,
                               reference=reference, fields=wanted, created_at=now, expires_at=now + deps.window,
@@ -197,6 +199,16 @@ def approve_request(session: Session, deps: PrivacyDeps, principal: Principal, r
     return req
 
 
+def _refuse_destroyed(session: Session, principal: Principal, shipment: Shipment, fields: Sequence[str],
+                      action: str) -> None:
+    """410 ``destroyed`` when a named party's personal data is destroyed (retention or the party's deletion)."""
+    parties = {name.split(".")[0] for name in fields}
+    if any(getattr(shipment, f"{party}_destroyed_at") is not None for party in parties):
+        audit.record(session, principal, action, object_type="shipment", object_id=shipment.id,
+                     outcome="destroyed", durable=True)
+        raise PersonalDataDestroyed()
+
+
 def read_request(session: Session, deps: PrivacyDeps, principal: Principal, request_id: str, *,
                  now: datetime | None = None) -> PersonalDataRead:
     """The fields a live, approved request of this officer names, decrypted; each read is audited and counted
@@ -213,6 +225,10 @@ def read_request(session: Session, deps: PrivacyDeps, principal: Principal, requ
         audit.record(session, principal, "privacy.read", object_type="personal_data_request", object_id=req.id,
                      outcome="not_approved", durable=True)
         raise NotApproved()
+    shipment = session.get(Shipment, req.shipment_id)
+    if shipment is None:  # the foreign key makes this impossible; answer like any other miss
+        raise NotFound()
+    _refuse_destroyed(session, principal, shipment, req.fields, "privacy.read")  # before the quota: nothing read
     wait = take_read(session, principal.id, deps.reads_per_day, now)
     if wait is not None:
         audit.record(session, principal, "privacy.read", object_type="personal_data_request", object_id=req.id,
@@ -221,9 +237,6 @@ def read_request(session: Session, deps: PrivacyDeps, principal: Principal, requ
         audit.record(session, principal, "alert.privacy_reads", outcome="alert", purpose="severity=warning",
                      durable=True)
         raise RateLimited(wait, "今日个人信息读取次数已达上限，请明日再试")
-    shipment = session.get(Shipment, req.shipment_id)
-    if shipment is None:  # the foreign key makes this impossible; answer like any other miss
-        raise NotFound()
     data: dict[str, DisclosedParty] = {}
     for name in req.fields:
         party, column = name.split(".")

@@ -78,7 +78,7 @@ def install(app: Flask) -> None:
 
 @bp.post("/v1/privacy/requests")
 @operation(summary="隐私官：登记个人信息调取申请（用途、编号、所需字段），待另一名隐私官批准；紧急调取即时可读并告警",
-           tags=("privacy",), body=RequestIn, response=RequestOut, status=201, errors=(404, 422))
+           tags=("privacy",), body=RequestIn, response=RequestOut, status=201, errors=(404, 410, 422))
 @requires(Permission.PERSONAL_DATA_REQUEST)
 def file_request() -> Response:
     data: RequestIn = parse(RequestIn, json_body())
@@ -99,7 +99,7 @@ def approve_request(request_id: str) -> Response:
 
 @bp.get("/v1/privacy/requests/<request_id>/personal-data")
 @operation(summary="隐私官：申请获批后在有效期内读取申请所列字段（每次读取均审计，每日限额）", tags=("privacy",),
-           response=PersonalDataOut, errors=(404, 409, 429))
+           response=PersonalDataOut, errors=(404, 409, 410, 429))
 @requires(Permission.PERSONAL_DATA_REQUEST)
 def read_request(request_id: str) -> Response:
     read = privacy.read_request(db_session(), courier_services().privacy, authenticate(), request_id)

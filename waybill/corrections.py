@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from waybill import audit, masked
 from waybill.crypto.vault import FieldCodec
-from waybill.errors import ValidationFailed
+from waybill.errors import PersonalDataDestroyed, ValidationFailed
 from waybill.labels import revoke_tokens
 from waybill.masking import mask_address, mask_name, mask_phone
 from waybill.models import Shipment, utcnow
@@ -73,16 +73,19 @@ def apply_correction(session: Session, deps: ShipmentDeps, principal: Principal,
     new = validate_changes(deps, current, changes)
     region = deps.regions.resolve(new.province, new.city, new.district, field_prefix="changes")
     sid = shipment.id
+    # Sealed again under the party's own data key, so destroying that key still destroys the corrected data.
+    kid = deps.keyring.key_id(session, sid, party)
+    if kid is None:
+        raise PersonalDataDestroyed()
     values = {"name": new.name, "phone": new.phone, "address": new.address}
     for column, value in values.items():
-        # SUBJECT-KEY: sealed under the party's own data key once the lead's subject keys land.
         setattr(shipment, f"{party}_{column}_ct",
-                deps.codec.encrypt(value, table=TABLE, column=f"{party}_{column}", row_id=sid))
+                deps.codec.encrypt(value, table=TABLE, column=f"{party}_{column}", row_id=sid, subject_key=kid))
     setattr(shipment, f"{party}_phone_bidx", phone_index(deps.codec, shipment.merchant_id, party, new.phone))
     setattr(shipment, f"{party}_region", region.as_json())
     setattr(shipment, f"{party}_masked_ct", masked.seal(deps.codec, sid, party, {
         "name": mask_name(new.name, deps.policy), "phone": mask_phone(new.phone, deps.policy),
-        "address": mask_address(new.address, deps.policy)}))
+        "address": mask_address(new.address, deps.policy)}, subject_key=kid))
     rerouted = False
     # A parcel delivered or cancelled goes nowhere again: its data is corrected in place, not routed.
     if shipment.status not in ("delivered", "cancelled"):

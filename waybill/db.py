@@ -68,6 +68,9 @@ def make_engine(url: str, *, write_lock: bool = True, **kwargs: Any) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.execute("PRAGMA synchronous=NORMAL")
+            # Deleted and overwritten content is zeroed, not left in free pages: destroyed de-identified data
+            # (a district beside a region) must not stay readable in the file (waybill/retention.py).
+            cur.execute("PRAGMA secure_delete=ON")
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -100,14 +103,15 @@ def alembic_config(engine_or_url: Engine | str) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head", *, keys: KeyMaterial | None = None, cipher: str | None = None,
-            blind_index_bits: int | None = None) -> None:
+            blind_index_bits: int | None = None, keystore: Any = None) -> None:
     """Create or upgrade the schema to ``revision`` through the migrations.
 
-    Data migrations that encrypt or re-index existing rows (0015) read ``keys``, ``cipher`` and
-    ``blind_index_bits`` from the Alembic config's attributes; without keys they refuse a non-empty table.
+    Data migrations that encrypt or re-index existing rows (0015, 0016) read ``keys``, ``cipher``,
+    ``blind_index_bits`` and ``keystore`` (the period-key store, 0016) from the Alembic config's attributes;
+    without keys they refuse a non-empty table.
     """
     cfg = alembic_config(engine)
-    cfg.attributes.update(keys=keys, cipher=cipher, blind_index_bits=blind_index_bits)
+    cfg.attributes.update(keys=keys, cipher=cipher, blind_index_bits=blind_index_bits, keystore=keystore)
     command.upgrade(cfg, revision)
 
 

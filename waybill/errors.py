@@ -46,6 +46,18 @@ class Conflict(DomainError):
     default_message = "与当前状态冲突"
 
 
+class PersonalDataDestroyed(DomainError):
+    """The shipment's (or the party's) personal data was destroyed: it can never be read again."""
+
+    default_message = "该运单的个人信息已按保存期限或本人请求销毁"
+
+
+class InDelivery(Conflict):
+    """A deletion of personal data the parcel still needs to reach its recipient."""
+
+    default_message = "包裹仍在寄递中，个人信息在合同履行完毕前不能删除"
+
+
 class IdempotencyConflict(Conflict):
     default_message = "同一 Idempotency-Key 已用于不同的请求内容"
 
@@ -82,12 +94,6 @@ class InvalidCode(AuthenticationFailed):
     """A data subject's challenge code that is wrong, expired, used or exhausted: one answer for all."""
 
     default_message = "验证码错误或已失效"
-
-
-class InDelivery(Conflict):
-    """A subject's deletion while the parcel is still on its way (its data is needed to deliver it)."""
-
-    default_message = "运单尚在派送中，签收或取消后才能删除个人信息"
 
 
 class PermissionDenied(DomainError):

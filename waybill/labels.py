@@ -31,6 +31,7 @@ from waybill.errors import (
     DomainError,
     InvalidStatusTransition,
     NotFound,
+    PersonalDataDestroyed,
     ReprintLimitReached,
     SandboxShipment,
     ShipmentNotFound,
@@ -85,7 +86,10 @@ def derive_token(key: bytes, nonce: bytes) -> str:
 
 
 def _party(codec: FieldCodec, shipment: Shipment, role: str) -> MaskedParty:
-    snap = masked.unseal(codec, shipment.id, role, getattr(shipment, f"{role}_masked_ct"))
+    blob = getattr(shipment, f"{role}_masked_ct")
+    if blob is None:  # destroyed (retention, the party's deletion): there is nothing to print, ever again
+        raise PersonalDataDestroyed()
+    snap = masked.unseal(codec, shipment.id, role, blob)
     region = getattr(shipment, f"{role}_region")
     return MaskedParty(name=snap["name"], phone=snap["phone"], province=region["province"],
                        city=region["city"], district=region["district"], address=snap["address"])

@@ -41,9 +41,10 @@ def decode(text: str) -> dict[str, str]:
     return doc
 
 
-def seal(codec: FieldCodec, row_id: str, role: str, masked: Mapping[str, str]) -> bytes:
-    """Encrypt a party's masked snapshot for the shipment ``row_id``."""
-    return codec.encrypt(encode(masked), table=TABLE, column=column(role), row_id=row_id)
+def seal(codec: FieldCodec, row_id: str, role: str, masked: Mapping[str, str], *,
+         subject_key: int | None = None) -> bytes:
+    """Encrypt a party's masked snapshot for the shipment ``row_id`` (under the party's key when given)."""
+    return codec.encrypt(encode(masked), table=TABLE, column=column(role), row_id=row_id, subject_key=subject_key)
 
 
 def unseal(codec: FieldCodec, row_id: str, role: str, blob: bytes) -> dict[str, str]:

@@ -26,7 +26,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -125,19 +125,19 @@ class Shipment(Base):
     status: Mapped[str] = mapped_column(String(20), default="created")
     sorting_code: Mapped[str] = mapped_column(String(32))
 
-    sender_name_ct: Mapped[bytes] = mapped_column(LargeBinary)
-    sender_phone_ct: Mapped[bytes] = mapped_column(LargeBinary)
-    sender_address_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    sender_name_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    sender_phone_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    sender_address_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     sender_region: Mapped[dict[str, str]] = mapped_column(JSON)
-    sender_masked_ct: Mapped[bytes] = mapped_column(LargeBinary)
-    sender_phone_bidx: Mapped[int] = mapped_column(BigInteger, index=True)
+    sender_masked_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    sender_phone_bidx: Mapped[int | None] = mapped_column(BigInteger, index=True, nullable=True)
 
-    recipient_name_ct: Mapped[bytes] = mapped_column(LargeBinary)
-    recipient_phone_ct: Mapped[bytes] = mapped_column(LargeBinary)
-    recipient_address_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    recipient_name_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    recipient_phone_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    recipient_address_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     recipient_region: Mapped[dict[str, str]] = mapped_column(JSON)
-    recipient_masked_ct: Mapped[bytes] = mapped_column(LargeBinary)
-    recipient_phone_bidx: Mapped[int] = mapped_column(BigInteger, index=True)
+    recipient_masked_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    recipient_phone_bidx: Mapped[int | None] = mapped_column(BigInteger, index=True, nullable=True)
 
     weight_g: Mapped[int] = mapped_column(Integer)
     pieces: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
@@ -162,6 +162,85 @@ class Shipment(Base):
     request_fingerprint: Mapped[bytes | None] = mapped_column(LargeBinary(32), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # When the contract ended (delivered, cancelled): retention counts from here (waybill/lifecycle.py).
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
+    # A party's personal data destroyed (its subject key deleted, its ciphertexts removed); the shipment's once
+    # both are: what remains is de-identified order data.
+    sender_destroyed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    recipient_destroyed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    personal_data_destroyed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Only for writing a new shipment's keys with it (in dependency order); never loaded, never deleted through.
+    subject_keys: Mapped[list[SubjectKey]] = relationship(lazy="raise", cascade="save-update, expunge",
+                                                          passive_deletes=True)
+
+
+class SubjectKey(Base):
+    """One party's data key (each sender and recipient of each shipment has its own), wrapped by a key of the
+    key store (waybill/crypto/keystore.py), never by anything kept only in the database.
+
+    ``wrapping_key_id`` is the key store key wrapping it now: the active-period key of its creation day, then,
+    once the contract ends, the key of its end day. ``created_under`` remembers the first (a restored old copy
+    of the database still holds that wrapping: it must be gone before the data counts as destroyed).
+    """
+
+    __tablename__ = "subject_keys"
+    __table_args__ = (UniqueConstraint("shipment_id", "party"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=False)
+    shipment_id: Mapped[str] = mapped_column(ForeignKey("shipments.id"))
+    party: Mapped[str] = mapped_column(String(10))
+    algorithm: Mapped[str] = mapped_column(String(20))
+    wrapping_key_id: Mapped[str] = mapped_column(String(40), index=True)
+    created_under: Mapped[str] = mapped_column(String(40), index=True)
+    wrapped: Mapped[bytes] = mapped_column(LargeBinary(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PendingKeyDestruction(Base):
+    """A key store key that must be destroyed at the next retention run, after its surviving data keys are
+    re-wrapped under a fresh key (an early deletion removed one of the data keys it wrapped)."""
+
+    __tablename__ = "pending_key_destructions"
+
+    key_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(40))
+    since: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DestructionRecord(Base):
+    """The record of one destruction (销毁记录): when, why, how, how many shipments, which keys, by whom."""
+
+    __tablename__ = "destruction_records"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    reason: Mapped[str] = mapped_column(String(20))
+    method: Mapped[str] = mapped_column(String(200))
+    shipments: Mapped[int] = mapped_column(Integer)
+    key_ids: Mapped[list[str]] = mapped_column(JSON)
+    actor: Mapped[str] = mapped_column(String(80))
+
+
+class LegalHold(Base):
+    """A legal hold: its shipments are skipped by retention until it is released."""
+
+    __tablename__ = "legal_holds"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(200))
+    incident_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    created_by: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    released_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    released_by: Mapped[str | None] = mapped_column(String(80), nullable=True)
+
+
+class LegalHoldShipment(Base):
+    __tablename__ = "legal_hold_shipments"
+
+    hold_id: Mapped[str] = mapped_column(ForeignKey("legal_holds.id"), primary_key=True)
+    shipment_id: Mapped[str] = mapped_column(ForeignKey("shipments.id"), primary_key=True, index=True)
 
 
 class QrToken(Base):

@@ -33,6 +33,11 @@ class Permission(StrEnum):
     SUBJECT_REQUEST = "subject:request"
     # Privacy officers deciding subjects' requests.
     SUBJECT_REQUEST_DECIDE = "subject_request:decide"
+    # Retention: destruction records are read by privacy officers and auditors; holds placed by privacy officers;
+    # runs made by the system (the schedule, `waybill retention run`).
+    DESTRUCTION_READ = "destruction:read"
+    PRIVACY_HOLD = "privacy:hold"
+    RETENTION_RUN = "retention:run"
 
 
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
@@ -43,12 +48,13 @@ ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "sorter": frozenset({Permission.LABEL_READ, Permission.LABEL_REPRINT, Permission.PRINT_JOB_CREATE}),
     "courier": frozenset({Permission.COURIER_SCAN, Permission.COURIER_CALL, Permission.COURIER_DELIVER}),
     "dispatcher": frozenset({Permission.DISPATCH_ASSIGN}),
-    "auditor": frozenset({Permission.AUDIT_READ}),
+    "auditor": frozenset({Permission.AUDIT_READ, Permission.DESTRUCTION_READ}),
     # Full access only per recorded request with a purpose (GB/T 35273 7.1 e).
-    "privacy_officer": frozenset({Permission.PERSONAL_DATA_REQUEST, Permission.SUBJECT_REQUEST_DECIDE}),
+    "privacy_officer": frozenset({Permission.PERSONAL_DATA_REQUEST, Permission.DESTRUCTION_READ,
+                                  Permission.PRIVACY_HOLD, Permission.SUBJECT_REQUEST_DECIDE}),
     # Separation of duties: admins manage accounts and keys and read no personal data.
     "admin": frozenset({Permission.USER_MANAGE}),
-    "system": frozenset(),
+    "system": frozenset({Permission.RETENTION_RUN}),
     # Never a staff role: a short-lived session scoped to one party of one shipment (courier_api/subjects).
     "subject": frozenset({Permission.SUBJECT_DATA_READ, Permission.SUBJECT_LOG_READ, Permission.SUBJECT_REQUEST}),
 }

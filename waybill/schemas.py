@@ -160,11 +160,17 @@ class ShipmentOut(OutModel):
     status: Literal["created", "printed", "in_transit", "out_for_delivery", "delivered", "cancelled"]
     sorting_code: str
     merchant_order_id: str
-    sender: PartyOut
-    recipient: PartyOut
+    # null once that party's personal data is destroyed (retention, or the party's own deletion request)
+    sender: PartyOut | None
+    recipient: PartyOut | None
     parcel: ParcelOut
     created_at: UtcTimestamp
     consents: ConsentsOut | None = None
+    # "present"; "destroyed" once retention (or both parties' deletions) destroyed it; "partially_destroyed"
+    # when one party's was destroyed at their request.
+    personal_data: Literal["present", "partially_destroyed", "destroyed"] = "present"
+    # When the contract ended (delivered or cancelled); retention counts from here.
+    ended_at: UtcTimestamp | None = None
 
 
 class ShipmentPage(OutModel):

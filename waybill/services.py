@@ -11,6 +11,8 @@ from sqlalchemy.orm import Session, sessionmaker
 import printing
 from waybill import audit, db, keyfile, messages
 from waybill.consent import PrivacyNotice
+from waybill.crypto.keystore import LocalKeyStore
+from waybill.crypto.subject_keys import SubjectKeyring
 from waybill.crypto.vault import FieldCodec, Vault, ensure_active_data_key
 from waybill.labels import LabelDeps
 from waybill.messages.base import MessageProvider
@@ -43,6 +45,8 @@ class Services:
     session_factory: sessionmaker[Session]
     keys: keyfile.KeyMaterial
     codec: FieldCodec
+    # Each party's own data key (waybill/crypto/subject_keys.py): what retention and deletions destroy.
+    subject_keys: SubjectKeyring
     routing: RoutingTable
     regions: RegionTable  # GB/T 2260 divisions every party's region is checked against
     stations: StationRegister  # every station and hub; staff of station roles name one of them
@@ -72,7 +76,7 @@ class Services:
     def shipment_deps(self) -> ShipmentDeps:
         return ShipmentDeps(codec=self.codec, routing=self.routing, regions=self.regions,
                             policy=self.settings.mask_policy, fingerprint_key=self.keys.secret("idempotency"),
-                            notice=self.privacy_notice)
+                            notice=self.privacy_notice, keyring=self.subject_keys)
 
 
 def initialise(settings: Settings) -> tuple[keyfile.KeyMaterial, Engine, bool]:
@@ -89,7 +93,8 @@ def initialise(settings: Settings) -> tuple[keyfile.KeyMaterial, Engine, bool]:
     engine = db.make_engine(settings.database_url)
     try:
         # The keys go along: a data migration may have to encrypt or re-index existing rows.
-        db.upgrade(engine, keys=keys, cipher=settings.cipher, blind_index_bits=settings.blind_index_bits)
+        db.upgrade(engine, keys=keys, cipher=settings.cipher, blind_index_bits=settings.blind_index_bits,
+                   keystore=LocalKeyStore(settings.period_key_file))
         db.check_schema(engine)
     except BaseException:
         engine.dispose()
@@ -168,12 +173,15 @@ def build(settings: Settings, *, engine: Engine | None = None, codec: FieldCodec
     # On SQLite the vault reads data keys through its own non-locking engine (the request's transaction may
     # already hold the write lock); long reads (audit verify) use it too, so they hold no write lock.
     key_engine = db.make_engine(settings.database_url, write_lock=False) if settings.is_sqlite else engine
+    keystore = LocalKeyStore(settings.period_key_file)
     vault = codec or Vault(key_engine, settings.key_file, settings.cipher,
-                           blind_index_bits=settings.blind_index_bits, material=keys)
+                           blind_index_bits=settings.blind_index_bits, material=keys, keystore=keystore)
+    # The bench's identity codec has no keyring of its own: the keys are still made (their cost is real).
+    keyring = vault.subject_keys if isinstance(vault, Vault) else SubjectKeyring(keystore, settings.cipher, key_engine)
     # One in-process store for every limit of this process (each limit has its own namespace in it).
     limits = memory_storage()
     return Services(
-        settings=settings, engine=engine, session_factory=factory, keys=keys, codec=vault,
+        settings=settings, engine=engine, session_factory=factory, keys=keys, codec=vault, subject_keys=keyring,
         routing=routing, stations=stations,
         regions=RegionTable.load(settings.regions_extra_file),
         merchant_limiter=WindowLimiter.per_rate(settings.merchant_rate_per_s, settings.merchant_burst,

@@ -44,6 +44,15 @@ class Settings:
     data_dir: Path = Path("var")
     database_url: str = ""
     key_file: Path = Path("var/keys.json")
+    # The key store of the destroyable period keys (waybill/crypto/keystore.py); default: beside the key file.
+    # It has its own backup rule (README "Retention"): a backup of it outlives the keys it destroyed.
+    period_key_file: Path = Path("var/period-keys.json")
+    # Personal data is destroyed this many days after a shipment's contract ends (delivery, cancellation);
+    # 0: at the first retention run after it ends. Whole days of China Standard Time (see waybill/lifecycle.py).
+    retention_days: int = 180
+    # An active-period key (the data keys of one creation day) is retired after this many days: the data keys
+    # of parcels still under way are re-wrapped under today's key, so no key outlives its shipments for long.
+    active_key_days: int = 7
     cipher: str = "aes-256-gcm"
     log_level: str = "INFO"
     # Merchant API rate limit: a moving window per merchant of merchant_burst units per burst/rate seconds.
@@ -140,8 +149,6 @@ class Settings:
     subject_request_working_days: tuple[tuple[str, int], ...] = (("delete", 15),)
     # The overdue alert fires this many days before the due date (and again once overdue).
     subject_request_warn_days: int = 3
-    # How long personal data is kept after a shipment ended (delivered or cancelled); 0: at the next run.
-    retention_days: int = 180
 
     @property
     def is_production(self) -> bool:
@@ -367,6 +374,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         "data_dir": data_dir,
         "database_url": database_url,
         "key_file": key_file,
+        "period_key_file": Path(pk) if (pk := get("period_key_file")) else key_file.with_name("period-keys.json"),
         "cipher": cipher,
         "log_level": (get("log_level") or "INFO").upper(),
         "redis_url": get("redis_url"),
@@ -390,11 +398,12 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     for name, lo, hi in (("qr_token_ttl_days", 1, 365), ("scan_per_minute", 1, 10_000), ("scan_per_hour", 1, 1_000_000),
                          ("binding_ttl_hours", 1, 24 * 30), ("release_grace_hours", 0, 24 * 30),
                          ("privacy_request_minutes", 1, 24 * 60), ("key_rotation_grace_hours", 0, 24 * 30),
-                         ("privacy_reads_per_day", 1, 100_000), ("subject_code_ttl_s", 60, 3600),
+                         ("privacy_reads_per_day", 1, 100_000), ("retention_days", 0, 3650),
+                         ("active_key_days", 1, 90), ("subject_code_ttl_s", 60, 3600),
                          ("subject_token_ttl_s", 60, 3600), ("subject_challenges_per_phone_per_hour", 1, 1000),
                          ("subject_challenges_per_waybill_per_hour", 1, 1000),
                          ("subject_challenges_per_client_per_hour", 1, 100_000), ("subject_request_days", 1, 30),
-                         ("subject_request_warn_days", 0, 30), ("retention_days", 0, 36500)):
+                         ("subject_request_warn_days", 0, 30)):
         if (raw := get(name)) is not None:
             values[name] = _int(name, raw, lo, hi)
     for name, lo, hi in (("reprints_per_job", 1, 200), ("reprints_per_sorter_per_hour", 1, 10_000)):

@@ -19,9 +19,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from waybill import audit, masked
+from waybill import audit, lifecycle, masked
 from waybill.consent import PrivacyNotice
-from waybill.crypto.vault import FieldCodec
+from waybill.crypto.subject_keys import SubjectKeyring
+from waybill.crypto.vault import FieldCodec, subject_key_of
 from waybill.errors import (
     DomainError,
     DuplicateMerchantOrder,
@@ -58,6 +59,7 @@ class ShipmentDeps:
     routing: RoutingTable
     policy: MaskPolicy
     fingerprint_key: bytes
+    keyring: SubjectKeyring
     regions: RegionTable = field(default_factory=RegionTable.load)
     notice: PrivacyNotice = field(default_factory=PrivacyNotice.load)  # what ``consents`` are checked against
 
@@ -117,27 +119,34 @@ def _build(deps: ShipmentDeps, principal: Principal, data: ShipmentIn, idempoten
     sid = new_id("shp")
     now = utcnow()
     values: dict[str, object] = {}
+    keys = {role: deps.keyring.new(sid, role, now) for role in PARTIES}
     for role in PARTIES:
         party: PartyIn = getattr(data, role)
-        enc = deps.codec.encrypt
-        values[f"{role}_name_ct"] = enc(party.name, table=TABLE, column=f"{role}_name", row_id=sid)
-        values[f"{role}_phone_ct"] = enc(party.phone, table=TABLE, column=f"{role}_phone", row_id=sid)
-        values[f"{role}_address_ct"] = enc(party.address, table=TABLE, column=f"{role}_address", row_id=sid)
+        # Each party's data under its own key: destroying one party's key destroys exactly its data.
+        kid = keys[role].id
+
+        def enc(value: str, column: str, kid: int = kid) -> bytes:
+            return deps.codec.encrypt(value, table=TABLE, column=column, row_id=sid, subject_key=kid)
+
+        values[f"{role}_name_ct"] = enc(party.name, f"{role}_name")
+        values[f"{role}_phone_ct"] = enc(party.phone, f"{role}_phone")
+        values[f"{role}_address_ct"] = enc(party.address, f"{role}_address")
         values[f"{role}_phone_bidx"] = phone_index(deps.codec, principal.id, role, party.phone)
         values[f"{role}_region"] = regions[role].as_json()
         values[f"{role}_masked_ct"] = masked.seal(deps.codec, sid, role, {
             "name": mask_name(party.name, deps.policy),
             "phone": mask_phone(party.phone, deps.policy),
             "address": mask_address(party.address, deps.policy),
-        })
+        }, subject_key=kid)
     description = data.parcel.description
-    return Shipment(
+    return Shipment(subject_keys=list(keys.values()),
         id=sid, merchant_id=principal.id, merchant_order_id=data.merchant_order_id,
         waybill_no=new_waybill_no(), status="created", sorting_code=route.sorting_code,
         consolidation=route.consolidation, origin_station=station_code(origin),
         destination_station=station_code(route), weight_g=data.parcel.weight_g, pieces=data.parcel.pieces,
+        # What someone bought says something about them: the recipient's key.
         description_ct=None if not description else deps.codec.encrypt(
-            description, table=TABLE, column="description", row_id=sid),
+            description, table=TABLE, column="description", row_id=sid, subject_key=keys["recipient"].id),
         idempotency_key=idempotency_key, request_fingerprint=fingerprint, test_mode=principal.test_mode,
         notice_version=notice_version, consent_purposes=consent_purposes,
         created_at=now, updated_at=now, **values,
@@ -341,17 +350,20 @@ def list_shipments(session: Session, deps: ShipmentDeps, principal: Principal, *
     next_cursor = _encode_cursor(rows[-1]) if more and rows else None
     if wanted is not None:
         # The blind index is truncated on purpose: confirm each candidate by decrypting it.
-        rows = [r for r in rows if deps.codec.decrypt(r.recipient_phone_ct, table=TABLE,
-                                                      column="recipient_phone", row_id=r.id) == wanted]
+        rows = [r for r in rows if r.recipient_phone_ct is not None and deps.codec.decrypt(
+            r.recipient_phone_ct, table=TABLE, column="recipient_phone", row_id=r.id) == wanted]
         audit.record(session, principal, "shipment.search", object_type="shipment",
                      fields=["recipient.phone"], purpose="merchant phone search")
+    # One query for the page's data keys instead of one per party (the masked snapshots are opened next).
+    deps.keyring.prefetch(k for r in rows for blob in (r.sender_masked_ct, r.recipient_masked_ct)
+                          if blob is not None and (k := subject_key_of(blob)) is not None)
     for row in rows:
         audit.record(session, principal, "shipment.read", object_type="shipment", object_id=row.id,
                      fields=["masked"])
     return rows, next_cursor
 
 
-def cancel_shipment(session: Session, principal: Principal, shipment_id: str) -> Shipment:
+def cancel_shipment(session: Session, principal: Principal, shipment_id: str, *, keyring: SubjectKeyring) -> Shipment:
     """Cancel before pickup (``created`` or ``printed``); otherwise :class:`InvalidStatusTransition`."""
     principal.require(Permission.SHIPMENT_CANCEL)
     shipment = _own(session, principal, shipment_id, "shipment.cancel", lock=True)
@@ -365,6 +377,7 @@ def cancel_shipment(session: Session, principal: Principal, shipment_id: str) ->
     shipment.updated_at = utcnow()
     # A cancelled parcel's printed label must stop resolving.
     revoke_tokens(session, principal, shipment.id, "cancelled", now=shipment.updated_at)
+    lifecycle.end_contract(session, keyring, shipment, shipment.updated_at)
     audit.record(session, principal, "shipment.cancel", object_type="shipment", object_id=shipment.id)
     session.flush()
     return shipment

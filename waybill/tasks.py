@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from waybill import messages, outbox
+from waybill import messages, outbox, retention
 from waybill.extensions import load_extensions
 from waybill.models import utcnow
 from waybill.outbox import Handler, Job, TaskQueue
@@ -27,6 +27,7 @@ log = logging.getLogger("waybill.tasks")
 ACTOR_NAME = "waybill_outbox_message"
 QUEUE_NAME = "waybill"
 RELAY_INTERVAL_S = 1.0
+RETENTION_TOPIC = "retention.run"
 
 
 def _expire_bindings(svc: Services) -> Handler:
@@ -48,10 +49,19 @@ def _release_remote(svc: Services) -> Handler:
     return handler
 
 
+def _retention_run(svc: Services) -> Handler:
+    def handler(_tx: UnitOfWork, _payload: Mapping[str, Any]) -> None:
+        # The run commits chunk by chunk in its own transactions (the service keeps answering meanwhile); it is
+        # idempotent, so a redelivery after a crash finishes what the first delivery began.
+        retention.run(svc, outbox.TASK_PRINCIPAL)
+    return handler
+
+
 def handlers(svc: Services) -> dict[str, Handler]:
     """Every topic's handler: waybill's own and those of the installed extensions."""
     found: dict[str, Handler] = {"virtual_numbers.expire": _expire_bindings(svc),
-                                 RELEASE_TOPIC: _release_remote(svc), messages.TOPIC: messages.handler(svc)}
+                                 RELEASE_TOPIC: _release_remote(svc), RETENTION_TOPIC: _retention_run(svc),
+                                 messages.TOPIC: messages.handler(svc)}
     for ext in load_extensions():
         for topic, handler in ext.task_handlers(svc).items():
             if topic in found:
@@ -62,7 +72,9 @@ def handlers(svc: Services) -> dict[str, Handler]:
 
 def jobs() -> list[Job]:
     """The periodic jobs (each runs once per period across every process of every node)."""
-    found = [Job("virtual_numbers.expire", 300, "virtual_numbers.expire", {})]
+    found = [Job("virtual_numbers.expire", 300, "virtual_numbers.expire", {}),
+             # Daily (slots of whole UTC days: 08:00 China Standard Time, off the evening peak).
+             Job(RETENTION_TOPIC, 86400, RETENTION_TOPIC, {})]
     for ext in load_extensions():
         found.extend(ext.periodic_jobs())
     return found

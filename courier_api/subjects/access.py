@@ -96,8 +96,7 @@ def _shipment(session: Session, scope: SubjectScope) -> Shipment:
 
 def party_destroyed(shipment: Shipment, party: str) -> bool:
     """Whether one party's personal data is gone (destroyed by retention or a deletion request)."""
-    # SUBJECT-KEY: `<party>_destroyed_at` arrives with the lead's migration 0016; ciphertexts become nullable.
-    if getattr(shipment, f"{party}_destroyed_at", None) is not None:
+    if getattr(shipment, f"{party}_destroyed_at") is not None:
         return True
     return any(getattr(shipment, f"{party}_{column}_ct", None) is None for column in PD_COLUMNS)
 
@@ -200,9 +199,7 @@ def view(session: Session, codec: FieldCodec, principal: Principal, *, retention
     scope = scope_of(session, principal, Permission.SUBJECT_DATA_READ)
     shipment = _shipment(session, scope)
     data = decrypt_party(codec, shipment, scope.party)
-    ended: datetime | None = getattr(shipment, "ended_at", None)  # SUBJECT-KEY: column of migration 0016
-    if ended is None and shipment.status in ("delivered", "cancelled"):
-        ended = shipment.updated_at  # until ended_at exists: an ended shipment's last change is its ending
+    ended = shipment.ended_at
     if ended is not None:
         retained_until: datetime | None = ended + timedelta(days=retention_days)
         note = f"运单已结束，个人信息保留至该时间后销毁（保存期限 {retention_days} 天）"

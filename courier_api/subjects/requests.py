@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import dataclasses
 import json
 from collections.abc import Mapping
@@ -26,7 +27,14 @@ from courier_api.subjects.models import SubjectRequest
 from courier_api.subjects.verify import scope_of
 from waybill import audit, corrections, deadlines
 from waybill.crypto.vault import CryptoError, FieldCodec
-from waybill.errors import Conflict, InDelivery, NotFound, PermissionDenied, ValidationFailed
+from waybill.errors import (
+    Conflict,
+    InDelivery,
+    NotFound,
+    PermissionDenied,
+    PersonalDataDestroyed,
+    ValidationFailed,
+)
 from waybill.ids import looks_like, new_id
 from waybill.models import Shipment, utcnow
 from waybill.permissions import Permission, Principal
@@ -59,9 +67,12 @@ class RequestView:
     text: str | None = None
 
 
-def _seal(codec: FieldCodec, req_id: str, column: str, text: str) -> bytes:
-    # SUBJECT-KEY: under the party's own data key (codec.encrypt(..., subject_key=...)) once main has it.
-    return codec.encrypt(text, table=TABLE, column=column, row_id=req_id)
+def _seal(session: Session, svc: Services, req: SubjectRequest, column: str, text: str) -> bytes:
+    """Under the party's own data key: the request's content is destroyed with the party's data."""
+    kid = svc.subject_keys.key_id(session, req.shipment_id, req.party)
+    if kid is None:
+        raise PersonalDataDestroyed()
+    return svc.codec.encrypt(text, table=TABLE, column=column, row_id=req.id, subject_key=kid)
 
 
 def _open(codec: FieldCodec, req: SubjectRequest, column: str) -> str | None:
@@ -125,9 +136,9 @@ def file_request(session: Session, svc: Services, principal: Principal, request_
     req = SubjectRequest(id=new_id("sjr"), shipment_id=shipment.id, party=scope.party, type=request_type,
                          status=RECEIVED, received_at=now, due_at=deadline.due_at, due_fallback=deadline.fallback)
     if changes:
-        req.changes_ct = _seal(svc.codec, req.id, "changes", json.dumps(dict(changes), ensure_ascii=False))
+        req.changes_ct = _seal(session, svc, req, "changes", json.dumps(dict(changes), ensure_ascii=False))
     if clean is not None:
-        req.text_ct = _seal(svc.codec, req.id, "text", clean)
+        req.text_ct = _seal(session, svc, req, "text", clean)
     session.add(req)
     audit.record(session, principal, "subject.request", object_type="shipment", object_id=shipment.id,
                  fields=fields, purpose=f"{request_type}:{req.id}")
@@ -215,7 +226,8 @@ def _carry_out(session: Session, svc: Services, principal: Principal, req: Subje
             raise InDelivery()
         from waybill import lifecycle  # the lead's destruction of one party (crypto-shredding)
 
-        lifecycle.destroy_party(session, svc, shipment, req.party, principal=principal, reason="subject_request")
+        lifecycle.destroy_party(session, svc.subject_keys, shipment, req.party, principal=principal,
+                                reason="subject_request")
     elif req.type == "withdraw_consent":
         from waybill import consent
 
@@ -252,7 +264,9 @@ def decide(session: Session, svc: Services, principal: Principal, request_id: st
     req.status = COMPLETED if decision == "complete" else REJECTED
     req.decided_at, req.decided_by = now, principal.id
     if clean is not None:
-        req.reason_ct = _seal(svc.codec, req.id, "reason", clean)
+        # After a deletion the party's key is gone: the reason, if any, is not kept (the audit event says why).
+        with contextlib.suppress(PersonalDataDestroyed):
+            req.reason_ct = _seal(session, svc, req, "reason", clean)
     audit.record(session, principal, "subject_request.decide", object_type="shipment", object_id=shipment.id,
                  fields=[], purpose=f"{req.type}:{decision}:{req.id}", outcome=req.status)
     session.flush()

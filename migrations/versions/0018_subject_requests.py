@@ -1,7 +1,7 @@
 """Data subjects' self-service: SMS challenges, subject sessions, subject requests.
 
 Revision ID: 0018
-Revises: 0017 (merged from branch msg; the lead re-chains onto 0016)
+Revises: 0016, 0017 (joins main's 0016 and branch msg's 0017; the lead may re-chain it linearly)
 Create Date: 2026-12-01
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 TS = sa.DateTime(timezone=True)
 
 revision = "0018"
-down_revision = "0017"
+down_revision = ("0016", "0017")
 branch_labels = None
 depends_on = None
 

@@ -560,7 +560,8 @@ DOMAIN_OPS: dict[str, tuple[Permission, DomainCall]] = {
     "get_shipment": (Permission.SHIPMENT_READ, lambda s, svc, p, sid: shipments.get_shipment(s, p, sid)),
     "list_shipments": (Permission.SHIPMENT_LIST, lambda s, svc, p, sid: shipments.list_shipments(
         s, svc.shipment_deps, p, limit=1)),
-    "cancel_shipment": (Permission.SHIPMENT_CANCEL, lambda s, svc, p, sid: shipments.cancel_shipment(s, p, sid)),
+    "cancel_shipment": (Permission.SHIPMENT_CANCEL, lambda s, svc, p, sid: shipments.cancel_shipment(
+        s, p, sid, keyring=svc.subject_keys)),
     "issue_label": (Permission.LABEL_READ, lambda s, svc, p, sid: labels.issue_label(s, svc.label_deps, p, sid)),
     "reprint_label": (Permission.LABEL_REPRINT, lambda s, svc, p, sid: labels.reprint_label(
         s, svc.label_deps, p, sid, "damaged")),

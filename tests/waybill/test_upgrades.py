@@ -132,6 +132,23 @@ class Seeded:
         return {"Authorization": f"Bearer {self.api_key}"}
 
 
+class _Format1:
+    """The vault as it was before subject keys: every value under the active shared data key."""
+
+    def __init__(self, vault: Vault) -> None:
+        self._vault = vault
+
+    def encrypt(self, plaintext: str, *, table: str, column: str, row_id: str,
+                subject_key: int | None = None) -> bytes:
+        return self._vault.encrypt(plaintext, table=table, column=column, row_id=row_id)
+
+    def decrypt(self, blob: bytes, *, table: str, column: str, row_id: str) -> str:
+        return self._vault.decrypt(blob, table=table, column=column, row_id=row_id)
+
+    def blind_index(self, field: str, normalised: str) -> int:
+        return self._vault.blind_index(field, normalised)
+
+
 def _seed(env: Env, revision: str) -> Seeded:
     settings: Settings = env.settings
     db.upgrade(env.engine, revision)
@@ -150,8 +167,10 @@ def _seed(env: Env, revision: str) -> Seeded:
             "created_at": created_at})])
     codec = Vault(env.engine, settings.key_file, settings.cipher, blind_index_bits=settings.blind_index_bits,
                   material=keys)
-    deps = ShipmentDeps(codec=codec, routing=RoutingTable.load(), policy=settings.mask_policy,
-                        fingerprint_key=keys.secret("idempotency"))
+    # Rows as the code before 0016 wrote them: format-1 ciphertexts under the shared data key (the keyring's
+    # keys are made and dropped: subject_keys is a table of 0016).
+    deps = ShipmentDeps(codec=_Format1(codec), routing=RoutingTable.load(), policy=settings.mask_policy,
+                        fingerprint_key=keys.secret("idempotency"), keyring=codec.subject_keys)
 
     merchant_id = new_id("mch")
     key_id = secrets.token_hex(8)

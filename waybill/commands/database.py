@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 
 from waybill import db, keyfile
 from waybill.commands import common as cli
+from waybill.crypto.keystore import LocalKeyStore
 from waybill.settings import Settings
 
 
@@ -72,7 +73,8 @@ def db_upgrade(revision: str) -> None:
         except keyfile.KeyFileError:
             keys = None  # enough for the schema; a data migration that needs them says so
         try:
-            db.upgrade(engine, revision, keys=keys, cipher=settings.cipher, blind_index_bits=settings.blind_index_bits)
+            db.upgrade(engine, revision, keys=keys, cipher=settings.cipher, blind_index_bits=settings.blind_index_bits,
+                       keystore=LocalKeyStore(settings.period_key_file))
         except CommandError as exc:  # an unknown revision, or one that would be a downgrade
             cli.fail({"ok": False, "error": {"code": "migration_error", "message": str(exc)}}, 2)
         with engine.connect() as conn:

@@ -11,6 +11,12 @@ authentication instead of decrypting to something wrong.
 Data keys (DEKs) are random, stored in the ``data_keys`` table wrapped (AEAD) by a master key
 from the key file. Rotation (:mod:`waybill.crypto.rotation`) adds a master key and re-wraps the DEKs,
 keeping the previous wrapping until retired; ciphertexts never change.
+
+Format 2 is the same with an 8-byte id of a *subject key* (one party's own data key,
+:mod:`waybill.crypto.subject_keys`) in place of the 4-byte data-key id: every party's personal data is sealed
+under its own key, so that destroying that key (retention, a subject's deletion) destroys exactly that data::
+
+    2 (1 byte) | algorithm id (1) | subject-key id (8) | nonce (12) | ciphertext + GCM tag (16)
 """
 
 from __future__ import annotations
@@ -27,23 +33,38 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import Connection, Engine, func, insert, select
 
 from waybill import keyfile
+from waybill.crypto.aead import (
+    KEY_LEN,
+    NONCE,
+    TAG,
+    _hkdf,
+    _open,
+    _seal,
+    _wrap_key,
+)
+
+# The errors are the vault's API: re-exported for the modules that catch them.
+from waybill.crypto.aead import CryptoError as CryptoError
+from waybill.crypto.aead import DecryptionFailed as DecryptionFailed
+from waybill.crypto.aead import KeyUnavailable as KeyUnavailable
+from waybill.crypto.aead import MalformedCiphertext as MalformedCiphertext
+from waybill.crypto.aead import UnknownKeyId as UnknownKeyId
+from waybill.crypto.keystore import KeyStore, LocalKeyStore, NoKeyStore
+from waybill.crypto.subject_keys import SubjectKeyGone, SubjectKeyring
 from waybill.models import DataKey, utcnow
 
 VERSION = 1
+SUBJECT_VERSION = 2
 ALGORITHMS = {"aes-256-gcm": 1, "sm4-gcm": 2}
 _ALG_NAMES = {v: k for k, v in ALGORITHMS.items()}
-_KEY_LEN = {"aes-256-gcm": 32, "sm4-gcm": 16}
+_KEY_LEN = KEY_LEN
 _HEADER = struct.Struct(">BBI")
-_NONCE = 12
-_TAG = 16
+_HEADER2 = struct.Struct(">BBQ")
+_NONCE = NONCE
+_TAG = TAG
 # --- the phone blind index width, from the numbers ---------------------------------------------------------
 # Who can enumerate: someone holding the database AND the index secret (the HMAC is keyed, so without the
 # secret nothing can be tested). The masked snapshot is encrypted (see waybill/masked.py), so all they see
@@ -70,30 +91,15 @@ BLIND_INDEX_MAX_BITS = 16
 _ACTIVE_TTL_S = 60.0
 
 
-class CryptoError(Exception):
-    """Base of every vault failure. Messages never include key or plaintext material."""
-
-
-class MalformedCiphertext(CryptoError):
-    """Too short, unknown format version or unknown algorithm id."""
-
-
-class UnknownKeyId(CryptoError):
-    """The ciphertext names a data key that does not exist (or was destroyed)."""
-
-
-class KeyUnavailable(CryptoError):
-    """The data key's master key is not in the key file (rotated away or wrong key file)."""
-
-
-class DecryptionFailed(CryptoError):
-    """Authentication failed: wrong key, tampered bytes, or a ciphertext moved to another row/column."""
+class DataDestroyed(UnknownKeyId):
+    """The ciphertext's subject key was destroyed: the personal data it held is gone for good."""
 
 
 class FieldCodec(Protocol):
     """What the shipment store needs from a vault; lets the benchmark swap in an identity codec."""
 
-    def encrypt(self, plaintext: str, *, table: str, column: str, row_id: str) -> bytes: ...
+    def encrypt(self, plaintext: str, *, table: str, column: str, row_id: str,
+                subject_key: int | None = None) -> bytes: ...
 
     def decrypt(self, blob: bytes, *, table: str, column: str, row_id: str) -> str: ...
 
@@ -101,46 +107,23 @@ class FieldCodec(Protocol):
 
 
 def key_id_of(blob: bytes) -> int:
-    """The data-key id a ciphertext names in its header (a :class:`MalformedCiphertext` if it has none)."""
+    """The data-key id a format-1 ciphertext names in its header (a :class:`MalformedCiphertext` if it has none)."""
     blob = bytes(blob)
     if len(blob) < _HEADER.size:
         raise MalformedCiphertext("ciphertext too short")
     return int(_HEADER.unpack_from(blob)[2])
 
 
+def subject_key_of(blob: bytes) -> int | None:
+    """The subject-key id a format-2 ciphertext names (None for a format-1 one)."""
+    blob = bytes(blob)
+    if len(blob) < _HEADER2.size or blob[0] != SUBJECT_VERSION:
+        return None
+    return int(_HEADER2.unpack_from(blob)[2])
+
+
 def _aad(header: bytes, table: str, column: str, row_id: str) -> bytes:
     return b"".join((header, table.encode(), b"\0", column.encode(), b"\0", row_id.encode()))
-
-
-def _seal(algorithm: str, key: bytes, nonce: bytes, data: bytes, aad: bytes) -> bytes:
-    if algorithm == "aes-256-gcm":
-        return AESGCM(key).encrypt(nonce, data, aad)
-    enc = Cipher(algorithms.SM4(key), modes.GCM(nonce)).encryptor()
-    enc.authenticate_additional_data(aad)
-    return enc.update(data) + enc.finalize() + enc.tag
-
-
-def _open(algorithm: str, key: bytes, nonce: bytes, data: bytes, aad: bytes) -> bytes:
-    try:
-        if algorithm == "aes-256-gcm":
-            return AESGCM(key).decrypt(nonce, data, aad)
-        if len(data) < _TAG:
-            raise DecryptionFailed("ciphertext failed authentication")
-        dec = Cipher(algorithms.SM4(key), modes.GCM(nonce, data[-_TAG:])).decryptor()
-        dec.authenticate_additional_data(aad)
-        return dec.update(data[:-_TAG]) + dec.finalize()
-    except InvalidTag:
-        raise DecryptionFailed("ciphertext failed authentication") from None
-
-
-def _hkdf(secret: bytes, info: bytes, length: int = 32) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(secret)
-
-
-def _wrap_key(master: bytes, algorithm: str) -> bytes:
-    # Master keys are 32 random bytes; derive the wrapping key per algorithm so one master key
-    # never serves two ciphers directly.
-    return _hkdf(master, b"waybill dek wrap " + algorithm.encode(), _KEY_LEN[algorithm])
 
 
 def _wrap_aad(dek_id: int, algorithm: str) -> bytes:
@@ -169,7 +152,7 @@ class Vault:
 
     def __init__(self, engine: Engine | None, key_file: Path | None, algorithm: str, *,
                  blind_index_bits: int = BLIND_INDEX_BITS, material: keyfile.KeyMaterial | None = None,
-                 connection: Connection | None = None) -> None:
+                 connection: Connection | None = None, keystore: KeyStore | None = None) -> None:
         if algorithm not in ALGORITHMS:
             raise ValueError(f"unknown algorithm {algorithm}")
         if not BLIND_INDEX_MIN_BITS <= blind_index_bits <= BLIND_INDEX_MAX_BITS:
@@ -192,13 +175,18 @@ class Vault:
         self._active_checked = 0.0
         self._lock = threading.Lock()
         self._bidx_keys: dict[str, bytes] = {}
+        if keystore is None:
+            # The default store lies beside the key file; a migration's vault of before 0016 has none.
+            keystore = NoKeyStore() if key_file is None else LocalKeyStore(key_file.with_name("period-keys.json"))
+        #: Each party's own data key (format 2): made, re-wrapped and destroyed through this.
+        self.subject_keys = SubjectKeyring(keystore, algorithm, engine, connection=connection)
 
     @classmethod
     def over_connection(cls, connection: Connection, material: keyfile.KeyMaterial, algorithm: str, *,
-                        blind_index_bits: int = BLIND_INDEX_BITS) -> Vault:
+                        blind_index_bits: int = BLIND_INDEX_BITS, keystore: KeyStore | None = None) -> Vault:
         """A vault that reads data keys through ``connection`` (a data migration's), never opening its own."""
         return cls(None, None, algorithm, blind_index_bits=blind_index_bits, material=material,
-                   connection=connection)
+                   connection=connection, keystore=keystore)
 
     # -- data keys ---------------------------------------------------------------------------
     @contextmanager
@@ -265,12 +253,22 @@ class Vault:
         return self._active
 
     # -- fields --------------------------------------------------------------------------------
-    def encrypt(self, plaintext: str, *, table: str, column: str, row_id: str, key_id: int | None = None) -> bytes:
+    def encrypt(self, plaintext: str, *, table: str, column: str, row_id: str, key_id: int | None = None,
+                subject_key: int | None = None) -> bytes:
         """Encrypt one field value, bound to its table, column and row.
 
-        ``key_id`` picks a data key other than the active one (a data migration sealing a new column of an
-        old row under that row's own data key, so that destroying the key destroys the whole row).
+        ``subject_key`` seals it under a party's own data key (format 2): every piece of a party's personal
+        data goes this way. ``key_id`` picks a format-1 data key other than the active one.
         """
+        if subject_key is not None:
+            try:
+                algorithm, key = self.subject_keys.get(subject_key)
+            except SubjectKeyGone:
+                raise DataDestroyed("the party's data key is destroyed") from None
+            header = _HEADER2.pack(SUBJECT_VERSION, ALGORITHMS[algorithm], subject_key)
+            nonce = os.urandom(_NONCE)
+            return header + nonce + _seal(algorithm, key, nonce, plaintext.encode(),
+                                          _aad(header, table, column, row_id))
         dek = self._active_dek() if key_id is None else self._dek(key_id)
         header = _HEADER.pack(VERSION, ALGORITHMS[dek.algorithm], dek.id)
         nonce = os.urandom(_NONCE)
@@ -280,6 +278,8 @@ class Vault:
     def decrypt(self, blob: bytes, *, table: str, column: str, row_id: str) -> str:
         """Decrypt a field value; any mismatch is a typed :class:`CryptoError`, never garbage."""
         blob = bytes(blob)
+        if blob[:1] == bytes([SUBJECT_VERSION]):
+            return self._decrypt_subject(blob, table, column, row_id)
         if len(blob) < _HEADER.size + _NONCE + _TAG:
             raise MalformedCiphertext("ciphertext too short")
         version, alg_id, dek_id = _HEADER.unpack_from(blob)
@@ -298,6 +298,27 @@ class Vault:
         try:
             return data.decode()
         except UnicodeDecodeError:  # authenticated, so only a programming error gets here
+            raise DecryptionFailed("decrypted value is not text") from None
+
+    def _decrypt_subject(self, blob: bytes, table: str, column: str, row_id: str) -> str:
+        if len(blob) < _HEADER2.size + _NONCE + _TAG:
+            raise MalformedCiphertext("ciphertext too short")
+        _version, alg_id, key_id = _HEADER2.unpack_from(blob)
+        algorithm = _ALG_NAMES.get(alg_id)
+        if algorithm is None:
+            raise MalformedCiphertext("unknown algorithm id")
+        try:
+            key_algorithm, key = self.subject_keys.get(key_id)
+        except SubjectKeyGone:
+            raise DataDestroyed("the party's data key is destroyed") from None
+        if key_algorithm != algorithm:
+            raise DecryptionFailed("ciphertext failed authentication")
+        header = blob[:_HEADER2.size]
+        data = _open(algorithm, key, blob[_HEADER2.size:_HEADER2.size + _NONCE], blob[_HEADER2.size + _NONCE:],
+                     _aad(header, table, column, row_id))
+        try:
+            return data.decode()
+        except UnicodeDecodeError:
             raise DecryptionFailed("decrypted value is not text") from None
 
     def blind_index(self, field: str, normalised: str) -> int:
@@ -354,7 +375,8 @@ def _insert_data_key(conn: Connection, material: keyfile.KeyMaterial, algorithm:
 class IdentityCodec:
     """No encryption at all. Exists only so the benchmark can measure the vault's overhead."""
 
-    def encrypt(self, plaintext: str, *, table: str, column: str, row_id: str) -> bytes:
+    def encrypt(self, plaintext: str, *, table: str, column: str, row_id: str,
+                subject_key: int | None = None) -> bytes:
         return plaintext.encode()
 
     def decrypt(self, blob: bytes, *, table: str, column: str, row_id: str) -> str:

@@ -20,8 +20,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from waybill import outbox, uow
+from waybill.crypto.subject_keys import SubjectKeyring
 from waybill.crypto.vault import FieldCodec
-from waybill.ids import new_id
+from waybill.ids import looks_like, new_id
 from waybill.keyfile import KeyMaterial
 from waybill.models import utcnow
 from waybill.phones import InvalidPhone, normalize_phone
@@ -232,7 +233,9 @@ class StoredProvider:
         """
         binding_id = new_id("vnb")
         a_ct = self._codec.encrypt(a, table="vn_bindings", column="a_ct", row_id=binding_id)
-        b_ct = self._codec.encrypt(b, table="vn_bindings", column="b_ct", row_id=binding_id)
+        # B is the recipient of the shipment ``ref``: sealed under their own key, so it dies with their data.
+        b_key = SubjectKeyring.key_id(session, ref, "recipient") if looks_like("shp", ref) else None
+        b_ct = self._codec.encrypt(b, table="vn_bindings", column="b_ct", row_id=binding_id, subject_key=b_key)
         # Endpoint rows go in in hash order: two transactions racing for the same pair then wait on each
         # other in the same order, so they conflict cleanly instead of deadlocking.
         endpoints = sorted([(self.endpoint_hash(a), "a"), (self.endpoint_hash(b), "b")])

@@ -10,7 +10,7 @@ from flask import Flask, Response, g, has_request_context, jsonify
 from werkzeug.exceptions import HTTPException
 
 from printing.errors import LabelError
-from waybill.crypto.vault import CryptoError
+from waybill.crypto.vault import CryptoError, DataDestroyed
 from waybill.errors import (
     AuthenticationFailed,
     Conflict,
@@ -24,6 +24,7 @@ from waybill.errors import (
     NotApproved,
     NotFound,
     PermissionDenied,
+    PersonalDataDestroyed,
     RateLimited,
     ReprintLimitReached,
     SandboxShipment,
@@ -43,10 +44,11 @@ ERROR_TABLE: list[tuple[type[Exception], int, str]] = [
     (ProviderError, 502, "provider_error"),
     (MessageProviderError, 502, "provider_error"),
     (NotFound, 404, "not_found"),
+    (PersonalDataDestroyed, 410, "destroyed"),
+    (InDelivery, 409, "in_delivery"),
     (IdempotencyConflict, 409, "idempotency_conflict"),
     (DuplicateMerchantOrder, 409, "duplicate_merchant_order_id"),
     (InvalidStatusTransition, 409, "invalid_status"),
-    (InDelivery, 409, "in_delivery"),
     (NotApproved, 409, "not_approved"),
     (ReprintLimitReached, 409, "reprint_limit_reached"),
     (SandboxShipment, 409, "test_mode"),
@@ -117,6 +119,11 @@ def register(app: Flask) -> None:
     def _label(exc: LabelError) -> Response:
         # The renderer's release gate refused a label: a bug upstream, never the caller's input.
         return _internal("label refused by the renderer", exc, "label_refused", "面单生成失败")
+
+    @app.errorhandler(DataDestroyed)
+    def _destroyed(exc: DataDestroyed) -> Response:
+        # A path that reached for destroyed data: the data is gone, which is the caller's answer (never a 500).
+        return domain_error_response(PersonalDataDestroyed())
 
     @app.errorhandler(CryptoError)
     def _crypto(exc: CryptoError) -> Response:

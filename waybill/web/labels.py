@@ -73,7 +73,7 @@ def _file(data: bytes, fmt: str, waybill_no: str) -> Response:
 
 
 @bp.get("/v1/shipments/<shp:shipment_id>/label")
-@operation(summary="打印面单（首次签发二维码令牌，之后重复打印同一令牌）", tags=TAGS, errors=(404, 409, 422),
+@operation(summary="打印面单（首次签发二维码令牌，之后重复打印同一令牌）", tags=TAGS, errors=(404, 409, 410, 422),
            query=(("format", {"type": "string", "enum": ["pdf", "png", "zpl"], "default": "pdf"}, "面单格式"),
                   ("size", {"type": "string", "enum": list(printing.SIZES), "default": DEFAULT_SIZE}, "面单尺寸")),
            content_types=LABEL_TYPES)
@@ -92,7 +92,7 @@ def label(shipment_id: str) -> Response:
 
 @bp.post("/v1/shipments/<shp:shipment_id>/label/reprint")
 @operation(summary="重打面单：签发新令牌、作废旧令牌并记录原因与操作人（每单、每名分拣员每小时有上限）", tags=TAGS,
-           body=ReprintIn, errors=(404, 409, 429), content_types=LABEL_TYPES)
+           body=ReprintIn, errors=(404, 409, 410, 429), content_types=LABEL_TYPES)
 @requires(Permission.LABEL_REPRINT)
 def reprint(shipment_id: str) -> Response:
     data: ReprintIn = parse(ReprintIn, json_body())
@@ -104,7 +104,7 @@ def reprint(shipment_id: str) -> Response:
 
 @bp.post("/v1/print-jobs")
 @operation(summary="分拣中心批量打印：一个文档按请求顺序包含全部面单，逐页流式输出", tags=TAGS,
-           body=PrintJobIn, errors=(404, 409, 429), content_types=("application/pdf", "application/zpl"))
+           body=PrintJobIn, errors=(404, 409, 410, 429), content_types=("application/pdf", "application/zpl"))
 @requires(Permission.PRINT_JOB_CREATE)
 def print_job() -> Response:
     data: PrintJobIn = parse(PrintJobIn, json_body())

@@ -60,13 +60,19 @@ def shipment_out(s: Shipment, codec: FieldCodec | None = None) -> ShipmentOut:
     ``codec`` defaults to the request's services' (views pass nothing).
     """
     codec = codec or services().codec
+    parties: dict[str, PartyOut | None] = {}
+    for role in ("sender", "recipient"):
+        blob = getattr(s, f"{role}_masked_ct")
+        # A destroyed party has no snapshot left (and no key to open one): null, never an error.
+        parties[role] = None if blob is None or getattr(s, f"{role}_destroyed_at") is not None else party_out(
+            masked.unseal(codec, s.id, role, blob), getattr(s, f"{role}_region"))
+    gone = sum(p is None for p in parties.values())
     return ShipmentOut.model_validate({
         "id": s.id, "waybill_no": s.waybill_no, "status": s.status, "sorting_code": s.sorting_code,
-        "merchant_order_id": s.merchant_order_id,
-        "sender": party_out(masked.unseal(codec, s.id, "sender", s.sender_masked_ct), s.sender_region),
-        "recipient": party_out(masked.unseal(codec, s.id, "recipient", s.recipient_masked_ct), s.recipient_region),
+        "merchant_order_id": s.merchant_order_id, **parties,
         "parcel": ParcelOut(weight_g=s.weight_g, pieces=s.pieces, has_description=s.description_ct is not None),
-        "created_at": s.created_at,
+        "created_at": s.created_at, "ended_at": s.ended_at,
+        "personal_data": "destroyed" if gone == 2 else "partially_destroyed" if gone else "present",
         "consents": None if s.notice_version is None else ConsentsOut(
             notice_version=s.notice_version, purposes=list(s.consent_purposes or [])),
     })
@@ -192,4 +198,5 @@ def search() -> Response:
 @operation(summary="取消运单（揽收前）", tags=TAGS, response=ShipmentOut, errors=(404, 409))
 @requires(Permission.SHIPMENT_CANCEL)
 def cancel(shipment_id: str) -> Response:
-    return respond(ShipmentOut, shipment_out(shipments.cancel_shipment(db_session(), authenticate(), shipment_id)))
+    return respond(ShipmentOut, shipment_out(shipments.cancel_shipment(db_session(), authenticate(), shipment_id,
+                                                                        keyring=services().subject_keys)))

@@ -1,0 +1,82 @@
+"""AEAD primitives shared by the vault and the subject keys: AES-256-GCM and SM4-GCM, key wrapping, errors.
+
+Messages never include key or plaintext material.
+"""
+
+from __future__ import annotations
+
+import os
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+KEY_LEN = {"aes-256-gcm": 32, "sm4-gcm": 16}
+NONCE = 12
+TAG = 16
+
+
+class CryptoError(Exception):
+    """Base of every vault failure. Messages never include key or plaintext material."""
+
+
+class MalformedCiphertext(CryptoError):
+    """Too short, unknown format version or unknown algorithm id."""
+
+
+class UnknownKeyId(CryptoError):
+    """The ciphertext names a data key that does not exist (or was destroyed)."""
+
+
+class KeyUnavailable(CryptoError):
+    """The data key's master key is not in the key file (rotated away or wrong key file)."""
+
+
+class DecryptionFailed(CryptoError):
+    """Authentication failed: wrong key, tampered bytes, or a ciphertext moved to another row/column."""
+
+
+def _seal(algorithm: str, key: bytes, nonce: bytes, data: bytes, aad: bytes) -> bytes:
+    if algorithm == "aes-256-gcm":
+        return AESGCM(key).encrypt(nonce, data, aad)
+    enc = Cipher(algorithms.SM4(key), modes.GCM(nonce)).encryptor()
+    enc.authenticate_additional_data(aad)
+    return enc.update(data) + enc.finalize() + enc.tag
+
+
+def _open(algorithm: str, key: bytes, nonce: bytes, data: bytes, aad: bytes) -> bytes:
+    try:
+        if algorithm == "aes-256-gcm":
+            return AESGCM(key).decrypt(nonce, data, aad)
+        if len(data) < TAG:
+            raise DecryptionFailed("ciphertext failed authentication")
+        dec = Cipher(algorithms.SM4(key), modes.GCM(nonce, data[-TAG:])).decryptor()
+        dec.authenticate_additional_data(aad)
+        return dec.update(data[:-TAG]) + dec.finalize()
+    except InvalidTag:
+        raise DecryptionFailed("ciphertext failed authentication") from None
+
+
+def _hkdf(secret: bytes, info: bytes, length: int = 32) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(secret)
+
+
+def _wrap_key(master: bytes, algorithm: str) -> bytes:
+    # Master keys are 32 random bytes; derive the wrapping key per algorithm so one master key
+    # never serves two ciphers directly.
+    return _hkdf(master, b"waybill dek wrap " + algorithm.encode(), KEY_LEN[algorithm])
+
+
+def seal_key(kek: bytes, algorithm: str, key: bytes, aad: bytes) -> bytes:
+    """Wrap a subject key under a key store key (the wrapping key is derived per algorithm, as for DEKs)."""
+    nonce = os.urandom(NONCE)
+    return nonce + _seal(algorithm, _wrap_key(kek, algorithm), nonce, key, aad)
+
+
+def open_key(kek: bytes, algorithm: str, wrapped: bytes, aad: bytes) -> bytes:
+    """Unwrap what :func:`seal_key` wrapped; a wrong key or a moved row is :class:`DecryptionFailed`."""
+    return _open(algorithm, _wrap_key(kek, algorithm), wrapped[:NONCE], wrapped[NONCE:], aad)
+
+

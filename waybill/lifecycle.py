@@ -1,0 +1,234 @@
+"""The end of personal data's life: contracts that end, parties' data destroyed, legal holds.
+
+- :func:`end_contract`: a delivery or cancellation re-wraps the parties' data keys under the key of the end day.
+- :func:`destroy_party`: a subject's deletion (or retention, through :mod:`waybill.retention`) removes that
+  party's data key, ciphertexts, blind-index value, virtual-number endpoint and messages at once; the key-store
+  keys that wrapped the data key are destroyed at the next retention run, after the keys they also wrap are
+  re-wrapped under fresh ones (until then a restored older copy of the database plus today's key store could
+  still open it: at most a day).
+- Legal holds (:func:`place_hold`, :func:`release_hold`) keep retention away from their shipments.
+
+Domain functions: a session, the acting principal and plain data; they flush, never commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, bindparam, column, delete, exists, insert, inspect, select, table, update
+from sqlalchemy.orm import Session
+
+from waybill import audit
+from waybill.crypto.subject_keys import PARTIES, SubjectKeyring
+from waybill.errors import InDelivery, NotFound, ValidationFailed
+from waybill.ids import looks_like, new_id
+from waybill.models import (
+    DestructionRecord,
+    LegalHold,
+    LegalHoldShipment,
+    PendingKeyDestruction,
+    QrToken,
+    Shipment,
+    SubjectKey,
+    utcnow,
+)
+from waybill.permissions import Permission, Principal
+from waybill.virtual_numbers.models import VnBinding, VnBindingEndpoint, VnCall
+
+ENDED = frozenset({"delivered", "cancelled", "returned"})
+HOLD_REASON_MAX = 200
+# Subject requests (courier_api.subjects) that are still open hold their shipment too; this layer may not
+# import that package, so the table is named here by its columns alone.
+_subject_requests = table("subject_requests", column("shipment_id"), column("status"))
+
+METHOD_PARTY = ("crypto-shredding: the party's data key deleted with its ciphertexts, blind-index value, "
+                "virtual-number endpoint and messages; its wrapping keys are destroyed at the next run")
+METHOD_RETENTION = ("crypto-shredding: end-day keys destroyed in the key store; ciphertexts, blind-index values, "
+                    "QR tokens, virtual-number endpoints and messages removed")
+
+#: Other parts that hold a party's personal data register here what removes it (messages, requests):
+#: ``forget(session, shipment_ids, party_or_None)``. Kept as a list so that this module imports none of them.
+FORGETTERS: list[Callable[[Session, Sequence[str], str | None], Any]] = []
+
+
+def end_contract(session: Session, keyring: SubjectKeyring, shipment: Shipment, now: datetime) -> None:
+    """The shipment's contract ended now (delivered, cancelled, returned): retention counts from here."""
+    if shipment.ended_at is None:
+        shipment.ended_at = now
+    keyring.end_contract(session, shipment.id, now)
+
+
+def party_columns(party: str) -> dict[str, Any]:
+    """The values that remove a party's personal data from its shipment row."""
+    values: dict[str, Any] = {f"{party}_{c}_ct": None for c in ("name", "phone", "address", "masked")}
+    values[f"{party}_phone_bidx"] = None
+    if party == "recipient":
+        values["description_ct"] = None
+    return values
+
+
+def deidentified_region(region: dict[str, str] | None) -> dict[str, str]:
+    """What stays of a region: province and city (a district narrows a person down too far)."""
+    region = region or {}
+    return {k: region[k] for k in ("province", "city", "province_code", "city_code") if k in region}
+
+
+def remove_attachments(session: Session, shipment_ids: Sequence[str], party: str | None) -> None:
+    """Delete what else holds the parties' data: QR tokens, virtual-number rows (the recipient's), messages.
+
+    ``party`` None: both parties (retention). Bindings of a live call-back grace stop routing with them.
+    """
+    ids = list(shipment_ids)
+    if not ids:
+        return
+    session.execute(delete(QrToken).where(QrToken.shipment_id.in_(ids)).execution_options(synchronize_session=False))
+    if party in (None, "recipient"):
+        bindings = select(VnBinding.id).where(VnBinding.ref.in_(ids)).scalar_subquery()
+        session.execute(delete(VnCall).where(VnCall.binding_id.in_(bindings))
+                        .execution_options(synchronize_session=False))
+        session.execute(delete(VnBindingEndpoint).where(VnBindingEndpoint.binding_id.in_(bindings))
+                        .execution_options(synchronize_session=False))
+        session.execute(delete(VnBinding).where(VnBinding.ref.in_(ids)).execution_options(synchronize_session=False))
+    for forget in FORGETTERS:
+        forget(session, ids, party)
+
+
+def _queue_key_destruction(session: Session, key_ids: set[str], reason: str, now: datetime) -> None:
+    known = set(session.scalars(select(PendingKeyDestruction.key_id).where(
+        PendingKeyDestruction.key_id.in_(sorted(key_ids)))))
+    for key_id in sorted(key_ids - known):
+        session.add(PendingKeyDestruction(key_id=key_id, reason=reason, since=now))
+
+
+@dataclass(frozen=True)
+class PartyDestroyed:
+    shipment_id: str
+    party: str
+    record_id: str
+
+
+def destroy_party(session: Session, keyring: SubjectKeyring, shipment: Shipment, party: str, *,
+                  principal: Principal, reason: str = "subject_request",
+                  now: datetime | None = None) -> PartyDestroyed:
+    """Destroy one party's personal data now (a completed deletion request); a destruction record is written.
+
+    Refused with :class:`InDelivery` while the contract runs: the data is what gets the parcel delivered.
+    """
+    if party not in PARTIES:
+        raise ValidationFailed("party 须为 sender 或 recipient", field="party")
+    if shipment.status not in ENDED:
+        raise InDelivery()
+    now = now or utcnow()
+    key = session.scalars(select(SubjectKey).where(SubjectKey.shipment_id == shipment.id,
+                                                   SubjectKey.party == party)).first()
+    wrapping: set[str] = set() if key is None else {key.wrapping_key_id, key.created_under}
+    if key is not None:
+        session.execute(delete(SubjectKey).where(SubjectKey.id == key.id).execution_options(synchronize_session=False))
+        keyring.forget([key.id])
+        # The key store keys that wrapped it still open it in an older copy of the database: they go at the
+        # next retention run, once the other data keys they wrap are re-wrapped.
+        _queue_key_destruction(session, wrapping, "subject_request", now)
+    for name, value in party_columns(party).items():
+        setattr(shipment, name, value)
+    setattr(shipment, f"{party}_region", deidentified_region(getattr(shipment, f"{party}_region")))
+    setattr(shipment, f"{party}_destroyed_at", now)
+    shipment.idempotency_key = None
+    shipment.request_fingerprint = None  # a keyed hash of a body full of both parties' data
+    if all(getattr(shipment, f"{p}_destroyed_at") is not None for p in PARTIES):
+        shipment.personal_data_destroyed_at = now
+    remove_attachments(session, [shipment.id], party)
+    record = DestructionRecord(id=new_id("dsr"), at=now, reason=reason, method=METHOD_PARTY, shipments=1,
+                               key_ids=[f"subject:{key.id}"] if key is not None else [], actor=principal.actor)
+    session.add(record)
+    audit.record(session, principal, "personal_data.destroy", object_type="shipment", object_id=shipment.id,
+                 fields=[f"{party}.name", f"{party}.phone", f"{party}.address"], purpose=reason)
+    session.flush()
+    return PartyDestroyed(shipment.id, party, record.id)
+
+
+# --- legal holds -----------------------------------------------------------------------------------------------
+
+
+def held_clause(session: Session) -> Any:
+    """A WHERE clause true for shipments under an open legal hold or an open subject request."""
+    hold = exists(select(LegalHoldShipment.shipment_id).join(LegalHold, LegalHold.id == LegalHoldShipment.hold_id)
+                  .where(LegalHoldShipment.shipment_id == Shipment.id, LegalHold.released_at.is_(None)))
+    if not inspect(session.connection()).has_table("subject_requests"):  # MERGE: always there after 0018
+        return hold
+    request = exists(select(_subject_requests.c.shipment_id).where(
+        _subject_requests.c.shipment_id == Shipment.id, _subject_requests.c.status == "received"))
+    return hold | request
+
+
+def place_hold(session: Session, principal: Principal, *, reason: str, shipment_ids: Sequence[str] | None = None,
+               incident_id: str | None = None, now: datetime | None = None) -> LegalHold:
+    """A legal hold on shipments (ids) or on an incident's shipments."""
+    principal.require(Permission.PRIVACY_HOLD)
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > HOLD_REASON_MAX:
+        raise ValidationFailed(f"reason 须为 1-{HOLD_REASON_MAX} 个字符", field="reason")
+    if (shipment_ids is None) == (incident_id is None):
+        raise ValidationFailed("须给出 shipment_ids 或 incident_id 之一", field="shipment_ids")
+    ids: list[str] = []
+    if incident_id is not None:
+        # The incident register (its shipments in scope) does not exist yet: no incident id can be known.
+        raise ValidationFailed("没有该编号的安全事件", field="incident_id")
+    assert shipment_ids is not None
+    if not shipment_ids or len(shipment_ids) > 1000:
+        raise ValidationFailed("shipment_ids 须有 1-1000 个运单号", field="shipment_ids")
+    for i, sid in enumerate(shipment_ids):
+        if not isinstance(sid, str) or not looks_like("shp", sid):
+            raise ValidationFailed("运单 ID 无效", field=f"shipment_ids[{i}]")
+    ids = sorted(set(shipment_ids))
+    found = set(session.scalars(select(Shipment.id).where(Shipment.id.in_(ids))))
+    missing = [i for i, sid in enumerate(shipment_ids) if sid not in found]
+    if missing:
+        raise ValidationFailed("运单不存在", field=f"shipment_ids[{missing[0]}]")
+    now = now or utcnow()
+    hold = LegalHold(id=new_id("hld"), reason=reason.strip(), incident_id=incident_id, created_by=principal.actor,
+                     created_at=now)
+    session.add(hold)
+    session.flush()
+    session.execute(insert(LegalHoldShipment), [{"hold_id": hold.id, "shipment_id": sid} for sid in ids])
+    audit.record(session, principal, "privacy.hold", object_type="legal_hold", object_id=hold.id,
+                 purpose=f"shipments={len(ids)}")
+    return hold
+
+
+def release_hold(session: Session, principal: Principal, hold_id: str, *, now: datetime | None = None) -> LegalHold:
+    principal.require(Permission.PRIVACY_HOLD)
+    hold = session.get(LegalHold, hold_id) if looks_like("hld", hold_id) else None
+    if hold is None:
+        raise NotFound()
+    if hold.released_at is None:
+        hold.released_at = now or utcnow()
+        hold.released_by = principal.actor
+        audit.record(session, principal, "privacy.hold_release", object_type="legal_hold", object_id=hold.id)
+    session.flush()
+    return hold
+
+
+def hold_shipment_count(session: Session, hold_id: str) -> int:
+    return len(session.scalars(select(LegalHoldShipment.shipment_id).where(LegalHoldShipment.hold_id == hold_id)).all())
+
+
+def scrub_rows(session: Session, shipment_ids: Sequence[str], now: datetime) -> None:
+    """Retention's row work for a chunk: both parties' data columns removed, regions de-identified."""
+    regions = session.execute(select(Shipment.id, Shipment.sender_region, Shipment.recipient_region)
+                              .where(Shipment.id.in_(list(shipment_ids)))).all()
+    if not regions:
+        return
+    values: dict[str, Any] = {**party_columns("sender"), **party_columns("recipient")}
+    values.update(idempotency_key=None, request_fingerprint=None, personal_data_destroyed_at=now,
+                  sender_region=bindparam("b_sr"), recipient_region=bindparam("b_rr"))
+    values.update({f"{p}_destroyed_at": now for p in PARTIES})
+    shipments = Shipment.__table__
+    assert isinstance(shipments, Table)
+    stmt = update(shipments).where(shipments.c.id == bindparam("b_id")).values(**values)
+    session.execute(stmt, [{"b_id": r.id, "b_sr": deidentified_region(r.sender_region),
+                            "b_rr": deidentified_region(r.recipient_region)} for r in regions])
+    session.execute(delete(SubjectKey).where(SubjectKey.shipment_id.in_(list(shipment_ids)))
+                    .execution_options(synchronize_session=False))
+    remove_attachments(session, shipment_ids, None)

@@ -1,0 +1,193 @@
+"""Retention runs: destroy what is due, retire period keys, and record it (销毁记录).
+
+A shipment is due ``WAYBILL_RETENTION_DAYS`` after its contract ended, counted in whole days of China Standard
+Time (ended on day E: destroyed by the first run on day E + days + 1; with 0 days, by the first run after it
+ended), unless a legal hold or an open subject request holds it. A run:
+
+1. removes the due shipments' data keys, ciphertexts, blind-index values, QR tokens, virtual-number rows and
+   messages, in short transactions of :data:`CHUNK` shipments (the service keeps answering meanwhile);
+2. destroys in the key store every key that ever wrapped their data keys (their end-day keys, and the
+   active-period keys they were created under). A key that still wraps surviving data keys (a held
+   shipment of the same end day, a parcel still under way) first has those re-wrapped under a fresh key.
+   Keys still in use today (today's active-period key, today's end-day key) are destroyed by the next run;
+3. retires active-period keys older than ``WAYBILL_ACTIVE_KEY_DAYS`` the same way, and destroys what
+   earlier deletions queued (:class:`~waybill.models.PendingKeyDestruction`);
+4. writes one destruction record and one audit event (counts and key ids, no personal data).
+
+Runs are serialised (an advisory lock on PostgreSQL, a file lock beside the key store on SQLite) and
+idempotent: a run cut short is finished by the next.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+
+from sqlalchemy import delete, select, text, update
+from sqlalchemy.orm import Session
+
+from waybill import audit
+from waybill.crypto.subject_keys import CST, active_key_id, day_of, end_key_day, key_day
+from waybill.ids import new_id
+from waybill.lifecycle import METHOD_RETENTION, held_clause, scrub_rows
+from waybill.models import DestructionRecord, PendingKeyDestruction, Shipment, SubjectKey, utcnow
+from waybill.permissions import Permission, Principal
+from waybill.services import Services
+from waybill.uow import unit_of_work
+
+CHUNK = 1000
+REWRAP_CHUNK = 2000
+_LOCK_ID = 0x7761_7962_696C_6C01 & 0x7FFF_FFFF_FFFF_FFFF  # "waybill" + 1: retention runs
+
+
+@dataclass
+class RetentionResult:
+    """What a run did (or, with ``dry_run``, would do)."""
+
+    due: int
+    destroyed: int = 0
+    record_id: str | None = None
+    keys_destroyed: list[str] = field(default_factory=list)
+    keys_deferred: list[str] = field(default_factory=list)
+    rewrapped: int = 0
+
+
+def cutoff(now: datetime, days: int) -> datetime:
+    """Shipments that ended before this are due (``days`` 0: everything that ended until now)."""
+    if days == 0:
+        return now
+    today = day_of(now)
+    return datetime.combine(today - timedelta(days=days), time(0), CST)
+
+
+def _due_ids(session: Session, now: datetime, days: int) -> list[str]:
+    edge = cutoff(now, days)
+    clause = Shipment.ended_at <= edge if days == 0 else Shipment.ended_at < edge
+    return list(session.scalars(select(Shipment.id).where(
+        Shipment.ended_at.is_not(None), clause, Shipment.personal_data_destroyed_at.is_(None),
+        ~held_clause(session)).order_by(Shipment.id)))
+
+
+@contextmanager
+def _run_lock(svc: Services) -> Iterator[None]:
+    """One retention run at a time across every process and node."""
+    if svc.engine.dialect.name == "postgresql":
+        # A session-level lock on a connection of its own, outside any transaction (autocommit).
+        with svc.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _LOCK_ID})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_ID})
+        return
+    path = svc.settings.period_key_file.with_name(svc.settings.period_key_file.name + ".retention.lock")
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _in_use_today(key_id: str, today: date) -> bool:
+    """Keys the service may still wrap new data keys under today: destroying them now would race it."""
+    return key_day(key_id) >= today
+
+
+def _retire(svc: Services, key_id: str, today: date) -> int:
+    """Re-wrap the data keys still under ``key_id`` under a fresh key, then destroy it; returns how many moved."""
+    ring = svc.subject_keys
+    fresh: str | None = None
+    moved = 0
+    while True:
+        with unit_of_work(svc.session_factory) as tx:
+            rows = list(tx.session.scalars(select(SubjectKey).where(SubjectKey.wrapping_key_id == key_id)
+                                           .order_by(SubjectKey.id).limit(REWRAP_CHUNK)))
+            if not rows:
+                break
+            if fresh is None:  # made only when something survives (else it would be an orphan at once)
+                fresh = ring.next_end_key(key_id) if end_key_day(key_id) is not None else active_key_id(today)
+            rewrapped = ring.rewrap(rows, fresh)
+            for key, wrapped in rewrapped:
+                tx.session.execute(update(SubjectKey).where(SubjectKey.id == key)
+                                   .values(wrapped=wrapped, wrapping_key_id=fresh)
+                                   .execution_options(synchronize_session=False))
+            # A row whose wrapping key is gone already (another run got there first) opens nothing: it goes.
+            gone = {r.id for r in rows} - {key for key, _ in rewrapped}
+            if gone:
+                tx.session.execute(delete(SubjectKey).where(SubjectKey.id.in_(sorted(gone)))
+                                   .execution_options(synchronize_session=False))
+            moved += len(rewrapped)
+    return moved
+
+
+def run(svc: Services, principal: Principal, *, dry_run: bool = False, now: datetime | None = None) -> RetentionResult:
+    """One retention run (see the module docstring); ``dry_run`` only counts what is due."""
+    principal.require(Permission.RETENTION_RUN)
+    now = now or utcnow()
+    today = day_of(now)
+    days = svc.settings.retention_days
+    with unit_of_work(svc.session_factory) as tx:
+        due = _due_ids(tx.session, now, days)
+    if dry_run:
+        return RetentionResult(due=len(due))
+    with _run_lock(svc):
+        result = RetentionResult(due=len(due))
+        with unit_of_work(svc.session_factory) as tx:
+            due = _due_ids(tx.session, now, days)  # again, under the lock
+            wrapping: set[str] = set()
+            for start in range(0, len(due), 5000):
+                for w, c in tx.session.execute(select(SubjectKey.wrapping_key_id, SubjectKey.created_under)
+                                               .where(SubjectKey.shipment_id.in_(due[start:start + 5000]))
+                                               .distinct()):
+                    wrapping.update((w, c))
+        for start in range(0, len(due), CHUNK):
+            part = due[start:start + CHUNK]
+            with unit_of_work(svc.session_factory) as tx:
+                scrub_rows(tx.session, part, now)
+            result.destroyed += len(part)
+        store = svc.subject_keys.store
+        existing = set(store.ids())
+        with unit_of_work(svc.session_factory) as tx:
+            pending = set(tx.session.scalars(select(PendingKeyDestruction.key_id)))
+        stale_active = {k for k in existing if k.startswith("ap-")
+                        and key_day(k) < today - timedelta(days=svc.settings.active_key_days)}
+        # End-day keys of past days that wrap nothing any more protect only older copies of the database.
+        with unit_of_work(svc.session_factory) as tx:
+            live = set(tx.session.scalars(select(SubjectKey.wrapping_key_id).distinct()))
+        orphans = {k for k in existing if k.startswith("ed-") and key_day(k) < today and k not in live}
+        targets = (wrapping | pending | stale_active | orphans) & existing
+        for key_id in sorted(targets):
+            if _in_use_today(key_id, today):
+                result.keys_deferred.append(key_id)
+                continue
+            result.rewrapped += _retire(svc, key_id, today)
+            result.keys_destroyed.extend(store.destroy([key_id]))
+        with unit_of_work(svc.session_factory) as tx:
+            session = tx.session
+            done = (pending & set(result.keys_destroyed)) | (pending - existing)
+            if done:
+                session.execute(delete(PendingKeyDestruction).where(PendingKeyDestruction.key_id.in_(sorted(done))))
+            for key_id in result.keys_deferred:
+                if key_id not in pending:
+                    session.add(PendingKeyDestruction(key_id=key_id, reason="retention", since=now))
+            if result.destroyed or result.keys_destroyed:
+                # Only keys queued by deletions: the record of finishing what those deletions began.
+                reason = "retention" if result.destroyed or not (pending & set(result.keys_destroyed)) \
+                    else "subject_request"
+                record = DestructionRecord(id=new_id("dsr"), at=now, reason=reason, method=METHOD_RETENTION,
+                                           shipments=result.destroyed, key_ids=sorted(result.keys_destroyed),
+                                           actor=principal.actor)
+                session.add(record)
+                result.record_id = record.id
+            audit.record(session, principal, "retention.run", object_type="destruction_record",
+                         object_id=result.record_id,
+                         purpose=f"destroyed={result.destroyed} keys={len(result.keys_destroyed)} "
+                                 f"deferred={len(result.keys_deferred)}")
+    return result
