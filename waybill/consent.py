@@ -172,13 +172,15 @@ def withdraw(session: Session, shipment: Shipment, party: str, purposes: Iterabl
     notice = notice or _packaged()
     _party(party)
     wanted = [p.id for p in notice.purposes if not p.required] if purposes is None else list(purposes)
+    found: list[Purpose] = []
     for pid in wanted:
-        found = notice.purpose(pid)
-        if found is None:
+        purpose = notice.purpose(pid)
+        if purpose is None:
             raise ValidationFailed("隐私告知中没有该处理目的", field="purposes")
-        if found.required:
+        if purpose.required:
             raise ValidationFailed("履行寄递所必需的处理目的不能撤回（如需停止处理请申请删除）", field="purposes")
-    stopped = sorted({pid for pid in wanted if _active(shipment, party, notice.purpose(pid))})  # type: ignore[arg-type]
+        found.append(purpose)
+    stopped = sorted({p.id for p in found if _active(shipment, party, p)})
     moment = (now or utcnow()).isoformat().replace("+00:00", "Z")
     mine = _withdrawn(shipment, party)
     for pid in wanted:

@@ -26,7 +26,7 @@ from typing import Any, Protocol, cast
 from sqlalchemy import CursorResult, delete, func, select
 from sqlalchemy.orm import Session
 
-from waybill import outbox
+from waybill import audit, outbox
 from waybill.crypto.vault import CryptoError, FieldCodec
 from waybill.ids import new_id
 from waybill.keyfile import KeyMaterial
@@ -51,6 +51,9 @@ log = logging.getLogger("waybill.messages")
 
 TABLE = "sms_messages"
 TOPIC = "messages.send"
+EXPIRE_TOPIC = "messages.expire"
+#: How long any message row is kept at all (the built-in outbox's texts included); the hourly budget needs one hour.
+KEEP = timedelta(days=30)
 PARTIES = ("sender", "recipient")
 _HASH_CONTEXT = b"sms_phone|v1|"
 _CHUNK = 500
@@ -98,8 +101,6 @@ def _subject_key(session: Session, svc: MessageServices, shipment_id: str | None
     ``svc.subject_keys.key_id(session, shipment_id, party)``, and a party whose key is destroyed (None) gets no
     message at all (raise before anything is stored).
     """
-    if shipment_id is None:
-        return None
     return None
 
 
@@ -170,8 +171,23 @@ def _erase(row: SmsMessage) -> None:
     row.phone_ct = row.text_ct = row.params_ct = None
 
 
-def _fail(svc: MessageServices, row: SmsMessage, code: str) -> str:
+def _audit(session: Session, row: SmsMessage, outcome: str) -> None:
+    """The delivery as an audit event: which party's phone was used, for which template; never number or text.
+
+    A party's message is an event on its shipment (so it shows in that party's access log); others on the message.
+    """
+    if row.shipment_id is not None and row.party is not None:
+        audit.record(session, outbox.TASK_PRINCIPAL, "message.deliver", object_type="shipment",
+                     object_id=row.shipment_id, fields=[f"{row.party}.phone"], purpose=f"sms:{row.template}",
+                     outcome=outcome)
+    else:
+        audit.record(session, outbox.TASK_PRINCIPAL, "message.deliver", object_type="sms_message",
+                     object_id=row.id, fields=["phone"], purpose=f"sms:{row.template}", outcome=outcome)
+
+
+def _fail(session: Session, svc: MessageServices, row: SmsMessage, code: str) -> str:
     row.status, row.last_error_type = "failed", code[:64]
+    _audit(session, row, "failed")
     _erase(row)
     svc.metrics.sms_messages.labels(row.template, "failed").inc()
     log.warning("message refused", extra={"message_id": row.id, "template": row.template, "error_type": code[:64]})
@@ -190,13 +206,13 @@ def deliver(tx: UnitOfWork, svc: MessageServices, message_id: str, *, now: datet
     try:
         message = _open(svc, row)
     except (CryptoError, ValueError):
-        return _fail(svc, row, "undecryptable")  # e.g. the party's key was destroyed meanwhile
+        return _fail(session, svc, row, "undecryptable")  # e.g. the party's key was destroyed meanwhile
     try:
         delivery = svc.messages.deliver(message)
     except (ProviderError, Throttled) as exc:
         code = exc.code if isinstance(exc, ProviderError) else "throttled"
         if isinstance(exc, ProviderError) and not exc.retryable:
-            return _fail(svc, row, code)
+            return _fail(session, svc, row, code)
         row.attempts += 1
         row.last_error_type = code[:64]
         # Counted although the task is retried: the row shows how often the provider was tried.
@@ -204,8 +220,9 @@ def deliver(tx: UnitOfWork, svc: MessageServices, message_id: str, *, now: datet
         svc.metrics.sms_messages.labels(row.template, "retry").inc()
         raise
     except InvalidPhone:
-        return _fail(svc, row, "invalid_phone")
+        return _fail(session, svc, row, "invalid_phone")
     row.status, row.sent_at, row.provider_ref = "sent", now or utcnow(), delivery.provider_ref
+    _audit(session, row, "ok")
     row.attempts += 1
     row.last_error_type = None
     if not delivery.keep_text:
@@ -239,6 +256,27 @@ def sent_to(session: Session, svc: MessageServices, phone: str) -> list[dict[str
         text = svc.codec.decrypt(row.text_ct, table=TABLE, column="text", row_id=row.id)
         out.append({"at": row.sent_at.isoformat().replace("+00:00", "Z"), "template": row.template, "text": text})
     return out
+
+
+def expire(session: Session, *, now: datetime | None = None, keep: timedelta = KEEP) -> int:
+    """Delete every message older than ``keep`` (the periodic ``messages.expire`` job); returns how many.
+
+    A message about no shipment (or one whose shipment lives long) would otherwise stay for ever: the
+    built-in outbox keeps its texts, and every row keeps the number's keyed hash.
+    """
+    cutoff = (now or utcnow()) - keep
+    result = session.execute(delete(SmsMessage).where(SmsMessage.created_at < cutoff)
+                             .execution_options(synchronize_session=False))
+    return int(cast("CursorResult[Any]", result).rowcount or 0)
+
+
+def expire_handler(_svc: MessageServices) -> outbox.Handler:
+    """The ``messages.expire`` job's handler."""
+
+    def run(tx: UnitOfWork, _payload: Mapping[str, Any]) -> None:
+        expire(tx.session)
+
+    return run
 
 
 def forget(session: Session, shipment_ids: Iterable[str], party: str | None = None) -> int:
