@@ -61,7 +61,8 @@ def handlers(svc: Services) -> dict[str, Handler]:
     """Every topic's handler: waybill's own and those of the installed extensions."""
     found: dict[str, Handler] = {"virtual_numbers.expire": _expire_bindings(svc),
                                  RELEASE_TOPIC: _release_remote(svc), RETENTION_TOPIC: _retention_run(svc),
-                                 messages.TOPIC: messages.handler(svc), messages.EXPIRE_TOPIC: messages.expire_handler(svc)}
+                                 messages.TOPIC: messages.handler(svc),
+                                 messages.EXPIRE_TOPIC: messages.expire_handler(svc)}
     for ext in load_extensions():
         for topic, handler in ext.task_handlers(svc).items():
             if topic in found:
