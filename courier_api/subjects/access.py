@@ -30,8 +30,7 @@ LOG_LIMIT = 1000
 # A purpose shown to the subject: a code, never an id, a case number or free text.
 _SAFE_PURPOSE = re.compile(r"[a-z][a-z_ ]{0,40}")
 # Audit actions that hand this party's data to someone outside the staff: (action, fields) -> partner.
-PARTNER_ACTIONS = {"courier.call": "virtual_number_provider", "subject.challenge": "sms_provider",
-                   "message.deliver": "sms_provider"}
+PARTNER_ACTIONS = {"courier.call": "virtual_number_provider", "message.deliver": "sms_provider"}
 PARTNER_TEXT = {"virtual_number_provider": "隐私号（虚拟号码）服务商：用于快递员联系您，不显示真实号码",
                 "sms_provider": "短信服务商：用于发送验证码、取件码等通知"}
 ROLE_TEXT = {"courier": "派送快递员（完整地址，用于派送）", "sorter": "分拣员（脱敏面单）",
@@ -168,7 +167,7 @@ def _disclosures(session: Session, shipment: Shipment, party: str) -> list[Discl
 
     for ev in _events(session, shipment.id):
         mine = touches(ev.fields, party)
-        if not mine or ev.outcome not in ("ok", "sent", "sms_sent", "emergency"):
+        if not mine or ev.outcome not in ("ok", "sent", "emergency"):
             continue
         partner = PARTNER_ACTIONS.get(ev.action)
         if partner is not None:

@@ -133,15 +133,15 @@ def challenge(session: Session, deps: VerifyDeps, waybill_no: str, phone: str, *
                            shipment_id=shipment.id if party and shipment else None, party=party)
     session.add(row)
     sms = party is not None and number.kind == "mobile"
-    # One event either way; the matched one names the party's phone (the code goes to it: a disclosure to the
-    # message provider), the other the challenge only. Never the phone or the code.
-    if party is not None and shipment is not None:
+    # One event either way. With a waybill found, both parties' phones were decrypted to compare: an access to
+    # both, on the shipment (their access logs show it); never the phone, the match or the code.
+    if shipment is not None:
         audit.record(session, None, "subject.challenge", object_type="shipment", object_id=shipment.id,
-                     fields=[f"{party}.phone"] if sms else [], outcome="sms_sent" if sms else "landline",
+                     fields=[f"{p}.phone" for p in PARTIES], outcome="matched" if party else "unmatched",
                      purpose="subject_verification")
     else:
         audit.record(session, None, "subject.challenge", object_type="subject_challenge", object_id=cid,
-                     outcome="unmatched", purpose="subject_verification")
+                     outcome="unknown_waybill", purpose="subject_verification")
     if not sms:
         # What sending costs in this request (sealing the message's phone, text and parameters), spent anyway:
         # the answer's timing must not tell a match from a miss.

@@ -15,6 +15,7 @@ from courier_api.subjects import access, requests, verify
 from courier_api.subjects.service import send_code, subject_services
 from waybill.errors import InvalidCode, ValidationFailed
 from waybill.permissions import Permission
+from waybill.phones import InvalidPhone, normalize_phone
 from waybill.schemas import OutModel, UtcTimestamp, parse
 from waybill.uow import keep_on_error
 from waybill.waybill_no import is_valid_waybill_no
@@ -164,8 +165,6 @@ def challenge() -> Response:
     if not is_valid_waybill_no(data.waybill_no):
         raise ValidationFailed("运单号格式不正确", field="waybill_no")
     try:
-        from waybill.phones import InvalidPhone, normalize_phone
-
         phone = normalize_phone(data.phone).number
     except InvalidPhone as exc:
         raise ValidationFailed(str(exc), field="phone") from None

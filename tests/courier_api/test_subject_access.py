@@ -206,7 +206,7 @@ def test_sms_and_virtual_number_disclosures_are_listed(client: Any, merchant: An
     sms = [d for d in data["disclosed_to"] if d["recipient"] == "sms_provider"]
     assert sms and sms[0]["kind"] == "provider" and sms[0]["fields"] == ["recipient.phone"]
     log = client.get("/v1/subject/access-log", headers=token).get_json()["items"]
-    assert any(i["action"] == "subject.challenge" and i["partner"] == "sms_provider" for i in log)
+    assert any(i["action"] == "subject.challenge" and i["purpose"] == "subject_verification" for i in log)
     delivered = [i for i in log if i["action"] == "message.deliver"]
     assert delivered and delivered[0]["partner"] == "sms_provider" and delivered[0]["fields"] == ["recipient.phone"]
 
