@@ -13,6 +13,7 @@ from courier_api.subjects.models import SubjectRequest
 from courier_api.subjects.requests import raise_overdue_alerts
 from tests.conftest import RECIPIENT, SENDER
 from tests.courier_api.subjects_helpers import direct_token, make_shipment, shipment_row
+from waybill.crypto.vault import subject_key_of
 from waybill.models import AuditEvent, QrToken, utcnow
 from waybill.phone_index import phone_index
 
@@ -145,6 +146,13 @@ def test_completing_a_correction_reencrypts_remasks_reindexes_reroutes_and_revok
     row = shipment_row(services, shp["id"])
     assert row.recipient_phone_bidx == phone_index(services.codec, merchant.id, "recipient", "13900002222")
     with services.session_factory() as s:
+        kid = services.subject_keys.key_id(s, shp["id"], "recipient")
+        req_row = s.get(SubjectRequest, rid)
+    # Everything re-sealed is under the recipient's own key (destroying it destroys the correction too).
+    assert kid is not None and {subject_key_of(b) for b in (row.recipient_name_ct, row.recipient_phone_ct,
+                                                            row.recipient_address_ct, row.recipient_masked_ct,
+                                                            req_row.changes_ct)} == {kid}
+    with services.session_factory() as s:
         tokens = s.scalars(select(QrToken).where(QrToken.shipment_id == shp["id"])).all()
         events = s.scalars(select(AuditEvent).where(AuditEvent.action == "shipment.correct")).all()
     assert tokens and all(t.revoked_at is not None and t.revoke_reason == "subject_correction" for t in tokens)
@@ -207,17 +215,17 @@ def test_the_overdue_job_is_registered_with_its_handler(services: Any) -> None:
 
 def test_a_deletion_after_the_end_of_delivery_destroys_the_party(client: Any, merchant: Any, services: Any,
                                                                   officers: Any) -> None:
-    import pytest
-
-    pytest.importorskip("waybill.lifecycle")  # the lead's destruction of one party (crypto-shredding)
     shp = make_shipment(client, merchant)
     token = direct_token(services, shp["id"], "recipient")
-    rid = _file(client, token, type="delete").get_json()["id"]
+    rid = _file(client, token, type="delete", text="请删除我的信息").get_json()["id"]
     assert client.post(f"/v1/shipments/{shp['id']}/cancel", headers=merchant.headers).status_code == 200
     r = client.post(f"/v1/privacy/subject-requests/{rid}/decision", headers=officers["officer"],
                     json={"decision": "complete"})
     assert r.status_code == 200 and r.get_json()["status"] == "completed"
     data = client.get("/v1/subject/data", headers=token).get_json()
     assert data["personal_data"] is None and data["personal_data_status"] == "destroyed"
+    # The request's own text went with the party's key; the request itself (its dates and status) stays.
+    mine = client.get(f"/v1/subject/requests/{rid}", headers=token).get_json()
+    assert mine["status"] == "completed" and "text" not in mine
     sender = direct_token(services, shp["id"], "sender")
     assert client.get("/v1/subject/data", headers=sender).get_json()["personal_data"] == SENDER
