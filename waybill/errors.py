@@ -90,6 +90,12 @@ class AuthenticationFailed(DomainError):
     default_message = "身份验证失败"
 
 
+class InvalidCode(AuthenticationFailed):
+    """A data subject's challenge code that is wrong, expired, used or exhausted: one answer for all."""
+
+    default_message = "验证码错误或已失效"
+
+
 class PermissionDenied(DomainError):
     default_message = "无权执行此操作"
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, column, delete, exists, insert, inspect, select, table, update
+from sqlalchemy import Table, bindparam, column, delete, exists, insert, select, table, update
 from sqlalchemy.orm import Session
 
 from waybill import audit, messages
@@ -157,8 +157,6 @@ def held_clause(session: Session) -> Any:
     """A WHERE clause true for shipments under an open legal hold or an open subject request."""
     hold = exists(select(LegalHoldShipment.shipment_id).join(LegalHold, LegalHold.id == LegalHoldShipment.hold_id)
                   .where(LegalHoldShipment.shipment_id == Shipment.id, LegalHold.released_at.is_(None)))
-    if not inspect(session.connection()).has_table("subject_requests"):  # MERGE: always there after 0018
-        return hold
     request = exists(select(_subject_requests.c.shipment_id).where(
         _subject_requests.c.shipment_id == Shipment.id, _subject_requests.c.status == "received"))
     return hold | request
