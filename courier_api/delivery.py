@@ -20,7 +20,7 @@ from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from courier_api.models import Assignment, StaffUser
-from waybill import audit, labels, lifecycle, masked
+from waybill import audit, labels, masked
 from waybill.crypto.subject_keys import SubjectKeyring
 from waybill.crypto.vault import FieldCodec
 from waybill.errors import (
@@ -267,7 +267,7 @@ def deliver(session: Session, deps: DeliveryDeps, principal: Principal, shipment
     assignment.end_reason = "delivered"
     assignment.delivered_method = method
     labels.revoke_tokens(session, principal, shipment.id, "delivered", now=now)
-    lifecycle.end_contract(session, deps.keyring, shipment, now)
+    deps.keyring.end_contract(session, shipment, now)
     if assignment.binding_id is not None:
         # The recipient may still call back for a while after sign-off; then the number stops routing.
         deps.provider.release(session, assignment.binding_id, at=now + deps.release_grace)

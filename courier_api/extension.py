@@ -48,6 +48,9 @@ class CourierExtension:
     def task_handlers(self, services: Services) -> Mapping[str, Handler]:
         return dict(subjects.task_handlers(services))
 
+    def forget_parties(self, session: Session, shipment_ids: Sequence[str], party: str | None) -> None:
+        subjects.forget(session, shipment_ids, party)
+
     def periodic_jobs(self) -> Sequence[Job]:
         return subjects.jobs()
 

@@ -51,6 +51,10 @@ class Extension(Protocol):
     def periodic_jobs(self) -> Sequence[Job]:
         """Jobs to run once per period across all processes and nodes."""
 
+    def forget_parties(self, session: Session, shipment_ids: Sequence[str], party: str | None) -> None:
+        """Remove what this extension holds of these shipments' parties' personal data (``party`` None: both):
+        retention and a subject's deletion call it in the transaction that destroys the data."""
+
 
 @lru_cache(maxsize=1)
 def load_extensions() -> tuple[Extension, ...]:

@@ -1,6 +1,5 @@
 """The end of personal data's life: contracts that end, parties' data destroyed, legal holds.
 
-- :func:`end_contract`: a delivery or cancellation re-wraps the parties' data keys under the key of the end day.
 - :func:`destroy_party`: a subject's deletion (or retention, through :mod:`waybill.retention`) removes that
   party's data key, ciphertexts, blind-index value, virtual-number endpoint and messages at once; the key-store
   keys that wrapped the data key are destroyed at the next retention run, after the keys they also wrap are
@@ -13,7 +12,7 @@ Domain functions: a session, the acting principal and plain data; they flush, ne
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,6 +23,7 @@ from sqlalchemy.orm import Session
 from waybill import audit, messages
 from waybill.crypto.subject_keys import PARTIES, SubjectKeyring
 from waybill.errors import InDelivery, NotFound, ValidationFailed
+from waybill.extensions import load_extensions
 from waybill.ids import looks_like, new_id
 from waybill.models import (
     DestructionRecord,
@@ -48,18 +48,6 @@ METHOD_PARTY = ("crypto-shredding: the party's data key deleted with its ciphert
                 "virtual-number endpoint and messages; its wrapping keys are destroyed at the next run")
 METHOD_RETENTION = ("crypto-shredding: end-day keys destroyed in the key store; ciphertexts, blind-index values, "
                     "QR tokens, virtual-number endpoints and messages removed")
-
-#: Upper layers that hold a party's personal data (subject requests) register here what removes it:
-#: ``forget(session, shipment_ids, party_or_None)``. Kept as a list so that this module imports none of them.
-FORGETTERS: list[Callable[[Session, Sequence[str], str | None], Any]] = []
-
-
-def end_contract(session: Session, keyring: SubjectKeyring, shipment: Shipment, now: datetime) -> None:
-    """The shipment's contract ended now (delivered, cancelled, returned): retention counts from here."""
-    if shipment.ended_at is None:
-        shipment.ended_at = now
-    keyring.end_contract(session, shipment.id, now)
-
 
 def party_columns(party: str) -> dict[str, Any]:
     """The values that remove a party's personal data from its shipment row."""
@@ -93,8 +81,8 @@ def remove_attachments(session: Session, shipment_ids: Sequence[str], party: str
                         .execution_options(synchronize_session=False))
         session.execute(delete(VnBinding).where(VnBinding.ref.in_(ids)).execution_options(synchronize_session=False))
     messages.forget(session, ids, party)
-    for forget in FORGETTERS:
-        forget(session, ids, party)
+    for ext in load_extensions():  # what upper layers hold (subject requests' changes and texts)
+        ext.forget_parties(session, ids, party)
 
 
 def _queue_key_destruction(session: Session, key_ids: set[str], reason: str, now: datetime) -> None:

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from waybill import audit, lifecycle, masked
+from waybill import audit, masked
 from waybill.consent import PrivacyNotice
 from waybill.crypto.subject_keys import SubjectKeyring
 from waybill.crypto.vault import FieldCodec, subject_key_of
@@ -377,7 +377,7 @@ def cancel_shipment(session: Session, principal: Principal, shipment_id: str, *,
     shipment.updated_at = utcnow()
     # A cancelled parcel's printed label must stop resolving.
     revoke_tokens(session, principal, shipment.id, "cancelled", now=shipment.updated_at)
-    lifecycle.end_contract(session, keyring, shipment, shipment.updated_at)
+    keyring.end_contract(session, shipment, shipment.updated_at)
     audit.record(session, principal, "shipment.cancel", object_type="shipment", object_id=shipment.id)
     session.flush()
     return shipment

@@ -7,10 +7,11 @@ resolver, the overdue-alert task and its periodic job.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flask import Flask
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from courier_api.subjects import models, service, views
@@ -22,7 +23,7 @@ from waybill.permissions import Principal
 from waybill.services import Services
 from waybill.uow import UnitOfWork
 
-__all__ = ["OVERDUE_TOPIC", "install", "jobs", "models", "task_handlers"]
+__all__ = ["OVERDUE_TOPIC", "forget", "install", "jobs", "models", "task_handlers"]
 
 OVERDUE_TOPIC = "subjects.overdue_alerts"
 OVERDUE_EVERY_S = 3600
@@ -30,6 +31,16 @@ OVERDUE_EVERY_S = 3600
 
 def _resolve(session: Session, token: str, svc: Services) -> Principal:
     return authenticate(session, token, key=svc.keys.secret("subject_token"))
+
+
+def forget(session: Session, shipment_ids: Sequence[str], party: str | None) -> None:
+    """Erase what the subjects' requests hold of these parties' personal data (the changes asked for, the texts,
+    the reasons given to them); the requests themselves stay: the record of each request is kept."""
+    stmt = update(models.SubjectRequest).where(models.SubjectRequest.shipment_id.in_(list(shipment_ids)))
+    if party is not None:
+        stmt = stmt.where(models.SubjectRequest.party == party)
+    session.execute(stmt.values(changes_ct=None, text_ct=None, reason_ct=None)
+                    .execution_options(synchronize_session=False))
 
 
 def install(app: Flask, svc: Services) -> None:

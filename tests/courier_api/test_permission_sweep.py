@@ -43,7 +43,7 @@ from courier_api.subjects import access as subject_access
 from courier_api.subjects import requests as subject_requests
 from tests.conftest import RECIPIENT, _drop, _new_env, make_merchant, shipment_body
 from tests.courier_api import bearer, login, make_staff
-from waybill import audit, labels, shipments
+from waybill import audit, labels, lifecycle, retention, shipments
 from waybill.errors import DomainError, PermissionDenied
 from waybill.ids import new_id
 from waybill.permissions import ROLE_PERMISSIONS, SYSTEM, Permission, Principal
@@ -153,6 +153,9 @@ subjects.office_request  missing       401   403   403   403   403   403   403  
 subjects.decide          A             401   403   403   403   403   403   403   403   403   403   ok    403   403
 subjects.decide          B             401   403   403   403   403   403   403   403   403   403   ok    403   403
 subjects.decide          missing       401   403   403   403   403   403   403   403   403   403   404   403   403
+retention.destructions   -             401   403   403   403   403   403   403   403   403   ok    ok    403   403
+retention.place_hold     -             401   403   403   403   403   403   403   403   403   403   ok    403   403
+retention.release_hold   -             401   403   403   403   403   403   403   403   403   403   ok    403   403
 """
 
 
@@ -218,10 +221,13 @@ ENDPOINTS: dict[str, Endpoint] = {
                                         Permission.SUBJECT_REQUEST_DECIDE, "subject_request"),
     "subjects.decide": Endpoint("POST", "/v1/privacy/subject-requests/<request_id>/decision",
                                 Permission.SUBJECT_REQUEST_DECIDE, "subject_request"),
+    "retention.destructions": Endpoint("GET", "/v1/privacy/destructions", Permission.DESTRUCTION_READ, None),
+    "retention.place_hold": Endpoint("POST", "/v1/privacy/holds", Permission.PRIVACY_HOLD, None),
+    "retention.release_hold": Endpoint("DELETE", "/v1/privacy/holds/<hold_id>", Permission.PRIVACY_HOLD, None),
 }
 
 # Permissions no HTTP route checks; the domain does (accounts are managed through the CLI, as the system).
-DOMAIN_ONLY = {Permission.USER_MANAGE}
+DOMAIN_ONLY = {Permission.USER_MANAGE, Permission.RETENTION_RUN}
 
 
 # -- the installation -------------------------------------------------------------------------------------
@@ -412,7 +418,20 @@ CALLS: dict[str, Call] = {
     "subjects.office_request": lambda w, h, who, o: w.client.get(f"/v1/privacy/subject-requests/{o.id}", headers=h),
     "subjects.decide": lambda w, h, who, o: w.client.post(
         f"/v1/privacy/subject-requests/{o.id}/decision", json={"decision": "reject", "reason": "重复投诉"}, headers=h),
+    "retention.destructions": lambda w, h, who, o: w.client.get("/v1/privacy/destructions?limit=5", headers=h),
+    "retention.place_hold": lambda w, h, who, o: w.client.post("/v1/privacy/holds", json={
+        "shipment_ids": [w.shipment("A", None).id], "reason": "公安调证 SWEEP-1"}, headers=h),
+    "retention.release_hold": lambda w, h, who, o: w.client.delete(f"/v1/privacy/holds/{_hold(w)}", headers=h),
 }
+
+
+def _hold(w: World) -> str:
+    """A legal hold placed (in the domain, by another privacy officer) for a release call to lift."""
+    officer = Principal(kind="staff", id="sweep-po", role="privacy_officer")
+    with w.svc.session_factory() as s:
+        hold = lifecycle.place_hold(s, officer, reason="SWEEP", shipment_ids=[w.shipment("A", None).id])
+        s.commit()
+        return hold.id
 
 
 def _prefix(who: str) -> str:
@@ -469,6 +488,12 @@ def _check_allowed(endpoint: str, who: str, obj: Obj | None, r: Any) -> None:
         assert r.status_code == 200 and body["id"] == obj.id and body["text"] == "包裹破损"
     elif endpoint == "subjects.decide":
         assert r.status_code == 200 and body["id"] == obj.id and body["status"] == "rejected"
+    elif endpoint == "retention.destructions":
+        assert r.status_code == 200 and isinstance(body["items"], list)
+    elif endpoint == "retention.place_hold":
+        assert r.status_code == 201 and body["status"] == "active" and body["shipments"] == 1
+    elif endpoint == "retention.release_hold":
+        assert r.status_code == 200 and body["status"] == "released"
     else:  # every endpoint has a check above
         raise AssertionError(endpoint)
 
@@ -662,7 +687,16 @@ def test_admin_manages_users_in_the_domain(world: World) -> None:
             s.rollback()
 
 
-DOMAIN_EXERCISED = {(Permission.USER_MANAGE, "admin")}  # by test_admin_manages_users_in_the_domain
+def test_only_the_system_runs_retention(world: World) -> None:
+    """RETENTION_RUN has no HTTP route: the schedule and `waybill retention run` act as the system."""
+    for who in ("admin", "privacy_officer", "auditor"):
+        with pytest.raises(PermissionDenied):
+            retention.run(world.svc, world.principals[who], dry_run=True)
+    assert retention.run(world.svc, SYSTEM, dry_run=True).due >= 0
+
+
+DOMAIN_EXERCISED = {(Permission.USER_MANAGE, "admin"),  # by test_admin_manages_users_in_the_domain
+                    (Permission.RETENTION_RUN, "system")}  # by test_only_the_system_runs_retention
 
 
 def _grant_cases() -> list[Any]:

@@ -90,7 +90,7 @@ def test_due_shipments_are_destroyed_and_a_restored_backup_cannot_bring_them_bac
     with unit_of_work(svc.session_factory) as tx:
         row = tx.session.get(Shipment, kept["id"])
         row.status = "cancelled"
-        lifecycle.end_contract(tx.session, svc.subject_keys, row, later)
+        svc.subject_keys.end_contract(tx.session, row, later)
     backup = _snapshot(env.engine)
     store_before = set(svc.subject_keys.store.ids())
 

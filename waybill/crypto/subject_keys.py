@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from waybill.crypto.aead import open_key, seal_key
 from waybill.crypto.keystore import KeyDestroyed, KeyStore
-from waybill.models import SubjectKey
+from waybill.models import Shipment, SubjectKey
 
 CST = ZoneInfo("Asia/Shanghai")
 PARTIES = ("sender", "recipient")
@@ -203,10 +203,13 @@ class SubjectKeyring:
             out.append((row.id, self._seal(kek_to, row.id, row.shipment_id, row.party, row.algorithm, key)))
         return out
 
-    def end_contract(self, session: Session, shipment_id: str, ended_at: datetime) -> str:
-        """Re-wrap the shipment's data keys under the key of its end day; returns that key's id."""
+    def end_contract(self, session: Session, shipment: Shipment, ended_at: datetime) -> str:
+        """The shipment's contract ended (delivered, cancelled, returned): retention counts from ``ended_at``,
+        and its data keys are re-wrapped under the key of its end day; returns that key's id."""
+        if shipment.ended_at is None:
+            shipment.ended_at = ended_at
         target = self.current_end_key(day_of(ended_at))
-        rows = list(session.scalars(select(SubjectKey).where(SubjectKey.shipment_id == shipment_id)))
+        rows = list(session.scalars(select(SubjectKey).where(SubjectKey.shipment_id == shipment.id)))
         for key_id, wrapped in self.rewrap(rows, target):
             row = next(r for r in rows if r.id == key_id)
             row.wrapped = wrapped
