@@ -55,7 +55,7 @@ FAR_RECIPIENT = dict(RECIPIENT, province="北京市", city="北京市", district
 # push is authenticated by the secret in its URL (tests/virtual_numbers/test_receipt_push.py); the operational
 # routes answer load balancers and scrapers (tests/waybill/test_operations.py).
 PUBLIC_PATHS = {"/openapi.json", "/healthz", "/readyz", "/metrics", "/v1/auth/token", "/v1/auth/logout",
-                "/v1/phone/receipts/<token>"}
+                "/v1/phone/receipts/<token>", "/my/", "/my/assets/<name>"}
 
 PRINCIPALS = ("anon", "merchant", "other_merchant", "courier", "courier_same", "courier_far", "dispatcher",
               "dispatcher_far", "sorter", "auditor", "privacy_officer", "admin")

@@ -1,0 +1,80 @@
+"""/my/ in a phone-sized chromium: self-contained (nothing from another origin), strict CSP, no console errors,
+no horizontal scrolling at 360 px, the landline notice with the complaint contact, errors next to their field."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from tests.browser.live import LiveServer, Watched
+from tests.browser.flow import create_shipment, fits_width, read_code, verify
+
+CSP_PARTS = ("default-src 'self'", "script-src 'self'", "frame-ancestors 'none'", "object-src 'none'")
+
+
+def _local_only(requests: list[str], server: LiveServer) -> list[str]:
+    """The requests that went anywhere but the live server (nothing may)."""
+    here = urlsplit(server.url).netloc
+    return [u for u in requests if urlsplit(u).netloc != here]
+
+
+def test_page_is_self_contained_strict_and_fits_a_phone(live_server: LiveServer, phone: Watched) -> None:
+    page = phone.page
+    answer = page.goto(live_server.url + "/my/")
+    assert answer is not None and answer.status == 200
+    headers = answer.headers
+    csp = headers["content-security-policy"]
+    assert all(part in csp for part in CSP_PARTS), csp
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp and "*" not in csp
+    assert headers["cache-control"] == "no-store"
+    assert headers["x-content-type-options"] == "nosniff"
+    # No inline script or style in the document itself (the CSP would block them; none should be there).
+    assert page.locator("script:not([src])").count() == 0 and page.locator("style").count() == 0
+    assert page.locator("[style]").count() == 0
+    page.wait_for_load_state("networkidle")
+    assert page.is_visible("#waybill_no") and page.is_visible("#phone") and page.is_visible("#send-code")
+    notice = page.text_content("#landline-notice") or ""
+    assert "固定电话" in notice
+    assert page.text_content("#complaint-contact") == live_server.env.settings.complaint_contact
+    assert fits_width(page)
+    # The same holds with the data shown (longest content of the page): go through the whole flow.
+    shipment = create_shipment(live_server)
+    page.fill("#waybill_no", shipment["waybill_no"])
+    page.fill("#phone", shipment["recipient_phone"])
+    page.click("#send-code")
+    page.wait_for_selector("#code", state="visible")
+    assert fits_width(page)
+    verify(page, read_code(live_server, shipment["recipient_phone"]))
+    page.wait_for_selector("#access-log li")
+    assert fits_width(page)
+    assert _local_only(phone.requests, live_server) == []
+    assert not [u for u in phone.requests if "/my/" not in u and "/v1/subject/" not in u], phone.requests
+    assert phone.errors == []
+
+
+def test_asset_answers_carry_the_page_headers_and_unknown_names_are_404(live_server: LiveServer,
+                                                                       phone: Watched) -> None:
+    request = phone.page.context.request
+    for name, kind in (("my.js", "text/javascript"), ("my.css", "text/css"), ("icon.svg", "image/svg+xml")):
+        answer = request.get(f"{live_server.url}/my/assets/{name}")
+        assert answer.status == 200 and answer.headers["content-type"].startswith(kind)
+        assert answer.headers["x-content-type-options"] == "nosniff"
+    for name in ("index.html", "..%2Fsubject_page.py", "nothing.js"):
+        answer = request.get(f"{live_server.url}/my/assets/{name}")
+        assert answer.status == 404 and answer.json()["error"]["code"] == "not_found"
+
+
+def test_errors_show_in_chinese_next_to_their_field(live_server: LiveServer, phone: Watched) -> None:
+    page: Any = phone.page
+    page.goto(live_server.url + "/my/")
+    page.click("#send-code")
+    assert page.is_visible("#waybill_no-error") and "运单号" in (page.text_content("#waybill_no-error") or "")
+    assert page.get_attribute("#waybill_no", "aria-invalid") == "true"
+    page.fill("#waybill_no", "PW000000000000")
+    page.fill("#phone", "12")  # not a phone number: the service names the field, the page shows it there
+    page.click("#send-code")
+    page.wait_for_selector("#phone-error", state="visible")
+    text = page.text_content("#phone-error") or ""
+    assert any("\u4e00" <= ch <= "\u9fff" for ch in text), text
+    assert page.is_hidden("#waybill_no-error")
+    assert page.is_visible("#step-start") and page.is_hidden("#step-code")
