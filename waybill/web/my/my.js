@@ -1,6 +1,6 @@
 // The self-service page: prove control of the waybill's phone, then see and act on one's own data.
-// Everything shown is set with textContent (never innerHTML). The access token lives in memory and in
-// sessionStorage (this tab only, gone when it closes); nothing goes to localStorage or cookies.
+// Everything shown is set with textContent, as text, never parsed as markup. The access token lives in memory
+// and in sessionStorage (this tab only, gone when it closes); nothing goes to persistent storage or cookies.
 "use strict";
 (function () {
   const SESSION_KEY = "waybill.my.session";
