@@ -63,6 +63,9 @@ class Metrics:
         self.audit_events = Counter(
             "waybill_audit_events_appended", "Audit events appended to the chain (committed), by action and outcome",
             ("action", "outcome"), registry=reg)
+        self.sms_messages = Counter(
+            "waybill_sms_messages", "Messages to people by template and outcome (queued, sent, retry, failed)",
+            ("template", "outcome"), registry=reg)
         # Set when scraped (a count in the database, the same for every worker: the max of them).
         self.outbox_depth = Gauge(
             "waybill_outbox_depth", "Background-task messages not done yet (transactional outbox)",

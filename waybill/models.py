@@ -150,6 +150,12 @@ class Shipment(Base):
     description_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
     printed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Notice and consent at collection (waybill/consent.py): the privacy notice version shown, the optional
+    # purposes agreed to, and per party the purposes withdrawn since ({party: {purpose: when}}). Null on
+    # shipments from before consents were recorded (their required purposes only).
+    notice_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    consent_purposes: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    consent_withdrawn: Mapped[dict[str, dict[str, str]] | None] = mapped_column(JSON, nullable=True)
     # Made with a test-mode API key: refused by every printing and courier path.
     test_mode: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     idempotency_key: Mapped[str | None] = mapped_column(String(128), nullable=True)

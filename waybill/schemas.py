@@ -103,6 +103,16 @@ class ParcelIn(BaseModel):
     _clean = field_validator("description")(lambda v: None if v is None else _no_control_chars(v))
 
 
+class ConsentsIn(BaseModel):
+    """Which privacy notice the sender was shown and which optional purposes they agreed to."""
+
+    model_config = _STRICT
+
+    notice_version: str = Field(min_length=1, max_length=32, description="GET /v1/privacy-notice 返回的 version")
+    purposes: list[Annotated[str, Field(min_length=1, max_length=32)]] = Field(
+        default_factory=list, max_length=20, description="同意的可选处理目的 id（必需目的无须列出）")
+
+
 class ShipmentIn(BaseModel):
     model_config = _STRICT
 
@@ -111,6 +121,7 @@ class ShipmentIn(BaseModel):
     sender: PartyIn
     recipient: PartyIn
     parcel: ParcelIn
+    consents: ConsentsIn | None = Field(default=None, description="隐私告知版本与同意的可选目的；不填则为当前版本")
 
 
 class BatchIn(BaseModel):
@@ -136,7 +147,14 @@ class ParcelOut(OutModel):
     has_description: bool
 
 
+class ConsentsOut(OutModel):
+    notice_version: str
+    purposes: list[str]
+
+
 class ShipmentOut(OutModel):
+    omit_none = frozenset({"consents"})
+
     id: str
     waybill_no: str
     status: Literal["created", "printed", "in_transit", "out_for_delivery", "delivered", "cancelled"]
@@ -146,6 +164,7 @@ class ShipmentOut(OutModel):
     recipient: PartyOut
     parcel: ParcelOut
     created_at: UtcTimestamp
+    consents: ConsentsOut | None = None
 
 
 class ShipmentPage(OutModel):

@@ -9,9 +9,11 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 import printing
-from waybill import audit, db, keyfile
+from waybill import audit, db, keyfile, messages
+from waybill.consent import PrivacyNotice
 from waybill.crypto.vault import FieldCodec, Vault, ensure_active_data_key
 from waybill.labels import LabelDeps
+from waybill.messages.base import MessageProvider
 from waybill.metrics import Metrics
 from waybill.ratelimit import ConcurrencyLimiter, FailureThrottle, RateLimiter, WindowLimiter, memory_storage
 from waybill.readiness import Readiness
@@ -48,6 +50,8 @@ class Services:
     # Heavy requests (batches) in flight per merchant, in this process (the scale issue shares it).
     heavy_requests: ConcurrencyLimiter
     provider: VirtualNumberProvider
+    messages: MessageProvider  # SMS to people: the built-in encrypted outbox or Aliyun SendSms
+    privacy_notice: PrivacyNotice  # the notice shown at collection; shipments record its version and consents
     metrics: Metrics
     readiness: Readiness  # the /readyz checks; their clients are made on the first probe
     # Failed unauthenticated requests per client: what a flood of bad keys or receipt-token guesses may write.
@@ -67,7 +71,8 @@ class Services:
     @property
     def shipment_deps(self) -> ShipmentDeps:
         return ShipmentDeps(codec=self.codec, routing=self.routing, regions=self.regions,
-                            policy=self.settings.mask_policy, fingerprint_key=self.keys.secret("idempotency"))
+                            policy=self.settings.mask_policy, fingerprint_key=self.keys.secret("idempotency"),
+                            notice=self.privacy_notice)
 
 
 def initialise(settings: Settings) -> tuple[keyfile.KeyMaterial, Engine, bool]:
@@ -176,6 +181,8 @@ def build(settings: Settings, *, engine: Engine | None = None, codec: FieldCodec
         heavy_requests=ConcurrencyLimiter(settings.heavy_concurrency_per_merchant),
         # Built now, so a bad credentials file fails the start of a worker, not its first call.
         provider=make_provider(settings, vault, keys),
+        messages=messages.make_provider(settings),
+        privacy_notice=PrivacyNotice.load(settings.privacy_notice_file),
         metrics=metrics,
         readiness=Readiness(settings, keys),
         auth_failures=FailureThrottle(settings.auth_failure_rate_per_s, settings.auth_failure_burst, storage=limits),

@@ -7,14 +7,16 @@ and the settings only say where that file is.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import ipaddress
+import json
 import logging
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,8 @@ from waybill.regions import RegionTable
 CIPHERS = ("aes-256-gcm", "sm4-gcm")
 ENVIRONMENTS = ("development", "production", "test")
 PHONE_PROVIDERS = ("builtin", "aliyun")
+SMS_PROVIDERS = ("builtin", "aliyun")
+_SMS_TEMPLATE_CODE = re.compile(r"SMS_[0-9]{3,20}")
 
 
 class SettingsError(ValueError):
@@ -113,6 +117,16 @@ class Settings:
     # prometheus_client's multiprocess mode (gunicorn with several workers): its own variable,
     # PROMETHEUS_MULTIPROC_DIR, read here so that nothing else reads the environment.
     prometheus_multiproc_dir: Path | None = None
+    # SMS: "builtin" (encrypted outbox) or "aliyun" (SendSms; AccessKey in a 0600 JSON file; name -> SMS_xxx).
+    sms_provider: str = "builtin"
+    sms_credentials_file: Path | None = None
+    sms_sign_name: str | None = None
+    sms_template_codes: tuple[tuple[str, str], ...] = ()
+    sms_endpoint: str = "https://dysmsapi.aliyuncs.com/"
+    # Messages to one mobile number in any hour, all templates together (SMS bombing through code requests).
+    sms_per_phone_per_hour: int = 20
+    # The privacy notice shown at collection (JSON, see waybill/consent.py); unset: waybill/data/privacy_notice.json.
+    privacy_notice_file: Path | None = None
     mask_policy: MaskPolicy = field(default_factory=MaskPolicy)
     # Administrative divisions added to or renaming rows of the packaged list (waybill/regions.py).
     regions_extra_file: Path | None = None
@@ -197,17 +211,51 @@ def _broker_url(raw: str | None) -> str | None:
     return raw
 
 
-def _regions_extra_file(raw: str | None) -> Path | None:
-    """The extra divisions file, parsed now so a malformed row stops the start, not a request."""
+def _data_file(name: str, raw: str | None, check: Callable[[Path], object]) -> Path | None:
+    """A data file named by a setting, parsed now so a malformed row stops the start, not a request."""
     if raw is None:
         return None
     path = Path(raw)
     try:
-        RegionTable.load(path)
+        check(path)
     except (OSError, ValueError) as exc:
         detail = exc if isinstance(exc, ValueError) else "cannot be read"
-        raise SettingsError(f"WAYBILL_REGIONS_EXTRA_FILE: {detail}") from None
+        raise SettingsError(f"{_ENV_PREFIX}{name.upper()}: {detail}") from None
     return path
+
+
+def _load_notice(path: Path) -> object:
+    from waybill.consent import PrivacyNotice
+
+    return PrivacyNotice.load(path)
+
+
+def _sms_settings(get: Any) -> dict[str, Any]:
+    """SMS settings; that the codes cover every template is checked by waybill.messages.make_provider."""
+    provider = (get("sms_provider") or "builtin").lower()
+    codes: Any = None
+    if provider not in SMS_PROVIDERS:
+        raise SettingsError(f"WAYBILL_SMS_PROVIDER must be one of {', '.join(SMS_PROVIDERS)}")
+    with contextlib.suppress(ValueError):
+        codes = json.loads(get("sms_template_codes") or "{}")
+    if not isinstance(codes, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                              and _SMS_TEMPLATE_CODE.fullmatch(v) for k, v in codes.items()):
+        raise SettingsError("WAYBILL_SMS_TEMPLATE_CODES must be a JSON object of template name -> SMS_xxx")
+    credentials, sign_name = get("sms_credentials_file"), get("sms_sign_name")
+    if provider == "aliyun" and not (credentials and sign_name):
+        raise SettingsError("WAYBILL_SMS_CREDENTIALS_FILE and WAYBILL_SMS_SIGN_NAME are required when "
+                            "WAYBILL_SMS_PROVIDER is aliyun")
+    if sign_name is not None and not re.fullmatch(r"[\u4e00-\u9fffA-Za-z0-9]{2,12}", sign_name):
+        raise SettingsError("WAYBILL_SMS_SIGN_NAME must be 2-12 letters, digits or Chinese characters")
+    endpoint = get("sms_endpoint") or Settings.sms_endpoint
+    if not endpoint.startswith(("https://", "http://")):
+        raise SettingsError("WAYBILL_SMS_ENDPOINT must be an http(s) URL")
+    raw = get("sms_per_phone_per_hour")
+    return {"sms_provider": provider, "sms_credentials_file": Path(credentials) if credentials else None,
+            "sms_sign_name": sign_name, "sms_template_codes": tuple(sorted(codes.items())), "sms_endpoint": endpoint,
+            "sms_per_phone_per_hour": Settings.sms_per_phone_per_hour if raw is None
+            else _int("sms_per_phone_per_hour", raw, 1, 1000),
+            "privacy_notice_file": _data_file("privacy_notice_file", get("privacy_notice_file"), _load_notice)}
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -278,7 +326,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         raise SettingsError("PROMETHEUS_MULTIPROC_DIR must be an existing directory")
 
     values: dict[str, Any] = {
-        "regions_extra_file": _regions_extra_file(get("regions_extra_file")),
+        **_sms_settings(get),
+        "regions_extra_file": _data_file("regions_extra_file", get("regions_extra_file"), RegionTable.load),
         "metrics_token_file": Path(metrics_token_raw) if metrics_token_raw else None,
         "prometheus_multiproc_dir": multiproc_dir,
         "label_font": get("label_font"),

@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from waybill import audit, masked
+from waybill.consent import PrivacyNotice
 from waybill.crypto.vault import FieldCodec
 from waybill.errors import (
     DomainError,
@@ -58,6 +59,7 @@ class ShipmentDeps:
     policy: MaskPolicy
     fingerprint_key: bytes
     regions: RegionTable = field(default_factory=RegionTable.load)
+    notice: PrivacyNotice = field(default_factory=PrivacyNotice.load)  # what ``consents`` are checked against
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,9 @@ def _fingerprint(deps: ShipmentDeps, data: ShipmentIn) -> bytes:
         # A single piece is how bodies looked before `pieces` existed: the same fingerprint as then, so a
         # retry across the upgrade with the same Idempotency-Key still finds its shipment.
         del body["parcel"]["pieces"]
+    if body.get("consents") is None:
+        # Likewise for bodies from before consents were taken: no key, the same fingerprint.
+        body.pop("consents", None)
     canonical = json.dumps(body, sort_keys=True, ensure_ascii=False)
     return hmac.new(deps.fingerprint_key, canonical.encode(), hashlib.sha256).digest()
 
@@ -108,6 +113,7 @@ def _build(deps: ShipmentDeps, principal: Principal, data: ShipmentIn, idempoten
         origin = deps.routing.route(sender.province, sender.city, sender.district)
     except UnknownProvince:
         raise ValidationFailed("未知的省份", field="sender.province") from None
+    notice_version, consent_purposes = deps.notice.record(data.consents)
     sid = new_id("shp")
     now = utcnow()
     values: dict[str, object] = {}
@@ -133,6 +139,7 @@ def _build(deps: ShipmentDeps, principal: Principal, data: ShipmentIn, idempoten
         description_ct=None if not description else deps.codec.encrypt(
             description, table=TABLE, column="description", row_id=sid),
         idempotency_key=idempotency_key, request_fingerprint=fingerprint, test_mode=principal.test_mode,
+        notice_version=notice_version, consent_purposes=consent_purposes,
         created_at=now, updated_at=now, **values,
     )
 

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from waybill import outbox
+from waybill import messages, outbox
 from waybill.extensions import load_extensions
 from waybill.models import utcnow
 from waybill.outbox import Handler, Job, TaskQueue
@@ -51,7 +51,7 @@ def _release_remote(svc: Services) -> Handler:
 def handlers(svc: Services) -> dict[str, Handler]:
     """Every topic's handler: waybill's own and those of the installed extensions."""
     found: dict[str, Handler] = {"virtual_numbers.expire": _expire_bindings(svc),
-                                 RELEASE_TOPIC: _release_remote(svc)}
+                                 RELEASE_TOPIC: _release_remote(svc), messages.TOPIC: messages.handler(svc)}
     for ext in load_extensions():
         for topic, handler in ext.task_handlers(svc).items():
             if topic in found:

@@ -226,7 +226,7 @@ def keys_retire(master_key_ids: tuple[str, ...]) -> None:
 
 
 def _register_more() -> None:
-    from waybill.commands import database, phone, printer, stations, tasks
+    from waybill.commands import database, messages, phone, printer, stations, tasks
     from waybill.commands import merchants as merchant_commands
 
     merchant_commands.register(merchants)
@@ -235,6 +235,7 @@ def _register_more() -> None:
     phone.register(main)
     tasks.register(main)
     stations.register(main)
+    messages.register(main)
     # Upper layers (the courier side) contribute their commands through entry points: this module never
     # imports them.
     for ext in load_extensions():

@@ -28,6 +28,7 @@ from waybill.errors import (
     TooManyConcurrentRequests,
     ValidationFailed,
 )
+from waybill.messages.base import ProviderError as MessageProviderError
 from waybill.virtual_numbers.base import NoAvailableNumber, ProviderError
 
 log = logging.getLogger("waybill.web")
@@ -38,6 +39,7 @@ ERROR_TABLE: list[tuple[type[Exception], int, str]] = [
     (ValidationFailed, 422, "validation_error"),
     (NoAvailableNumber, 503, "no_available_number"),
     (ProviderError, 502, "provider_error"),
+    (MessageProviderError, 502, "provider_error"),
     (NotFound, 404, "not_found"),
     (IdempotencyConflict, 409, "idempotency_conflict"),
     (DuplicateMerchantOrder, 409, "duplicate_merchant_order_id"),

@@ -18,6 +18,7 @@ from waybill.schemas import (
     BatchItemError,
     BatchOut,
     BatchResult,
+    ConsentsOut,
     ParcelOut,
     PartyOut,
     ShipmentIn,
@@ -66,6 +67,8 @@ def shipment_out(s: Shipment, codec: FieldCodec | None = None) -> ShipmentOut:
         "recipient": party_out(masked.unseal(codec, s.id, "recipient", s.recipient_masked_ct), s.recipient_region),
         "parcel": ParcelOut(weight_g=s.weight_g, pieces=s.pieces, has_description=s.description_ct is not None),
         "created_at": s.created_at,
+        "consents": None if s.notice_version is None else ConsentsOut(
+            notice_version=s.notice_version, purposes=list(s.consent_purposes or [])),
     })
 
 
