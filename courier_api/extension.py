@@ -11,7 +11,7 @@ import click
 from flask import Flask
 from sqlalchemy.orm import Session
 
-from courier_api import auth_api, models, privacy_views, staff, views
+from courier_api import auth_api, models, privacy_views, staff, subjects, views
 from courier_api import services as courier_registry
 from courier_api.cli import users
 from waybill.extensions import TOKEN_RESOLVERS
@@ -28,7 +28,8 @@ def _staff_principal(session: Session, token: str, svc: Services) -> Principal:
 
 
 class CourierExtension:
-    """Staff authentication, dispatch, scan, calls, delivery, audit access and privacy officers' requests."""
+    """Staff authentication, dispatch, scan, calls, delivery, audit access, privacy officers' requests and the
+    data subjects' self-service."""
 
     name = "courier_api"
 
@@ -38,15 +39,16 @@ class CourierExtension:
         auth_api.install(app)
         views.install(app)
         privacy_views.install(app)
+        subjects.install(app, services_of(app))
 
     def cli_commands(self) -> Sequence[click.Command]:
         return (users,)
 
     def task_handlers(self, services: Services) -> Mapping[str, Handler]:
-        return {}  # the courier side has no background work yet
+        return dict(subjects.task_handlers(services))
 
     def periodic_jobs(self) -> Sequence[Job]:
-        return ()
+        return subjects.jobs()
 
 
 extension = CourierExtension()

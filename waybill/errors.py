@@ -78,6 +78,18 @@ class AuthenticationFailed(DomainError):
     default_message = "身份验证失败"
 
 
+class InvalidCode(AuthenticationFailed):
+    """A data subject's challenge code that is wrong, expired, used or exhausted: one answer for all."""
+
+    default_message = "验证码错误或已失效"
+
+
+class InDelivery(Conflict):
+    """A subject's deletion while the parcel is still on its way (its data is needed to deliver it)."""
+
+    default_message = "运单尚在派送中，签收或取消后才能删除个人信息"
+
+
 class PermissionDenied(DomainError):
     default_message = "无权执行此操作"
 

@@ -27,6 +27,12 @@ class Permission(StrEnum):
     AUDIT_READ = "audit:read"
     PERSONAL_DATA_REQUEST = "personal_data:request"
     USER_MANAGE = "user:manage"
+    # A data subject (sender or recipient, verified by an SMS code) on their own party of one shipment.
+    SUBJECT_DATA_READ = "subject:data_read"
+    SUBJECT_LOG_READ = "subject:access_log_read"
+    SUBJECT_REQUEST = "subject:request"
+    # Privacy officers deciding subjects' requests.
+    SUBJECT_REQUEST_DECIDE = "subject_request:decide"
 
 
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
@@ -39,10 +45,12 @@ ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "dispatcher": frozenset({Permission.DISPATCH_ASSIGN}),
     "auditor": frozenset({Permission.AUDIT_READ}),
     # Full access only per recorded request with a purpose (GB/T 35273 7.1 e).
-    "privacy_officer": frozenset({Permission.PERSONAL_DATA_REQUEST}),
+    "privacy_officer": frozenset({Permission.PERSONAL_DATA_REQUEST, Permission.SUBJECT_REQUEST_DECIDE}),
     # Separation of duties: admins manage accounts and keys and read no personal data.
     "admin": frozenset({Permission.USER_MANAGE}),
     "system": frozenset(),
+    # Never a staff role: a short-lived session scoped to one party of one shipment (courier_api/subjects).
+    "subject": frozenset({Permission.SUBJECT_DATA_READ, Permission.SUBJECT_LOG_READ, Permission.SUBJECT_REQUEST}),
 }
 STAFF_ROLES = ("courier", "dispatcher", "sorter", "auditor", "privacy_officer", "admin")
 MFA_ROLES = frozenset({"auditor", "privacy_officer", "admin"})
@@ -52,7 +60,7 @@ MFA_ROLES = frozenset({"auditor", "privacy_officer", "admin"})
 class Principal:
     """Who is acting: a merchant (API key), a staff user, or the system (CLI)."""
 
-    kind: str  # "merchant" | "staff" | "system"
+    kind: str  # "merchant" | "staff" | "system" | "subject"
     id: str
     role: str
     station: str | None = None

@@ -130,6 +130,21 @@ class Settings:
     mask_policy: MaskPolicy = field(default_factory=MaskPolicy)
     # Administrative divisions added to or renaming rows of the packaged list (waybill/regions.py).
     regions_extra_file: Path | None = None
+    # Data subjects' self-service (courier_api/subjects): a one-time SMS code's lifetime, the session it opens,
+    # and how many challenges one phone (by keyed hash), one waybill and one client may ask for per hour.
+    subject_code_ttl_s: int = 300
+    subject_token_ttl_s: int = 900
+    subject_challenges_per_phone_per_hour: int = 5
+    subject_challenges_per_waybill_per_hour: int = 10
+    subject_challenges_per_client_per_hour: int = 30
+    # A subject request is answered within this many calendar days (GB/T 35273 8.7 a: at most 30) or, for the
+    # types named in subject_request_working_days ("delete=15": 8.5 b), that many working days if earlier.
+    subject_request_days: int = 30
+    subject_request_working_days: tuple[tuple[str, int], ...] = (("delete", 15),)
+    # The overdue alert fires this many days before the due date (and again once overdue).
+    subject_request_warn_days: int = 3
+    # How long personal data is kept after a shipment ended (delivered or cancelled); 0: at the next run.
+    retention_days: int = 180
 
     @property
     def is_production(self) -> bool:
@@ -258,6 +273,26 @@ def _sms_settings(get: Any) -> dict[str, Any]:
             "privacy_notice_file": _data_file("privacy_notice_file", get("privacy_notice_file"), _load_notice)}
 
 
+SUBJECT_REQUEST_TYPES = ("correct", "delete", "withdraw_consent", "complaint")
+
+
+def _working_days(raw: str | None) -> tuple[tuple[str, int], ...]:
+    """``delete=15,complaint=10``: per request type, a deadline in working days (may be empty: ``""``)."""
+    if raw is None:
+        return Settings.subject_request_working_days
+    found: dict[str, int] = {}
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        name, sep, days = part.partition("=")
+        if not sep or name.strip() not in SUBJECT_REQUEST_TYPES or not days.strip().isdigit() \
+                or not 1 <= int(days) <= 30:
+            raise SettingsError("WAYBILL_SUBJECT_REQUEST_WORKING_DAYS must be like delete=15 "
+                                f"(types: {', '.join(SUBJECT_REQUEST_TYPES)}; 1-30 days)")
+        found[name.strip()] = int(days)
+    return tuple(sorted(found.items()))
+
+
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Build settings from ``environ`` (default: the process environment) plus overrides.
 
@@ -365,7 +400,11 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     for name, lo, hi in (("qr_token_ttl_days", 1, 365), ("scan_per_minute", 1, 10_000), ("scan_per_hour", 1, 1_000_000),
                          ("binding_ttl_hours", 1, 24 * 30), ("release_grace_hours", 0, 24 * 30),
                          ("privacy_request_minutes", 1, 24 * 60), ("key_rotation_grace_hours", 0, 24 * 30),
-                         ("privacy_reads_per_day", 1, 100_000)):
+                         ("privacy_reads_per_day", 1, 100_000), ("subject_code_ttl_s", 60, 3600),
+                         ("subject_token_ttl_s", 60, 3600), ("subject_challenges_per_phone_per_hour", 1, 1000),
+                         ("subject_challenges_per_waybill_per_hour", 1, 1000),
+                         ("subject_challenges_per_client_per_hour", 1, 100_000), ("subject_request_days", 1, 30),
+                         ("subject_request_warn_days", 0, 30), ("retention_days", 0, 36500)):
         if (raw := get(name)) is not None:
             values[name] = _int(name, raw, lo, hi)
     for name, lo, hi in (("reprints_per_job", 1, 200), ("reprints_per_sorter_per_hour", 1, 10_000)):
@@ -374,6 +413,11 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     if values.get("reprints_per_job", Settings.reprints_per_job) > values.get(
             "reprints_per_sorter_per_hour", Settings.reprints_per_sorter_per_hour):
         raise SettingsError("WAYBILL_REPRINTS_PER_JOB must not exceed WAYBILL_REPRINTS_PER_SORTER_PER_HOUR")
+    if "subject_request_working_days" in overrides and not isinstance(overrides["subject_request_working_days"], str):
+        values["subject_request_working_days"] = tuple(overrides["subject_request_working_days"])
+    else:
+        raw_wd = overrides.get("subject_request_working_days", env.get("WAYBILL_SUBJECT_REQUEST_WORKING_DAYS"))
+        values["subject_request_working_days"] = _working_days(None if raw_wd is None else str(raw_wd))
     stations_raw = get("stations_file")
     values["stations_file"] = Path(stations_raw) if stations_raw else None
     if (raw := get("print_job_max")) is not None:

@@ -1,0 +1,82 @@
+"""The subjects' part of the registry (built once per app): challenge throttles and verification keys.
+
+Throttles are ``limits`` moving windows (waybill/ratelimit.py), in Redis when ``WAYBILL_REDIS_URL`` is set:
+per phone (its keyed hash), per waybill number (keyed hash too) and per client address, each per hour.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from flask import Flask, current_app
+from sqlalchemy.orm import Session
+
+from courier_api.subjects.verify import Challenge, VerifyDeps, throttle_key
+from waybill.errors import RateLimited
+from waybill.ratelimit import WindowLimiter, memory_storage, redis_storage
+from waybill.services import Services
+
+EXTENSION_KEY = "courier_api.subjects"
+CODE_TEMPLATE = "subject_code"
+
+
+@dataclass(frozen=True)
+class SubjectServices:
+    base: Services
+    verify: VerifyDeps
+    per_phone: WindowLimiter
+    per_waybill: WindowLimiter
+    per_client: WindowLimiter
+
+    def throttle(self, waybill_no: str, phone: str, client: str) -> None:
+        """Count one challenge against all three limits, or ``RateLimited`` (nothing counted) if one is spent."""
+        keys = ((self.per_client, client), (self.per_phone, throttle_key(self.verify, "phone", phone)),
+                (self.per_waybill, throttle_key(self.verify, "waybill", waybill_no)))
+        waits = [w for w in (lim.peek(key) for lim, key in keys) if w is not None]
+        if waits:
+            raise RateLimited(max(waits), "验证请求过于频繁，请稍后再试")
+        for lim, key in keys:
+            lim.hit(key)
+
+
+def build(svc: Services) -> SubjectServices:
+    s = svc.settings
+    storage = redis_storage(s.redis_url) if s.redis_url else memory_storage()
+    verify = VerifyDeps(codec=svc.codec, code_key=svc.keys.secret("subject_code"),
+                        token_key=svc.keys.secret("subject_token"),
+                        code_ttl=timedelta(seconds=s.subject_code_ttl_s),
+                        token_ttl=timedelta(seconds=s.subject_token_ttl_s))
+    return SubjectServices(
+        base=svc, verify=verify,
+        per_phone=WindowLimiter(s.subject_challenges_per_phone_per_hour, 3600, name="subject:phone", storage=storage),
+        per_waybill=WindowLimiter(s.subject_challenges_per_waybill_per_hour, 3600, name="subject:waybill",
+                                  storage=storage),
+        per_client=WindowLimiter(s.subject_challenges_per_client_per_hour, 3600, name="subject:client",
+                                 storage=storage))
+
+
+def install(app: Flask, svc: Services) -> SubjectServices:
+    found = app.extensions.get(EXTENSION_KEY)
+    if not isinstance(found, SubjectServices):
+        found = app.extensions[EXTENSION_KEY] = build(svc)
+    return found
+
+
+def subject_services() -> SubjectServices:
+    found = current_app.extensions.get(EXTENSION_KEY)
+    if not isinstance(found, SubjectServices):
+        raise RuntimeError("the subjects' services are not installed on this app")
+    return found
+
+
+def send_code(session: Session, svc: Services, sent: Challenge) -> None:
+    """Send the challenge's code to the matched party's mobile phone (nothing when there is none)."""
+    ch = sent.challenge
+    if sent.phone is None or ch.shipment_id is None:
+        return
+    from waybill import messages  # the message provider (SMS), another part of this issue
+
+    minutes = max(1, round(svc.settings.subject_code_ttl_s / 60))
+    messages.send(session, svc, phone=sent.phone, template=CODE_TEMPLATE,
+                  params={"code": sent.code, "minutes": str(minutes)}, shipment_id=ch.shipment_id, party=ch.party)
