@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from tests.browser.live import LiveServer, Watched
 from tests.browser.flow import create_shipment, fits_width, read_code, verify
+from waybill.waybill_no import new_waybill_no
 
 CSP_PARTS = ("default-src 'self'", "script-src 'self'", "frame-ancestors 'none'", "object-src 'none'")
 
@@ -64,17 +65,52 @@ def test_asset_answers_carry_the_page_headers_and_unknown_names_are_404(live_ser
         assert answer.status == 404 and answer.json()["error"]["code"] == "not_found"
 
 
+def _chinese(text: str | None) -> bool:
+    return any("\u4e00" <= ch <= "\u9fff" for ch in text or "")
+
+
 def test_errors_show_in_chinese_next_to_their_field(live_server: LiveServer, phone: Watched) -> None:
     page: Any = phone.page
     page.goto(live_server.url + "/my/")
     page.click("#send-code")
     assert page.is_visible("#waybill_no-error") and "运单号" in (page.text_content("#waybill_no-error") or "")
     assert page.get_attribute("#waybill_no", "aria-invalid") == "true"
-    page.fill("#waybill_no", "PW000000000000")
+    page.fill("#waybill_no", new_waybill_no())
     page.fill("#phone", "12")  # not a phone number: the service names the field, the page shows it there
     page.click("#send-code")
     page.wait_for_selector("#phone-error", state="visible")
-    text = page.text_content("#phone-error") or ""
-    assert any("\u4e00" <= ch <= "\u9fff" for ch in text), text
-    assert page.is_hidden("#waybill_no-error")
+    assert _chinese(page.text_content("#phone-error"))
+    assert page.is_hidden("#waybill_no-error") and page.get_attribute("#waybill_no", "aria-invalid") is None
     assert page.is_visible("#step-start") and page.is_hidden("#step-code")
+
+    shipment = create_shipment(live_server)  # a wrong code: 401 invalid_code, shown at the code
+    page.fill("#waybill_no", shipment["waybill_no"])
+    page.fill("#phone", shipment["recipient_phone"])
+    page.click("#send-code")
+    page.wait_for_selector("#code", state="visible")
+    real = read_code(live_server, shipment["recipient_phone"])
+    page.fill("#code", f"{(int(real) + 1) % 10**6:06d}")
+    page.click("#verify")
+    page.wait_for_selector("#code-error", state="visible")
+    assert "验证码错误" in (page.text_content("#code-error") or "")
+    page.fill("#code", "12a")  # checked before anything is sent
+    page.click("#verify")
+    assert "6 位数字" in (page.text_content("#code-error") or "")
+
+
+def test_too_many_challenges_show_the_wait_and_hold_the_button(live_server: LiveServer, phone: Watched) -> None:
+    page: Any = phone.page
+    page.goto(live_server.url + "/my/")
+    shipment = create_shipment(live_server)
+    limit = live_server.env.settings.subject_challenges_per_phone_per_hour
+    for _ in range(limit):
+        page.fill("#waybill_no", shipment["waybill_no"])
+        page.fill("#phone", shipment["recipient_phone"])
+        page.click("#send-code")
+        page.wait_for_selector("#code", state="visible")
+        page.click("#restart")
+    page.click("#send-code")  # the fields keep their values
+    page.wait_for_selector("#send-code-error", state="visible")
+    text = page.text_content("#send-code-error") or ""
+    assert "频繁" in text and ("分钟" in text or "秒" in text), text
+    assert page.is_disabled("#send-code") and "后可重试" in (page.text_content("#send-code") or "")

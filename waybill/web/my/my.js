@@ -21,10 +21,19 @@
   };
   const ROLE = { courier: "快递员", dispatcher: "调度员", sorter: "分拣员", auditor: "审计员",
     privacy_officer: "隐私保护专员", admin: "管理员", merchant: "寄件商户", subject: "您本人", system: "系统",
-    partner: "合作方" };
-  const PURPOSE = { delivery: "派送", data_subject_request: "处理您的请求", complaint: "处理投诉",
-    customer_service: "客户服务", legal_obligation: "履行法定义务", security_incident: "安全事件处置",
-    label_printing: "打印面单", sorting: "分拣", retention: "到期删除" };
+    partner: "合作方", anonymous: "未登录的请求" };
+  const PARTNER = { sms_provider: "短信服务商", virtual_number_provider: "隐私号服务商" };
+  const PURPOSE = { delivery: "派送", fulfilment: "履行寄递服务", data_subject_request: "处理您的请求",
+    data_subject_access: "您本人查阅", data_subject_correction: "按您的请求更正", subject_verification: "验证您的身份",
+    complaint: "处理投诉", legal_order: "依法配合调查", security_incident: "安全事件处置", retention: "到期删除" };
+  const ACTION = { "shipment.create": "录入运单", "shipment.read": "查看运单", "shipment.search": "按电话查询",
+    "shipment.cancel": "取消运单", "shipment.correct": "更正信息", "label.print": "打印面单",
+    "label.print_again": "再次打印面单", "label.reprint": "重新打印面单", "print_job.create": "批量打印面单",
+    "courier.scan": "快递员扫描面单", "courier.call": "快递员通过隐私号联系您", "courier.deliver": "派送签收",
+    "dispatch.assign": "分配快递员", "privacy.read": "隐私官查看", "subject.challenge": "发送验证码",
+    "subject.session": "身份验证", "subject.data_read": "您本人查看", "subject.access_log": "您本人查看访问记录",
+    "subject.request": "您提出请求", "subject.request_read": "您查看请求进度", "subject_request.decide": "处理您的请求",
+    "message.send": "发送短信", "message.sent": "发送短信" };
   const CODE_MESSAGE = {
     invalid_code: "验证码错误或已过期，请重新输入",
     unauthenticated: "验证已过期，请重新验证身份",
@@ -59,10 +68,23 @@
     return Object.prototype.hasOwnProperty.call(table, value) ? table[value] : String(value);
   }
 
-  function describe(item) { // a purpose, a disclosure recipient...: a string, or an object of strings
-    if (item === null || item === undefined) return "";
-    if (typeof item !== "object") return label(PURPOSE, item);
-    return Object.entries(item).map(([k, v]) => (k === "at" ? when(v) : label(PURPOSE, v))).join(" · ");
+  function fieldName(f) { // "recipient.phone" -> 电话; "masked": the masked snapshot
+    if (f === "masked") return "脱敏后的信息";
+    const key = String(f).split(".").pop();
+    return label(FIELD_NAME, key);
+  }
+
+  function purpose(p) { // a code, or {"id", "name", "required", "active"} from the privacy notice
+    if (p === null || typeof p !== "object") return label(PURPOSE, p);
+    const state = p.required ? "必需" : p.active ? "已同意" : "未同意或已撤回";
+    return `${p.name || label(PURPOSE, p.id)}（${state}）`;
+  }
+
+  function disclosure(d) { // {"kind", "recipient", "description", "fields", "last_at"}, or a plain string
+    if (d === null || typeof d !== "object") return String(d);
+    const fields = (d.fields || []).map(fieldName).join("、");
+    return [d.description || d.recipient, fields ? `涉及：${fields}` : "", d.last_at ? `最近：${when(d.last_at)}` : ""]
+      .filter(Boolean).join("；");
   }
 
   // --- messages and field errors ---------------------------------------------------------------------
@@ -242,12 +264,20 @@
     const dl = $("data");
     dl.replaceChildren();
     const add = (name, value) => { dl.append(el("dt", name), el("dd", value === "" || value == null ? "—" : value)); };
-    const pd = d.personal_data || {};
-    for (const [key, name] of FIELDS) add(name, pd[key]);
+    const pd = d.personal_data;
+    if (pd) for (const [key, name] of FIELDS) add(name, pd[key]);
+    else add("个人信息", "已销毁，无法恢复");
     add("运单状态", label(SHIPMENT_STATUS, d.status));
-    add("使用目的", (d.purposes || []).map(describe).join("、") || "—");
-    add("保存期限", d.retained_until ? `至 ${when(d.retained_until)}，到期后删除` : "派送结束后按规定期限删除");
-    add("已提供给", (d.disclosed_to || []).map(describe).join("、") || "未向第三方提供");
+    add("使用目的", (d.purposes || []).map(purpose).join("、") || "—");
+    add("保存期限", [d.retained_until ? `至 ${when(d.retained_until)}` : "", d.retention_note || ""]
+      .filter(Boolean).join("；") || "派送结束后按规定期限删除");
+    const shared = (d.disclosed_to || []).map(disclosure);
+    dd(dl, "已提供给", shared.length ? shared : ["未向他人提供"]);
+  }
+
+  function dd(dl, name, lines) { // one term, one line per value
+    dl.append(el("dt", name));
+    for (const line of lines) dl.append(el("dd", line));
   }
 
   function renderLog(items) {
@@ -257,11 +287,12 @@
     for (const it of items) {
       const li = el("li");
       li.append(el("span", when(it.at), "when"));
-      const who = [label(ROLE, it.role), it.station ? `网点 ${it.station}` : "", it.partner ? `合作方 ${it.partner}` : ""];
+      const who = [label(ROLE, it.role), it.station ? `网点 ${it.station}` : "",
+        it.partner ? `提供给 ${label(PARTNER, it.partner)}` : ""];
       li.append(el("div", who.filter(Boolean).join(" · ")));
-      const what = [it.action, it.purpose ? `目的：${label(PURPOSE, it.purpose)}` : ""];
+      const what = [label(ACTION, it.action), it.purpose ? `目的：${label(PURPOSE, it.purpose)}` : ""];
       li.append(el("div", what.filter(Boolean).join(" · ")));
-      if (it.fields && it.fields.length) li.append(el("div", "涉及：" + it.fields.map((f) => label(FIELD_NAME, f)).join("、")));
+      if (it.fields && it.fields.length) li.append(el("div", "涉及：" + it.fields.map(fieldName).join("、")));
       list.append(li);
     }
   }
@@ -338,6 +369,7 @@
       renderFiled();
       renderRequest(res.data);
       say("请求已提交，我们会在答复期限内处理。", true);
+      $("request-status").scrollIntoView({ block: "nearest" });
     });
   }
 
