@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from tests.browser.live import LiveServer, Watched
 from tests.browser.flow import create_shipment, fits_width, read_code, verify
+from tests.browser.live import LiveServer, Watched
+from tests.conftest import SENDER
 from waybill.waybill_no import new_waybill_no
 
 CSP_PARTS = ("default-src 'self'", "script-src 'self'", "frame-ancestors 'none'", "object-src 'none'")
@@ -51,6 +52,25 @@ def test_page_is_self_contained_strict_and_fits_a_phone(live_server: LiveServer,
     assert _local_only(phone.requests, live_server) == []
     assert not [u for u in phone.requests if "/my/" not in u and "/v1/subject/" not in u], phone.requests
     assert phone.errors == []
+    # The policy is in force, not just sent: a script added without a file is refused (and reported).
+    page.evaluate("() => { const s = document.createElement('script'); s.textContent = 'window.injected = 1';"
+                  " document.body.append(s); }")
+    assert page.evaluate("() => window.injected") is None
+    assert any("Content Security Policy" in e for e in phone.errors), phone.errors
+
+
+def test_a_landline_gets_the_code_step_and_the_complaint_line(live_server: LiveServer, phone: Watched) -> None:
+    """The sender's phone is a landline: the same answer as for a mobile (no oracle), no SMS, and the page
+    points to the complaint line, which stays in view on every step."""
+    shipment = create_shipment(live_server)
+    page = phone.page
+    page.goto(live_server.url + "/my/")
+    page.fill("#waybill_no", shipment["waybill_no"])
+    page.fill("#phone", SENDER["phone"])
+    page.click("#send-code")
+    page.wait_for_selector("#code", state="visible")
+    assert page.is_visible("#landline-notice") and page.is_visible("#complaint-contact")
+    assert "固定电话" in (page.text_content("#message") or "")
 
 
 def test_asset_answers_carry_the_page_headers_and_unknown_names_are_404(live_server: LiveServer,

@@ -320,7 +320,10 @@
     state.textContent = label(REQUEST_STATUS, r.status);
     state.dataset.status = r.status;
     $("request-received").textContent = when(r.received_at);
-    $("request-due").textContent = when(r.due_at);
+    // due_fallback: this year's public holidays are not published yet, so the deadline counts weekends only.
+    $("request-due").textContent = when(r.due_at) + (r.due_fallback ? "（节假日安排公布前按周末推算）" : "");
+    $("request-decided").textContent = when(r.decided_at);
+    $("request-decided-row").hidden = !r.decided_at;
     const rejected = r.status === "rejected";
     $("request-reason").textContent = rejected ? r.reason || "—" : "";
     $("request-reason-row").hidden = !rejected;
