@@ -239,6 +239,26 @@ def _data_file(name: str, raw: str | None, check: Callable[[Path], object]) -> P
     return path
 
 
+SUBJECT_REQUEST_TYPES = ("correct", "delete", "withdraw_consent", "complaint")
+
+
+def _working_days(raw: str | None) -> tuple[tuple[str, int], ...]:
+    """``delete=15,complaint=10``: per request type, a deadline in working days (may be empty: ``""``)."""
+    if raw is None:
+        return Settings.subject_request_working_days
+    found: dict[str, int] = {}
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        name, sep, days = part.partition("=")
+        if not sep or name.strip() not in SUBJECT_REQUEST_TYPES or not days.strip().isdigit() \
+                or not 1 <= int(days) <= 30:
+            raise SettingsError("WAYBILL_SUBJECT_REQUEST_WORKING_DAYS must be like delete=15 "
+                                f"(types: {', '.join(SUBJECT_REQUEST_TYPES)}; 1-30 days)")
+        found[name.strip()] = int(days)
+    return tuple(sorted(found.items()))
+
+
 def _load_notice(path: Path) -> object:
     from waybill.consent import PrivacyNotice
 
@@ -271,26 +291,6 @@ def _sms_settings(get: Any) -> dict[str, Any]:
             "sms_per_phone_per_hour": Settings.sms_per_phone_per_hour if raw is None
             else _int("sms_per_phone_per_hour", raw, 1, 1000),
             "privacy_notice_file": _data_file("privacy_notice_file", get("privacy_notice_file"), _load_notice)}
-
-
-SUBJECT_REQUEST_TYPES = ("correct", "delete", "withdraw_consent", "complaint")
-
-
-def _working_days(raw: str | None) -> tuple[tuple[str, int], ...]:
-    """``delete=15,complaint=10``: per request type, a deadline in working days (may be empty: ``""``)."""
-    if raw is None:
-        return Settings.subject_request_working_days
-    found: dict[str, int] = {}
-    for part in (p.strip() for p in raw.split(",")):
-        if not part:
-            continue
-        name, sep, days = part.partition("=")
-        if not sep or name.strip() not in SUBJECT_REQUEST_TYPES or not days.strip().isdigit() \
-                or not 1 <= int(days) <= 30:
-            raise SettingsError("WAYBILL_SUBJECT_REQUEST_WORKING_DAYS must be like delete=15 "
-                                f"(types: {', '.join(SUBJECT_REQUEST_TYPES)}; 1-30 days)")
-        found[name.strip()] = int(days)
-    return tuple(sorted(found.items()))
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

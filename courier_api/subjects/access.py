@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -63,7 +64,7 @@ class SubjectView:
     personal_data: PersonalData | None
     personal_data_status: str  # "available" | "destroyed"
     status: str
-    purposes: list[str]
+    purposes: list[dict[str, Any]]
     retained_until: datetime | None
     retention_note: str
     disclosed_to: list[Disclosure]
@@ -188,7 +189,7 @@ def _disclosures(session: Session, shipment: Shipment, party: str) -> list[Discl
     return out
 
 
-def _purposes(shipment: Shipment, party: str) -> list[str]:
+def _purposes(shipment: Shipment, party: str) -> list[dict[str, Any]]:
     from waybill import consent  # the consent records (another part of this issue)
 
     return list(consent.purposes_of(shipment, party))

@@ -10,8 +10,8 @@ shipment's data from retention until it is decided. Each request is decided once
 from __future__ import annotations
 
 import base64
-import dataclasses
 import binascii
+import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass

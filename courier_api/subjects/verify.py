@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import secrets
@@ -110,10 +111,8 @@ def _matching_party(codec: FieldCodec, shipment: Shipment | None, phone: str) ->
     for party in PARTIES:
         plain = _decrypt_or_dummy(codec, shipment, party)
         stored = plain if plain is not None else _DUMMY_PHONE
-        try:
+        with contextlib.suppress(InvalidPhone):
             stored = normalize_phone(stored).number
-        except InvalidPhone:
-            pass
         same = hmac.compare_digest(stored.encode(), phone.encode())
         if same and plain is not None and found is None:
             found = party

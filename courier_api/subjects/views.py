@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from courier_api.subjects import access, requests, verify
 from courier_api.subjects.service import send_code, subject_services
-from waybill.errors import ValidationFailed
+from waybill.errors import InvalidCode, ValidationFailed
 from waybill.permissions import Permission
 from waybill.schemas import OutModel, UtcTimestamp, parse
 from waybill.uow import keep_on_error
@@ -71,13 +71,20 @@ class DisclosureOut(OutModel):
     last_at: UtcTimestamp
 
 
+class PurposeOut(OutModel):
+    id: str
+    name: str
+    required: bool
+    active: bool
+
+
 class SubjectDataOut(OutModel):
     waybill_no: str
     party: Literal["sender", "recipient"]
     personal_data: PersonalDataOut | None = Field(description="完整个人信息；已销毁时为 null")
     personal_data_status: Literal["available", "destroyed"]
     status: str
-    purposes: list[str]
+    purposes: list[PurposeOut]
     retained_until: UtcTimestamp | None
     retention_note: str
     disclosed_to: list[DisclosureOut]
@@ -177,12 +184,12 @@ def open_session() -> Response:
     session = db_session()
     try:
         opened = verify.open_session(session, subject_services().verify, data.challenge_id, data.code)
-    except verify.InvalidCode:
+    except InvalidCode:
         keep_on_error(session)  # the counted attempt must outlive the 401
         record_failure(session, "subject.session")
         raise
     return respond(SessionOut, SessionOut(access_token=opened.token, expires_in=opened.expires_in,
-                                          party=opened.party,  # type: ignore[arg-type]  # sender|recipient
+                                          party=opened.party,
                                           waybill_no=opened.waybill_no))
 
 

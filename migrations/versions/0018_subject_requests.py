@@ -1,7 +1,7 @@
 """Data subjects' self-service: SMS challenges, subject sessions, subject requests.
 
 Revision ID: 0018
-Revises: 0015 (re-chained onto 0016 at merge)
+Revises: 0017 (merged from branch msg; the lead re-chains onto 0016)
 Create Date: 2026-12-01
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 TS = sa.DateTime(timezone=True)
 
 revision = "0018"
-down_revision = "0015"
+down_revision = "0017"
 branch_labels = None
 depends_on = None
 

@@ -37,6 +37,8 @@ import pytest
 from sqlalchemy import update
 
 from courier_api import delivery, privacy, staff
+from courier_api.subjects import access as subject_access
+from courier_api.subjects import requests as subject_requests
 from courier_api.deps import delivery_deps, privacy_deps
 from courier_api.models import StaffUser
 from tests.conftest import RECIPIENT, _drop, _new_env, make_merchant, shipment_body
@@ -56,13 +58,14 @@ FAR_RECIPIENT = dict(RECIPIENT, province="北京市", city="北京市", district
 # routes answer load balancers and scrapers (tests/waybill/test_operations.py); /my/ is a static page whose
 # script calls the subject API (tests/browser/, tests/waybill/test_subject_page.py).
 PUBLIC_PATHS = {"/openapi.json", "/healthz", "/readyz", "/metrics", "/v1/auth/token", "/v1/auth/logout",
+                "/v1/subject/challenge", "/v1/subject/session", "/v1/privacy-notice",
                 "/v1/phone/receipts/<token>", "/my/", "/my/assets/<name>"}
 
 PRINCIPALS = ("anon", "merchant", "other_merchant", "courier", "courier_same", "courier_far", "dispatcher",
-              "dispatcher_far", "sorter", "auditor", "privacy_officer", "admin")
+              "dispatcher_far", "sorter", "auditor", "privacy_officer", "admin", "subject")
 ROLE_OF = {"merchant": "merchant", "other_merchant": "merchant", "courier": "courier", "courier_same": "courier",
            "courier_far": "courier", "dispatcher": "dispatcher", "dispatcher_far": "dispatcher", "sorter": "sorter",
-           "auditor": "auditor", "privacy_officer": "privacy_officer", "admin": "admin"}
+           "auditor": "auditor", "privacy_officer": "privacy_officer", "admin": "admin", "subject": "subject"}
 # Staff principals: username, role, station. ``courier_b`` is the bystander B is assigned to.
 STAFF = {
     "courier": ("sw_courier", "courier", STATION),
@@ -90,54 +93,64 @@ COURIER_PHONES = {"courier": "13700001001", "courier_same": "13700001002", "cour
 
 _NONE = "-"
 TABLE_TEXT = """
-endpoint                 object        anon  merch other cour  c_sam c_far disp  d_far sort  aud   priv  admin
-merchant.create          -             401   ok    ok    403   403   403   403   403   403   403   403   403
-merchant.create_batch    -             401   ok    ok    403   403   403   403   403   403   403   403   403
-merchant.list_           -             401   ok    ok    403   403   403   403   403   403   403   403   403
-merchant.search          -             401   ok    ok    403   403   403   403   403   403   403   403   403
-merchant.get             A             401   ok    404   403   403   403   403   403   403   403   403   403
-merchant.get             B             401   404   ok    403   403   403   403   403   403   403   403   403
-merchant.get             missing       401   404   404   403   403   403   403   403   403   403   403   403
-merchant.cancel          A             401   ok    404   403   403   403   403   403   403   403   403   403
-merchant.cancel          B             401   404   ok    403   403   403   403   403   403   403   403   403
-merchant.cancel          missing       401   404   404   403   403   403   403   403   403   403   403   403
-labels.label             A             401   ok    404   403   403   403   403   403   ok    403   403   403
-labels.label             B             401   404   ok    403   403   403   403   403   404   403   403   403
-labels.label             missing       401   404   404   403   403   403   403   403   404   403   403   403
-labels.reprint           A             401   ok    404   403   403   403   403   403   ok    403   403   403
-labels.reprint           B             401   404   ok    403   403   403   403   403   404   403   403   403
-labels.reprint           missing       401   404   404   403   403   403   403   403   404   403   403   403
-labels.print_job         A             401   403   403   403   403   403   403   403   ok    403   403   403
-labels.print_job         B             401   403   403   403   403   403   403   403   404   403   403   403
-labels.print_job         missing       401   403   403   403   403   403   403   403   404   403   403   403
-courier.assign           A             401   403   403   403   403   403   ok    404   403   403   403   403
-courier.assign           B             401   403   403   403   403   403   404   ok    403   403   403   403
-courier.assign           missing       401   403   403   403   403   403   404   404   403   403   403   403
-courier.scan             A             401   403   403   ok    404   404   403   403   403   403   403   403
-courier.scan             A_unassigned  401   403   403   404   404   404   403   403   403   403   403   403
-courier.scan             B             401   403   403   404   404   404   403   403   403   403   403   403
-courier.scan             missing       401   403   403   404   404   404   403   403   403   403   403   403
-courier.call             A             401   403   403   ok    404   404   403   403   403   403   403   403
-courier.call             A_unassigned  401   403   403   404   404   404   403   403   403   403   403   403
-courier.call             B             401   403   403   404   404   404   403   403   403   403   403   403
-courier.call             missing       401   403   403   404   404   404   403   403   403   403   403   403
-courier.deliver          A             401   403   403   ok    404   404   403   403   403   403   403   403
-courier.deliver          A_unassigned  401   403   403   404   404   404   403   403   403   403   403   403
-courier.deliver          B             401   403   403   404   404   404   403   403   403   403   403   403
-courier.deliver          missing       401   403   403   404   404   404   403   403   403   403   403   403
-courier.audit_events     -             401   403   403   403   403   403   403   403   403   ok    403   403
-courier.audit_verify     -             401   403   403   403   403   403   403   403   403   ok    403   403
-privacy.file_request     A             401   403   403   403   403   403   403   403   403   403   ok    403
-privacy.file_request     B             401   403   403   403   403   403   403   403   403   403   ok    403
-privacy.file_request     missing       401   403   403   403   403   403   403   403   403   403   404   403
-privacy.read_request     A             401   403   403   403   403   403   403   403   403   403   ok    403
-privacy.read_request     B             401   403   403   403   403   403   403   403   403   403   ok    403
-privacy.read_request     A_foreign     401   403   403   403   403   403   403   403   403   403   404   403
-privacy.read_request     missing       401   403   403   403   403   403   403   403   403   403   404   403
-privacy.approve_request  A             401   403   403   403   403   403   403   403   403   403   ok    403
-privacy.approve_request  B             401   403   403   403   403   403   403   403   403   403   ok    403
-privacy.approve_request  A_own         401   403   403   403   403   403   403   403   403   403   404   403
-privacy.approve_request  missing       401   403   403   403   403   403   403   403   403   403   404   403
+endpoint                 object        anon  merch other cour  c_sam c_far disp  d_far sort  aud   priv  admin  subj
+merchant.create          -             401   ok    ok    403   403   403   403   403   403   403   403   403   403
+merchant.create_batch    -             401   ok    ok    403   403   403   403   403   403   403   403   403   403
+merchant.list_           -             401   ok    ok    403   403   403   403   403   403   403   403   403   403
+merchant.search          -             401   ok    ok    403   403   403   403   403   403   403   403   403   403
+merchant.get             A             401   ok    404   403   403   403   403   403   403   403   403   403   403
+merchant.get             B             401   404   ok    403   403   403   403   403   403   403   403   403   403
+merchant.get             missing       401   404   404   403   403   403   403   403   403   403   403   403   403
+merchant.cancel          A             401   ok    404   403   403   403   403   403   403   403   403   403   403
+merchant.cancel          B             401   404   ok    403   403   403   403   403   403   403   403   403   403
+merchant.cancel          missing       401   404   404   403   403   403   403   403   403   403   403   403   403
+labels.label             A             401   ok    404   403   403   403   403   403   ok    403   403   403   403
+labels.label             B             401   404   ok    403   403   403   403   403   404   403   403   403   403
+labels.label             missing       401   404   404   403   403   403   403   403   404   403   403   403   403
+labels.reprint           A             401   ok    404   403   403   403   403   403   ok    403   403   403   403
+labels.reprint           B             401   404   ok    403   403   403   403   403   404   403   403   403   403
+labels.reprint           missing       401   404   404   403   403   403   403   403   404   403   403   403   403
+labels.print_job         A             401   403   403   403   403   403   403   403   ok    403   403   403   403
+labels.print_job         B             401   403   403   403   403   403   403   403   404   403   403   403   403
+labels.print_job         missing       401   403   403   403   403   403   403   403   404   403   403   403   403
+courier.assign           A             401   403   403   403   403   403   ok    404   403   403   403   403   403
+courier.assign           B             401   403   403   403   403   403   404   ok    403   403   403   403   403
+courier.assign           missing       401   403   403   403   403   403   404   404   403   403   403   403   403
+courier.scan             A             401   403   403   ok    404   404   403   403   403   403   403   403   403
+courier.scan             A_unassigned  401   403   403   404   404   404   403   403   403   403   403   403   403
+courier.scan             B             401   403   403   404   404   404   403   403   403   403   403   403   403
+courier.scan             missing       401   403   403   404   404   404   403   403   403   403   403   403   403
+courier.call             A             401   403   403   ok    404   404   403   403   403   403   403   403   403
+courier.call             A_unassigned  401   403   403   404   404   404   403   403   403   403   403   403   403
+courier.call             B             401   403   403   404   404   404   403   403   403   403   403   403   403
+courier.call             missing       401   403   403   404   404   404   403   403   403   403   403   403   403
+courier.deliver          A             401   403   403   ok    404   404   403   403   403   403   403   403   403
+courier.deliver          A_unassigned  401   403   403   404   404   404   403   403   403   403   403   403   403
+courier.deliver          B             401   403   403   404   404   404   403   403   403   403   403   403   403
+courier.deliver          missing       401   403   403   404   404   404   403   403   403   403   403   403   403
+courier.audit_events     -             401   403   403   403   403   403   403   403   403   ok    403   403   403
+courier.audit_verify     -             401   403   403   403   403   403   403   403   403   ok    403   403   403
+privacy.file_request     A             401   403   403   403   403   403   403   403   403   403   ok    403   403
+privacy.file_request     B             401   403   403   403   403   403   403   403   403   403   ok    403   403
+privacy.file_request     missing       401   403   403   403   403   403   403   403   403   403   404   403   403
+privacy.read_request     A             401   403   403   403   403   403   403   403   403   403   ok    403   403
+privacy.read_request     B             401   403   403   403   403   403   403   403   403   403   ok    403   403
+privacy.read_request     A_foreign     401   403   403   403   403   403   403   403   403   403   404   403   403
+privacy.read_request     missing       401   403   403   403   403   403   403   403   403   403   404   403   403
+privacy.approve_request  A             401   403   403   403   403   403   403   403   403   403   ok    403   403
+privacy.approve_request  B             401   403   403   403   403   403   403   403   403   403   ok    403   403
+privacy.approve_request  A_own         401   403   403   403   403   403   403   403   403   403   404   403   403
+privacy.approve_request  missing       401   403   403   403   403   403   403   403   403   403   404   403   403
+subjects.data            -             401   403   403   403   403   403   403   403   403   403   403   403   ok
+subjects.access_log      -             401   403   403   403   403   403   403   403   403   403   403   403   ok
+subjects.file_request    -             401   403   403   403   403   403   403   403   403   403   403   403   ok
+subjects.get_request     A             401   403   403   403   403   403   403   403   403   403   403   403   ok
+subjects.get_request     B             401   403   403   403   403   403   403   403   403   403   403   403   404
+subjects.get_request     missing       401   403   403   403   403   403   403   403   403   403   403   403   404
+subjects.office_queue    -             401   403   403   403   403   403   403   403   403   403   ok    403   403
+subjects.decide          A             401   403   403   403   403   403   403   403   403   403   ok    403   403
+subjects.decide          B             401   403   403   403   403   403   403   403   403   403   ok    403   403
+subjects.decide          missing       401   403   403   403   403   403   403   403   403   403   404   403   403
 """
 
 
@@ -192,6 +205,15 @@ ENDPOINTS: dict[str, Endpoint] = {
                                      Permission.PERSONAL_DATA_REQUEST, "requested"),
     "privacy.approve_request": Endpoint("POST", "/v1/privacy/requests/<request_id>/approve",
                                         Permission.PERSONAL_DATA_REQUEST, "pending"),
+    "subjects.data": Endpoint("GET", "/v1/subject/data", Permission.SUBJECT_DATA_READ, None),
+    "subjects.access_log": Endpoint("GET", "/v1/subject/access-log", Permission.SUBJECT_LOG_READ, None),
+    "subjects.file_request": Endpoint("POST", "/v1/subject/requests", Permission.SUBJECT_REQUEST, None),
+    "subjects.get_request": Endpoint("GET", "/v1/subject/requests/<request_id>", Permission.SUBJECT_REQUEST,
+                                     "subject_request"),
+    "subjects.office_queue": Endpoint("GET", "/v1/privacy/subject-requests", Permission.SUBJECT_REQUEST_DECIDE,
+                                      None),
+    "subjects.decide": Endpoint("POST", "/v1/privacy/subject-requests/<request_id>/decision",
+                                Permission.SUBJECT_REQUEST_DECIDE, "subject_request"),
 }
 
 # Permissions no HTTP route checks; the domain does (accounts are managed through the CLI, as the system).
@@ -215,6 +237,7 @@ class World:
     headers: dict[str, dict[str, str]]
     principals: dict[str, Principal]
     merchants: dict[str, Any]
+    subject_shipment: str = ""
     seq: Iterator[int] = field(default_factory=itertools.count)
 
     def order_id(self, owner: str) -> str:
@@ -223,7 +246,16 @@ class World:
     def shipment(self, obj: str, state: str | None) -> Obj:
         """A fresh object for one case (``missing``: an id nobody has)."""
         if obj == "missing":
-            return Obj(new_id("pdr") if state in ("requested", "pending") else new_id("shp"), _random_token())
+            prefix = {"requested": "pdr", "pending": "pdr", "subject_request": "sjr"}.get(state or "", "shp")
+            return Obj(new_id(prefix), _random_token())
+        if state == "subject_request":
+            # A: the subject principal's own request (on its shipment); B: another subject's, on a B shipment.
+            sid = self.subject_shipment if obj == "A" else self.shipment("B", None).id
+            actor = self.principals["subject"] if obj == "A" else sweep_subject(self.svc, sid)[1]
+            with self.svc.session_factory() as s:
+                req = subject_requests.file_request(s, self.svc, actor, "complaint", None, "包裹破损")
+                s.commit()
+            return Obj(req.id)
         owner, recipient, station = ("merchant", RECIPIENT, STATION) if obj.startswith("A") else \
             ("other_merchant", FAR_RECIPIENT, FAR_STATION)
         r = self.client.post("/v1/shipments", json=shipment_body(self.order_id(owner), recipient=dict(recipient)),
@@ -260,6 +292,29 @@ class World:
         return made
 
 
+def sweep_subject(svc: Any, shipment_id: str) -> tuple[str, Principal]:
+    """A subject session (the recipient of ``shipment_id``), made by the domain: its raw token and principal."""
+    from courier_api.subjects.service import build as build_subject_services
+    from courier_api.subjects.verify import issue_token
+
+    with svc.session_factory() as s:
+        raw, row = issue_token(s, build_subject_services(svc).verify, _sweep_challenge(s, shipment_id), shipment_id,
+                               "recipient")
+        s.commit()
+    return raw, Principal("subject", row.id, "subject")
+
+
+def _sweep_challenge(s: Any, shipment_id: str) -> str:
+    from courier_api.subjects.models import SubjectChallenge
+    from waybill.models import utcnow
+
+    ch = SubjectChallenge(id=new_id("sch"), code_hash=bytes(32), shipment_id=shipment_id, party="recipient",
+                          created_at=utcnow(), expires_at=utcnow(), attempts=0, used_at=utcnow())
+    s.add(ch)
+    s.flush()
+    return ch.id
+
+
 def _random_token() -> str:
     """Shaped like a real QR payload (32 base32 characters), issued by nobody."""
     return base64.b32encode(secrets.token_bytes(20)).decode().rstrip("=")
@@ -267,7 +322,8 @@ def _random_token() -> str:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    env = _new_env(tmp_path_factory.mktemp("sweep"), scan_per_minute=10_000, scan_per_hour=1_000_000)
+    env = _new_env(tmp_path_factory.mktemp("sweep"), scan_per_minute=10_000, scan_per_hour=1_000_000,
+                   subject_token_ttl_s=3600)
     try:
         app = env.app()
         svc = app.extensions["waybill"]
@@ -294,7 +350,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         principals = {key: Principal("staff", new.user.id, new.user.role, new.user.station)
                       for key, new in users.items()}
         principals.update({k: Principal("merchant", m.id, "merchant") for k, m in merchants.items()})
-        yield World(app, client, svc, headers, principals, merchants)
+        # The subject principal: the recipient of one of the merchant's shipments (A's station).
+        r = client.post("/v1/shipments", json=shipment_body("A-subject"), headers=merchants["merchant"].headers)
+        assert r.status_code == 201, r.get_json()
+        raw, principals["subject"] = sweep_subject(svc, r.get_json()["id"])
+        headers["subject"] = bearer(raw)
+        yield World(app, client, svc, headers, principals, merchants, subject_shipment=r.get_json()["id"])
     finally:
         _drop(env)
 
@@ -338,6 +399,14 @@ CALLS: dict[str, Call] = {
     "privacy.read_request": lambda w, h, who, o: w.client.get(f"/v1/privacy/requests/{o.id}/personal-data",
                                                               headers=h),
     "privacy.approve_request": lambda w, h, who, o: w.client.post(f"/v1/privacy/requests/{o.id}/approve", headers=h),
+    "subjects.data": lambda w, h, who, o: w.client.get("/v1/subject/data", headers=h),
+    "subjects.access_log": lambda w, h, who, o: w.client.get("/v1/subject/access-log", headers=h),
+    "subjects.file_request": lambda w, h, who, o: w.client.post(
+        "/v1/subject/requests", json={"type": "complaint", "text": "包裹破损"}, headers=h),
+    "subjects.get_request": lambda w, h, who, o: w.client.get(f"/v1/subject/requests/{o.id}", headers=h),
+    "subjects.office_queue": lambda w, h, who, o: w.client.get("/v1/privacy/subject-requests?limit=5", headers=h),
+    "subjects.decide": lambda w, h, who, o: w.client.post(
+        f"/v1/privacy/subject-requests/{o.id}/decision", json={"decision": "reject", "reason": "重复投诉"}, headers=h),
 }
 
 
@@ -381,6 +450,18 @@ def _check_allowed(endpoint: str, who: str, obj: Obj | None, r: Any) -> None:
         assert set(body["recipient"]) == {"name", "phone"} and body["recipient"]["phone"].isdigit()
     elif endpoint == "privacy.approve_request":
         assert r.status_code == 200 and body["id"] == obj.id and body["status"] == "approved"
+    elif endpoint == "subjects.data":
+        assert r.status_code == 200 and body["party"] == "recipient" and body["personal_data"]["phone"].isdigit()
+    elif endpoint == "subjects.access_log":
+        assert r.status_code == 200 and body["items"]
+    elif endpoint == "subjects.file_request":
+        assert r.status_code == 201 and body["status"] == "received"
+    elif endpoint == "subjects.get_request":
+        assert r.status_code == 200 and body["id"] == obj.id
+    elif endpoint == "subjects.office_queue":
+        assert r.status_code == 200 and isinstance(body["items"], list)
+    elif endpoint == "subjects.decide":
+        assert r.status_code == 200 and body["id"] == obj.id and body["status"] == "rejected"
     else:  # every endpoint has a check above
         raise AssertionError(endpoint)
 
@@ -438,7 +519,8 @@ def test_the_table_covers_every_route(world: World) -> None:
     assert {endpoint for endpoint, _, _ in TABLE} == set(ENDPOINTS) == set(CALLS)
     for endpoint, spec in ENDPOINTS.items():
         objects = {obj for e, obj, _ in TABLE if e == endpoint}
-        extra = {"assigned": {"A_unassigned"}, "requested": {"A_foreign"}, "pending": {"A_own"}}.get(
+        extra = {"assigned": {"A_unassigned"}, "requested": {"A_foreign"}, "pending": {"A_own"},
+                 "subject_request": set()}.get(
             spec.state or "", set())
         assert objects == ({"A", "B", "missing"} | extra if spec.state else {_NONE}), endpoint
         assert {who for e, _, who in TABLE if e == endpoint} == set(PRINCIPALS)
@@ -496,6 +578,15 @@ DOMAIN_OPS: dict[str, tuple[Permission, DomainCall]] = {
         s, privacy_deps(svc), p, new_id("pdr"))),
     "approve_request": (Permission.PERSONAL_DATA_REQUEST, lambda s, svc, p, sid: privacy.approve_request(
         s, privacy_deps(svc), p, new_id("pdr"))),
+    "subject_view": (Permission.SUBJECT_DATA_READ, lambda s, svc, p, sid: subject_access.view(
+        s, svc.codec, p, retention_days=180)),
+    "subject_log": (Permission.SUBJECT_LOG_READ, lambda s, svc, p, sid: subject_access.access_log(s, p)),
+    "subject_request": (Permission.SUBJECT_REQUEST, lambda s, svc, p, sid: subject_requests.file_request(
+        s, svc, p, "complaint", None, "包裹破损")),
+    "subject_queue": (Permission.SUBJECT_REQUEST_DECIDE, lambda s, svc, p, sid: subject_requests.queue(
+        s, p, status=None, limit=1, cursor=None)),
+    "subject_decide": (Permission.SUBJECT_REQUEST_DECIDE, lambda s, svc, p, sid: subject_requests.decide(
+        s, svc, p, new_id("sjr"), "complete", None)),
 }
 # Which roles the domain lets through, written out (not derived from ROLE_PERMISSIONS).
 DOMAIN_ALLOWED = {
@@ -507,12 +598,14 @@ DOMAIN_ALLOWED = {
     "list_events": {"auditor"},
     "create_user": {"admin"}, "disable_user": {"admin"}, "set_phone": {"admin"},
     "file_request": {"privacy_officer"}, "read_request": {"privacy_officer"}, "approve_request": {"privacy_officer"},
+    "subject_view": {"subject"}, "subject_log": {"subject"}, "subject_request": {"subject"},
+    "subject_queue": {"privacy_officer"}, "subject_decide": {"privacy_officer"},
 }
 DOMAIN_ROLES = ("merchant", "courier", "dispatcher", "sorter", "auditor", "privacy_officer", "admin", "system",
-                "no_such_role")
+                "subject", "no_such_role")
 # The principal acting in the domain for each role (a real account where there is one).
 DOMAIN_ACTOR = {"merchant": "merchant", "courier": "courier", "dispatcher": "dispatcher", "sorter": "sorter",
-                "auditor": "auditor", "privacy_officer": "privacy_officer", "admin": "admin"}
+                "auditor": "auditor", "privacy_officer": "privacy_officer", "admin": "admin", "subject": "subject"}
 
 
 @pytest.mark.parametrize("role", DOMAIN_ROLES)
