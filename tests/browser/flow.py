@@ -64,6 +64,18 @@ def verify(page: Any, code: str) -> None:
     page.wait_for_selector("#step-data", state="visible")
 
 
+def sign_in(page: Any, server: LiveServer) -> dict[str, Any]:
+    """A new shipment, and its recipient signed in on /my/ (code read from the outbox); returns the shipment."""
+    shipment = create_shipment(server)
+    page.goto(server.url + "/my/")
+    page.fill("#waybill_no", shipment["waybill_no"])
+    page.fill("#phone", shipment["recipient_phone"])
+    page.click("#send-code")
+    page.wait_for_selector("#code", state="visible")
+    verify(page, read_code(server, shipment["recipient_phone"]))
+    return shipment
+
+
 def officer_headers(server: LiveServer) -> dict[str, str]:
     """A privacy officer, logged in over HTTP (password + TOTP)."""
     new = make_staff(server.services, "po_" + secrets.token_hex(3), "privacy_officer")

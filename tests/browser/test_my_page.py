@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from tests.browser.flow import create_shipment, fits_width, read_code, verify
+from tests.browser.flow import create_shipment, fits_width, read_code, sign_in, verify
 from tests.browser.live import LiveServer, Watched
 from tests.conftest import SENDER
 from waybill.waybill_no import new_waybill_no
@@ -116,6 +116,30 @@ def test_errors_show_in_chinese_next_to_their_field(live_server: LiveServer, pho
     page.fill("#code", "12a")  # checked before anything is sent
     page.click("#verify")
     assert "6 位数字" in (page.text_content("#code-error") or "")
+
+
+def test_request_errors_point_at_the_field_and_the_form_follows_the_type(live_server: LiveServer,
+                                                                         phone: Watched) -> None:
+    page: Any = phone.page
+    sign_in(page, live_server)
+    assert page.is_visible("#changes")  # a correction by default: the fields to change are shown
+    page.click("#request-submit")  # nothing to change: refused before sending
+    assert "至少填写一项" in (page.text_content("#changes-error") or "")
+    page.fill("#change-phone", "123")  # the service refuses the new phone and names changes.phone
+    page.click("#request-submit")
+    page.wait_for_selector("#changes-error", state="visible")
+    page.wait_for_function("() => document.querySelector('#change-phone').getAttribute('aria-invalid') === 'true'")
+    assert _chinese(page.text_content("#changes-error"))
+    assert page.is_hidden("#request-status") and page.locator("#requests li").count() == 0
+    page.select_option("#request-type", "complaint")
+    assert page.is_hidden("#changes") and "投诉" in (page.text_content("#type-help") or "")
+    page.click("#request-submit")  # a complaint needs its text
+    assert page.is_visible("#request-text-error")
+    page.fill("#request-text", "快递员未按约定时间派送")
+    page.click("#request-submit")
+    page.wait_for_selector("#request-status", state="visible")
+    assert page.text_content("#request-kind") == "投诉"
+    assert page.get_attribute("#request-state", "data-status") == "received"
 
 
 def test_too_many_challenges_show_the_wait_and_hold_the_button(live_server: LiveServer, phone: Watched) -> None:
