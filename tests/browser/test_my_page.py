@@ -142,6 +142,19 @@ def test_request_errors_point_at_the_field_and_the_form_follows_the_type(live_se
     assert page.get_attribute("#request-state", "data-status") == "received"
 
 
+def test_a_session_the_service_no_longer_accepts_returns_to_the_start(live_server: LiveServer,
+                                                                       phone: Watched) -> None:
+    page: Any = phone.page
+    page.goto(live_server.url + "/my/")
+    page.evaluate("""() => sessionStorage.setItem('waybill.my.session', JSON.stringify({token: 'sub_' + 'x'.repeat(40),
+        party: 'recipient', waybill_no: 'PW000000000000', expires_at: Date.now() + 60000}))""")
+    page.reload()
+    page.wait_for_selector("#step-start", state="visible")
+    page.wait_for_function("() => document.querySelector('#message').textContent.includes('验证已过期')")
+    assert page.is_hidden("#step-data")
+    assert page.evaluate("() => sessionStorage.getItem('waybill.my.session')") is None
+
+
 def test_too_many_challenges_show_the_wait_and_hold_the_button(live_server: LiveServer, phone: Watched) -> None:
     page: Any = phone.page
     page.goto(live_server.url + "/my/")

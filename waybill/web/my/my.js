@@ -101,7 +101,8 @@
     for (const i of form.querySelectorAll("[aria-invalid]")) i.removeAttribute("aria-invalid");
   }
 
-  function fieldError(target, text) {
+  function fieldError(target, text) { // target: an input's id, or null for the page's message line
+    if (!target) { say(text); return; }
     const input = $(target);
     const line = $(target + "-error") || (target.startsWith("change-") ? $("changes-error") : null);
     if (input) input.setAttribute("aria-invalid", "true");
@@ -251,9 +252,9 @@
     $("party").textContent = `运单 ${session.waybill_no} · 您是${label(PARTY, session.party)}`;
     const [data, log] = await Promise.all([api("GET", "/v1/subject/data"), api("GET", "/v1/subject/access-log")]);
     if (!session) return;
-    if (!data.ok) return showFailure(data, "request-submit");
+    if (!data.ok) return showFailure(data, null);
     renderData(data.data);
-    if (!log.ok) return showFailure(log, "request-submit");
+    if (!log.ok) return showFailure(log, null);
     renderLog(log.data.items || []);
     renderFiled();
     const ids = filedIds();
@@ -332,7 +333,7 @@
 
   async function follow(id) {
     const res = await api("GET", "/v1/subject/requests/" + encodeURIComponent(id));
-    if (!res.ok) return showFailure(res, "request-submit");
+    if (!res.ok) return showFailure(res, null);
     renderRequest(res.data);
   }
 
