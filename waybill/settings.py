@@ -353,6 +353,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     # Shown to people on /my/: one short line of text, nothing a page could take for markup or layout.
     if len(complaint_contact) > 120 or not complaint_contact.isprintable() or re.search(r"[<>]", complaint_contact):
         raise SettingsError("WAYBILL_COMPLAINT_CONTACT must be one line of at most 120 characters, without < or >")
+    if mode == "production" and complaint_contact == Settings.complaint_contact:
+        log.warning("WAYBILL_COMPLAINT_CONTACT is the placeholder default: /my/ shows it to people who cannot "
+                    "receive an SMS code; set the real complaint line", extra={"setting": "WAYBILL_COMPLAINT_CONTACT"})
 
     metrics_token_raw = get("metrics_token_file")
     multiproc_raw = overrides.get("prometheus_multiproc_dir") or env.get("PROMETHEUS_MULTIPROC_DIR") or None

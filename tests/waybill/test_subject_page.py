@@ -53,6 +53,17 @@ def test_a_bad_complaint_contact_stops_the_start(value: str) -> None:
         load_settings({"WAYBILL_COMPLAINT_CONTACT": value})
 
 
+def test_production_warns_about_the_placeholder_contact(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    base = {"WAYBILL_ENV": "production", "WAYBILL_KEY_FILE": str(tmp_path / "keys.json")}
+    with caplog.at_level("WARNING", logger="waybill.settings"):
+        load_settings(base)
+    assert any("WAYBILL_COMPLAINT_CONTACT" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="waybill.settings"):
+        load_settings({**base, "WAYBILL_COMPLAINT_CONTACT": "投诉热线 95000"})
+    assert not any("WAYBILL_COMPLAINT_CONTACT" in r.getMessage() for r in caplog.records)
+
+
 def test_assets_are_served_and_nothing_else(client: Any) -> None:
     for name, mimetype in ASSETS.items():
         answer = client.get(f"/my/assets/{name}")
