@@ -49,7 +49,6 @@ def test_recipient_sees_data_files_a_correction_and_sees_it_rejected(live_server
     page.wait_for_function("() => document.querySelector('#request-state').dataset.status === 'rejected'")
     assert page.text_content("#request-reason") == REASON
     assert page.is_visible("#request-complaint")  # a refusal names the complaint route
-    assert phone.errors == []
 
     # A reload in the same tab keeps the session (sessionStorage) and follows the same request.
     page.reload()
@@ -57,3 +56,4 @@ def test_recipient_sees_data_files_a_correction_and_sees_it_rejected(live_server
     page.click("#logout")
     assert page.is_visible("#step-start")
     assert page.evaluate("() => sessionStorage.getItem('waybill.my.session')") is None
+    assert phone.errors == []
