@@ -51,7 +51,8 @@ def _release_remote(svc: Services) -> Handler:
 def handlers(svc: Services) -> dict[str, Handler]:
     """Every topic's handler: waybill's own and those of the installed extensions."""
     found: dict[str, Handler] = {"virtual_numbers.expire": _expire_bindings(svc),
-                                 RELEASE_TOPIC: _release_remote(svc), messages.TOPIC: messages.handler(svc)}
+                                 RELEASE_TOPIC: _release_remote(svc), messages.TOPIC: messages.handler(svc),
+                                 messages.EXPIRE_TOPIC: messages.expire_handler(svc)}
     for ext in load_extensions():
         for topic, handler in ext.task_handlers(svc).items():
             if topic in found:
@@ -62,7 +63,8 @@ def handlers(svc: Services) -> dict[str, Handler]:
 
 def jobs() -> list[Job]:
     """The periodic jobs (each runs once per period across every process of every node)."""
-    found = [Job("virtual_numbers.expire", 300, "virtual_numbers.expire", {})]
+    found = [Job("virtual_numbers.expire", 300, "virtual_numbers.expire", {}),
+             Job(messages.EXPIRE_TOPIC, 3600, messages.EXPIRE_TOPIC, {})]
     for ext in load_extensions():
         found.extend(ext.periodic_jobs())
     return found

@@ -103,6 +103,7 @@ def test_every_documented_answer_matches_the_document(recorded, app, client, mer
     _ok(client.get("/v1/audit/events?limit=5", headers=h["auditor"]))
     _ok(client.get("/v1/audit/verify", headers=h["auditor"]))
     _ok(client.get("/healthz"))
+    _ok(client.get("/v1/privacy-notice"))
     _ok(client.get("/readyz"))
     down = dataclasses.replace(services, readiness=_DatabaseDown(services.settings, services.keys))
     other = create_app(services.settings, services_override=down)

@@ -200,3 +200,17 @@ def test_credentials_file_must_be_owner_only_and_complete(tmp_path):
     env = _aliyun_env(tmp_path, creds={"access_key_id": "id"})
     with pytest.raises(CredentialsError, match="access_key_secret"):
         load_credentials(tmp_path / "sms.json")
+
+
+def test_serve_refuses_to_start_with_a_bad_sms_configuration(tmp_path, cli_env):
+    from tests.conftest import run
+
+    env = {**cli_env, **_aliyun_env(tmp_path, mode=0o644)}
+    env["WAYBILL_DATA_DIR"] = cli_env["WAYBILL_DATA_DIR"]
+    proc = run(["serve", "--port", "1"], env, check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["error"]["code"] == "sms_provider"
+    env = {**env, **_aliyun_env(tmp_path, WAYBILL_SMS_TEMPLATE_CODES="{}")}
+    env["WAYBILL_DATA_DIR"] = cli_env["WAYBILL_DATA_DIR"]
+    proc = run(["serve", "--port", "1"], env, check=False)
+    assert proc.returncode == 2 and "no code for" in proc.stdout

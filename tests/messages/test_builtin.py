@@ -179,3 +179,17 @@ def test_a_message_that_cannot_be_decrypted_fails_without_retrying(services):
     assert row.text_ct is None and row.phone_ct is None and row.params_ct is None
     with services.session_factory() as s:
         assert s.scalars(select(OutboxMessage.done_at)).one() is not None
+
+
+def test_messages_expire_after_the_keeping_period_by_the_periodic_job(services):
+    old = utcnow() - messages.store.KEEP - timedelta(minutes=1)
+    with unit_of_work(services.session_factory) as tx:
+        gone = messages.send(tx.session, services, phone=MOBILE, template="subject_code",
+                             params={"code": CODE, "minutes": "10"}, now=old)
+    kept = _send(services)
+    assert "messages.expire" in {job.topic for job in tasks.jobs()}
+    handler = tasks.handlers(services)[messages.EXPIRE_TOPIC]
+    with unit_of_work(services.session_factory) as tx:
+        handler(tx, {})
+    with services.session_factory() as s:
+        assert s.get(SmsMessage, gone) is None and s.get(SmsMessage, kept) is not None

@@ -129,8 +129,8 @@ def test_withdrawal_is_per_party_and_required_purposes_stay(client, merchant, se
 
 
 def _notice_doc(**changes):
-    doc = {"version": "v2", "text": "告知正文", "purposes": [
-        {"id": "fulfilment", "name": "寄递", "required": True}, {"id": "delivery_sms", "name": "短信", "required": False}]}
+    doc = {"version": "v2", "text": "告知正文", "purposes": [{"id": "fulfilment", "name": "寄递", "required": True},
+                                                            {"id": "delivery_sms", "name": "短信", "required": False}]}
     doc.update(changes)
     return doc
 

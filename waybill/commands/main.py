@@ -53,6 +53,17 @@ def init() -> None:
           "cipher": settings.cipher})
 
 
+def _check_sms_provider(settings: Any) -> None:
+    """A bad SMS credentials file or template code map stops the start, not the first message."""
+    from waybill.messages import make_provider
+    from waybill.messages.aliyun import CredentialsError
+
+    try:
+        make_provider(settings)
+    except (CredentialsError, SettingsError) as exc:
+        fail({"ok": False, "error": {"code": "sms_provider", "message": str(exc)}}, 2)
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
@@ -77,6 +88,7 @@ def serve(host: str, port: int, workers: int) -> None:
             load_credentials(settings.aliyun_credentials_file)  # type: ignore[arg-type]
         except CredentialsError as exc:
             fail({"ok": False, "error": {"code": "provider_credentials", "message": str(exc)}}, 2)
+    _check_sms_provider(settings)
     if settings.metrics_token_file is not None:  # a bad token file stops the start, not the first scrape
         from waybill.web.operations import load_metrics_token
 

@@ -20,7 +20,18 @@ from waybill.messages.base import (
     Throttled,
 )
 from waybill.messages.builtin import BuiltinMessageProvider
-from waybill.messages.store import TOPIC, deliver, forget, handler, phone_hash, send, sent_to
+from waybill.messages.store import (
+    EXPIRE_TOPIC,
+    TOPIC,
+    deliver,
+    expire,
+    expire_handler,
+    forget,
+    handler,
+    phone_hash,
+    send,
+    sent_to,
+)
 from waybill.messages.templates import TEMPLATES, TemplateError
 
 if TYPE_CHECKING:
@@ -50,6 +61,7 @@ def make_provider(settings: Settings) -> MessageProvider:
 
 
 __all__ = [
+    "EXPIRE_TOPIC",
     "TEMPLATES",
     "TOPIC",
     "BuiltinMessageProvider",
@@ -63,6 +75,8 @@ __all__ = [
     "TemplateError",
     "Throttled",
     "deliver",
+    "expire",
+    "expire_handler",
     "forget",
     "handler",
     "make_provider",

@@ -51,6 +51,9 @@ log = logging.getLogger("waybill.messages")
 
 TABLE = "sms_messages"
 TOPIC = "messages.send"
+EXPIRE_TOPIC = "messages.expire"
+#: How long any message row is kept at all (the built-in outbox's texts included); the hourly budget needs one hour.
+KEEP = timedelta(days=30)
 PARTIES = ("sender", "recipient")
 _HASH_CONTEXT = b"sms_phone|v1|"
 _CHUNK = 500
@@ -239,6 +242,27 @@ def sent_to(session: Session, svc: MessageServices, phone: str) -> list[dict[str
         text = svc.codec.decrypt(row.text_ct, table=TABLE, column="text", row_id=row.id)
         out.append({"at": row.sent_at.isoformat().replace("+00:00", "Z"), "template": row.template, "text": text})
     return out
+
+
+def expire(session: Session, *, now: datetime | None = None, keep: timedelta = KEEP) -> int:
+    """Delete every message older than ``keep`` (the periodic ``messages.expire`` job); returns how many.
+
+    A message about no shipment (or one whose shipment lives long) would otherwise stay for ever: the
+    built-in outbox keeps its texts, and every row keeps the number's keyed hash.
+    """
+    cutoff = (now or utcnow()) - keep
+    result = session.execute(delete(SmsMessage).where(SmsMessage.created_at < cutoff)
+                             .execution_options(synchronize_session=False))
+    return int(cast("CursorResult[Any]", result).rowcount or 0)
+
+
+def expire_handler(_svc: MessageServices) -> outbox.Handler:
+    """The ``messages.expire`` job's handler."""
+
+    def run(tx: UnitOfWork, _payload: Mapping[str, Any]) -> None:
+        expire(tx.session)
+
+    return run
 
 
 def forget(session: Session, shipment_ids: Iterable[str], party: str | None = None) -> int:
