@@ -28,8 +28,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.conftest import Env, _drop, _new_env, make_merchant
+from tests.conftest import Env, _drop, _new_env, make_merchant, shipment_body
 from tests.courier_api import bearer, login, make_staff
+from tests.courier_api.subjects_helpers import direct_token
 from waybill.permissions import ROLE_PERMISSIONS, STAFF_ROLES
 from waybill.web.auth import required_permission
 
@@ -64,6 +65,10 @@ def role_headers(fuzz_env: Env, fuzz_app: Any) -> dict[str, dict[str, str]]:
         answer = login(client, new)
         assert answer.status_code == 200, answer.get_data(as_text=True)
         headers[role] = bearer(answer.get_json()["access_token"])
+    # A data subject: the recipient of one shipment (a session made by the domain: no SMS to read here).
+    made = client.post("/v1/shipments", json=shipment_body("FUZZ-SUBJECT"), headers=headers["merchant"])
+    assert made.status_code == 201, made.get_data(as_text=True)
+    headers["subject"] = direct_token(services, made.get_json()["id"], "recipient")
     return headers
 
 

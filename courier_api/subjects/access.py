@@ -201,6 +201,8 @@ def view(session: Session, codec: FieldCodec, principal: Principal, *, retention
     shipment = _shipment(session, scope)
     data = decrypt_party(codec, shipment, scope.party)
     ended: datetime | None = getattr(shipment, "ended_at", None)  # SUBJECT-KEY: column of migration 0016
+    if ended is None and shipment.status in ("delivered", "cancelled"):
+        ended = shipment.updated_at  # until ended_at exists: an ended shipment's last change is its ending
     if ended is not None:
         retained_until: datetime | None = ended + timedelta(days=retention_days)
         note = f"运单已结束，个人信息保留至该时间后销毁（保存期限 {retention_days} 天）"

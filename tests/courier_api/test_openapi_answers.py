@@ -17,6 +17,7 @@ import pytest
 from courier_api.staff import set_phone
 from tests.conftest import shipment_body
 from tests.courier_api import bearer, login, make_staff
+from tests.courier_api.subjects_helpers import codes_sent_to
 from tests.openapi_check import AnswerRecorder, check_answer, documented_json_routes
 from tests.printing.label_helpers import decode, pdf_pages_as_images
 from waybill.permissions import SYSTEM
@@ -98,6 +99,22 @@ def test_every_documented_answer_matches_the_document(recorded, app, client, mer
         "status"] == "approved"
     read = _ok(client.get(f"/v1/privacy/requests/{req['id']}/personal-data", headers=h["officer"]))
     assert set(read["sender"]) == {"phone"}
+
+    # The recipient as a data subject: SMS code, session, own data and access log, a request the office decides.
+    _ok(client.get("/v1/privacy-notice"))
+    phone = shipment_body()["recipient"]["phone"]
+    challenge = _ok(client.post("/v1/subject/challenge", json={"waybill_no": shp["waybill_no"], "phone": phone}), 202)
+    code = codes_sent_to(services, phone)[0]
+    session = _ok(client.post("/v1/subject/session", json={"challenge_id": challenge["challenge_id"], "code": code}))
+    subject = bearer(session["access_token"])
+    assert _ok(client.get("/v1/subject/data", headers=subject))["status"] == "delivered"
+    _ok(client.get("/v1/subject/access-log", headers=subject))
+    filed = _ok(client.post("/v1/subject/requests", json={"type": "complaint", "text": "包裹破损"},
+                            headers=subject), 201)
+    _ok(client.get("/v1/privacy/subject-requests?limit=5", headers=h["officer"]))
+    _ok(client.post(f"/v1/privacy/subject-requests/{filed['id']}/decision",
+                    json={"decision": "reject", "reason": "已另行处理"}, headers=h["officer"]))
+    assert _ok(client.get(f"/v1/subject/requests/{filed['id']}", headers=subject))["reason"] == "已另行处理"
 
     # Auditor, operations.
     _ok(client.get("/v1/audit/events?limit=5", headers=h["auditor"]))

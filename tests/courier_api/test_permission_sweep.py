@@ -37,10 +37,10 @@ import pytest
 from sqlalchemy import update
 
 from courier_api import delivery, privacy, staff
-from courier_api.subjects import access as subject_access
-from courier_api.subjects import requests as subject_requests
 from courier_api.deps import delivery_deps, privacy_deps
 from courier_api.models import StaffUser
+from courier_api.subjects import access as subject_access
+from courier_api.subjects import requests as subject_requests
 from tests.conftest import RECIPIENT, _drop, _new_env, make_merchant, shipment_body
 from tests.courier_api import bearer, login, make_staff
 from waybill import audit, labels, shipments

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -263,3 +263,13 @@ def test_no_plaintext_in_rows_logs_or_audit(client: Any, merchant: Any, services
     logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
     for value in secrets_:
         assert value not in logged
+
+
+def test_an_ended_shipment_shows_until_when_its_data_is_kept(client: Any, merchant: Any, services: Any) -> None:
+    shp = make_shipment(client, merchant)
+    headers = direct_token(services, shp["id"], "recipient")
+    assert client.post(f"/v1/shipments/{shp['id']}/cancel", headers=merchant.headers).status_code == 200
+    body = client.get("/v1/subject/data", headers=headers).get_json()
+    assert body["status"] == "cancelled" and body["retained_until"] is not None
+    kept = datetime.fromisoformat(body["retained_until"].replace("Z", "+00:00")) - utcnow()
+    assert timedelta(days=179) < kept <= timedelta(days=services.settings.retention_days)

@@ -69,3 +69,15 @@ def test_naive_times_and_bad_counts_are_refused() -> None:
         due_date(datetime(2026, 1, 5), "delete", working_days=WORKING)  # noqa: DTZ001
     with pytest.raises(ValueError):
         add_working_days(date(2026, 1, 5), 0)
+
+
+def test_the_working_day_rules_are_settings() -> None:
+    from waybill.settings import SettingsError, load_settings
+
+    assert load_settings(environ={}).subject_request_working_days == (("delete", 15),)
+    custom = load_settings(environ={"WAYBILL_SUBJECT_REQUEST_WORKING_DAYS": "complaint=10, delete=12"})
+    assert dict(custom.subject_request_working_days) == {"complaint": 10, "delete": 12}
+    assert load_settings(environ={"WAYBILL_SUBJECT_REQUEST_WORKING_DAYS": ""}).subject_request_working_days == ()
+    for bad in ("delete", "erase=3", "delete=0", "delete=31", "delete=x"):
+        with pytest.raises(SettingsError, match="WAYBILL_SUBJECT_REQUEST_WORKING_DAYS"):
+            load_settings(environ={"WAYBILL_SUBJECT_REQUEST_WORKING_DAYS": bad})
