@@ -325,9 +325,10 @@
     $("request-due").textContent = when(r.due_at) + (r.due_fallback ? "（节假日安排公布前按周末推算）" : "");
     $("request-decided").textContent = when(r.decided_at);
     $("request-decided-row").hidden = !r.decided_at;
-    const rejected = r.status === "rejected";
-    $("request-reason").textContent = rejected ? r.reason || "—" : "";
-    $("request-reason-row").hidden = !rejected;
+    const rejected = r.status === "rejected"; // a refusal always has its reason; a completion may have a note
+    $("request-reason-label").textContent = rejected ? "理由" : "处理说明";
+    $("request-reason").textContent = r.reason || "—";
+    $("request-reason-row").hidden = !(rejected || r.reason);
     $("request-complaint").hidden = !rejected;
   }
 
