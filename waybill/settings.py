@@ -114,6 +114,9 @@ class Settings:
     zpl_font: str = "E:SIMSUN.TTF"
     # The carrier's name in the label header (labels are the carrier's, not the software's).
     carrier_name: str = "隐私快递"
+    # Shown on the self-service page /my/: where people whose waybill phone is a landline (no SMS code can reach
+    # it), or who disagree with a refusal, complain. Plain text (a phone number and/or an e-mail address).
+    complaint_contact: str = "隐私投诉热线 400-000-0000，邮箱 privacy@example.com"
     phone_provider: str = "builtin"
     aliyun_credentials_file: Path | None = None
     aliyun_endpoint: str = "https://dyplsapi.aliyuncs.com/"
@@ -164,7 +167,8 @@ log = logging.getLogger("waybill.settings")
 # Fields that are not read from a WAYBILL_* variable: set by code, or read from another variable.
 NOT_FROM_ENV = frozenset({"mask_policy", "max_request_bytes", "prometheus_multiproc_dir"})
 # WAYBILL_* variables that the test suite reads (they are not settings of the service).
-TEST_VARIABLES = frozenset({"WAYBILL_TEST_DATABASE_URL", "WAYBILL_TEST_REDIS_URL", "WAYBILL_UPDATE_GOLDEN"})
+TEST_VARIABLES = frozenset({"WAYBILL_TEST_DATABASE_URL", "WAYBILL_TEST_REDIS_URL", "WAYBILL_UPDATE_GOLDEN",
+                            "WAYBILL_TEST_BROWSER"})
 
 
 def known_variables() -> frozenset[str]:
@@ -352,6 +356,14 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     if not re.fullmatch(r"[\u4e00-\u9fffA-Za-z0-9 ()（）·&.-]{1,16}", carrier_name):
         raise SettingsError("WAYBILL_CARRIER_NAME must be 1-16 letters, digits or Chinese characters")
 
+    complaint_contact = get("complaint_contact") or Settings.complaint_contact
+    # Shown to people on /my/: one short line of text, nothing a page could take for markup or layout.
+    if len(complaint_contact) > 120 or not complaint_contact.isprintable() or re.search(r"[<>]", complaint_contact):
+        raise SettingsError("WAYBILL_COMPLAINT_CONTACT must be one line of at most 120 characters, without < or >")
+    if mode == "production" and complaint_contact == Settings.complaint_contact:
+        log.warning("WAYBILL_COMPLAINT_CONTACT is the placeholder default: /my/ shows it to people who cannot "
+                    "receive an SMS code; set the real complaint line", extra={"setting": "WAYBILL_COMPLAINT_CONTACT"})
+
     metrics_token_raw = get("metrics_token_file")
     multiproc_raw = overrides.get("prometheus_multiproc_dir") or env.get("PROMETHEUS_MULTIPROC_DIR") or None
     multiproc_dir = Path(str(multiproc_raw)) if multiproc_raw else None
@@ -365,6 +377,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         "prometheus_multiproc_dir": multiproc_dir,
         "label_font": get("label_font"),
         "carrier_name": carrier_name,
+        "complaint_contact": complaint_contact,
         "zpl_text": zpl_text,
         "zpl_font": zpl_font,
         "phone_provider": phone_provider,
