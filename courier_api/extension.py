@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 
 import click
 from flask import Flask
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from courier_api import auth_api, models, privacy_views, retention_views, staff, subjects, views
@@ -50,6 +51,10 @@ class CourierExtension:
 
     def forget_parties(self, session: Session, shipment_ids: Sequence[str], party: str | None) -> None:
         subjects.forget(session, shipment_ids, party)
+        # An emergency filing's reason is an officer's free text about the shipment's people: it goes too.
+        session.execute(update(models.PersonalDataRequest)
+                        .where(models.PersonalDataRequest.shipment_id.in_(list(shipment_ids)))
+                        .values(reason_ct=None).execution_options(synchronize_session=False))
 
     def periodic_jobs(self) -> Sequence[Job]:
         return subjects.jobs()

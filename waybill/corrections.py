@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from waybill import audit, masked
 from waybill.crypto.vault import FieldCodec
-from waybill.errors import PersonalDataDestroyed, ValidationFailed
+from waybill.errors import InDelivery, PersonalDataDestroyed, ValidationFailed
 from waybill.labels import revoke_tokens
 from waybill.masking import mask_address, mask_name, mask_phone
 from waybill.models import Shipment, utcnow
@@ -69,6 +69,10 @@ def apply_correction(session: Session, deps: ShipmentDeps, principal: Principal,
     """Correct ``party`` of ``shipment`` (locked by the caller); see the module docstring."""
     if party not in PARTIES:
         raise ValueError("party must be sender or recipient")
+    if shipment.status == "out_for_delivery":
+        # A courier holds it (and a virtual number reaching the old phone): the assignment would go on with
+        # stale data. The correction waits until the attempt ends or a dispatcher takes the parcel back.
+        raise InDelivery("包裹正在派送中，暂不能更正；派送结束后再处理")
     current = current_party(deps.codec, shipment, party)
     new = validate_changes(deps, current, changes)
     region = deps.regions.resolve(new.province, new.city, new.district, field_prefix="changes")

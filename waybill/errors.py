@@ -52,6 +52,12 @@ class PersonalDataDestroyed(DomainError):
     default_message = "该运单的个人信息已按保存期限或本人请求销毁"
 
 
+class LegallyHeld(Conflict):
+    """The shipment is under a legal hold: its personal data may not be destroyed until the hold is released."""
+
+    default_message = "该运单处于法律保全期间，个人信息暂不能删除"
+
+
 class InDelivery(Conflict):
     """A deletion of personal data the parcel still needs to reach its recipient."""
 

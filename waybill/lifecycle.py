@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from waybill import audit, messages
 from waybill.crypto.subject_keys import PARTIES, SubjectKeyring
-from waybill.errors import InDelivery, NotFound, ValidationFailed
+from waybill.errors import InDelivery, LegallyHeld, NotFound, ValidationFailed
 from waybill.extensions import load_extensions
 from waybill.ids import looks_like, new_id
 from waybill.models import (
@@ -58,6 +58,11 @@ def party_columns(party: str) -> dict[str, Any]:
     return values
 
 
+def hub_of(code: str | None) -> str | None:
+    """A station or sorting code cut to its hub (the city's sorting centre): a station stands for a district."""
+    return None if code is None else code.split("-", 1)[0]
+
+
 def deidentified_region(region: dict[str, str] | None) -> dict[str, str]:
     """What stays of a region: province and city (a district narrows a person down too far)."""
     region = region or {}
@@ -85,7 +90,7 @@ def remove_attachments(session: Session, shipment_ids: Sequence[str], party: str
         ext.forget_parties(session, ids, party)
 
 
-def _queue_key_destruction(session: Session, key_ids: set[str], reason: str, now: datetime) -> None:
+def queue_key_destruction(session: Session, key_ids: set[str], reason: str, now: datetime) -> None:
     known = set(session.scalars(select(PendingKeyDestruction.key_id).where(
         PendingKeyDestruction.key_id.in_(sorted(key_ids)))))
     for key_id in sorted(key_ids - known):
@@ -110,6 +115,10 @@ def destroy_party(session: Session, keyring: SubjectKeyring, shipment: Shipment,
         raise ValidationFailed("party 须为 sender 或 recipient", field="party")
     if shipment.status not in ENDED:
         raise InDelivery()
+    if session.scalar(select(LegalHoldShipment.shipment_id).join(LegalHold, LegalHold.id == LegalHoldShipment.hold_id)
+                      .where(LegalHoldShipment.shipment_id == shipment.id, LegalHold.released_at.is_(None))
+                      .limit(1)) is not None:
+        raise LegallyHeld()
     now = now or utcnow()
     key = session.scalars(select(SubjectKey).where(SubjectKey.shipment_id == shipment.id,
                                                    SubjectKey.party == party)).first()
@@ -119,11 +128,18 @@ def destroy_party(session: Session, keyring: SubjectKeyring, shipment: Shipment,
         keyring.forget([key.id])
         # The key store keys that wrapped it still open it in an older copy of the database: they go at the
         # next retention run, once the other data keys they wrap are re-wrapped.
-        _queue_key_destruction(session, wrapping, "subject_request", now)
+        queue_key_destruction(session, wrapping, "subject_request", now)
     for name, value in party_columns(party).items():
         setattr(shipment, name, value)
     setattr(shipment, f"{party}_region", deidentified_region(getattr(shipment, f"{party}_region")))
     setattr(shipment, f"{party}_destroyed_at", now)
+    # What the routing derived from the party's district goes down to the city's hub too.
+    if party == "recipient":
+        shipment.sorting_code = hub_of(shipment.sorting_code) or ""
+        shipment.destination_station = hub_of(shipment.destination_station)
+        shipment.consolidation = None
+    else:
+        shipment.origin_station = hub_of(shipment.origin_station)
     shipment.idempotency_key = None
     shipment.request_fingerprint = None  # a keyed hash of a body full of both parties' data
     if all(getattr(shipment, f"{p}_destroyed_at") is not None for p in PARTIES):
@@ -132,8 +148,9 @@ def destroy_party(session: Session, keyring: SubjectKeyring, shipment: Shipment,
     record = DestructionRecord(id=new_id("dsr"), at=now, reason=reason, method=METHOD_PARTY, shipments=1,
                                key_ids=[f"subject:{key.id}"] if key is not None else [], actor=principal.actor)
     session.add(record)
+    # No fields: nothing was read or disclosed (the subject's access log lists accesses and disclosures).
     audit.record(session, principal, "personal_data.destroy", object_type="shipment", object_id=shipment.id,
-                 fields=[f"{party}.name", f"{party}.phone", f"{party}.address"], purpose=reason)
+                 purpose=f"{reason} {party}")
     session.flush()
     return PartyDestroyed(shipment.id, party, record.id)
 
@@ -203,19 +220,24 @@ def hold_shipment_count(session: Session, hold_id: str) -> int:
 
 def scrub_rows(session: Session, shipment_ids: Sequence[str], now: datetime) -> None:
     """Retention's row work for a chunk: both parties' data columns removed, regions de-identified."""
-    regions = session.execute(select(Shipment.id, Shipment.sender_region, Shipment.recipient_region)
+    regions = session.execute(select(Shipment.id, Shipment.sender_region, Shipment.recipient_region,
+                                     Shipment.sorting_code, Shipment.origin_station, Shipment.destination_station)
                               .where(Shipment.id.in_(list(shipment_ids)))).all()
     if not regions:
         return
     values: dict[str, Any] = {**party_columns("sender"), **party_columns("recipient")}
     values.update(idempotency_key=None, request_fingerprint=None, personal_data_destroyed_at=now,
-                  sender_region=bindparam("b_sr"), recipient_region=bindparam("b_rr"))
+                  sender_region=bindparam("b_sr"), recipient_region=bindparam("b_rr"), consolidation=None,
+                  sorting_code=bindparam("b_sc"), origin_station=bindparam("b_os"),
+                  destination_station=bindparam("b_ds"))
     values.update({f"{p}_destroyed_at": now for p in PARTIES})
     shipments = Shipment.__table__
     assert isinstance(shipments, Table)
     stmt = update(shipments).where(shipments.c.id == bindparam("b_id")).values(**values)
     session.execute(stmt, [{"b_id": r.id, "b_sr": deidentified_region(r.sender_region),
-                            "b_rr": deidentified_region(r.recipient_region)} for r in regions])
+                            "b_rr": deidentified_region(r.recipient_region), "b_sc": hub_of(r.sorting_code) or "",
+                            "b_os": hub_of(r.origin_station), "b_ds": hub_of(r.destination_station)}
+                           for r in regions])
     session.execute(delete(SubjectKey).where(SubjectKey.shipment_id.in_(list(shipment_ids)))
                     .execution_options(synchronize_session=False))
     remove_attachments(session, shipment_ids, None)

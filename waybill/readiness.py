@@ -17,6 +17,9 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from waybill import db, keyfile
+from waybill.crypto.keystore import KeyStoreError, LocalKeyStore
+from waybill.crypto.subject_keys import active_key_id, day_of
+from waybill.models import utcnow
 from waybill.settings import Settings
 
 log = logging.getLogger("waybill.readiness")
@@ -77,6 +80,12 @@ class Readiness:
         for purpose in keyfile.PURPOSES:
             if not hmac.compare_digest(on_disk.secret(purpose), self._keys.secret(purpose)):
                 return CheckResult(False, "key_file_replaced")
+        # The period-key store: today's key made or read (every new shipment needs it), so a store the process
+        # cannot write (a read-only directory, a full disk) fails readiness instead of every create.
+        try:
+            LocalKeyStore(self._settings.period_key_file).ensure(active_key_id(day_of(utcnow())))
+        except (OSError, KeyStoreError):
+            return CheckResult(False, "period_key_store_unusable")
         return CheckResult(True)
 
     def check_redis(self) -> CheckResult:

@@ -25,17 +25,18 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.orm import Session
 
 from waybill import audit
-from waybill.crypto.subject_keys import CST, active_key_id, day_of, end_key_day, key_day
+from waybill.crypto.subject_keys import active_key_id, day_of, end_key_day, key_day
 from waybill.ids import new_id
-from waybill.lifecycle import METHOD_RETENTION, held_clause, scrub_rows
+from waybill.lifecycle import METHOD_RETENTION, held_clause, queue_key_destruction, scrub_rows
 from waybill.models import DestructionRecord, PendingKeyDestruction, Shipment, SubjectKey, utcnow
 from waybill.permissions import Permission, Principal
+from waybill.retention_dates import cutoff
 from waybill.services import Services
 from waybill.uow import unit_of_work
 
@@ -54,14 +55,6 @@ class RetentionResult:
     keys_destroyed: list[str] = field(default_factory=list)
     keys_deferred: list[str] = field(default_factory=list)
     rewrapped: int = 0
-
-
-def cutoff(now: datetime, days: int) -> datetime:
-    """Shipments that ended before this are due (``days`` 0: everything that ended until now)."""
-    if days == 0:
-        return now
-    today = day_of(now)
-    return datetime.combine(today - timedelta(days=days), time(0), CST)
 
 
 def _due_ids(session: Session, now: datetime, days: int) -> list[str]:
@@ -124,7 +117,22 @@ def _retire(svc: Services, key_id: str, today: date) -> int:
                 tx.session.execute(delete(SubjectKey).where(SubjectKey.id.in_(sorted(gone)))
                                    .execution_options(synchronize_session=False))
             moved += len(rewrapped)
+    with unit_of_work(svc.session_factory) as tx:
+        # ``created_under`` names the other live key that ever wrapped a row; this one is about to go, so for
+        # the rows that name it that is now the key they are wrapped under (the fresh one, or their end day's).
+        tx.session.execute(update(SubjectKey).where(SubjectKey.created_under == key_id)
+                           .values(created_under=SubjectKey.wrapping_key_id)
+                           .execution_options(synchronize_session=False))
     return moved
+
+
+def _still_due(session: Session, ids: list[str]) -> list[str]:
+    """Of a chunk, those still to destroy now: a hold placed or a request filed since the run began wins."""
+    stmt = select(Shipment.id).where(Shipment.id.in_(ids), Shipment.personal_data_destroyed_at.is_(None),
+                                     ~held_clause(session))
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(of=Shipment)  # a hold placed now waits for this chunk, or this chunk for it
+    return list(session.scalars(stmt))
 
 
 def run(svc: Services, principal: Principal, *, dry_run: bool = False, now: datetime | None = None) -> RetentionResult:
@@ -141,28 +149,39 @@ def run(svc: Services, principal: Principal, *, dry_run: bool = False, now: date
         result = RetentionResult(due=len(due))
         with unit_of_work(svc.session_factory) as tx:
             due = _due_ids(tx.session, now, days)  # again, under the lock
-            wrapping: set[str] = set()
-            for start in range(0, len(due), 5000):
-                for w, c in tx.session.execute(select(SubjectKey.wrapping_key_id, SubjectKey.created_under)
-                                               .where(SubjectKey.shipment_id.in_(due[start:start + 5000]))
-                                               .distinct()):
-                    wrapping.update((w, c))
+        record_id: str | None = None
         for start in range(0, len(due), CHUNK):
-            part = due[start:start + CHUNK]
             with unit_of_work(svc.session_factory) as tx:
-                scrub_rows(tx.session, part, now)
+                session = tx.session
+                part = _still_due(session, due[start:start + CHUNK])
+                if not part:
+                    continue
+                # The keys that ever wrapped these data keys are queued for destruction in the same commit as
+                # the rows go: a run cut short after this chunk leaves them for the next run, never forgotten.
+                keys = {k for pair in session.execute(
+                    select(SubjectKey.wrapping_key_id, SubjectKey.created_under)
+                    .where(SubjectKey.shipment_id.in_(part)).distinct()) for k in pair}
+                queue_key_destruction(session, keys, "retention", now)
+                scrub_rows(session, part, now)
+                if record_id is None:
+                    record_id = new_id("dsr")
+                    session.add(DestructionRecord(id=record_id, at=now, reason="retention", method=METHOD_RETENTION,
+                                                  shipments=0, key_ids=[], actor=principal.actor))
+                    session.flush()
+                # Counted chunk by chunk: the record of a run cut short still says how many it destroyed.
+                session.execute(update(DestructionRecord).where(DestructionRecord.id == record_id)
+                                .values(shipments=DestructionRecord.shipments + len(part)))
             result.destroyed += len(part)
         store = svc.subject_keys.store
         existing = set(store.ids())
         with unit_of_work(svc.session_factory) as tx:
-            pending = set(tx.session.scalars(select(PendingKeyDestruction.key_id)))
+            pending = {row.key_id: row.reason for row in tx.session.scalars(select(PendingKeyDestruction))}
+            live = set(tx.session.scalars(select(SubjectKey.wrapping_key_id).distinct()))
         stale_active = {k for k in existing if k.startswith("ap-")
                         and key_day(k) < today - timedelta(days=svc.settings.active_key_days)}
         # End-day keys of past days that wrap nothing any more protect only older copies of the database.
-        with unit_of_work(svc.session_factory) as tx:
-            live = set(tx.session.scalars(select(SubjectKey.wrapping_key_id).distinct()))
         orphans = {k for k in existing if k.startswith("ed-") and key_day(k) < today and k not in live}
-        targets = (wrapping | pending | stale_active | orphans) & existing
+        targets = (set(pending) | stale_active | orphans) & existing
         for key_id in sorted(targets):
             if _in_use_today(key_id, today):
                 result.keys_deferred.append(key_id)
@@ -171,23 +190,24 @@ def run(svc: Services, principal: Principal, *, dry_run: bool = False, now: date
             result.keys_destroyed.extend(store.destroy([key_id]))
         with unit_of_work(svc.session_factory) as tx:
             session = tx.session
-            done = (pending & set(result.keys_destroyed)) | (pending - existing)
+            done = [k for k in pending if k in result.keys_destroyed or k not in existing]
             if done:
-                session.execute(delete(PendingKeyDestruction).where(PendingKeyDestruction.key_id.in_(sorted(done))))
-            for key_id in result.keys_deferred:
-                if key_id not in pending:
-                    session.add(PendingKeyDestruction(key_id=key_id, reason="retention", since=now))
-            if result.destroyed or result.keys_destroyed:
-                # Only keys queued by deletions: the record of finishing what those deletions began.
-                reason = "retention" if result.destroyed or not (pending & set(result.keys_destroyed)) \
-                    else "subject_request"
-                record = DestructionRecord(id=new_id("dsr"), at=now, reason=reason, method=METHOD_RETENTION,
-                                           shipments=result.destroyed, key_ids=sorted(result.keys_destroyed),
-                                           actor=principal.actor)
-                session.add(record)
-                result.record_id = record.id
+                session.execute(delete(PendingKeyDestruction).where(PendingKeyDestruction.key_id.in_(done)))
+            queue_key_destruction(session, set(result.keys_deferred), "retention", now)
+            if record_id is None and result.keys_destroyed:
+                # No shipment was due: the keys an earlier deletion (or a cut-short run) queued are what went.
+                reasons = {pending.get(k) for k in result.keys_destroyed}
+                record_id = new_id("dsr")
+                session.add(DestructionRecord(
+                    id=record_id, at=now, reason="subject_request" if "subject_request" in reasons else "retention",
+                    method=METHOD_RETENTION, shipments=0, key_ids=[], actor=principal.actor))
+                session.flush()
+            if record_id is not None:
+                session.execute(update(DestructionRecord).where(DestructionRecord.id == record_id)
+                                .values(key_ids=sorted(result.keys_destroyed)))
+            result.record_id = record_id
             audit.record(session, principal, "retention.run", object_type="destruction_record",
-                         object_id=result.record_id,
+                         object_id=record_id,
                          purpose=f"destroyed={result.destroyed} keys={len(result.keys_destroyed)} "
                                  f"deferred={len(result.keys_deferred)}")
     return result

@@ -44,7 +44,7 @@ class Settings:
     data_dir: Path = Path("var")
     database_url: str = ""
     key_file: Path = Path("var/keys.json")
-    # The key store of the destroyable period keys (waybill/crypto/keystore.py); default: beside the key file.
+    # The key store of the destroyable period keys (waybill/crypto/keystore.py); default: in the data dir.
     # It has its own backup rule (README "Retention"): a backup of it outlives the keys it destroyed.
     period_key_file: Path = Path("var/period-keys.json")
     # Personal data is destroyed this many days after a shipment's contract ends (delivery, cancellation);
@@ -387,7 +387,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         "data_dir": data_dir,
         "database_url": database_url,
         "key_file": key_file,
-        "period_key_file": Path(pk) if (pk := get("period_key_file")) else key_file.with_name("period-keys.json"),
+        # In the data dir, not beside the key file: the service writes it every day (a key file's directory may
+        # be read-only, as in deploy/), and every process of the host must see the same store.
+        "period_key_file": Path(pk) if (pk := get("period_key_file")) else data_dir / "period-keys.json",
         "cipher": cipher,
         "log_level": (get("log_level") or "INFO").upper(),
         "redis_url": get("redis_url"),

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from courier_api.subjects import models, service, views
 from courier_api.subjects.requests import raise_overdue_alerts
-from courier_api.subjects.verify import TOKEN_PREFIX, authenticate
+from courier_api.subjects.verify import SEND_CODE_TOPIC, TOKEN_PREFIX, authenticate
 from waybill.extensions import TOKEN_RESOLVERS
 from waybill.outbox import Handler, Job
 from waybill.permissions import Principal
@@ -53,7 +53,10 @@ def task_handlers(svc: Services) -> Mapping[str, Handler]:
     def overdue(tx: UnitOfWork, _payload: Mapping[str, Any]) -> None:
         raise_overdue_alerts(tx.session, warn_days=svc.settings.subject_request_warn_days)
 
-    return {OVERDUE_TOPIC: overdue}
+    def code(tx: UnitOfWork, payload: Mapping[str, Any]) -> None:
+        service.send_code(tx.session, svc, str(payload["challenge_id"]))
+
+    return {OVERDUE_TOPIC: overdue, SEND_CODE_TOPIC: code}
 
 
 def jobs() -> tuple[Job, ...]:

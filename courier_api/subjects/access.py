@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -19,11 +19,13 @@ from sqlalchemy.orm import Session
 
 from courier_api.models import Assignment, StaffUser
 from courier_api.subjects.verify import SubjectScope, scope_of
-from waybill import audit
+from waybill import audit, consent
+from waybill.consent import PrivacyNotice
 from waybill.crypto.vault import CryptoError, FieldCodec
 from waybill.errors import NotFound
 from waybill.models import AuditEvent, Shipment
 from waybill.permissions import Permission, Principal
+from waybill.retention_dates import destroyed_by
 
 PD_COLUMNS = ("name", "phone", "address")
 LOG_LIMIT = 1000
@@ -187,20 +189,19 @@ def _disclosures(session: Session, shipment: Shipment, party: str) -> list[Discl
     return out
 
 
-def _purposes(shipment: Shipment, party: str) -> list[dict[str, Any]]:
-    from waybill import consent  # the consent records (another part of this issue)
-
-    return list(consent.purposes_of(shipment, party))
+def _purposes(shipment: Shipment, party: str, notice: PrivacyNotice | None) -> list[dict[str, Any]]:
+    return list(consent.purposes_of(shipment, party, notice=notice))
 
 
-def view(session: Session, codec: FieldCodec, principal: Principal, *, retention_days: int) -> SubjectView:
+def view(session: Session, codec: FieldCodec, principal: Principal, *, retention_days: int,
+         notice: PrivacyNotice | None = None) -> SubjectView:
     """The subject's own party: data in full, status, purposes, retention and recipients (audited)."""
     scope = scope_of(session, principal, Permission.SUBJECT_DATA_READ)
     shipment = _shipment(session, scope)
     data = decrypt_party(codec, shipment, scope.party)
     ended = shipment.ended_at
     if ended is not None:
-        retained_until: datetime | None = ended + timedelta(days=retention_days)
+        retained_until: datetime | None = destroyed_by(ended, retention_days)
         note = f"运单已结束，个人信息保留至该时间后销毁（保存期限 {retention_days} 天）"
     else:
         retained_until, note = None, f"运单尚未结束；签收或取消后再保留 {retention_days} 天，然后销毁"
@@ -211,6 +212,6 @@ def view(session: Session, codec: FieldCodec, principal: Principal, *, retention
                  purpose="data_subject_access", outcome="ok" if data is not None else "destroyed")
     return SubjectView(waybill_no=shipment.waybill_no, party=scope.party, personal_data=data,
                        personal_data_status="available" if data is not None else "destroyed",
-                       status=shipment.status, purposes=_purposes(shipment, scope.party),
+                       status=shipment.status, purposes=_purposes(shipment, scope.party, notice),
                        retained_until=retained_until, retention_note=note,
                        disclosed_to=_disclosures(session, shipment, scope.party))

@@ -25,6 +25,9 @@ class SubjectChallenge(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     code_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    # The code, sealed (under the matched party's key; a miss seals a code nobody gets), until the outbox task
+    # ``subjects.send_code`` sent it and erased this: every challenge writes the same rows, match or not.
+    code_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     shipment_id: Mapped[str | None] = mapped_column(ForeignKey("shipments.id"), nullable=True, index=True)
     party: Mapped[str | None] = mapped_column(String(16), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

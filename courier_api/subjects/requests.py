@@ -231,7 +231,7 @@ def _carry_out(session: Session, svc: Services, principal: Principal, req: Subje
     elif req.type == "withdraw_consent":
         from waybill import consent
 
-        consent.withdraw(session, shipment, req.party, None)
+        consent.withdraw(session, shipment, req.party, None, notice=svc.privacy_notice)
 
 
 def decide(session: Session, svc: Services, principal: Principal, request_id: str, decision: str,

@@ -11,10 +11,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import Flask, current_app
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from courier_api.subjects.verify import Challenge, VerifyDeps, throttle_key
+from courier_api.subjects.models import SubjectChallenge
+from courier_api.subjects.verify import VerifyDeps, throttle_key
+from waybill.crypto.vault import CryptoError
 from waybill.errors import DomainError, RateLimited
+from waybill.models import Shipment
 from waybill.ratelimit import WindowLimiter, memory_storage, redis_storage
 from waybill.services import Services
 
@@ -45,7 +49,7 @@ class SubjectServices:
 def build(svc: Services) -> SubjectServices:
     s = svc.settings
     storage = redis_storage(s.redis_url) if s.redis_url else memory_storage()
-    verify = VerifyDeps(codec=svc.codec, code_key=svc.keys.secret("subject_code"),
+    verify = VerifyDeps(codec=svc.codec, keyring=svc.subject_keys, code_key=svc.keys.secret("subject_code"),
                         token_key=svc.keys.secret("subject_token"),
                         code_ttl=timedelta(seconds=s.subject_code_ttl_s),
                         token_ttl=timedelta(seconds=s.subject_token_ttl_s))
@@ -72,19 +76,30 @@ def subject_services() -> SubjectServices:
     return found
 
 
-def send_code(session: Session, svc: Services, sent: Challenge) -> None:
-    """Send the challenge's code to the matched party's mobile phone (nothing when there is none)."""
-    ch = sent.challenge
-    if sent.phone is None or ch.shipment_id is None:
+def send_code(session: Session, svc: Services, challenge_id: str) -> None:
+    """The outbox task of a challenge: send its code to the matched party's mobile phone, then erase the sealed
+    code. A miss, a landline or a destroyed party sends nothing; the request that made the challenge did the same
+    work either way (no oracle, not even by timing)."""
+    ch = session.execute(select(SubjectChallenge).where(SubjectChallenge.id == challenge_id)
+                         .with_for_update()).scalar_one_or_none()
+    if ch is None or ch.code_ct is None:
+        return
+    blob, ch.code_ct = bytes(ch.code_ct), None
+    shipment = session.get(Shipment, ch.shipment_id) if ch.shipment_id else None
+    if shipment is None or ch.party is None or ch.used_at is not None:
+        return
+    phone_ct = getattr(shipment, f"{ch.party}_phone_ct")
+    if phone_ct is None:  # destroyed since
         return
     from waybill import messages  # the message provider (SMS), another part of this issue
 
     minutes = max(1, round(svc.settings.subject_code_ttl_s / 60))
     try:
-        messages.send(session, svc, phone=sent.phone, template=CODE_TEMPLATE,
-                      params={"code": sent.code, "minutes": str(minutes)}, shipment_id=ch.shipment_id,
-                      party=ch.party)
-    except (DomainError, ValueError) as exc:
-        # The answer must not change (no oracle): a throttled or refused message is logged by type and the
-        # subject simply receives no code.
-        log.warning("subject code not sent", extra={"error_type": type(exc).__name__})
+        code = svc.codec.decrypt(blob, table="subject_challenges", column="code", row_id=ch.id)
+        phone = svc.codec.decrypt(phone_ct, table="shipments", column=f"{ch.party}_phone", row_id=shipment.id)
+        messages.send(session, svc, phone=phone, template=CODE_TEMPLATE,
+                      params={"code": code, "minutes": str(minutes)}, shipment_id=shipment.id, party=ch.party)
+    except (DomainError, ValueError, CryptoError) as exc:
+        # A landline (NotMobile), a throttled number, a key destroyed meanwhile: the subject gets no code, and
+        # the log says why by type only.
+        log.info("subject code not sent", extra={"error_type": type(exc).__name__})

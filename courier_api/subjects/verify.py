@@ -23,7 +23,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from courier_api.subjects.models import SubjectChallenge, SubjectToken
-from waybill import audit
+from waybill import audit, outbox
+from waybill.crypto.subject_keys import SubjectKeyring
 from waybill.crypto.vault import CryptoError, FieldCodec
 from waybill.errors import AuthenticationFailed, InvalidCode, PermissionDenied
 from waybill.ids import looks_like, new_id
@@ -43,6 +44,7 @@ _dummies: dict[int, bytes] = {}
 @dataclass(frozen=True)
 class VerifyDeps:
     codec: FieldCodec
+    keyring: SubjectKeyring  # the matched party's key seals the code until the outbox task sends it
     code_key: bytes  # key-file secret "subject_code": codes' and throttle keys' keyed hashes
     token_key: bytes  # key-file secret "subject_token"
     code_ttl: timedelta
@@ -55,7 +57,6 @@ class Challenge:
 
     challenge: SubjectChallenge
     code: str
-    phone: str | None  # the matched party's mobile phone, to send the code to; None: nothing is sent
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,10 @@ def _decrypt_or_dummy(codec: FieldCodec, shipment: Shipment | None, party: str) 
         return None
 
 
+#: The outbox task that sends a challenge's code (courier_api.subjects registers its handler).
+SEND_CODE_TOPIC = "subjects.send_code"
+
+
 def _matching_party(codec: FieldCodec, shipment: Shipment | None, phone: str) -> str | None:
     """The party whose phone is ``phone`` (normalised), or None; every candidate is compared, in constant time."""
     found = None
@@ -128,11 +133,17 @@ def challenge(session: Session, deps: VerifyDeps, waybill_no: str, phone: str, *
     party = _matching_party(deps.codec, shipment, number.number)
     cid = new_id("sch")
     code = f"{secrets.randbelow(10 ** CODE_DIGITS):0{CODE_DIGITS}d}"
-    row = SubjectChallenge(id=cid, code_hash=keyed(deps.code_key, f"{cid}|{code}"), created_at=now,
-                           expires_at=now + deps.code_ttl, attempts=0,
-                           shipment_id=shipment.id if party and shipment else None, party=party)
+    matched_id = shipment.id if party and shipment else None
+    # Sealed for the outbox task that sends it: under the matched party's key (it dies with their data), and on
+    # a miss under the shared key (a code nobody receives). The same work and the same rows either way.
+    key = deps.keyring.key_id(session, matched_id, party) if matched_id and party else None
+    code_ct = deps.codec.encrypt(code, table="subject_challenges", column="code", row_id=cid, subject_key=key)
+    row = SubjectChallenge(id=cid, code_hash=keyed(deps.code_key, f"{cid}|{code}"), code_ct=code_ct,
+                           created_at=now, expires_at=now + deps.code_ttl, attempts=0, shipment_id=matched_id,
+                           party=party)
     session.add(row)
-    sms = party is not None and number.kind == "mobile"
+    session.flush()
+    outbox.enqueue(session, SEND_CODE_TOPIC, {"challenge_id": cid}, now=now)
     # One event either way. With a waybill found, both parties' phones were decrypted to compare: an access to
     # both, on the shipment (their access logs show it); never the phone, the match or the code.
     if shipment is not None:
@@ -142,13 +153,8 @@ def challenge(session: Session, deps: VerifyDeps, waybill_no: str, phone: str, *
     else:
         audit.record(session, None, "subject.challenge", object_type="subject_challenge", object_id=cid,
                      outcome="unknown_waybill", purpose="subject_verification")
-    if not sms:
-        # What sending costs in this request (sealing the message's phone, text and parameters), spent anyway:
-        # the answer's timing must not tell a match from a miss.
-        for _ in range(3):
-            deps.codec.encrypt(code, table="subject_challenges", column="dummy", row_id=cid)
     session.flush()
-    return Challenge(challenge=row, code=code, phone=number.number if sms else None)
+    return Challenge(challenge=row, code=code)
 
 
 def issue_token(session: Session, deps: VerifyDeps, challenge_id: str, shipment_id: str, party: str, *,

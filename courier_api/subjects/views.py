@@ -12,7 +12,7 @@ from flask import Blueprint, Flask, Response, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from courier_api.subjects import access, requests, verify
-from courier_api.subjects.service import send_code, subject_services
+from courier_api.subjects.service import subject_services
 from waybill.errors import InvalidCode, ValidationFailed
 from waybill.permissions import Permission
 from waybill.phones import InvalidPhone, normalize_phone
@@ -171,8 +171,8 @@ def challenge() -> Response:
     sub = subject_services()
     sub.throttle(data.waybill_no, phone, client_address() or "unknown")
     session = db_session()
+    # The code goes out from the outbox (courier_api.subjects.service.send_code), after this commits.
     sent = verify.challenge(session, sub.verify, data.waybill_no, phone)
-    send_code(session, services(), sent)
     return respond(ChallengeOut, ChallengeOut(challenge_id=sent.challenge.id, expires_at=sent.challenge.expires_at))
 
 
@@ -200,7 +200,7 @@ def open_session() -> Response:
 @requires(Permission.SUBJECT_DATA_READ)
 def data() -> Response:
     found = access.view(db_session(), services().codec, authenticate(),
-                        retention_days=services().settings.retention_days)
+                        retention_days=services().settings.retention_days, notice=services().privacy_notice)
     return respond(SubjectDataOut, found)
 
 

@@ -23,6 +23,7 @@ def upgrade() -> None:
         "subject_challenges",
         sa.Column("id", sa.String(32), nullable=False),
         sa.Column("code_hash", sa.LargeBinary(32), nullable=False),
+        sa.Column("code_ct", sa.LargeBinary(), nullable=True),
         sa.Column("shipment_id", sa.String(32), nullable=True),
         sa.Column("party", sa.String(16), nullable=True),
         sa.Column("created_at", TS, nullable=False),

@@ -23,7 +23,8 @@ from tests.courier_api.subjects_helpers import (
     subject_session,
 )
 from waybill.messages.models import SmsMessage
-from waybill.models import AuditEvent, Base, utcnow
+from waybill.models import AuditEvent, Base, Shipment, utcnow
+from waybill.retention_dates import destroyed_by
 from waybill.waybill_no import new_waybill_no
 from waybill.web.app import create_app
 
@@ -273,5 +274,37 @@ def test_an_ended_shipment_shows_until_when_its_data_is_kept(client: Any, mercha
     assert client.post(f"/v1/shipments/{shp['id']}/cancel", headers=merchant.headers).status_code == 200
     body = client.get("/v1/subject/data", headers=headers).get_json()
     assert body["status"] == "cancelled" and body["retained_until"] is not None
-    kept = datetime.fromisoformat(body["retained_until"].replace("Z", "+00:00")) - utcnow()
-    assert timedelta(days=179) < kept <= timedelta(days=services.settings.retention_days)
+    until = datetime.fromisoformat(body["retained_until"].replace("Z", "+00:00"))
+    # Whole CST days: from the start of the day after the end day plus the retention period (waybill/retention_dates).
+    with services.session_factory() as s:
+        ended = s.get(Shipment, shp["id"]).ended_at
+    assert until == destroyed_by(ended, services.settings.retention_days)
+    assert timedelta(days=180) < until - utcnow() <= timedelta(days=181)
+
+
+def test_a_challenge_writes_the_same_rows_whether_or_not_it_matches(client: Any, merchant: Any, services: Any) -> None:
+    """No oracle by timing: the request itself never sends (the outbox task does), so a match and a miss do
+    the same work: one challenge row with a sealed code, one outbox row, one audit event, no message row."""
+    from sqlalchemy import func
+
+    from waybill.models import OutboxMessage
+
+    shp = make_shipment(client, merchant)
+
+    def counts() -> tuple[int, int, int, int]:
+        with services.session_factory() as s:
+            return tuple(int(s.scalar(select(func.count()).select_from(t)) or 0)  # type: ignore[return-value]
+                         for t in (SubjectChallenge, OutboxMessage, SmsMessage, AuditEvent))
+
+    deltas = []
+    for phone in (RECIPIENT["phone"], OTHER_MOBILE, SENDER["phone"]):
+        before = counts()
+        assert challenge(client, shp["waybill_no"], phone).status_code == 202
+        after = counts()
+        deltas.append(tuple(a - b for a, b in zip(after, before, strict=True)))
+    assert len(set(deltas)) == 1 and deltas[0][:3] == (1, 1, 0), deltas
+    with services.session_factory() as s:
+        assert all(row.code_ct is not None for row in s.scalars(select(SubjectChallenge)))
+    assert len(codes_sent_to(services, RECIPIENT["phone"])) == 1  # the task sent the matched one only
+    with services.session_factory() as s:  # and erased every sealed code
+        assert all(row.code_ct is None for row in s.scalars(select(SubjectChallenge)))

@@ -222,3 +222,70 @@ def test_deletion_is_refused_while_the_parcel_is_under_way(world):
     with unit_of_work(svc.session_factory) as tx, pytest.raises(InDelivery):
         lifecycle.destroy_party(tx.session, svc.subject_keys, tx.session.get(Shipment, shp["id"]), "sender",
                                 principal=SYSTEM)
+
+
+def test_a_run_cut_short_leaves_its_keys_queued_and_the_next_run_destroys_them(world, monkeypatch):
+    env, svc, client, merchant = world
+    shp = _create(client, merchant, "CRASH-1")
+    client.post(f"/v1/shipments/{shp['id']}/cancel", headers=merchant.headers)
+    backup = _snapshot(env.engine)
+    run_at = utcnow() + timedelta(days=40)
+
+    def crash(*_a, **_k):
+        raise RuntimeError("power cut")
+
+    monkeypatch.setattr(retention, "_retire", crash)
+    with pytest.raises(RuntimeError):
+        retention.run(svc, SYSTEM, now=run_at)
+    monkeypatch.undo()
+    with svc.session_factory() as s:  # the rows went, and so did the count in the record of that run
+        assert s.get(Shipment, shp["id"]).personal_data_destroyed_at is not None
+        (first,) = s.scalars(select(DestructionRecord)).all()
+        assert first.shipments == 1
+    again = retention.run(svc, SYSTEM, now=run_at)
+    assert again.destroyed == 0 and f"ed-{day_of(utcnow()):%Y%m%d}-g1" in again.keys_destroyed
+    _restore(env.engine, backup)
+    restored = env.services()
+    with pytest.raises(DataDestroyed):
+        _decrypt_all(restored, shp["id"])
+    restored.engine.dispose()
+
+
+def test_retiring_an_active_period_key_keeps_track_of_the_key_that_now_wraps(world):
+    env, svc, client, merchant = world
+    active = _create(client, merchant, "AP-1")
+    run_at = utcnow() + timedelta(days=svc.settings.active_key_days + 2)
+    result = retention.run(svc, SYSTEM, now=run_at)
+    old = f"ap-{day_of(utcnow()):%Y%m%d}"
+    assert old in result.keys_destroyed and result.rewrapped == 2
+    with svc.session_factory() as s:
+        rows = s.scalars(select(SubjectKey).where(SubjectKey.shipment_id == active["id"])).all()
+        assert {r.wrapping_key_id for r in rows} == {r.created_under for r in rows} == {f"ap-{day_of(run_at):%Y%m%d}"}
+    assert _decrypt_all(svc, active["id"])[0] == SENDER["name"]
+
+
+def test_destruction_de_identifies_what_routing_derived_from_the_district(world):
+    env, svc, client, merchant = world
+    shp = _create(client, merchant, "DEID-1")
+    client.post(f"/v1/shipments/{shp['id']}/cancel", headers=merchant.headers)
+    retention.run(svc, SYSTEM, now=utcnow() + timedelta(days=40))
+    with svc.session_factory() as s:
+        row = s.get(Shipment, shp["id"])
+        assert "-" not in row.sorting_code and row.consolidation is None
+        assert row.destination_station is None or "-" not in row.destination_station
+        assert row.origin_station is None or "-" not in row.origin_station
+
+
+def test_a_held_party_cannot_be_deleted(world):
+    env, svc, client, merchant = world
+    shp = _create(client, merchant, "HELD-DEL")
+    client.post(f"/v1/shipments/{shp['id']}/cancel", headers=merchant.headers)
+    from waybill.errors import LegallyHeld
+    from waybill.permissions import Principal
+
+    officer = Principal(kind="staff", id="po1", role="privacy_officer")
+    with unit_of_work(svc.session_factory) as tx:
+        lifecycle.place_hold(tx.session, officer, reason="法院保全", shipment_ids=[shp["id"]])
+    with unit_of_work(svc.session_factory) as tx, pytest.raises(LegallyHeld):
+        lifecycle.destroy_party(tx.session, svc.subject_keys, tx.session.get(Shipment, shp["id"]), "recipient",
+                                principal=SYSTEM)
