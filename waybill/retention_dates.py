@@ -7,7 +7,7 @@ E + days + 1 and destroyed by the first retention run from then on (the daily ru
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 from waybill.crypto.subject_keys import CST, day_of
 
@@ -16,11 +16,11 @@ def cutoff(now: datetime, days: int) -> datetime:
     """Shipments that ended before this are due at ``now`` (``days`` 0: everything that ended until now)."""
     if days == 0:
         return now
-    return datetime.combine(day_of(now) - timedelta(days=days), time(0), CST)
+    return datetime.combine(day_of(now) - timedelta(days=days), time(0), CST).astimezone(UTC)
 
 
 def destroyed_by(ended_at: datetime, days: int) -> datetime:
     """From when a shipment that ended at ``ended_at`` is due (the first run after this destroys it)."""
     if days == 0:
         return ended_at
-    return datetime.combine(day_of(ended_at) + timedelta(days=days + 1), time(0), CST)
+    return datetime.combine(day_of(ended_at) + timedelta(days=days + 1), time(0), CST).astimezone(UTC)
