@@ -215,3 +215,25 @@ def test_deletion_is_refused_while_the_parcel_is_under_way(world):
     with unit_of_work(svc.session_factory) as tx, pytest.raises(InDelivery):
         lifecycle.destroy_party(tx.session, svc.subject_keys, tx.session.get(Shipment, shp["id"]), "sender",
                                 principal=SYSTEM)
+
+
+def test_the_daily_task_runs_the_retention_through_the_outbox(fresh_env):
+    # In-process tasks run inside the message's transaction; on SQLite that one holds the write lock, and a run
+    # waiting for it there blocked the whole process (30 s busy timeout) and then failed.
+    from waybill import outbox, tasks
+    from waybill.models import OutboxMessage
+
+    env = fresh_env(retention_days=0)
+    svc = env.services()
+    client = create_app(env.settings, services_override=svc).test_client()
+    merchant = make_merchant(svc)
+    shp = _create(client, merchant, "TASK-1")
+    assert client.post(f"/v1/shipments/{shp['id']}/cancel", headers=merchant.headers).status_code == 200
+    with unit_of_work(svc.session_factory) as tx:
+        mid = outbox.enqueue(tx.session, tasks.RETENTION_TOPIC, {})
+    assert outbox.relay_once(svc.session_factory, tasks.InProcessQueue(svc)) == 1
+    with svc.session_factory() as s:
+        assert s.get(Shipment, shp["id"]).personal_data_destroyed_at is not None
+        message = s.get(OutboxMessage, mid)
+        assert message.done_at is not None and message.attempts == 0
+    svc.engine.dispose()
