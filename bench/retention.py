@@ -13,7 +13,7 @@ every survivor still decrypts.
 The client runs in a process of its own: in a thread of this process it would queue for the GIL behind the
 retention run and measure that instead of the service.
 
-    python bench/retention.py [--n 100000] [--survivors 10000] [--workers 2] [--pg URL]
+    python bench/retention.py [--n 100000] [--survivors 10000] [--workers 2] [--profile] [--pg URL]
 """
 
 from __future__ import annotations
@@ -49,6 +49,9 @@ from waybill.settings import load_settings
 from waybill.uow import unit_of_work
 
 CHUNK = 1000
+# Client processes are spawned, not forked: a forked child inherits this process's open SQLite connections, and
+# one that closes them (or checkpoints) believes itself alone with the file (its locks are not inherited).
+MP = mp.get_context("spawn")
 RETENTION_DAYS = 30
 TARGET_PER_S = 5000
 PROVINCES = [("广东省", "深圳市", "南山区"), ("上海市", "上海市", "浦东新区"), ("北京市", "北京市", "海淀区"),
@@ -127,17 +130,17 @@ def client(port: int, api_key: str, ids: list[str], count: int, stop: Event | No
     out.send(latencies)
 
 
-def measure(port: int, api_key: str, ids: list[str], *, count: int = 0, stop: Event | None = None) -> mp.Process:
-    reader, writer = mp.Pipe(duplex=False)
-    proc = mp.Process(target=client, args=(port, api_key, ids, count, stop, writer))
+def measure(port: int, api_key: str, ids: list[str], *, count: int = 0, stop: Event | None = None) -> Any:
+    reader, writer = MP.Pipe(duplex=False)
+    proc = MP.Process(target=client, args=(port, api_key, ids, count, stop, writer))
     proc.start()
     proc.reader = reader  # type: ignore[attr-defined]
     return proc
 
 
-def collect(proc: mp.Process, since: float = 0.0, until: float = float("inf")) -> list[float]:
+def collect(proc: Any, since: float = 0.0, until: float = float("inf")) -> list[float]:
     """The latencies (ms) of the requests the client began between ``since`` and ``until`` (wall clock)."""
-    latencies: list[tuple[float, float]] = proc.reader.recv()  # type: ignore[attr-defined]
+    latencies: list[tuple[float, float]] = proc.reader.recv()
     proc.join()
     assert proc.exitcode == 0
     return [ms for start, ms in latencies if since <= start < until]
@@ -201,6 +204,7 @@ def main() -> None:
     ap.add_argument("--survivors", type=int, default=10_000, help="active shipments that must survive")
     ap.add_argument("--workers", type=int, default=2, help="gunicorn workers of the measured server")
     ap.add_argument("--sample", type=int, default=500, help="survivors the client reads (round robin)")
+    ap.add_argument("--profile", action="store_true", help="profile the run (pyinstrument) to stderr")
     ap.add_argument("--pg", default=None, help="PostgreSQL URL (default: SQLite in a temporary directory)")
     args = ap.parse_args()
     backend = "postgresql" if args.pg else "sqlite"
@@ -243,12 +247,21 @@ def main() -> None:
 
             now = utcnow() + timedelta(days=RETENTION_DAYS + 2)
             assert retention.run(svc, SYSTEM, dry_run=True, now=now).due == args.n
-            stop = mp.Event()
+            stop = MP.Event()
             during_proc = measure(port, m.api_key, sample, stop=stop)
             time.sleep(0.5)  # the client is under way before the run begins
+            profiler = None
+            if args.profile:
+                from pyinstrument import Profiler
+
+                profiler = Profiler(interval=0.001)
+                profiler.start()
             wall0, t0 = time.time(), time.perf_counter()
             result = retention.run(svc, SYSTEM, now=now)
             t_run = time.perf_counter() - t0
+            if profiler is not None:
+                profiler.stop()
+                print(profiler.output_text(unicode=False, show_all=False), file=sys.stderr)
             wall1 = time.time()
             stop.set()
             during = collect(during_proc, wall0, wall1)  # only requests begun while the run ran

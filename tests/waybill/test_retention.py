@@ -237,3 +237,21 @@ def test_the_daily_task_runs_the_retention_through_the_outbox(fresh_env):
         message = s.get(OutboxMessage, mid)
         assert message.done_at is not None and message.attempts == 0
     svc.engine.dispose()
+
+
+def test_regions_are_de_identified_by_the_database_as_deidentified_region_does(world):
+    # scrub_rows computes the regions in SQL (one UPDATE a chunk): it must keep exactly what the Python rule keeps.
+    env, svc, client, merchant = world
+    shp = _create(client, merchant, "REG-1")
+    client.post(f"/v1/shipments/{shp['id']}/cancel", headers=merchant.headers)
+    odd = {"province": "广东省", "city": "深圳市", "district": "南山区", "district_code": "440305", "extra": "x"}
+    with unit_of_work(svc.session_factory) as tx:
+        row = tx.session.get(Shipment, shp["id"])
+        before = {"sender": dict(row.sender_region), "recipient": odd}
+        row.recipient_region = odd
+    assert "district" in before["sender"] and "province_code" in before["sender"]
+    retention.run(svc, SYSTEM, now=utcnow() + timedelta(days=40))
+    with svc.session_factory() as s:
+        row = s.get(Shipment, shp["id"])
+        assert row.sender_region == lifecycle.deidentified_region(before["sender"])
+        assert row.recipient_region == {"province": "广东省", "city": "深圳市"}
