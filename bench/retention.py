@@ -112,7 +112,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def client(port: int, api_key: str, ids: list[str], count: int, stop: Event | None, out: Connection) -> None:
+def client(port: int, api_key: str, ids: list[str], count: int, stop: Event | None, ready: Event,
+           out: Connection) -> None:
     """Sequential GETs on ``ids`` (round robin): ``count`` of them, or until ``stop`` is set."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     headers = {"Authorization": f"Bearer {api_key}"}
@@ -125,6 +126,7 @@ def client(port: int, api_key: str, ids: list[str], count: int, stop: Event | No
         payload = resp.read()
         latencies.append((start, (time.perf_counter() - t0) * 1000))
         assert resp.status == 200, (resp.status, payload[:200])
+        ready.set()
         i += 1
     conn.close()
     out.send(latencies)
@@ -132,18 +134,26 @@ def client(port: int, api_key: str, ids: list[str], count: int, stop: Event | No
 
 def measure(port: int, api_key: str, ids: list[str], *, count: int = 0, stop: Event | None = None) -> Any:
     reader, writer = MP.Pipe(duplex=False)
-    proc = MP.Process(target=client, args=(port, api_key, ids, count, stop, writer))
+    ready = MP.Event()
+    proc = MP.Process(target=client, args=(port, api_key, ids, count, stop, ready, writer))
     proc.start()
+    assert ready.wait(60)  # its first answer is in: what is measured next is not its start-up
     proc.reader = reader  # type: ignore[attr-defined]
     return proc
 
 
 def collect(proc: Any, since: float = 0.0, until: float = float("inf")) -> list[float]:
-    """The latencies (ms) of the requests the client began between ``since`` and ``until`` (wall clock)."""
+    """The latencies (ms) of the requests that were under way between ``since`` and ``until`` (wall clock)."""
     latencies: list[tuple[float, float]] = proc.reader.recv()
     proc.join()
     assert proc.exitcode == 0
-    return [ms for start, ms in latencies if since <= start < until]
+    if os.environ.get("BENCH_TRACE") and until != float("inf"):
+        for d in range(10):
+            a, b = since + (until - since) * d / 10, since + (until - since) * (d + 1) / 10
+            xs = sorted(ms for st, ms in latencies if st < b and st + ms / 1000 > a)
+            if xs:
+                print(f"TRACE {d} n={len(xs)} median={xs[len(xs) // 2]:.1f} max={xs[-1]:.1f}", file=sys.stderr)
+    return [ms for start, ms in latencies if start < until and start + ms / 1000 > since]
 
 
 def p99(xs: list[float]) -> float:
@@ -237,10 +247,22 @@ def main() -> None:
             t0 = time.perf_counter()
             end_contracts(svc, merchant, due)
             t_end = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            if args.pg:  # what autovacuum would have done since: the run is not measured against its backlog
+                with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+                    c.execute(text("VACUUM ANALYZE"))
+            t_vacuum = time.perf_counter() - t0
             print(f"{backend:10s} seed       {args.n + args.survivors} shipments created in {t_create:.1f} s "
-                  f"({(args.n + args.survivors) / t_create:.0f}/s), {args.n} contracts ended in {t_end:.1f} s")
+                  f"({(args.n + args.survivors) / t_create:.0f}/s), {args.n} contracts ended in {t_end:.1f} s"
+                  + (f", VACUUM ANALYZE {t_vacuum:.1f} s" if args.pg else ""))
 
             port = free_port()
+            if not args.pg:
+                # SQLite: connections this process opened before the server started were seen to report
+                # "database disk image is malformed" once the server had written (a fresh connection's
+                # integrity_check says ok); connections opened after its start do not. Not root-caused: see
+                # the report of this benchmark. The run below opens new ones.
+                engine.dispose()
             server = serve(tmp, url, port, args.workers)
             sample = survivors[:: max(1, len(survivors) // args.sample)][:args.sample]
             collect(measure(port, m.api_key, sample, count=4 * len(sample)))  # warm-up: connections, key caches
@@ -249,7 +271,7 @@ def main() -> None:
             assert retention.run(svc, SYSTEM, dry_run=True, now=now).due == args.n
             stop = MP.Event()
             during_proc = measure(port, m.api_key, sample, stop=stop)
-            time.sleep(0.5)  # the client is under way before the run begins
+            time.sleep(0.2)
             profiler = None
             if args.profile:
                 from pyinstrument import Profiler
@@ -264,7 +286,7 @@ def main() -> None:
                 print(profiler.output_text(unicode=False, show_all=False), file=sys.stderr)
             wall1 = time.time()
             stop.set()
-            during = collect(during_proc, wall0, wall1)  # only requests begun while the run ran
+            during = collect(during_proc, wall0, wall1)  # only requests under way while the run ran
             t0 = time.perf_counter()
             without = collect(measure(port, m.api_key, sample, count=len(during)))
             t_without = time.perf_counter() - t0

@@ -255,3 +255,27 @@ def test_regions_are_de_identified_by_the_database_as_deidentified_region_does(w
         row = s.get(Shipment, shp["id"])
         assert row.sender_region == lifecycle.deidentified_region(before["sender"])
         assert row.recipient_region == {"province": "广东省", "city": "深圳市"}
+
+
+def test_virtual_number_rows_of_due_shipments_go_and_others_stay(world):
+    from waybill.virtual_numbers.models import VnBinding, VnBindingEndpoint, VnCall
+
+    env, svc, client, merchant = world
+    due, other = _create(client, merchant, "VN-due"), _create(client, merchant, "VN-other")
+    client.post(f"/v1/shipments/{due['id']}/cancel", headers=merchant.headers)
+    later = utcnow() + timedelta(days=1)
+    with unit_of_work(svc.session_factory) as tx:
+        for n, shp in enumerate((due, other)):
+            bid = f"vnb_test{n}"
+            tx.session.add(VnBinding(id=bid, provider="builtin", mode="axb", x_number="17000000000", ref=shp["id"],
+                                     a_ct=b"a", b_ct=b"b", expires_at=later))
+            tx.session.flush()
+            tx.session.add(VnBindingEndpoint(binding_id=bid, endpoint_hash=bytes([n]) * 32, x_number="17000000000",
+                                             role="a", expires_at=later))
+            tx.session.add(VnCall(call_id=f"call-{n}", binding_id=bid, x_number="17000000000", outcome="routed",
+                                  started_at=utcnow()))
+    assert retention.run(svc, SYSTEM, now=utcnow() + timedelta(days=40)).destroyed == 1
+    with svc.session_factory() as s:
+        assert [b.ref for b in s.scalars(select(VnBinding))] == [other["id"]]
+        assert [e.binding_id for e in s.scalars(select(VnBindingEndpoint))] == ["vnb_test1"]
+        assert [c.call_id for c in s.scalars(select(VnCall))] == ["call-1"]
