@@ -3,7 +3,8 @@
 Seeds ``--n`` shipments through the domain (``shipments.create_batch``, 1,000 per unit of work, as the batch
 endpoint does) and ends their contracts as a cancellation does (status, QR tokens revoked, ``ended_at``, data
 keys re-wrapped under the end-day key, audit event; set-based per chunk of 1,000 instead of one request each),
-plus ``--survivors`` active shipments that must come through the run intact. Then, against a real server
+plus ``--survivors`` active shipments that must come through the run intact (then, on PostgreSQL, ``VACUUM
+ANALYZE``: what autovacuum would have done by the time the shipments are due). Then, against a real server
 process (``waybill serve``, ``--workers`` gunicorn workers, same database and key store), a client process
 issues sequential ``GET /v1/shipments/{id}`` on survivors during ``retention.run`` and, afterwards, the same
 number of requests without a run. Prints seeding time, shipments destroyed per second (target 5,000/s) and
@@ -13,7 +14,7 @@ every survivor still decrypts.
 The client runs in a process of its own: in a thread of this process it would queue for the GIL behind the
 retention run and measure that instead of the service.
 
-    python bench/retention.py [--n 100000] [--survivors 10000] [--workers 2] [--profile] [--pg URL]
+    python bench/retention.py [--n 100000] [--survivors 10000] [--workers 2] [--profile] [--trace] [--pg URL]
 """
 
 from __future__ import annotations
@@ -142,12 +143,15 @@ def measure(port: int, api_key: str, ids: list[str], *, count: int = 0, stop: Ev
     return proc
 
 
+TRACE = False  # --trace: latency per tenth of the run window (where in the run the slow requests were)
+
+
 def collect(proc: Any, since: float = 0.0, until: float = float("inf")) -> list[float]:
     """The latencies (ms) of the requests that were under way between ``since`` and ``until`` (wall clock)."""
     latencies: list[tuple[float, float]] = proc.reader.recv()
     proc.join()
     assert proc.exitcode == 0
-    if os.environ.get("BENCH_TRACE") and until != float("inf"):
+    if TRACE and until != float("inf"):
         for d in range(10):
             a, b = since + (until - since) * d / 10, since + (until - since) * (d + 1) / 10
             xs = sorted(ms for st, ms in latencies if st < b and st + ms / 1000 > a)
@@ -215,8 +219,11 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="gunicorn workers of the measured server")
     ap.add_argument("--sample", type=int, default=500, help="survivors the client reads (round robin)")
     ap.add_argument("--profile", action="store_true", help="profile the run (pyinstrument) to stderr")
+    ap.add_argument("--trace", action="store_true", help="GET latency per tenth of the run, to stderr")
     ap.add_argument("--pg", default=None, help="PostgreSQL URL (default: SQLite in a temporary directory)")
     args = ap.parse_args()
+    global TRACE
+    TRACE = args.trace
     backend = "postgresql" if args.pg else "sqlite"
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
