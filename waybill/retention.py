@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import Table, bindparam, delete, select, text, update
 from sqlalchemy.orm import Session
 
 from waybill import audit
@@ -107,10 +107,12 @@ def _retire(svc: Services, key_id: str, today: date) -> int:
             if fresh is None:  # made only when something survives (else it would be an orphan at once)
                 fresh = ring.next_end_key(key_id) if end_key_day(key_id) is not None else active_key_id(today)
             rewrapped = ring.rewrap(rows, fresh)
-            for key, wrapped in rewrapped:
-                tx.session.execute(update(SubjectKey).where(SubjectKey.id == key)
-                                   .values(wrapped=wrapped, wrapping_key_id=fresh)
-                                   .execution_options(synchronize_session=False))
+            if rewrapped:  # one executemany, not one statement (and round trip) per data key
+                keys = SubjectKey.__table__
+                assert isinstance(keys, Table)
+                tx.session.execute(update(keys).where(keys.c.id == bindparam("b_id"))
+                                   .values(wrapped=bindparam("b_w"), wrapping_key_id=fresh),
+                                   [{"b_id": key, "b_w": wrapped} for key, wrapped in rewrapped])
             # A row whose wrapping key is gone already (another run got there first) opens nothing: it goes.
             gone = {r.id for r in rows} - {key for key, _ in rewrapped}
             if gone:

@@ -50,9 +50,12 @@ def _release_remote(svc: Services) -> Handler:
 
 
 def _retention_run(svc: Services) -> Handler:
-    def handler(_tx: UnitOfWork, _payload: Mapping[str, Any]) -> None:
+    def handler(tx: UnitOfWork, _payload: Mapping[str, Any]) -> None:
         # The run commits chunk by chunk in its own transactions (the service keeps answering meanwhile); it is
-        # idempotent, so a redelivery after a crash finishes what the first delivery began.
+        # idempotent, so a redelivery after a crash finishes what the first delivery began. The message's own
+        # transaction ends first: on SQLite it holds the write lock, which the run's transactions would wait
+        # for (30 s busy timeout, then fail) while every request of the process waited behind them.
+        tx.commit_so_far()
         retention.run(svc, outbox.TASK_PRINCIPAL)
     return handler
 

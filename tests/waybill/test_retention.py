@@ -289,3 +289,67 @@ def test_a_held_party_cannot_be_deleted(world):
     with unit_of_work(svc.session_factory) as tx, pytest.raises(LegallyHeld):
         lifecycle.destroy_party(tx.session, svc.subject_keys, tx.session.get(Shipment, shp["id"]), "recipient",
                                 principal=SYSTEM)
+
+
+def test_the_daily_task_runs_the_retention_through_the_outbox(fresh_env):
+    # In-process tasks run inside the message's transaction; on SQLite that one holds the write lock, and a run
+    # waiting for it there blocked the whole process (30 s busy timeout) and then failed.
+    from waybill import outbox, tasks
+    from waybill.models import OutboxMessage
+
+    env = fresh_env(retention_days=0)
+    svc = env.services()
+    client = create_app(env.settings, services_override=svc).test_client()
+    merchant = make_merchant(svc)
+    shp = _create(client, merchant, "TASK-1")
+    assert client.post(f"/v1/shipments/{shp['id']}/cancel", headers=merchant.headers).status_code == 200
+    with unit_of_work(svc.session_factory) as tx:
+        mid = outbox.enqueue(tx.session, tasks.RETENTION_TOPIC, {})
+    assert outbox.relay_once(svc.session_factory, tasks.InProcessQueue(svc)) == 1
+    with svc.session_factory() as s:
+        assert s.get(Shipment, shp["id"]).personal_data_destroyed_at is not None
+        message = s.get(OutboxMessage, mid)
+        assert message.done_at is not None and message.attempts == 0
+    svc.engine.dispose()
+
+
+def test_regions_are_de_identified_by_the_database_as_deidentified_region_does(world):
+    # scrub_rows computes the regions in SQL (one UPDATE a chunk): it must keep exactly what the Python rule keeps.
+    env, svc, client, merchant = world
+    shp = _create(client, merchant, "REG-1")
+    client.post(f"/v1/shipments/{shp['id']}/cancel", headers=merchant.headers)
+    odd = {"province": "广东省", "city": "深圳市", "district": "南山区", "district_code": "440305", "extra": "x"}
+    with unit_of_work(svc.session_factory) as tx:
+        row = tx.session.get(Shipment, shp["id"])
+        before = {"sender": dict(row.sender_region), "recipient": odd}
+        row.recipient_region = odd
+    assert "district" in before["sender"] and "province_code" in before["sender"]
+    retention.run(svc, SYSTEM, now=utcnow() + timedelta(days=40))
+    with svc.session_factory() as s:
+        row = s.get(Shipment, shp["id"])
+        assert row.sender_region == lifecycle.deidentified_region(before["sender"])
+        assert row.recipient_region == {"province": "广东省", "city": "深圳市"}
+
+
+def test_virtual_number_rows_of_due_shipments_go_and_others_stay(world):
+    from waybill.virtual_numbers.models import VnBinding, VnBindingEndpoint, VnCall
+
+    env, svc, client, merchant = world
+    due, other = _create(client, merchant, "VN-due"), _create(client, merchant, "VN-other")
+    client.post(f"/v1/shipments/{due['id']}/cancel", headers=merchant.headers)
+    later = utcnow() + timedelta(days=1)
+    with unit_of_work(svc.session_factory) as tx:
+        for n, shp in enumerate((due, other)):
+            bid = f"vnb_test{n}"
+            tx.session.add(VnBinding(id=bid, provider="builtin", mode="axb", x_number="17000000000", ref=shp["id"],
+                                     a_ct=b"a", b_ct=b"b", expires_at=later))
+            tx.session.flush()
+            tx.session.add(VnBindingEndpoint(binding_id=bid, endpoint_hash=bytes([n]) * 32, x_number="17000000000",
+                                             role="a", expires_at=later))
+            tx.session.add(VnCall(call_id=f"call-{n}", binding_id=bid, x_number="17000000000", outcome="routed",
+                                  started_at=utcnow()))
+    assert retention.run(svc, SYSTEM, now=utcnow() + timedelta(days=40)).destroyed == 1
+    with svc.session_factory() as s:
+        assert [b.ref for b in s.scalars(select(VnBinding))] == [other["id"]]
+        assert [e.binding_id for e in s.scalars(select(VnBindingEndpoint))] == ["vnb_test1"]
+        assert [c.call_id for c in s.scalars(select(VnCall))] == ["call-1"]
