@@ -20,8 +20,6 @@ idempotent: a run cut short is finished by the next.
 
 from __future__ import annotations
 
-import fcntl
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,7 +28,7 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import Table, bindparam, delete, select, text, update
 from sqlalchemy.orm import Session
 
-from waybill import audit
+from waybill import audit, keyfile
 from waybill.crypto.subject_keys import active_key_id, day_of, end_key_day, key_day
 from waybill.ids import new_id
 from waybill.lifecycle import METHOD_RETENTION, held_clause, queue_key_destruction, scrub_rows
@@ -77,15 +75,10 @@ def _run_lock(svc: Services) -> Iterator[None]:
             finally:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_ID})
         return
-    path = svc.settings.period_key_file.with_name(svc.settings.period_key_file.name + ".retention.lock")
+    path = svc.settings.period_key_file.with_name(svc.settings.period_key_file.name + ".retention")
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with keyfile.exclusive(path):  # SQLite means one host: a file lock beside the key store serialises its runs
         yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 def _in_use_today(key_id: str, today: date) -> bool:

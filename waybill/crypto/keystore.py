@@ -19,7 +19,6 @@ Protocol.
 from __future__ import annotations
 
 import base64
-import fcntl
 import json
 import os
 import re
@@ -31,6 +30,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
+
+from waybill import keyfile
 
 KEY_ID = re.compile(r"(ap-[0-9]{8}|ed-[0-9]{8}-g[0-9]{1,6})")
 FORMAT = 1
@@ -83,13 +84,8 @@ class LocalKeyStore:
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with keyfile.exclusive(self.path):  # the same lock-beside-the-file as the key file's
             yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
 
     def _read(self) -> dict[str, bytes]:
         try:

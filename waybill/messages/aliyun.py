@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from waybill.messages.base import Delivery, InvalidPhone, MessageError, OutgoingMessage, ProviderError, Throttled
-from waybill.virtual_numbers.aliyun import sign
+from waybill.virtual_numbers.aliyun import CredentialsError as CredentialsError
+from waybill.virtual_numbers.aliyun import read_credential_fields, sign
 
 API_VERSION = "2017-05-25"
 DEFAULT_ENDPOINT = "https://dysmsapi.aliyuncs.com/"
@@ -43,31 +44,9 @@ class SmsCredentials:
     access_key_secret: str = field(repr=False)
 
 
-class CredentialsError(ValueError):
-    """The credentials file is missing, readable by others, or incomplete; the message names the file."""
-
-
 def load_credentials(path: Path) -> SmsCredentials:
     """Read and check the credentials file: owner-only, ``access_key_id`` and ``access_key_secret`` present."""
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        raise CredentialsError(f"SMS credentials file not found: {path}") from None
-    if mode & 0o077:
-        raise CredentialsError(f"SMS credentials file {path} must be readable by its owner only (chmod 600)")
-    try:
-        doc = json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        raise CredentialsError(f"SMS credentials file {path} is not a JSON object") from None
-    if not isinstance(doc, dict):
-        raise CredentialsError(f"SMS credentials file {path} is not a JSON object")
-    values = {}
-    for name in ("access_key_id", "access_key_secret"):
-        value = doc.get(name)
-        if not isinstance(value, str) or not value.strip():
-            raise CredentialsError(f"SMS credentials file {path}: {name} is missing")
-        values[name] = value.strip()
-    return SmsCredentials(**values)
+    return SmsCredentials(**read_credential_fields(path, ("access_key_id", "access_key_secret"), "SMS"))
 
 
 def error_for(code: str) -> MessageError:

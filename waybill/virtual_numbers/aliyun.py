@@ -121,26 +121,35 @@ class CredentialsError(ValueError):
     """The credentials file is missing, readable by others, or incomplete; the message names the file."""
 
 
-def load_credentials(path: Path) -> AliyunCredentials:
-    """Read and check the credentials file (owner-only, every key present, a long enough receipt token)."""
+def read_credential_fields(path: Path, names: tuple[str, ...], label: str) -> dict[str, str]:
+    """The named non-empty text fields of an owner-only JSON credentials file (``label`` names it in errors).
+
+    Shared by the adapters of Alibaba Cloud's APIs (phone numbers here, SMS in waybill.messages.aliyun)."""
     try:
         mode = path.stat().st_mode
     except OSError:
-        raise CredentialsError(f"Aliyun credentials file not found: {path}") from None
+        raise CredentialsError(f"{label} credentials file not found: {path}") from None
     if mode & 0o077:
-        raise CredentialsError(f"Aliyun credentials file {path} must be readable by its owner only (chmod 600)")
+        raise CredentialsError(f"{label} credentials file {path} must be readable by its owner only (chmod 600)")
     try:
         doc = json.loads(path.read_bytes())
     except (OSError, ValueError):
-        raise CredentialsError(f"Aliyun credentials file {path} is not a JSON object") from None
+        raise CredentialsError(f"{label} credentials file {path} is not a JSON object") from None
     if not isinstance(doc, dict):
-        raise CredentialsError(f"Aliyun credentials file {path} is not a JSON object")
+        raise CredentialsError(f"{label} credentials file {path} is not a JSON object")
     values = {}
-    for name in ("access_key_id", "access_key_secret", "pool_key", "receipt_token"):
+    for name in names:
         value = doc.get(name)
         if not isinstance(value, str) or not value.strip():
-            raise CredentialsError(f"Aliyun credentials file {path}: {name} is missing")
+            raise CredentialsError(f"{label} credentials file {path}: {name} is missing")
         values[name] = value.strip()
+    return values
+
+
+def load_credentials(path: Path) -> AliyunCredentials:
+    """Read and check the credentials file (owner-only, every key present, a long enough receipt token)."""
+    values = read_credential_fields(path, ("access_key_id", "access_key_secret", "pool_key", "receipt_token"),
+                                    "Aliyun")
     if len(values["receipt_token"]) < 32 or not values["receipt_token"].isascii() \
             or not values["receipt_token"].replace("-", "").replace("_", "").isalnum():
         raise CredentialsError(f"Aliyun credentials file {path}: receipt_token must be at least 32 URL-safe "
