@@ -213,7 +213,9 @@ def test_two_first_starts_at_once_share_one_key_file(tmp_path):
         t.join()
     assert sum(created for _, created in results) == 1
     assert len({secret for secret, _ in results}) == 1
-    assert [p.name for p in tmp_path.iterdir()] == ["keys.json"]  # no temporary file left behind
+    # No temporary file left behind (the lock file beside it stays by design: a thread that found the file made
+    # already takes it to complete missing secrets, so whether it exists depends on the race).
+    assert [p.name for p in tmp_path.iterdir() if p.name != "keys.json.lock"] == ["keys.json"]
 
 
 def test_key_file_writes_fsync_the_directory(tmp_path, monkeypatch):
