@@ -20,7 +20,7 @@ from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from courier_api.models import Assignment, StaffUser
-from waybill import audit, labels, masked
+from waybill import audit, labels, masked, tracking
 from waybill.crypto.subject_keys import SubjectKeyring
 from waybill.crypto.vault import FieldCodec
 from waybill.errors import (
@@ -36,7 +36,7 @@ from waybill.models import QrToken, Shipment, utcnow
 from waybill.permissions import Permission, Principal
 from waybill.virtual_numbers.base import Binding, OutOfSession, VirtualNumberProvider
 
-ASSIGNABLE = frozenset({"printed", "in_transit", "out_for_delivery"})
+ASSIGNABLE = frozenset({"printed", "in_transit", "out_for_delivery", "delivery_failed"})
 DELIVERY_METHODS = ("handover", "locker", "station")
 
 
@@ -136,8 +136,8 @@ def assign(session: Session, principal: Principal, shipment_id: str, courier_use
     assignment = Assignment(id=new_id("asg"), shipment_id=shipment.id, courier_id=courier.id,
                             dispatcher_id=principal.id, station=principal.station, assigned_at=now)
     session.add(assignment)
-    shipment.status = "out_for_delivery"
-    shipment.updated_at = now
+    if shipment.status != "out_for_delivery":  # a reassignment keeps the status
+        tracking.move(session, principal, shipment, "out_for_delivery", station=principal.station, at=now)
     audit.record(session, principal, "dispatch.assign", object_type="shipment", object_id=shipment.id,
                  purpose=f"courier:{courier.id}")
     session.flush()
@@ -261,8 +261,7 @@ def deliver(session: Session, deps: DeliveryDeps, principal: Principal, shipment
                          outcome="bad_pickup_code", durable=True)
             raise ValidationFailed("取件码不正确", field="pickup_code")
     now = now or utcnow()
-    shipment.status = "delivered"
-    shipment.updated_at = now
+    tracking.move(session, principal, shipment, "delivered", station=assignment.station, at=now)
     assignment.ended_at = now
     assignment.end_reason = "delivered"
     assignment.delivered_method = method

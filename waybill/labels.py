@@ -25,7 +25,7 @@ from sqlalchemy import CursorResult, LargeBinary, and_, bindparam, func, select,
 from sqlalchemy.orm import Session, sessionmaker
 
 from printing.model import ORDER_TAIL_MAX, LabelModel, MaskedParty
-from waybill import audit, masked, reprint_caps
+from waybill import audit, masked, reprint_caps, tracking
 from waybill.crypto.vault import FieldCodec
 from waybill.errors import (
     DomainError,
@@ -208,7 +208,7 @@ def _issue(session: Session, deps: LabelDeps, principal: Principal, shipment: Sh
                         token_hash=hash_token(deps.token_key, raw), issued_at=now, issued_by=principal.actor,
                         issue_reason=reason, is_reprint=reprint))
     if shipment.status == "created":
-        shipment.status = "printed"
+        tracking.move(session, principal, shipment, "printed", at=now)
     if shipment.printed_at is None:
         shipment.printed_at = now
     shipment.updated_at = now

@@ -169,6 +169,9 @@ class Shipment(Base):
     sender_destroyed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     recipient_destroyed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     personal_data_destroyed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The last tracking event's sequence number (waybill/tracking.py): bumped by one atomic UPDATE per event,
+    # so concurrent events of one shipment never share a number.
+    event_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Only for writing a new shipment's keys with it (in dependency order); never loaded, never deleted through.
     subject_keys: Mapped[list[SubjectKey]] = relationship(lazy="raise", cascade="save-update, expunge",
                                                           passive_deletes=True)
@@ -303,6 +306,30 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class TrackingEvent(Base):
+    """One step of a shipment's way (waybill/tracking.py): a status change or a scan. Never personal data.
+
+    ``seq`` counts 1, 2, 3... per shipment: merchants read the history in this order and webhooks are
+    delivered in it. ``kind`` is ``status`` (``previous_status`` -> ``status``) or ``scan`` (``event``
+    ``arrival``/``departure`` at ``station``; ``status`` is the shipment's status after the scan).
+    """
+
+    __tablename__ = "tracking_events"
+    __table_args__ = (UniqueConstraint("shipment_id", "seq"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    shipment_id: Mapped[str] = mapped_column(ForeignKey("shipments.id"))
+    seq: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(20))
+    previous_status: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    event: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    station: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # Who moved it (``staff:usr_...``, ``merchant:mch_...``): for oversight, never shown to merchants.
+    actor: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class OutboxMessage(Base):

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from waybill import audit, masked
+from waybill import audit, masked, tracking
 from waybill.consent import PrivacyNotice
 from waybill.crypto.subject_keys import SubjectKeyring
 from waybill.crypto.vault import FieldCodec, subject_key_of
@@ -141,7 +141,7 @@ def _build(deps: ShipmentDeps, principal: Principal, data: ShipmentIn, idempoten
     description = data.parcel.description
     return Shipment(subject_keys=list(keys.values()),
         id=sid, merchant_id=principal.id, merchant_order_id=data.merchant_order_id,
-        waybill_no=new_waybill_no(), status="created", sorting_code=route.sorting_code,
+        waybill_no=new_waybill_no(), status="created", sorting_code=route.sorting_code, event_seq=1,
         consolidation=route.consolidation, origin_station=station_code(origin),
         destination_station=station_code(route), weight_g=data.parcel.weight_g, pieces=data.parcel.pieces,
         # What someone bought says something about them: the recipient's key.
@@ -210,6 +210,7 @@ def create_shipment(session: Session, deps: ShipmentDeps, principal: Principal, 
                 if replay is not None:
                     return replay, False
             raise DuplicateMerchantOrder(field="merchant_order_id") from None
+    tracking.started(session, principal, shipment, at=shipment.created_at)
     audit.record(session, principal, "shipment.create", object_type="shipment", object_id=shipment.id,
                  fields=PD_FIELDS)
     return shipment, True
@@ -268,6 +269,7 @@ def create_batch(session: Session, deps: ShipmentDeps, principal: Principal,
         _insert_rows(session, principal, rows, results)
         for row in rows:
             if row in session:
+                tracking.started(session, principal, row, at=row.created_at)
                 audit.record(session, principal, "shipment.create", object_type="shipment",
                              object_id=row.id, fields=PD_FIELDS)
         yield from results
@@ -373,8 +375,7 @@ def cancel_shipment(session: Session, principal: Principal, shipment_id: str, *,
         return shipment
     if shipment.status not in CANCELLABLE:
         raise InvalidStatusTransition(field="status")
-    shipment.status = "cancelled"
-    shipment.updated_at = utcnow()
+    tracking.move(session, principal, shipment, "cancelled")
     # A cancelled parcel's printed label must stop resolving.
     revoke_tokens(session, principal, shipment.id, "cancelled", now=shipment.updated_at)
     keyring.end_contract(session, shipment, shipment.updated_at)
