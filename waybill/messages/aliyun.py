@@ -22,7 +22,7 @@ from typing import Any
 
 from waybill.messages.base import Delivery, InvalidPhone, MessageError, OutgoingMessage, ProviderError, Throttled
 from waybill.virtual_numbers.aliyun import CredentialsError as CredentialsError
-from waybill.virtual_numbers.aliyun import read_credential_fields, sign
+from waybill.virtual_numbers.aliyun import read_credential_fields, rpc_call, sign
 
 API_VERSION = "2017-05-25"
 DEFAULT_ENDPOINT = "https://dysmsapi.aliyuncs.com/"
@@ -102,20 +102,4 @@ class AliyunMessageProvider:
         query["Signature"] = sign("GET", query, self._secret)
         url = self.endpoint + "?" + urllib.parse.urlencode(query, quote_via=urllib.parse.quote)
         request = urllib.request.Request(url, method="GET", headers={"Accept": "application/json"})  # noqa: S310
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 (scheme checked)
-                payload = response.read()
-        except urllib.error.HTTPError as exc:  # 4xx/5xx still carry a JSON body with the error code
-            payload = exc.read()
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
-            raise ProviderError("短信服务商无法连接", code="network", retryable=True) from exc
-        try:
-            doc = json.loads(payload)
-        except ValueError:
-            doc = None
-        if not isinstance(doc, dict):
-            raise ProviderError("短信服务商返回了无法解析的应答", code="bad_response", retryable=True)
-        result = str(doc.get("Code", ""))
-        if result != "OK":
-            raise error_for(result)
-        return doc
+        return rpc_call(request, self.timeout, provider="短信服务商", error_type=ProviderError, error_for=error_for)

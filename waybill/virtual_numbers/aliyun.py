@@ -185,23 +185,34 @@ class AliyunClient:
         request = urllib.request.Request(  # noqa: S310  (the scheme is checked in __init__)
             self.endpoint, data=urllib.parse.urlencode(query).encode(), method="POST",
             headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
-                payload = response.read()
-        except urllib.error.HTTPError as exc:  # 4xx/5xx still carry a JSON body with the error code
-            payload = exc.read()
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
-            raise ProviderError("隐私号服务商无法连接", code="network", retryable=True) from exc
-        try:
-            doc = json.loads(payload)
-        except ValueError:
-            doc = None
-        if not isinstance(doc, dict):
-            raise ProviderError("隐私号服务商返回了无法解析的应答", code="bad_response", retryable=True)
-        code = str(doc.get("Code", ""))
-        if code != "OK":
-            raise error_for(code)
-        return doc
+        return rpc_call(request, self.timeout, provider="隐私号服务商", error_type=ProviderError, error_for=error_for)
+
+
+def rpc_call(request: urllib.request.Request, timeout: float, *, provider: str,
+             error_type: Callable[..., Exception], error_for: Callable[[str], Exception]) -> dict[str, Any]:
+    """Send one signed Alibaba Cloud RPC request; the JSON answer when its ``Code`` is ``OK``.
+
+    Shared by the virtual-number and the SMS adapters: a network failure or an unreadable answer raises
+    ``error_type(message, code=..., retryable=True)`` (message naming ``provider``); any other ``Code``
+    raises ``error_for(code)``.
+    """
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (scheme checked by callers)
+            payload = response.read()
+    except urllib.error.HTTPError as exc:  # 4xx/5xx still carry a JSON body with the error code
+        payload = exc.read()
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        raise error_type(f"{provider}无法连接", code="network", retryable=True) from exc
+    try:
+        doc = json.loads(payload)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        raise error_type(f"{provider}返回了无法解析的应答", code="bad_response", retryable=True)
+    code = str(doc.get("Code", ""))
+    if code != "OK":
+        raise error_for(code)
+    return doc
 
 
 def error_for(code: str) -> VirtualNumberError:
