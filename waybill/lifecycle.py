@@ -171,7 +171,7 @@ def destroy_party(session: Session, keyring: SubjectKeyring, shipment: Shipment,
 # --- legal holds -----------------------------------------------------------------------------------------------
 
 
-def held_clause(session: Session) -> Any:
+def held_clause() -> Any:
     """A WHERE clause true for shipments under an open legal hold or an open subject request."""
     hold = exists(select(LegalHoldShipment.shipment_id).join(LegalHold, LegalHold.id == LegalHoldShipment.hold_id)
                   .where(LegalHoldShipment.shipment_id == Shipment.id, LegalHold.released_at.is_(None)))

@@ -60,7 +60,7 @@ def _due_ids(session: Session, now: datetime, days: int) -> list[str]:
     clause = Shipment.ended_at <= edge if days == 0 else Shipment.ended_at < edge
     return list(session.scalars(select(Shipment.id).where(
         Shipment.ended_at.is_not(None), clause, Shipment.personal_data_destroyed_at.is_(None),
-        ~held_clause(session)).order_by(Shipment.id)))
+        ~held_clause()).order_by(Shipment.id)))
 
 
 @contextmanager
@@ -124,7 +124,7 @@ def _retire(svc: Services, key_id: str, today: date) -> int:
 def _still_due(session: Session, ids: list[str]) -> list[str]:
     """Of a chunk, those still to destroy now: a hold placed or a request filed since the run began wins."""
     stmt = select(Shipment.id).where(Shipment.id.in_(ids), Shipment.personal_data_destroyed_at.is_(None),
-                                     ~held_clause(session))
+                                     ~held_clause())
     if session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update(of=Shipment)  # a hold placed now waits for this chunk, or this chunk for it
     return list(session.scalars(stmt))

@@ -143,8 +143,10 @@ class LocalKeyStore:
     def ensure(self, key_id: str) -> bytes:
         if KEY_ID.fullmatch(key_id) is None:
             raise ValueError("bad key id")
+        # The cache answers only while fresh (as for get): another process may have destroyed the key since,
+        # and wrapping new data under a destroyed key would lose that data.
         key = self._keys.get(key_id)
-        if key is not None:
+        if key is not None and time.monotonic() - self._loaded_at <= _REFRESH_S:
             return key
         with self._exclusive():
             keys = self._read()

@@ -20,7 +20,7 @@ import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
@@ -63,6 +63,17 @@ def key_day(key_id: str) -> date:
 
 def _aad(key_id: int, shipment_id: str, party: str, algorithm: str) -> bytes:
     return f"waybill-subject-key|{key_id}|{shipment_id}|{party}|{algorithm}".encode()
+
+
+@contextmanager
+def connect(engine: Engine | None, connection: Connection | None) -> Iterator[Connection]:
+    """``connection`` when one was lent (a migration's), else a fresh connection of ``engine``."""
+    if connection is not None:
+        yield connection
+        return
+    assert engine is not None
+    with engine.connect() as conn:
+        yield conn
 
 
 class SubjectKeyring:
@@ -122,14 +133,8 @@ class SubjectKeyring:
         return session.scalar(select(SubjectKey.id).where(SubjectKey.shipment_id == shipment_id,
                                                           SubjectKey.party == party))
 
-    @contextmanager
-    def _connect(self) -> Iterator[Connection]:
-        if self._connection is not None:
-            yield self._connection
-            return
-        assert self._engine is not None
-        with self._engine.connect() as conn:
-            yield conn
+    def _connect(self) -> AbstractContextManager[Connection]:
+        return connect(self._engine, self._connection)
 
     def _load(self, rows: Sequence[SubjectKey]) -> None:
         for row in rows:

@@ -27,8 +27,7 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -53,7 +52,7 @@ from waybill.crypto.aead import KeyUnavailable as KeyUnavailable
 from waybill.crypto.aead import MalformedCiphertext as MalformedCiphertext
 from waybill.crypto.aead import UnknownKeyId as UnknownKeyId
 from waybill.crypto.keystore import KeyStore, LocalKeyStore, NoKeyStore
-from waybill.crypto.subject_keys import SubjectKeyGone, SubjectKeyring
+from waybill.crypto.subject_keys import SubjectKeyGone, SubjectKeyring, connect
 from waybill.models import DataKey, utcnow
 
 VERSION = 1
@@ -189,14 +188,8 @@ class Vault:
                    connection=connection, keystore=keystore)
 
     # -- data keys ---------------------------------------------------------------------------
-    @contextmanager
-    def _connect(self) -> Iterator[Connection]:
-        if self._connection is not None:
-            yield self._connection
-            return
-        assert self._engine is not None
-        with self._engine.connect() as conn:
-            yield conn
+    def _connect(self) -> AbstractContextManager[Connection]:
+        return connect(self._engine, self._connection)
 
     def _master(self, key_id: str) -> bytes:
         key = self._material.master_keys.get(key_id)
