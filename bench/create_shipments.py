@@ -12,7 +12,6 @@ then the vault/identity time ratio.
 from __future__ import annotations
 
 import argparse
-import secrets
 import statistics
 import sys
 import tempfile
@@ -20,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
+from _env import body, database_url
 
 from waybill import db
 from waybill.crypto.vault import IdentityCodec
@@ -31,33 +30,9 @@ from waybill.settings import load_settings
 from waybill.web.app import create_app
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-PROVINCES = [("广东省", "深圳市", "南山区"), ("上海市", "上海市", "浦东新区"), ("北京市", "北京市", "海淀区"),
-             ("浙江省", "杭州市", "西湖区"), ("四川省", "成都市", "武侯区")]
-
-
-def body(i: int) -> dict[str, Any]:
-    p, c, d = PROVINCES[i % len(PROVINCES)]
-    return {
-        "merchant_order_id": f"B{i:09d}",
-        "sender": {"name": "王小明", "phone": "13900001111", "province": "上海市", "city": "上海市",
-                   "district": "徐汇区", "address": "漕溪北路88号"},
-        "recipient": {"name": f"张{chr(0x4E00 + i % 500)}", "phone": f"138{i % 10**8:08d}", "province": p,
-                      "city": c, "district": d, "address": f"科技园路{i % 300}号{i % 9}栋{i % 30}01室"},
-        "parcel": {"weight_g": 100 + i % 5000, "description": "日用品"},
-    }
-
-
 def setup(tmp: Path, pg_url: str | None, identity: bool) -> tuple[Any, dict[str, str], Any]:
-    schema = None
-    if pg_url:
-        schema = "wbbench_" + secrets.token_hex(4)
-        admin = db.make_engine(pg_url)
-        with admin.begin() as c:
-            c.execute(text(f'CREATE SCHEMA "{schema}"'))
-        admin.dispose()
-        url = f"{pg_url}{'&' if '?' in pg_url else '?'}options=-csearch_path%3D{schema}"
-    else:
-        url = f"sqlite:///{tmp / 'bench.db'}"
+    database = database_url(tmp, pg_url)
+    url = database.__enter__()
     settings = load_settings(environ={}, data_dir=tmp, database_url=url, merchant_rate_per_s=1e6,
                              merchant_burst=10**7, log_level="WARNING")
     _keys, engine, _ = initialise(settings)
@@ -69,11 +44,7 @@ def setup(tmp: Path, pg_url: str | None, identity: bool) -> tuple[Any, dict[str,
 
     def cleanup() -> None:
         engine.dispose()
-        if schema and pg_url:
-            admin = db.make_engine(pg_url)
-            with admin.begin() as c:
-                c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-            admin.dispose()
+        database.__exit__(None, None, None)
 
     return app.test_client(), {"Authorization": f"Bearer {m.api_key}"}, cleanup
 

@@ -12,16 +12,14 @@ same script on the code before it to compare. Also times the merchant phone sear
 from __future__ import annotations
 
 import argparse
-import secrets
 import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import select, text
+from _env import body, database_url
+from sqlalchemy import select
 
-from waybill import db
 from waybill.merchants import create_merchant
 from waybill.models import Shipment
 from waybill.permissions import SYSTEM
@@ -33,17 +31,6 @@ from waybill.web.merchant import shipment_out
 N = 1000
 
 
-def body(i: int) -> dict[str, Any]:
-    return {
-        "merchant_order_id": f"L{i:09d}",
-        "sender": {"name": "王小明", "phone": "13900001111", "province": "上海市", "city": "上海市",
-                   "district": "徐汇区", "address": "漕溪北路88号"},
-        "recipient": {"name": f"张{chr(0x4E00 + i % 500)}", "phone": f"138{i % 10**8:08d}", "province": "广东省",
-                      "city": "深圳市", "district": "南山区", "address": f"科技园路{i % 300}号{i % 9}栋{i % 30}01室"},
-        "parcel": {"weight_g": 100 + i % 5000},
-    }
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, default=200, help="page size (the default page_max)")
@@ -51,15 +38,8 @@ def main() -> None:
     ap.add_argument("--pg", default=None, help="PostgreSQL URL (default: SQLite in a temporary directory)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        schema = None
-        url = f"sqlite:///{Path(tmp) / 'bench.db'}"
-        if args.pg:
-            schema = "wbbench_" + secrets.token_hex(4)
-            admin = db.make_engine(args.pg)
-            with admin.begin() as c:
-                c.execute(text(f'CREATE SCHEMA "{schema}"'))
-            admin.dispose()
-            url = f"{args.pg}{'&' if '?' in args.pg else '?'}options=-csearch_path%3D{schema}"
+        database = database_url(Path(tmp), args.pg)
+        url = database.__enter__()
         settings = load_settings(environ={}, data_dir=Path(tmp), database_url=url, merchant_rate_per_s=1e6,
                                  merchant_burst=10**7, log_level="WARNING")
         _keys, engine, _ = initialise(settings)
@@ -71,7 +51,8 @@ def main() -> None:
             app = create_app(settings, services_override=svc)
             client = app.test_client()
             headers = {"Authorization": f"Bearer {m.api_key}"}
-            r = client.post("/v1/shipments/batch", json={"shipments": [body(i) for i in range(N)]}, headers=headers)
+            r = client.post("/v1/shipments/batch", json={"shipments": [body(i, "L", spread=False, description=None)
+                                                                for i in range(N)]}, headers=headers)
             assert r.status_code == 200 and all(x["status"] == "created" for x in r.get_json()["results"])
 
             def list_all() -> int:
@@ -109,12 +90,7 @@ def main() -> None:
                       f"  (min {min(times) * 1000:.1f}, {args.repeat} runs, pages of {args.limit})")
         finally:
             engine.dispose()
-            if schema and args.pg:
-                admin = db.make_engine(args.pg)
-                with admin.begin() as c:
-                    c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-                admin.dispose()
-
+            database.__exit__(None, None, None)
 
 if __name__ == "__main__":
     main()

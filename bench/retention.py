@@ -23,7 +23,6 @@ import argparse
 import http.client
 import multiprocessing as mp
 import os
-import secrets
 import signal
 import socket
 import statistics
@@ -37,9 +36,10 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
+from _env import body, database_url
 from sqlalchemy import Table, bindparam, func, select, text, update
 
-from waybill import audit, db, labels, masked, retention, shipments
+from waybill import audit, labels, masked, retention, shipments
 from waybill.crypto.subject_keys import day_of
 from waybill.merchants import create_merchant
 from waybill.models import Shipment, SubjectKey, utcnow
@@ -55,26 +55,10 @@ CHUNK = 1000
 MP = mp.get_context("spawn")
 RETENTION_DAYS = 30
 TARGET_PER_S = 5000
-PROVINCES = [("广东省", "深圳市", "南山区"), ("上海市", "上海市", "浦东新区"), ("北京市", "北京市", "海淀区"),
-             ("浙江省", "杭州市", "西湖区"), ("四川省", "成都市", "武侯区")]
-
-
-def body(i: int) -> dict[str, Any]:
-    p, c, d = PROVINCES[i % len(PROVINCES)]
-    return {
-        "merchant_order_id": f"R{i:09d}",
-        "sender": {"name": "王小明", "phone": "13900001111", "province": "上海市", "city": "上海市",
-                   "district": "徐汇区", "address": "漕溪北路88号"},
-        "recipient": {"name": f"张{chr(0x4E00 + i % 500)}", "phone": f"138{i % 10**8:08d}", "province": p,
-                      "city": c, "district": d, "address": f"科技园路{i % 300}号{i % 9}栋{i % 30}01室"},
-        "parcel": {"weight_g": 100 + i % 5000, "description": "日用品"},
-    }
-
-
 def create(svc: Services, principal: Principal, start: int, count: int) -> list[str]:
     ids: list[str] = []
     for first in range(start, start + count, CHUNK):
-        items = [parse(ShipmentIn, body(i)) for i in range(first, min(first + CHUNK, start + count))]
+        items = [parse(ShipmentIn, body(i, "R")) for i in range(first, min(first + CHUNK, start + count))]
         with unit_of_work(svc.session_factory) as tx:
             for res in shipments.create_batch(tx.session, svc.shipment_deps, principal, list(items)):
                 assert res.shipment is not None, res.error
@@ -227,15 +211,8 @@ def main() -> None:
     backend = "postgresql" if args.pg else "sqlite"
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        schema = None
-        url = f"sqlite:///{tmp / 'bench.db'}"
-        if args.pg:
-            schema = "wbbench_" + secrets.token_hex(4)
-            admin = db.make_engine(args.pg)
-            with admin.begin() as c:
-                c.execute(text(f'CREATE SCHEMA "{schema}"'))
-            admin.dispose()
-            url = f"{args.pg}{'&' if '?' in args.pg else '?'}options=-csearch_path%3D{schema}"
+        database = database_url(tmp, args.pg)
+        url = database.__enter__()
         settings = load_settings(environ={}, data_dir=tmp, database_url=url, merchant_rate_per_s=1e6,
                                  merchant_burst=10**7, log_level="WARNING", retention_days=RETENTION_DAYS)
         _keys, engine, _ = initialise(settings)
@@ -322,12 +299,7 @@ def main() -> None:
                 server.send_signal(signal.SIGTERM)
                 server.wait(30)
             engine.dispose()
-            if schema and args.pg:
-                admin = db.make_engine(args.pg)
-                with admin.begin() as c:
-                    c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-                admin.dispose()
-
+            database.__exit__(None, None, None)
 
 if __name__ == "__main__":
     main()

@@ -118,7 +118,7 @@ def test_fixtures_demo_samples_and_bench_use_real_regions(table: RegionTable) ->
     from tests.conftest import RECIPIENT, SENDER
     places = [tuple(p) for p in samples._PLACES]
     places += [(p["province"], p["city"], p["district"]) for p in (RECIPIENT, SENDER)]
-    spec = importlib.util.spec_from_file_location("bench_create", REPO / "bench/create_shipments.py")
+    spec = importlib.util.spec_from_file_location("bench_env", REPO / "bench/_env.py")
     assert spec is not None and spec.loader is not None
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
