@@ -52,6 +52,12 @@ class PersonalDataDestroyed(DomainError):
     default_message = "该运单的个人信息已按保存期限或本人请求销毁"
 
 
+class RequestAlreadyOpen(Conflict):
+    """A data subject's request of this type on this party is still open: one at a time."""
+
+    default_message = "您已有一项同类申请正在处理，请等待处理结果"
+
+
 class LegallyHeld(Conflict):
     """The shipment is under a legal hold: its personal data may not be destroyed until the hold is released."""
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from courier_api.subjects.access import decrypt_party, party_destroyed
@@ -33,6 +33,7 @@ from waybill.errors import (
     NotFound,
     PermissionDenied,
     PersonalDataDestroyed,
+    RequestAlreadyOpen,
     ValidationFailed,
 )
 from waybill.ids import looks_like, new_id
@@ -42,6 +43,8 @@ from waybill.schemas import _no_control_chars
 from waybill.services import Services
 
 TYPES = ("correct", "delete", "withdraw_consent", "complaint")
+#: Open requests a party may have of each type at once (others: one).
+MAX_OPEN = {"complaint": 3}
 RECEIVED, COMPLETED, REJECTED = "received", "completed", "rejected"
 STATUSES = (RECEIVED, COMPLETED, REJECTED)
 TEXT_MAX = 1000
@@ -118,6 +121,15 @@ def file_request(session: Session, svc: Services, principal: Principal, request_
     shipment = session.get(Shipment, scope.shipment_id)
     if shipment is None:
         raise NotFound()
+    # A bound on open requests per type and party: a token (15 minutes, renewable by SMS) could otherwise file
+    # requests without end, each with its own deadline for the privacy office and its own retention hold. A
+    # second correction, deletion or withdrawal while one is open adds nothing; complaints may be about
+    # different things, so a few may be open at once.
+    open_now = session.scalar(select(func.count()).select_from(SubjectRequest).where(
+        SubjectRequest.shipment_id == shipment.id, SubjectRequest.party == scope.party,
+        SubjectRequest.type == request_type, SubjectRequest.status == RECEIVED)) or 0
+    if open_now >= MAX_OPEN.get(request_type, 1):
+        raise RequestAlreadyOpen(field="type")
     fields: list[str] = []
     if request_type == "correct":
         current = decrypt_party(svc.codec, shipment, scope.party)

@@ -229,3 +229,28 @@ def test_a_deletion_after_the_end_of_delivery_destroys_the_party(client: Any, me
     assert mine["status"] == "completed" and "text" not in mine
     sender = direct_token(services, shp["id"], "sender")
     assert client.get("/v1/subject/data", headers=sender).get_json()["personal_data"] == SENDER
+
+
+def test_open_requests_are_bounded_per_type_and_party(client: Any, merchant: Any, services: Any,
+                                                      officers: Any) -> None:
+    shp = make_shipment(client, merchant)
+    recipient = direct_token(services, shp["id"], "recipient")
+    first = _file(client, recipient, type="delete")
+    assert first.status_code == 201
+    again = _file(client, recipient, type="delete")
+    assert again.status_code == 409
+    assert again.get_json()["error"] == {"code": "request_open", "message": again.get_json()["error"]["message"],
+                                         "field": "type"}
+    # Complaints: three open at once, not four.
+    for i in range(3):
+        assert _file(client, recipient, type="complaint", text=f"第{i}次投诉").status_code == 201
+    assert _file(client, recipient, type="complaint", text="第四次").status_code == 409
+    # The other party is not held back.
+    assert _file(client, direct_token(services, shp["id"], "sender"), type="delete").status_code == 201
+    with services.session_factory() as s:
+        assert len(s.scalars(select(SubjectRequest).where(SubjectRequest.type == "delete")).all()) == 2
+    # Once decided, the party may file that type again.
+    r = client.post(f"/v1/privacy/subject-requests/{first.get_json()['id']}/decision", headers=officers["officer"],
+                    json={"decision": "reject", "reason": "派送中，暂不能删除"})
+    assert r.status_code == 200, r.get_json()
+    assert _file(client, recipient, type="delete").status_code == 201
