@@ -13,7 +13,7 @@ const require = createRequire(import.meta.url);
 
 rmSync(out, { recursive: true, force: true });
 mkdirSync(out, { recursive: true });
-const common = { bundle: true, minify: true, legalComments: "eof", target: ["es2020", "safari15", "chrome90"], logLevel: "warning" };
+const common = { bundle: true, minify: true, legalComments: "eof", charset: "utf8", target: ["es2020", "safari15", "chrome90"], logLevel: "warning" };
 await build({ ...common, entryPoints: [join(here, "src", "app.js")], format: "esm", outfile: join(out, "app.js") });
 await build({ ...common, entryPoints: [join(here, "src", "decoder-worker.js")], format: "iife",
               outfile: join(out, "decoder.js") });
