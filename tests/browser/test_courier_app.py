@@ -214,6 +214,26 @@ def test_a_staff_account_that_is_not_a_courier_is_turned_away(live_server: LiveS
     expect(page.locator("#scan")).to_be_hidden()
 
 
+def test_a_session_that_ends_on_the_server_leads_back_to_the_login(live_server: LiveServer,
+                                                                   handheld: Watched) -> None:
+    from courier_api.staff import disable_user
+    from waybill.permissions import SYSTEM
+
+    own = make_crew(live_server)  # a courier of its own: this one's account is disabled below
+    page = handheld.page
+    _log_in(page, live_server, own)
+    shipment = printed_and_assigned(live_server, own)
+    _look_up(page, shipment["token"], shipment["waybill_no"])
+    with live_server.services.session_factory() as s:
+        disable_user(s, SYSTEM, own.courier.user.username)  # revokes every token the account holds
+        s.commit()
+    page.click("#call")
+    expect(page.locator("#login")).to_be_visible()
+    expect(page.locator("#status")).to_have_text("登录已失效，请重新登录")
+    expect(page.locator("#view")).to_be_hidden()
+    expect(page.locator("#call")).not_to_have_attribute("href", re.compile("tel:"))
+
+
 def test_a_failed_attempt_is_recorded(live_server: LiveServer, crew: Crew, handheld: Watched,
                                       tmp_path: Path) -> None:
     """Needs POST /v1/courier/shipments/{id}/attempt (the movement branch): the parcel goes delivery_failed."""
