@@ -170,3 +170,28 @@ def test_the_committed_build_matches_its_sources() -> None:
     script = (STATIC / "app.js").read_text(encoding="utf-8")
     for text in ("未找到或未分配给您", "/v1/courier/scan", "/v1/partners?kind=", "tel:+86", "/attempt"):
         assert text in script, text
+
+
+@pytest.mark.parametrize(("number", "extension", "href"), [
+    ("17000000101", "6823", "tel:+8617000000101,6823"),  # the built-in pool's spelling
+    ("17000000101", None, "tel:+8617000000101"),  # no extension: no pause either
+    ("+8617000000101", "12", "tel:+8617000000101,12"),
+    ("8617000000101", "12", "tel:+8617000000101,12"),
+    ("0086 170 0000 0101", "12", "tel:+8617000000101,12"),
+    ("021-64321234", "7", "tel:+862164321234,7"),  # a landline X number: the trunk 0 is not dialled after +86
+])
+def test_the_dial_string(number: str, extension: str | None, href: str, tmp_path: Path) -> None:
+    """The app's own telHref (frontend/courier-handheld/src/tel.js, bundled into app.js), run by Node.js (which
+    the suite needs anyway for the ZPL emulator)."""
+    import json
+    import shutil
+    import subprocess
+
+    node = shutil.which("node")
+    assert node, "Node.js is needed on the PATH (README: the two commands)"
+    script = (f"import {{ telHref }} from {json.dumps((FRONTEND / 'src' / 'tel.js').as_uri())};\n"
+              f"process.stdout.write(telHref({json.dumps(number)}, {json.dumps(extension)}));\n")
+    entry = tmp_path / "dial.mjs"
+    entry.write_text(script, encoding="utf-8")
+    out = subprocess.run([node, str(entry)], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout == href

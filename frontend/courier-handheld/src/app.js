@@ -243,6 +243,11 @@ async function deliver(event) {
   const body = { method };
   if (method === "handover") body.pickup_code = $("pickup-code").value.trim();
   else body.partner_id = $("partner").value;
+  if (method !== "handover" && !body.partner_id) {
+    markInvalid("partner_id");
+    say("请选择合作方", "error", "error:missing");
+    return;
+  }
   if (method === "locker") body.locker_id = $("locker-id").value.trim();
   await busy($("deliver"), async () => {
     try {
@@ -294,4 +299,8 @@ $("method").addEventListener("change", methodChanged);
 $("deliver-form").addEventListener("submit", deliver);
 $("attempt-form").addEventListener("submit", attempt);
 $("next").addEventListener("click", next);
+// A phone put away with the camera on: switch it off (battery, and nobody films by mistake).
+document.addEventListener("visibilitychange", () => {
+  if (document.hidden && scanner.running) stopScan();
+});
 show("screen-login");
