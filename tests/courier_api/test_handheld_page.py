@@ -195,3 +195,14 @@ def test_the_dial_string(number: str, extension: str | None, href: str, tmp_path
     entry.write_text(script, encoding="utf-8")
     out = subprocess.run([node, str(entry)], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout == href
+
+
+def test_no_test_plaintext_is_in_the_built_files() -> None:
+    """The app is a shell: no personal data of any kind is baked into what it serves."""
+    from tests.conftest import RECIPIENT, SENDER
+
+    texts = {p.name: p.read_bytes() for p in STATIC.iterdir()}
+    for party in (RECIPIENT, SENDER):
+        for key in ("name", "phone", "address"):
+            value = party[key].encode()
+            assert not [name for name, data in texts.items() if value in data], (key, party[key])
