@@ -254,3 +254,56 @@ def test_a_failed_attempt_is_recorded(live_server: LiveServer, crew: Crew, handh
     code, answer = call(live_server, "GET", f"/v1/shipments/{shipment['id']}", headers=crew.merchant)
     assert code == 200 and answer["status"] == "delivery_failed"
     _only_this_origin(handheld, live_server)
+
+
+def test_a_locker_sign_off_names_a_partner_from_the_register(live_server: LiveServer, crew: Crew,
+                                                             handheld: Watched, tmp_path: Path) -> None:
+    """Needs the partner register (POST/GET /v1/partners and partner_id in the sign-off: the pickup branch)."""
+    from tests.courier_api import make_staff, totp_now
+
+    admin = make_staff(live_server.services, "gl_handheld", "admin")
+    code, answer = call(live_server, "POST", "/v1/auth/token", {
+        "username": admin.user.username, "password": admin.password, "totp": totp_now(admin.totp_secret or "")})
+    assert code == 200, answer
+    code, partner = call(live_server, "POST", "/v1/partners", {
+        "name": "丰巢科技园1号柜", "kind": "locker", "agreement_ref": "FC-2026-001", "agreement_expires": "2030-12-31"},
+        {"Authorization": f"Bearer {answer['access_token']}"})
+    assert code == 201, partner
+
+    page = handheld.page
+    _log_in(page, live_server, crew)
+    shipment = printed_and_assigned(live_server, crew)
+    _look_up(page, shipment["token"], shipment["waybill_no"])
+    page.select_option("#method", "locker")
+    option = page.locator(f'#partner option[value="{partner["id"]}"]')
+    expect(option).to_have_text("丰巢科技园1号柜")
+    page.select_option("#partner", partner["id"])
+    page.fill("#locker-id", "A-17")
+    _shot(page, tmp_path, "1-locker")
+    page.click("#deliver")
+    status = page.locator("#status")
+    expect(status).to_have_attribute("data-outcome", "delivered")
+    expect(status).to_contain_text("已签收（快递柜）")
+    code, answer = call(live_server, "GET", f"/v1/shipments/{shipment['id']}", headers=crew.merchant)
+    assert code == 200 and answer["status"] == "delivered"
+    _only_this_origin(handheld, live_server)
+
+
+def test_five_wrong_codes_lock_the_handover_and_the_app_says_so(live_server: LiveServer, crew: Crew,
+                                                                handheld: Watched, tmp_path: Path) -> None:
+    """Needs the pickup-code lock (409 pickup_locked after 5 wrong codes: the pickup branch)."""
+    page = handheld.page
+    _log_in(page, live_server, crew)
+    shipment = printed_and_assigned(live_server, crew)
+    _look_up(page, shipment["token"], shipment["waybill_no"])
+    right = pickup_code(live_server, shipment)
+    wrong = ("0" if right[0] != "0" else "1") + right[1:]
+    deliver = page.locator("#deliver")
+    for _ in range(6):
+        page.fill("#pickup-code", wrong)
+        deliver.click()  # the button stays disabled until the answer is shown
+        expect(deliver).to_be_enabled()
+    status = page.locator("#status")
+    expect(status).to_have_attribute("data-outcome", "error:pickup_locked")
+    expect(status).to_contain_text("取件码错误次数过多")
+    _shot(page, tmp_path, "1-locked")
