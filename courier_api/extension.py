@@ -12,7 +12,7 @@ from flask import Flask
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from courier_api import auth_api, models, privacy_views, retention_views, staff, subjects, views
+from courier_api import auth_api, handheld, models, privacy_views, retention_views, staff, subjects, views
 from courier_api import services as courier_registry
 from courier_api.cli import users
 from waybill.extensions import TOKEN_RESOLVERS
@@ -30,7 +30,7 @@ def _staff_principal(session: Session, token: str, svc: Services) -> Principal:
 
 class CourierExtension:
     """Staff authentication, dispatch, scan, calls, delivery, audit access, privacy officers' requests and the
-    data subjects' self-service."""
+    data subjects' self-service, and the couriers' handheld web app."""
 
     name = "courier_api"
 
@@ -42,6 +42,7 @@ class CourierExtension:
         privacy_views.install(app)
         subjects.install(app, services_of(app))
         retention_views.install(app)
+        handheld.install(app)
 
     def cli_commands(self) -> Sequence[click.Command]:
         return (users,)

@@ -56,10 +56,13 @@ FAR_RECIPIENT = dict(RECIPIENT, province="北京市", city="北京市", district
 # Routes without a principal: the token endpoints check their own credentials, and the provider's receipt
 # push is authenticated by the secret in its URL (tests/virtual_numbers/test_receipt_push.py); the operational
 # routes answer load balancers and scrapers (tests/waybill/test_operations.py); /my/ is a static page whose
-# script calls the subject API (tests/browser/, tests/waybill/test_subject_page.py).
+# script calls the subject API (tests/browser/, tests/waybill/test_subject_page.py); /app/courier/ is the couriers'
+# static app, whose script calls the courier API (tests/browser/test_courier_app.py,
+# tests/courier_api/test_handheld_page.py).
 PUBLIC_PATHS = {"/openapi.json", "/healthz", "/readyz", "/metrics", "/v1/auth/token", "/v1/auth/logout",
                 "/v1/subject/challenge", "/v1/subject/session", "/v1/privacy-notice",
-                "/v1/phone/receipts/<token>", "/my/", "/my/assets/<name>"}
+                "/v1/phone/receipts/<token>", "/my/", "/my/assets/<name>",
+                "/app/courier/", "/app/courier/<name>"}
 
 PRINCIPALS = ("anon", "merchant", "other_merchant", "courier", "courier_same", "courier_far", "dispatcher",
               "dispatcher_far", "sorter", "auditor", "privacy_officer", "admin", "subject")
