@@ -136,7 +136,7 @@ def disclosures(session: Session, principal: Principal, *, partner_id: str | Non
         stmt = stmt.where(Disclosure.partner_id == partner_id)
     if before is not None:
         stmt = stmt.where(Disclosure.id < before)
-    rows = [ListedDisclosure(d, p) for d, p in session.execute(stmt).tuples()]
+    rows = [ListedDisclosure(d, p) for d, p in session.execute(stmt)]
     more = len(rows) > limit
     rows = rows[:limit]
     audit.record(session, principal, "disclosure.list", object_type="partner" if partner_id else None,
@@ -148,4 +148,4 @@ def of_party(session: Session, shipment_id: str, party: str) -> list[ListedDiscl
     """One party's disclosures, oldest first (for their access log and ``disclosed_to``)."""
     stmt = (select(Disclosure, Partner).join(Partner, Partner.id == Disclosure.partner_id)
             .where(Disclosure.shipment_id == shipment_id, Disclosure.party == party).order_by(Disclosure.id))
-    return [ListedDisclosure(d, p) for d, p in session.execute(stmt).tuples()]
+    return [ListedDisclosure(d, p) for d, p in session.execute(stmt)]
