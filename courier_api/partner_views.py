@@ -132,7 +132,7 @@ def _item(row: ListedDisclosure) -> DisclosureItem:
                   ("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}, "每页条数"),
                   ("cursor", {"type": "string", "pattern": "^dsc_[0-9A-HJKMNP-TV-Z]{26}$"}, "上一页的 next_cursor")))
 @requires(Permission.DISCLOSURE_READ)
-def list_disclosures() -> Response:
+def disclosures() -> Response:
     _only({"partner", "limit", "cursor"})
     raw = request.args.get("limit", "100")
     if not re.fullmatch(r"[0-9]{1,3}", raw) or not 1 <= int(raw) <= 500:

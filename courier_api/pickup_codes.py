@@ -113,11 +113,15 @@ def _new_row(session: Session, deps: PickupDeps, shipment: Shipment, purpose: st
 
 def _send(session: Session, deps: PickupDeps, shipment: Shipment, row: PickupCode, template: str,
           params: dict[str, str], now: datetime) -> bool:
-    """Queue the SMS; False (nothing queued) for a landline or a spent hourly budget."""
+    """Queue the SMS; False (nothing queued) for a landline or a spent hourly budget.
+
+    Also False when the recipient has no data key to seal the message under (nothing can then be sent to them):
+    the delivery goes on without a code rather than fail the dispatcher's assignment.
+    """
     try:
         messages.send(session, deps.messages, phone=_recipient_phone(deps, shipment), template=template,
                       params=params, shipment_id=shipment.id, party="recipient", now=now)
-    except (messages.NotMobile, messages.InvalidPhone, messages.Throttled) as exc:
+    except (messages.NotMobile, messages.InvalidPhone, messages.Throttled, PersonalDataDestroyed) as exc:
         log.info("pickup code not sent", extra={"shipment_id": shipment.id, "error_type": type(exc).__name__})
         return False
     row.sent = True

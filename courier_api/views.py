@@ -178,7 +178,7 @@ def deliver(shipment_id: str) -> Response:
 @operation(summary="调度员：向收件人重发取件码（旧码作废，解除锁定）", tags=("dispatch",), response=PickupCodeOut,
            status=202, errors=(404, 409))
 @requires(Permission.PICKUP_CODE_RESEND)
-def resend_pickup_code(shipment_id: str) -> Response:
+def resend_code(shipment_id: str) -> Response:
     sent = delivery.resend_code(db_session(), courier_services().delivery, authenticate(), shipment_id)
     return respond(PickupCodeOut, PickupCodeOut(shipment_id=shipment_id, sent=sent), status=202)
 
