@@ -53,6 +53,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select, text
 
 from courier_api import delivery, staff
+from courier_api.deps import delivery_deps
 from waybill import db, labels
 from waybill.merchants import create_merchant
 from waybill.models import AuditEvent, Shipment
@@ -152,11 +153,13 @@ def setup(svc: Services, settings: Any, n_shipments: int, n_couriers: int) -> Fi
     # Round-robin dispatch, through the domain's own checks (station, role, status).
     disp_p = Principal(kind="staff", id=dispatcher.id, role="dispatcher", station=station)
     qr_by_courier: list[list[tuple[str, str]]] = [[] for _ in couriers]
+    pickup = delivery_deps(svc).pickup
     for start in range(0, len(ids), 500):
         with svc.session_factory() as s:
             for i in range(start, min(len(ids), start + 500)):
                 k = i % len(couriers)
-                delivery.assign(s, disp_p, ids[i], couriers[k].user.username)
+                delivery.assign(s, disp_p, ids[i], couriers[k].user.username, provider=svc.provider,
+                                pickup=pickup)
                 qr_by_courier[k].append((tokens[i], ids[i]))
             s.commit()
     # Real logins (Argon2id password check, hashed access token): couriers need no TOTP.

@@ -10,7 +10,6 @@ Every scan attempt is audited with its outcome; reading the full address is audi
 from __future__ import annotations
 
 import contextlib
-import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,7 +18,9 @@ from typing import Any
 from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from courier_api.models import Assignment, StaffUser
+from courier_api import partners, pickup_codes
+from courier_api.models import Assignment, PickupCode, StaffUser
+from courier_api.pickup_codes import PickupDeps
 from waybill import audit, labels, masked, tracking
 from waybill.crypto.subject_keys import SubjectKeyring
 from waybill.crypto.vault import FieldCodec
@@ -54,6 +55,8 @@ class DeliveryDeps:
     token_max_age: timedelta
     # The parties' data keys: a delivery ends the contract and re-wraps them under the end day's key.
     keyring: SubjectKeyring
+    # Pickup codes: their own secret, and the message provider that sends them to recipients.
+    pickup: PickupDeps
     # Told each scan's outcome ("ok", "denied", "not_found"): the service's metrics.
     on_scan: Callable[[str], None] | None = None
 
@@ -93,8 +96,11 @@ def _decrypt(deps: DeliveryDeps, shipment: Shipment, column: str) -> str:
 
 
 def assign(session: Session, principal: Principal, shipment_id: str, courier_username: str, *,
-           provider: VirtualNumberProvider) -> Assignment:
+           provider: VirtualNumberProvider, pickup: PickupDeps) -> Assignment:
     """Hand a shipment to a courier of the dispatcher's station; status becomes ``out_for_delivery``.
+
+    Every assignment (a reassignment too) issues a new pickup code and sends it to the recipient: the old
+    one stops working, so a code a previous courier may have heard is worthless.
 
     A reassignment ends the previous assignment and releases its call binding at once (no grace period:
     the previous courier must no longer reach the recipient, and the new courier's binding of the same
@@ -138,6 +144,7 @@ def assign(session: Session, principal: Principal, shipment_id: str, courier_use
     session.add(assignment)
     if shipment.status != "out_for_delivery":  # a reassignment keeps the status
         tracking.move(session, principal, shipment, "out_for_delivery", station=principal.station, at=now)
+    pickup_codes.issue(session, pickup, principal, shipment, now=now)
     audit.record(session, principal, "dispatch.assign", object_type="shipment", object_id=shipment.id,
                  purpose=f"courier:{courier.id}")
     session.flush()
@@ -164,7 +171,9 @@ def _active_assignment(session: Session, principal: Principal, shipment: Shipmen
 # and whether this courier holds the shipment's active assignment.
 _SCAN = (select(QrToken.token_hash, Shipment.id, Shipment.waybill_no, Shipment.status, Shipment.sorting_code,
                 Shipment.recipient_region, Shipment.recipient_masked_ct, Shipment.recipient_address_ct,
-                Assignment.id.label("assignment_id"))
+                Assignment.id.label("assignment_id"),
+                select(PickupCode.id).where(PickupCode.shipment_id == Shipment.id,
+                                            PickupCode.purpose == pickup_codes.HANDOVER).exists().label("has_code"))
          .join(Shipment, Shipment.id == QrToken.shipment_id)
          .outerjoin(Assignment, and_(Assignment.shipment_id == Shipment.id, _ACTIVE_FOR_COURIER))
          .where(labels.LIVE_TOKEN))
@@ -196,6 +205,8 @@ def scan(session: Session, deps: DeliveryDeps, principal: Principal, raw_token: 
     )
     audit.record(session, principal, "courier.scan", object_type="shipment", object_id=row.id,
                  fields=["recipient.address"], purpose="delivery")
+    if not row.has_code:  # out for delivery since before pickup codes existed: the first scan sends one
+        pickup_codes.ensure_issued(session, deps.pickup, principal, row.id)
     if deps.on_scan is not None:
         deps.on_scan("ok")
     return view
@@ -244,27 +255,34 @@ def call(session: Session, deps: DeliveryDeps, principal: Principal, shipment_id
 
 
 def deliver(session: Session, deps: DeliveryDeps, principal: Principal, shipment_id: str, method: str,
-            pickup_code: str | None = None, *, now: datetime | None = None) -> Shipment:
+            pickup_code: str | None = None, *, partner_id: str | None = None, locker_id: str | None = None,
+            now: datetime | None = None) -> Shipment:
     """Sign-off: status ``delivered``, the QR token revoked, the call binding released after a grace period.
 
-    ``handover`` needs the recipient's pickup code: the last four digits of their phone, which the
-    recipient knows and the courier (who sees only the masked phone) does not.
+    ``handover`` needs the recipient's pickup code (:mod:`courier_api.pickup_codes`). ``locker`` and ``station``
+    name a registered partner of that kind with a live agreement (:mod:`courier_api.partners`); the disclosure
+    to it is recorded and the recipient gets the partner's pickup notice with a collection code.
     """
     principal.require(Permission.COURIER_DELIVER)
     if method not in DELIVERY_METHODS:
         raise ValidationFailed("method 须为 handover / locker / station", field="method")
+    if method == "locker" and not (isinstance(locker_id, str) and locker_id):
+        raise ValidationFailed("快递柜签收须提供柜号", field="locker_id")
     shipment, assignment = _assigned(session, principal, shipment_id, "courier.deliver")
-    if method == "handover":
-        expected = _decrypt(deps, shipment, "recipient_phone")[-4:]
-        if not isinstance(pickup_code, str) or not hmac.compare_digest(pickup_code.encode(), expected.encode()):
-            audit.record(session, principal, "courier.deliver", object_type="shipment", object_id=shipment.id,
-                         outcome="bad_pickup_code", durable=True)
-            raise ValidationFailed("取件码不正确", field="pickup_code")
     now = now or utcnow()
+    partner = None
+    if method == "handover":
+        pickup_codes.check_handover(session, deps.pickup, principal, shipment, pickup_code)
+    else:
+        partner = partners.for_delivery(session, partner_id, method, now=now)
     tracking.move(session, principal, shipment, "delivered", station=assignment.station, at=now)
     assignment.ended_at = now
     assignment.end_reason = "delivered"
     assignment.delivered_method = method
+    pickup_codes.supersede(session, shipment.id, now, purpose=None)  # delivered: no code works any more
+    if partner is not None:
+        partners.disclose(session, principal, partner, shipment, method, now=now)
+        pickup_codes.send_collection_notice(session, deps.pickup, principal, shipment, partner.name, now=now)
     labels.revoke_tokens(session, principal, shipment.id, "delivered", now=now)
     deps.keyring.end_contract(session, shipment, now)
     if assignment.binding_id is not None:
@@ -274,3 +292,21 @@ def deliver(session: Session, deps: DeliveryDeps, principal: Principal, shipment
                  purpose=method)
     session.flush()
     return shipment
+
+
+def resend_code(session: Session, deps: DeliveryDeps, principal: Principal, shipment_id: str) -> bool:
+    """A dispatcher of the shipment's station sends the recipient a new handover code (the old one stops working,
+    a lock ends); True when an SMS was queued (False: a landline, or the number's hourly budget spent)."""
+    principal.require(Permission.PICKUP_CODE_RESEND)
+    shipment = None
+    if looks_like("shp", shipment_id):
+        shipment = session.execute(select(Shipment).where(Shipment.id == shipment_id).with_for_update()
+                                   ).scalar_one_or_none()
+    if shipment is None or principal.station is None or shipment_station(shipment) != principal.station:
+        audit.record(session, principal, "pickup_code.resend", object_type="shipment",
+                     object_id=shipment_id if looks_like("shp", shipment_id) else None, outcome="denied",
+                     durable=True)
+        raise ShipmentNotFound()
+    if shipment.status != "out_for_delivery":
+        raise InvalidStatusTransition("仅派送中的运单可重发取件码", field="shipment_id")
+    return pickup_codes.issue(session, deps.pickup, principal, shipment, action="pickup_code.resend")

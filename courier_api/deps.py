@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from courier_api.delivery import DeliveryDeps
+from courier_api.pickup_codes import PickupDeps
 from courier_api.privacy import PrivacyDeps
 from waybill.services import Services
 
@@ -16,6 +17,7 @@ def delivery_deps(svc: Services) -> DeliveryDeps:
                         binding_ttl=timedelta(hours=settings.binding_ttl_hours),
                         release_grace=timedelta(hours=settings.release_grace_hours),
                         token_max_age=timedelta(days=settings.qr_token_ttl_days), keyring=svc.subject_keys,
+                        pickup=PickupDeps(key=svc.keys.secret("pickup_code"), messages=svc),
                         on_scan=lambda outcome: svc.metrics.courier_scans.labels(outcome).inc())
 
 

@@ -12,7 +12,18 @@ from flask import Flask
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from courier_api import auth_api, handheld, models, privacy_views, retention_views, staff, subjects, views
+from courier_api import (
+    auth_api,
+    handheld,
+    models,
+    partner_views,
+    pickup_codes,
+    privacy_views,
+    retention_views,
+    staff,
+    subjects,
+    views,
+)
 from courier_api import services as courier_registry
 from courier_api.cli import users
 from waybill.extensions import TOKEN_RESOLVERS
@@ -43,6 +54,7 @@ class CourierExtension:
         subjects.install(app, services_of(app))
         retention_views.install(app)
         handheld.install(app)
+        partner_views.install(app)
 
     def cli_commands(self) -> Sequence[click.Command]:
         return (users,)
@@ -52,6 +64,8 @@ class CourierExtension:
 
     def forget_parties(self, session: Session, shipment_ids: Sequence[str], party: str | None) -> None:
         subjects.forget(session, shipment_ids, party)
+        if party in (None, "recipient"):  # pickup codes are the recipient's; disclosure records hold no data
+            pickup_codes.forget(session, list(shipment_ids))
         # An emergency filing's reason is an officer's free text about the shipment's people: it goes too.
         session.execute(update(models.PersonalDataRequest)
                         .where(models.PersonalDataRequest.shipment_id.in_(list(shipment_ids)))

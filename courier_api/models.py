@@ -116,3 +116,60 @@ class PrivacyReadCount(Base):
     officer_id: Mapped[str] = mapped_column(ForeignKey("staff_users.id"), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     reads: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class PickupCode(Base):
+    """A random 6-digit code given to the recipient by SMS, kept only as a keyed hash bound to this row.
+
+    ``purpose`` ``handover``: the code the recipient tells the courier (sent when the parcel goes out for delivery;
+    5 wrong codes set ``locked_at``). ``collection``: the code in a partner's pickup notice (locker, station). A
+    resend or a reassignment supersedes the live row (``superseded_at``): only one code of a purpose works at a
+    time. ``sent`` is false when no SMS could carry it (a landline, the number's hourly budget spent).
+    """
+
+    __tablename__ = "pickup_codes"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    shipment_id: Mapped[str] = mapped_column(ForeignKey("shipments.id"), index=True)
+    purpose: Mapped[str] = mapped_column(String(16))
+    code_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    sent: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    locked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    superseded_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Partner(Base):
+    """A last-mile partner: a parcel locker operator, a station (驿站), a franchise outlet or an authority.
+
+    No personal data: a business name, its kind and the agreement that lets it receive recipients' details.
+    """
+
+    __tablename__ = "partners"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    agreement_ref: Mapped[str] = mapped_column(String(64))
+    # The agreement's last valid day (Asia/Shanghai): from the next day on nothing is handed to the partner.
+    agreement_expires: Mapped[date] = mapped_column(Date)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Disclosure(Base):
+    """One disclosure of a party's personal data to a partner: who got which fields, when, on what basis.
+
+    Ids and field names only, never the values: the record outlives the data it describes (retention keeps it).
+    """
+
+    __tablename__ = "disclosures"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    partner_id: Mapped[str] = mapped_column(ForeignKey("partners.id"), index=True)
+    shipment_id: Mapped[str] = mapped_column(ForeignKey("shipments.id"), index=True)
+    party: Mapped[str] = mapped_column(String(16))
+    fields: Mapped[list[str]] = mapped_column(JSON)
+    basis: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(64))

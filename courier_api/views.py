@@ -71,8 +71,15 @@ class CallOut(OutModel):
 class DeliverIn(BaseModel):
     model_config = _STRICT
     method: Literal["handover", "locker", "station"]
-    pickup_code: str | None = Field(default=None, pattern=r"^[0-9]{4}$", description="当面签收：收件人手机号后四位")
-    locker_id: str | None = Field(default=None, max_length=64)
+    pickup_code: str | None = Field(default=None, pattern=r"^[0-9]{6}$",
+                                    description="当面签收：收件人短信收到的 6 位取件码")
+    partner_id: str | None = Field(default=None, max_length=64, description="快递柜、驿站签收：登记的合作方编号")
+    locker_id: str | None = Field(default=None, min_length=1, max_length=64, description="快递柜签收：柜号")
+
+
+class PickupCodeOut(OutModel):
+    shipment_id: str
+    sent: bool = Field(description="是否已向收件人发送短信（固定电话或当小时短信额度用尽时为 false）")
 
 
 class AuditItem(OutModel):
@@ -116,8 +123,9 @@ def install(app: Flask) -> None:
 @requires(Permission.DISPATCH_ASSIGN)
 def assign() -> Response:
     data: AssignIn = parse(AssignIn, json_body())
-    a = delivery.assign(db_session(), authenticate(), data.shipment_id, data.courier,
-                        provider=courier_services().delivery.provider)
+    deps = courier_services().delivery
+    a = delivery.assign(db_session(), authenticate(), data.shipment_id, data.courier, provider=deps.provider,
+                        pickup=deps.pickup)
     return respond(AssignOut, AssignOut(assignment_id=a.id, shipment_id=a.shipment_id, courier=data.courier,
                                         status="out_for_delivery", assigned_at=a.assigned_at))
 
@@ -150,8 +158,8 @@ def call(shipment_id: str) -> Response:
 
 
 @bp.post("/v1/courier/shipments/<shipment_id>/deliver")
-@operation(summary="签收：当面（取件码）、快递柜或驿站", tags=("courier",), body=DeliverIn, response=ShipmentOut,
-           errors=(404, 409))
+@operation(summary="签收：当面（短信取件码）、快递柜或驿站（登记的合作方）", tags=("courier",), body=DeliverIn,
+           response=ShipmentOut, errors=(404, 409))
 @requires(Permission.COURIER_DELIVER)
 def deliver(shipment_id: str) -> Response:
     data: DeliverIn = parse(DeliverIn, json_body())
@@ -159,9 +167,20 @@ def deliver(shipment_id: str) -> Response:
         raise ValidationFailed("当面签收须提供取件码", field="pickup_code")
     if data.method == "locker" and not data.locker_id:
         raise ValidationFailed("快递柜签收须提供柜号", field="locker_id")
+    if data.method in ("locker", "station") and not data.partner_id:
+        raise ValidationFailed("快递柜、驿站签收须提供合作方编号", field="partner_id")
     shipment = delivery.deliver(db_session(), courier_services().delivery, authenticate(), shipment_id, data.method,
-                                data.pickup_code)
+                                data.pickup_code, partner_id=data.partner_id, locker_id=data.locker_id)
     return respond(ShipmentOut, shipment_out(shipment))
+
+
+@bp.post("/v1/dispatch/shipments/<shipment_id>/pickup-code")
+@operation(summary="调度员：向收件人重发取件码（旧码作废，解除锁定）", tags=("dispatch",), response=PickupCodeOut,
+           status=202, errors=(404, 409))
+@requires(Permission.PICKUP_CODE_RESEND)
+def resend_code(shipment_id: str) -> Response:
+    sent = delivery.resend_code(db_session(), courier_services().delivery, authenticate(), shipment_id)
+    return respond(PickupCodeOut, PickupCodeOut(shipment_id=shipment_id, sent=sent), status=202)
 
 
 @bp.get("/v1/audit/events")

@@ -98,6 +98,24 @@ class InvalidStatusTransition(Conflict):
     default_message = "当前状态不允许此操作"
 
 
+class PickupLocked(Conflict):
+    """Too many wrong pickup codes for this shipment: handover is locked until a dispatcher resends a code."""
+
+    default_message = "取件码错误次数过多，当面签收已锁定；请联系站点调度员重新发送取件码"
+
+
+class PickupCodeUnavailable(Conflict):
+    """The recipient has no pickup code to give (a landline cannot receive the SMS, or sending it failed)."""
+
+    default_message = "收件人未收到取件码（固定电话或短信未发出）：请改投快递柜或驿站，或请调度员重发"
+
+
+class PartnerAgreementExpired(Conflict):
+    """The named partner's agreement ended before today (Asia/Shanghai): no parcel or data goes to it."""
+
+    default_message = "该合作方协议已过期，不能交付"
+
+
 class AuthenticationFailed(DomainError):
     default_message = "身份验证失败"
 

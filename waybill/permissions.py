@@ -38,6 +38,13 @@ class Permission(StrEnum):
     DESTRUCTION_READ = "destruction:read"
     PRIVACY_HOLD = "privacy:hold"
     RETENTION_RUN = "retention:run"
+    # The last mile: a dispatcher resends a pickup code (which unlocks handover); admins register partners
+    # (lockers, stations, franchise outlets, authorities), whom dispatchers and couriers list; privacy officers
+    # and auditors read what was disclosed to them.
+    PICKUP_CODE_RESEND = "pickup_code:resend"
+    PARTNER_MANAGE = "partner:manage"
+    PARTNER_READ = "partner:read"
+    DISCLOSURE_READ = "disclosure:read"
 
 
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
@@ -46,14 +53,16 @@ ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
         Permission.SHIPMENT_CANCEL, Permission.LABEL_READ, Permission.LABEL_REPRINT,
     }),
     "sorter": frozenset({Permission.LABEL_READ, Permission.LABEL_REPRINT, Permission.PRINT_JOB_CREATE}),
-    "courier": frozenset({Permission.COURIER_SCAN, Permission.COURIER_CALL, Permission.COURIER_DELIVER}),
-    "dispatcher": frozenset({Permission.DISPATCH_ASSIGN}),
-    "auditor": frozenset({Permission.AUDIT_READ, Permission.DESTRUCTION_READ}),
+    "courier": frozenset({Permission.COURIER_SCAN, Permission.COURIER_CALL, Permission.COURIER_DELIVER,
+                          Permission.PARTNER_READ}),
+    "dispatcher": frozenset({Permission.DISPATCH_ASSIGN, Permission.PICKUP_CODE_RESEND, Permission.PARTNER_READ}),
+    "auditor": frozenset({Permission.AUDIT_READ, Permission.DESTRUCTION_READ, Permission.DISCLOSURE_READ}),
     # Full access only per recorded request with a purpose (GB/T 35273 7.1 e).
     "privacy_officer": frozenset({Permission.PERSONAL_DATA_REQUEST, Permission.DESTRUCTION_READ,
-                                  Permission.PRIVACY_HOLD, Permission.SUBJECT_REQUEST_DECIDE}),
+                                  Permission.PRIVACY_HOLD, Permission.SUBJECT_REQUEST_DECIDE,
+                                  Permission.DISCLOSURE_READ}),
     # Separation of duties: admins manage accounts and keys and read no personal data.
-    "admin": frozenset({Permission.USER_MANAGE}),
+    "admin": frozenset({Permission.USER_MANAGE, Permission.PARTNER_MANAGE, Permission.PARTNER_READ}),
     "system": frozenset({Permission.RETENTION_RUN}),
     # Never a staff role: a short-lived session scoped to one party of one shipment (courier_api/subjects).
     "subject": frozenset({Permission.SUBJECT_DATA_READ, Permission.SUBJECT_LOG_READ, Permission.SUBJECT_REQUEST}),

@@ -17,7 +17,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from courier_api.models import Assignment, StaffUser
+from courier_api import partners
+from courier_api.models import Assignment, Partner, StaffUser
 from courier_api.subjects.verify import SubjectScope, scope_of
 from waybill import audit, consent
 from waybill.consent import PrivacyNotice
@@ -35,6 +36,7 @@ _SAFE_PURPOSE = re.compile(r"[a-z][a-z_ ]{0,40}")
 PARTNER_ACTIONS = {"courier.call": "virtual_number_provider", "message.deliver": "sms_provider"}
 PARTNER_TEXT = {"virtual_number_provider": "隐私号（虚拟号码）服务商：用于快递员联系您，不显示真实号码",
                 "sms_provider": "短信服务商：用于发送验证码、取件码等通知"}
+PARTNER_KIND_TEXT = {"locker": "快递柜运营方", "station": "驿站", "franchise": "加盟网点", "authority": "主管部门"}
 ROLE_TEXT = {"courier": "派送快递员（完整地址，用于派送）", "sorter": "分拣员（脱敏面单）",
              "privacy_officer": "隐私官（依登记的申请）"}
 
@@ -51,11 +53,12 @@ class PersonalData:
 
 @dataclass(frozen=True)
 class Disclosure:
-    kind: str  # "provider" | "role"
+    kind: str  # "provider" | "role" | "partner"
     recipient: str
     description: str
     fields: list[str]
     last_at: datetime
+    partner_kind: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,7 @@ class AccessItem:
     fields: list[str]
     station: str | None = None
     partner: str | None = None
+    partner_kind: str | None = None
 
 
 @dataclass
@@ -140,20 +144,31 @@ def _purpose(raw: str | None) -> str | None:
     return head if _SAFE_PURPOSE.fullmatch(head) else None
 
 
+def _partner_of(ev: AuditEvent, known: dict[str, Partner]) -> Partner | None:
+    """The partner a ``partner.disclose`` event names (its purpose is ``basis:partner id``)."""
+    if ev.action != partners.DISCLOSE_ACTION or not ev.purpose:
+        return None
+    return known.get(ev.purpose.split(":", 1)[-1])
+
+
 def access_log(session: Session, principal: Principal) -> list[AccessItem]:
-    """Every audited access to (or disclosure of) this party's data, newest first: roles and stations only."""
+    """Every audited access to (or disclosure of) this party's data, newest first: roles and stations only;
+    a disclosure to a partner names the partner (a business, not a person) and its kind."""
     scope = scope_of(session, principal, Permission.SUBJECT_LOG_READ)
     events = _events(session, scope.shipment_id)
     stations = _stations(session, events)
+    known = {row.partner.id: row.partner for row in partners.of_party(session, scope.shipment_id, scope.party)}
     items = []
     for ev in events:
         mine = touches(ev.fields, scope.party)
         if not mine:
             continue
         staff_id = ev.actor.split(":", 1)[1] if ev.actor.startswith("staff:") else None
+        partner = _partner_of(ev, known)
         items.append(AccessItem(at=ev.at, role=ev.role, action=ev.action, purpose=_purpose(ev.purpose), fields=mine,
                                 station=stations.get(staff_id) if staff_id else None,
-                                partner=PARTNER_ACTIONS.get(ev.action)))
+                                partner=partner.name if partner is not None else PARTNER_ACTIONS.get(ev.action),
+                                partner_kind=partner.kind if partner is not None else None))
     audit.record(session, principal, "subject.access_log", object_type="shipment", object_id=scope.shipment_id,
                  purpose="data_subject_access")
     return items
@@ -169,8 +184,8 @@ def _disclosures(session: Session, shipment: Shipment, party: str) -> list[Discl
 
     for ev in _events(session, shipment.id):
         mine = touches(ev.fields, party)
-        if not mine or ev.outcome not in ("ok", "sent", "emergency"):
-            continue
+        if not mine or ev.outcome not in ("ok", "sent", "emergency") or ev.action == partners.DISCLOSE_ACTION:
+            continue  # a partner's disclosure is read from its own record below
         partner = PARTNER_ACTIONS.get(ev.action)
         if partner is not None:
             note("provider", partner, mine, ev.at)
@@ -180,7 +195,17 @@ def _disclosures(session: Session, shipment: Shipment, party: str) -> list[Discl
         for at in session.scalars(select(Assignment.assigned_at).where(Assignment.shipment_id == shipment.id,
                                                                        Assignment.binding_id.is_not(None))):
             note("provider", "virtual_number_provider", ["recipient.phone"], at)
-    out = []
+    out: list[Disclosure] = []
+    for row in partners.of_party(session, shipment.id, party):  # oldest first: the newest stays last per partner
+        found = next((d for d in out if d.kind == "partner" and d.recipient == row.partner.name
+                      and d.partner_kind == row.partner.kind), None)
+        fields = sorted(set(row.disclosure.fields) | (set(found.fields) if found else set()))
+        if found is not None:
+            out.remove(found)
+        kind_text = PARTNER_KIND_TEXT.get(row.partner.kind, row.partner.kind)
+        out.append(Disclosure(kind="partner", recipient=row.partner.name, partner_kind=row.partner.kind,
+                              description=f"{kind_text}：{row.partner.name}（依协议代收包裹并通知您取件）",
+                              fields=fields, last_at=row.disclosure.at))
     for (kind, recipient), entry in sorted(seen.items()):
         assert entry.last_at is not None
         text = PARTNER_TEXT.get(recipient) if kind == "provider" else ROLE_TEXT.get(recipient)

@@ -65,11 +65,14 @@ class PersonalDataOut(OutModel):
 
 
 class DisclosureOut(OutModel):
-    kind: Literal["provider", "role"]
-    recipient: str = Field(description="接收方：服务商类别或岗位（不含员工姓名或编号）")
+    omit_none = frozenset({"partner_kind"})
+
+    kind: Literal["provider", "role", "partner"]
+    recipient: str = Field(description="接收方：服务商类别、岗位（不含员工姓名或编号）或合作方名称")
     description: str
     fields: list[str]
     last_at: UtcTimestamp
+    partner_kind: str | None = Field(default=None, description="合作方类型：locker / station / franchise / authority")
 
 
 class PurposeOut(OutModel):
@@ -92,7 +95,7 @@ class SubjectDataOut(OutModel):
 
 
 class AccessItemOut(OutModel):
-    omit_none = frozenset({"station", "partner"})
+    omit_none = frozenset({"station", "partner", "partner_kind"})
 
     at: UtcTimestamp
     role: str
@@ -101,6 +104,7 @@ class AccessItemOut(OutModel):
     fields: list[str]
     station: str | None = None
     partner: str | None = None
+    partner_kind: str | None = None
 
 
 class AccessLogOut(OutModel):

@@ -15,7 +15,7 @@ import zxingcpp
 from PIL import Image
 
 from courier_api.staff import NewUser, set_phone
-from tests.browser.flow import call
+from tests.browser.flow import call, read_code
 from tests.browser.live import LiveServer
 from tests.conftest import make_merchant, shipment_body
 from tests.courier_api import make_staff, totp_now
@@ -83,15 +83,9 @@ def printed_and_assigned(live: LiveServer, crew: Crew) -> dict[str, Any]:
 
 
 def pickup_code(live: LiveServer, shipment: dict[str, Any]) -> str:
-    """The code the recipient tells the courier at a handover.
-
-    Today (main) that is the last four digits of the recipient's phone. INTEGRATOR: once the pickup-code
-    branch lands (a random 6-digit code sent by SMS when the parcel goes out for delivery), replace the body
-    with ``return tests.browser.flow.read_code(live, shipment["recipient_phone"])``, which reads it from the
-    built-in SMS provider's outbox (``waybill.messages.sent_to``).
-    """
-    del live  # needed by the SMS version
-    return str(shipment["recipient_phone"])[-4:]
+    """The code the recipient tells the courier at a handover: the random 6-digit code sent by SMS when the
+    parcel went out for delivery, read from the built-in SMS provider's outbox (``waybill.messages.sent_to``)."""
+    return read_code(live, shipment["recipient_phone"])
 
 
 def film(label_png: bytes, path: Path, *, frames: int = 45, qr_px: int = 300) -> Path:

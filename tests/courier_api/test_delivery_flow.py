@@ -10,7 +10,7 @@ import pytest
 
 from courier_api.staff import set_phone
 from tests.conftest import RECIPIENT, SENDER, shipment_body
-from tests.courier_api import bearer, login, make_staff
+from tests.courier_api import bearer, login, make_partner, make_staff, pickup_code
 from tests.printing.label_helpers import decode, pdf_pages_as_images
 from waybill.permissions import SYSTEM
 from waybill.services import build
@@ -85,11 +85,14 @@ def test_end_to_end_create_print_assign_scan_call_deliver_audit(client, merchant
     again = client.post(f"/v1/courier/shipments/{shp['id']}/call", headers=crew["courier"]).get_json()
     assert again == number  # the live binding, not a new one
 
-    wrong = client.post(f"/v1/courier/shipments/{shp['id']}/deliver",
-                        json={"method": "handover", "pickup_code": "0000"}, headers=crew["courier"])
-    assert wrong.status_code == 422 and wrong.get_json()["error"]["field"] == "pickup_code"
+    code = pickup_code(services)  # the recipient's SMS
+    wrong_code = f"{(int(code) + 1) % 1_000_000:06d}"
+    for bad in ("0000", wrong_code, RECIPIENT["phone"][-4:]):  # the phone's last digits mean nothing any more
+        wrong = client.post(f"/v1/courier/shipments/{shp['id']}/deliver",
+                            json={"method": "handover", "pickup_code": bad}, headers=crew["courier"])
+        assert wrong.status_code == 422 and wrong.get_json()["error"]["field"] == "pickup_code"
     done = client.post(f"/v1/courier/shipments/{shp['id']}/deliver",
-                       json={"method": "handover", "pickup_code": RECIPIENT["phone"][-4:]}, headers=crew["courier"])
+                       json={"method": "handover", "pickup_code": code}, headers=crew["courier"])
     assert done.status_code == 200 and done.get_json()["status"] == "delivered"
 
     after = client.post("/v1/courier/scan", json={"token": qr}, headers=crew["courier"])
@@ -161,7 +164,9 @@ def test_dispatch_is_limited_to_the_dispatchers_station(client, merchant, crew):
     assert client.post(f"/v1/courier/shipments/{shp['id']}/call", headers=crew["courier"]).status_code == 404
 
 
-def test_deliver_methods_and_validation(client, merchant, crew):
+def test_deliver_methods_and_validation(client, merchant, services, crew):
+    locker = make_partner(services, "locker", "丰巢智能柜")
+    station = make_partner(services, "station")
     shp, _ = _printed(client, merchant, crew)
     assert _assign(client, crew, shp).status_code == 201
     url = f"/v1/courier/shipments/{shp['id']}/deliver"
@@ -171,10 +176,14 @@ def test_deliver_methods_and_validation(client, merchant, crew):
     assert r.status_code == 422 and r.get_json()["error"]["field"] == "locker_id"
     r = client.post(url, json={"method": "handover"}, headers=crew["courier"])
     assert r.status_code == 422 and r.get_json()["error"]["field"] == "pickup_code"
-    assert client.post(url, json={"method": "station"}, headers=crew["courier2"]).status_code == 404
     r = client.post(url, json={"method": "locker", "locker_id": "L-12"}, headers=crew["courier"])
+    assert r.status_code == 422 and r.get_json()["error"]["field"] == "partner_id"
+    assert client.post(url, json={"method": "station", "partner_id": station},
+                       headers=crew["courier2"]).status_code == 404
+    r = client.post(url, json={"method": "locker", "locker_id": "L-12", "partner_id": locker}, headers=crew["courier"])
     assert r.status_code == 200 and r.get_json()["status"] == "delivered"
-    assert client.post(url, json={"method": "station"}, headers=crew["courier"]).status_code == 404
+    assert client.post(url, json={"method": "station", "partner_id": station},
+                       headers=crew["courier"]).status_code == 404
 
 
 def test_scan_quota_answers_429_and_raises_an_alert(base_env, session_factory, merchant, services):

@@ -16,7 +16,7 @@ import pytest
 
 from courier_api.staff import set_phone
 from tests.conftest import shipment_body
-from tests.courier_api import bearer, login, make_staff
+from tests.courier_api import bearer, login, make_staff, pickup_code
 from tests.courier_api.subjects_helpers import codes_sent_to
 from tests.openapi_check import AnswerRecorder, check_answer, documented_json_routes
 from tests.printing.label_helpers import decode, pdf_pages_as_images
@@ -55,7 +55,8 @@ def test_every_documented_answer_matches_the_document(recorded, app, client, mer
     staff = {key: make_staff(services, name, role, station) for key, name, role, station in (
         ("sorter", "oa_sorter", "sorter", STATION), ("dispatcher", "oa_disp", "dispatcher", STATION),
         ("courier", "oa_courier", "courier", STATION), ("auditor", "oa_auditor", "auditor", None),
-        ("officer", "oa_officer", "privacy_officer", None), ("other_officer", "oa_officer2", "privacy_officer", None))}
+        ("officer", "oa_officer", "privacy_officer", None), ("other_officer", "oa_officer2", "privacy_officer", None),
+        ("admin", "oa_admin", "admin", None))}
     with services.session_factory() as s:
         set_phone(s, SYSTEM, "oa_courier", "13700001234", services.codec)
         s.commit()
@@ -86,9 +87,21 @@ def test_every_documented_answer_matches_the_document(recorded, app, client, mer
                     headers=h["dispatcher"]), 201)
     _ok(client.post("/v1/courier/scan", json={"token": qr}, headers=h["courier"]))
     _ok(client.post(f"/v1/courier/shipments/{shp['id']}/call", headers=h["courier"]))
+    # The recipient's SMS code, resent once by the dispatcher (the first stops working).
+    _ok(client.post(f"/v1/dispatch/shipments/{shp['id']}/pickup-code", headers=h["dispatcher"]), 202)
     _ok(client.post(f"/v1/courier/shipments/{shp['id']}/deliver",
-                    json={"method": "handover", "pickup_code": shipment_body()["recipient"]["phone"][-4:]},
-                    headers=h["courier"]))
+                    json={"method": "handover", "pickup_code": pickup_code(services)}, headers=h["courier"]))
+    # Partners: registered by an admin, listed for the courier, named by a station delivery; the disclosure list.
+    partner = _ok(client.post("/v1/partners", json={"name": "菜鸟驿站", "kind": "station", "agreement_ref": "CN-1",
+                                                    "agreement_expires": "2099-12-31"}, headers=h["admin"]), 201)
+    _ok(client.get("/v1/partners?kind=station", headers=h["courier"]))
+    second = _ok(client.post("/v1/shipments", json=shipment_body("OA-4"), headers=m), 201)
+    _ok(client.post("/v1/print-jobs", json={"shipment_ids": [second["id"]], "format": "zpl"}, headers=h["sorter"]))
+    _ok(client.post("/v1/dispatch/assignments", json={"shipment_id": second["id"], "courier": "oa_courier"},
+                    headers=h["dispatcher"]), 201)
+    _ok(client.post(f"/v1/courier/shipments/{second['id']}/deliver",
+                    json={"method": "station", "partner_id": partner["id"]}, headers=h["courier"]))
+    assert _ok(client.get("/v1/privacy/disclosures?limit=5", headers=h["auditor"]))["items"]
 
     # Privacy officer: file a request for part of one party and all of the other, then read it.
     req = _ok(client.post("/v1/privacy/requests", json={

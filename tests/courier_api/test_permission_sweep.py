@@ -36,13 +36,13 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from courier_api import delivery, privacy, staff
+from courier_api import delivery, partners, privacy, staff
 from courier_api.deps import delivery_deps, privacy_deps
 from courier_api.models import StaffUser
 from courier_api.subjects import access as subject_access
 from courier_api.subjects import requests as subject_requests
 from tests.conftest import RECIPIENT, _drop, _new_env, make_merchant, shipment_body
-from tests.courier_api import bearer, login, make_staff
+from tests.courier_api import bearer, login, make_partner, make_staff
 from waybill import audit, labels, lifecycle, retention, shipments
 from waybill.errors import DomainError, PermissionDenied
 from waybill.ids import new_id
@@ -131,6 +131,12 @@ courier.deliver          A             401   403   403   ok    404   404   403  
 courier.deliver          A_unassigned  401   403   403   404   404   404   403   403   403   403   403   403   403
 courier.deliver          B             401   403   403   404   404   404   403   403   403   403   403   403   403
 courier.deliver          missing       401   403   403   404   404   404   403   403   403   403   403   403   403
+courier.resend_code      A             401   403   403   403   403   403   ok    404   403   403   403   403   403
+courier.resend_code      B             401   403   403   403   403   403   404   ok    403   403   403   403   403
+courier.resend_code      missing       401   403   403   403   403   403   404   404   403   403   403   403   403
+partners.create_partner  -             401   403   403   403   403   403   403   403   403   403   403   ok    403
+partners.list_partners   -             401   403   403   ok    ok    ok    ok    ok    403   403   403   ok    403
+partners.disclosures     -             401   403   403   403   403   403   403   403   403   ok    ok    403   403
 courier.audit_events     -             401   403   403   403   403   403   403   403   403   ok    403   403   403
 courier.audit_verify     -             401   403   403   403   403   403   403   403   403   ok    403   403   403
 privacy.file_request     A             401   403   403   403   403   403   403   403   403   403   ok    403   403
@@ -207,6 +213,11 @@ ENDPOINTS: dict[str, Endpoint] = {
                              "assigned"),
     "courier.deliver": Endpoint("POST", "/v1/courier/shipments/<shipment_id>/deliver", Permission.COURIER_DELIVER,
                                 "assigned"),
+    "courier.resend_code": Endpoint("POST", "/v1/dispatch/shipments/<shipment_id>/pickup-code",
+                                    Permission.PICKUP_CODE_RESEND, "dispatched"),
+    "partners.create_partner": Endpoint("POST", "/v1/partners", Permission.PARTNER_MANAGE, None),
+    "partners.list_partners": Endpoint("GET", "/v1/partners", Permission.PARTNER_READ, None),
+    "partners.disclosures": Endpoint("GET", "/v1/privacy/disclosures", Permission.DISCLOSURE_READ, None),
     "courier.audit_events": Endpoint("GET", "/v1/audit/events", Permission.AUDIT_READ, None),
     "courier.audit_verify": Endpoint("GET", "/v1/audit/verify", Permission.AUDIT_READ, None),
     "privacy.file_request": Endpoint("POST", "/v1/privacy/requests", Permission.PERSONAL_DATA_REQUEST, "created"),
@@ -252,6 +263,7 @@ class World:
     principals: dict[str, Principal]
     merchants: dict[str, Any]
     subject_shipment: str = ""
+    partner: str = ""  # a registered locker partner (deliveries name it)
     seq: Iterator[int] = field(default_factory=itertools.count)
 
     def order_id(self, owner: str) -> str:
@@ -278,17 +290,17 @@ class World:
         shp = r.get_json()
         assert shp["sorting_code"].startswith(station + "-"), shp["sorting_code"]  # the premise of the table
         made = Obj(shp["id"])
-        if state in ("printed", "assigned"):
+        if state in ("printed", "assigned", "dispatched"):
             with self.svc.session_factory() as s:
                 sorter = self.principals["sorter" if owner == "merchant" else "sorter_far"]
                 (model,) = labels.issue_print_job(s, self.svc.label_deps, sorter, [made.id])
                 s.commit()
             made.token = model.token
-        if state == "assigned" and obj != "A_unassigned":
+        if state in ("assigned", "dispatched") and obj != "A_unassigned":
             dispatcher, courier = ("dispatcher", "courier") if owner == "merchant" else ("dispatcher_far", "courier_b")
             with self.svc.session_factory() as s:
                 delivery.assign(s, self.principals[dispatcher], made.id, STAFF[courier][0],
-                                provider=self.svc.provider)
+                                provider=self.svc.provider, pickup=delivery_deps(self.svc).pickup)
                 s.commit()
         if state in ("requested", "pending"):
             # Filed by the privacy_officer principal (read cases) or by the other officer (approval cases), and
@@ -337,7 +349,7 @@ def _random_token() -> str:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     env = _new_env(tmp_path_factory.mktemp("sweep"), scan_per_minute=10_000, scan_per_hour=1_000_000,
-                   subject_token_ttl_s=3600)
+                   subject_token_ttl_s=3600, sms_per_phone_per_hour=1000)  # every case's recipient: one phone
     try:
         app = env.app()
         svc = app.extensions["waybill"]
@@ -369,7 +381,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         assert r.status_code == 201, r.get_json()
         raw, principals["subject"] = sweep_subject(svc, r.get_json()["id"])
         headers["subject"] = bearer(raw)
-        yield World(app, client, svc, headers, principals, merchants, subject_shipment=r.get_json()["id"])
+        yield World(app, client, svc, headers, principals, merchants, subject_shipment=r.get_json()["id"],
+                    partner=make_partner(svc, "locker", "丰巢智能柜"))
     finally:
         _drop(env)
 
@@ -404,7 +417,15 @@ CALLS: dict[str, Call] = {
     "courier.scan": lambda w, h, who, o: w.client.post("/v1/courier/scan", json={"token": o.token}, headers=h),
     "courier.call": lambda w, h, who, o: w.client.post(f"/v1/courier/shipments/{o.id}/call", headers=h),
     "courier.deliver": lambda w, h, who, o: w.client.post(
-        f"/v1/courier/shipments/{o.id}/deliver", json={"method": "locker", "locker_id": "L-07"}, headers=h),
+        f"/v1/courier/shipments/{o.id}/deliver", json={"method": "locker", "locker_id": "L-07",
+                                                       "partner_id": w.partner}, headers=h),
+    "courier.resend_code": lambda w, h, who, o: w.client.post(f"/v1/dispatch/shipments/{o.id}/pickup-code",
+                                                              headers=h),
+    "partners.create_partner": lambda w, h, who, o: w.client.post("/v1/partners", json={
+        "name": "菜鸟驿站", "kind": "station", "agreement_ref": "CN-2026/1", "agreement_expires": "2099-01-01"},
+        headers=h),
+    "partners.list_partners": lambda w, h, who, o: w.client.get("/v1/partners", headers=h),
+    "partners.disclosures": lambda w, h, who, o: w.client.get("/v1/privacy/disclosures?limit=5", headers=h),
     "courier.audit_events": lambda w, h, who, o: w.client.get("/v1/audit/events?limit=5", headers=h),
     "courier.audit_verify": lambda w, h, who, o: w.client.get("/v1/audit/verify", headers=h),
     "privacy.file_request": lambda w, h, who, o: w.client.post("/v1/privacy/requests", json={
@@ -467,6 +488,14 @@ def _check_allowed(endpoint: str, who: str, obj: Obj | None, r: Any) -> None:
         assert r.status_code == 200 and body["virtual_number"].startswith("170")
     elif endpoint == "courier.deliver":
         assert r.status_code == 200 and body["status"] == "delivered"
+    elif endpoint == "courier.resend_code":
+        assert r.status_code == 202 and body == {"shipment_id": obj.id, "sent": True}
+    elif endpoint == "partners.create_partner":
+        assert r.status_code == 201 and body["id"].startswith("ptn_") and body["kind"] == "station"
+    elif endpoint == "partners.list_partners":
+        assert r.status_code == 200 and any(item["id"] for item in body["items"])
+    elif endpoint == "partners.disclosures":
+        assert r.status_code == 200 and isinstance(body["items"], list)
     elif endpoint == "courier.audit_events":
         assert r.status_code == 200 and isinstance(body["items"], list) and body["items"]
     elif endpoint == "courier.audit_verify":
@@ -556,7 +585,7 @@ def test_the_table_covers_every_route(world: World) -> None:
     for endpoint, spec in ENDPOINTS.items():
         objects = {obj for e, obj, _ in TABLE if e == endpoint}
         extra = {"assigned": {"A_unassigned"}, "requested": {"A_foreign"}, "pending": {"A_own"},
-                 "subject_request": set()}.get(
+                 "subject_request": set(), "dispatched": set()}.get(
             spec.state or "", set())
         assert objects == ({"A", "B", "missing"} | extra if spec.state else {_NONE}), endpoint
         assert {who for e, _, who in TABLE if e == endpoint} == set(PRINCIPALS)
@@ -597,7 +626,13 @@ DOMAIN_OPS: dict[str, tuple[Permission, DomainCall]] = {
     "issue_print_job": (Permission.PRINT_JOB_CREATE, lambda s, svc, p, sid: labels.issue_print_job(
         s, svc.label_deps, p, [sid])),
     "assign": (Permission.DISPATCH_ASSIGN, lambda s, svc, p, sid: delivery.assign(
-        s, p, sid, STAFF["courier_same"][0], provider=svc.provider)),
+        s, p, sid, STAFF["courier_same"][0], provider=svc.provider, pickup=delivery_deps(svc).pickup)),
+    "resend_code": (Permission.PICKUP_CODE_RESEND, lambda s, svc, p, sid: delivery.resend_code(
+        s, delivery_deps(svc), p, sid)),
+    "create_partner": (Permission.PARTNER_MANAGE, lambda s, svc, p, sid: partners.create(
+        s, p, name="驿站", kind="station", agreement_ref="X-1", agreement_expires="2099-01-01")),
+    "list_partners": (Permission.PARTNER_READ, lambda s, svc, p, sid: partners.listing(s, p)),
+    "list_disclosures": (Permission.DISCLOSURE_READ, lambda s, svc, p, sid: partners.disclosures(s, p, limit=1)),
     "scan": (Permission.COURIER_SCAN, lambda s, svc, p, sid: delivery.scan(s, delivery_deps(svc), p, "X" * 32)),
     "call": (Permission.COURIER_CALL, lambda s, svc, p, sid: delivery.call(s, delivery_deps(svc), p, sid)),
     "deliver": (Permission.COURIER_DELIVER, lambda s, svc, p, sid: delivery.deliver(
@@ -630,7 +665,9 @@ DOMAIN_ALLOWED = {
     "create_shipment": {"merchant"}, "create_batch": {"merchant"}, "get_shipment": {"merchant"},
     "list_shipments": {"merchant"}, "cancel_shipment": {"merchant"},
     "issue_label": {"merchant", "sorter"}, "reprint_label": {"merchant", "sorter"},
-    "issue_print_job": {"sorter"}, "assign": {"dispatcher"},
+    "issue_print_job": {"sorter"}, "assign": {"dispatcher"}, "resend_code": {"dispatcher"},
+    "create_partner": {"admin"}, "list_partners": {"courier", "dispatcher", "admin"},
+    "list_disclosures": {"auditor", "privacy_officer"},
     "scan": {"courier"}, "call": {"courier"}, "deliver": {"courier"},
     "list_events": {"auditor"},
     "create_user": {"admin"}, "disable_user": {"admin"}, "set_phone": {"admin"},

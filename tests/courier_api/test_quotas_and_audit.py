@@ -10,7 +10,7 @@ import pytest
 
 from courier_api.deps import delivery_deps
 from tests.conftest import RECIPIENT
-from tests.courier_api import bearer, login, make_staff
+from tests.courier_api import bearer, login, make_partner, make_staff
 from tests.courier_api.test_delivery_flow import _assign, _printed, crew  # noqa: F401 - fixture
 from tests.limits_clock import limits_clock  # noqa: F401 - fixture
 from waybill.models import utcnow
@@ -82,7 +82,8 @@ def test_recipient_can_call_back_during_the_grace_period_only(client, merchant, 
     shp, _ = _printed(client, merchant, crew, "G-1")
     assert _assign(client, crew, shp).status_code == 201
     number = client.post(f"/v1/courier/shipments/{shp['id']}/call", headers=crew["courier"]).get_json()
-    done = client.post(f"/v1/courier/shipments/{shp['id']}/deliver", json={"method": "station"},
+    station = make_partner(services, "station")
+    done = client.post(f"/v1/courier/shipments/{shp['id']}/deliver", json={"method": "station", "partner_id": station},
                        headers=crew["courier"])
     assert done.status_code == 200
     provider = delivery_deps(services).provider
