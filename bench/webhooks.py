@@ -26,7 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 from waybill import db, outbox, shipments, tasks, tracking
 from waybill.merchants import create_merchant
@@ -37,6 +37,7 @@ from waybill.services import Services, build, initialise
 from waybill.settings import load_settings
 from waybill.uow import unit_of_work
 from waybill.webhooks import create_endpoint
+from waybill.webhooks.models import WebhookAttempt
 
 PATH = ("printed", "in_transit", "out_for_delivery", "delivered")  # four status changes per shipment
 
@@ -71,8 +72,11 @@ def receiver(arrivals: Arrivals) -> ThreadingHTTPServer:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
+    class Server(ThreadingHTTPServer):
+        request_queue_size = 256  # http.server's default listen backlog (5) refuses connections under load
+        daemon_threads = True
+
+    server = Server(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
@@ -174,11 +178,12 @@ def bench(svc: Services, args: argparse.Namespace) -> dict[str, Any]:
     with svc.session_factory() as s:
         backlog = outbox.backlog(s)
         ids = s.scalars(select(Shipment.id)).all()
+        failed = s.scalar(select(func.count()).select_from(WebhookAttempt).where(WebhookAttempt.ok.is_(False)))
     return {"workers": args.workers, "events": events, "delivered": delivered, "seconds": round(elapsed, 2),
             "events_per_s": round(delivered / elapsed, 1), "lag_events": len(committed), "lag_delivered": len(lags),
             "paced_rate": round(len(committed) / produced_s, 1), "lag_p50_ms": round(1000 * pct(lags, 0.5), 1),
             "lag_p99_ms": round(1000 * pct(lags, 0.99), 1), "lag_mean_ms": round(1000 * statistics.mean(lags), 1),
-            "outbox_backlog_after": backlog, "shipments": len(ids)}
+            "failed_attempts": failed, "outbox_backlog_after": backlog, "shipments": len(ids)}
 
 
 def main() -> None:

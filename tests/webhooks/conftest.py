@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import Env, MerchantCreds, make_merchant, shipment_body
 from tests.webhooks.receiver import Receiver
-from waybill import outbox, tasks, tracking
+from waybill import outbox, tasks, tracking, webhooks
 from waybill.models import Shipment, utcnow
 from waybill.permissions import SYSTEM
 from waybill.services import Services
@@ -45,10 +45,16 @@ class Hooks:
                 shipment = tx.session.get(Shipment, shipment_id)
                 tracking.move(tx.session, SYSTEM, shipment, status)
 
-    def drain(self, *, now: datetime | None = None, svc: Services | None = None, rounds: int = 20) -> int:
-        """Relay and run due messages in this thread until none is due at ``now``; returns how many ran."""
+    def drain(self, *, now: datetime | None = None, svc: Services | None = None, rounds: int = 20,
+              clock: Callable[[], datetime] | None = None) -> int:
+        """Relay and run due messages in this thread until none is due at ``now``; returns how many ran.
+
+        ``clock``: the time the delivery task sees (default: the real one)."""
         svc = svc or self.svc
-        queue = tasks.InProcessQueue(svc)
+        table = tasks.handlers(svc)
+        if clock is not None:
+            table[webhooks.TOPIC] = webhooks.handler(svc, clock=clock)
+        queue = tasks.InProcessQueue(svc, table)
         total = 0
         for _ in range(rounds):
             sent = outbox.relay_once(svc.session_factory, queue, now=now or utcnow())

@@ -162,6 +162,27 @@ def test_a_duplicate_task_for_a_delivered_event_sends_nothing(hooks, receiver):
         assert s.query(WebhookAttempt).count() == 1
 
 
+def test_a_run_meeting_an_attempt_in_flight_sends_nothing_and_checks_again_after_its_lease(hooks, receiver):
+    """Another worker holds the delivery's lease (its request is out): this run sends nothing now; once the lease
+    has run out (that worker died mid-request) the delivery is sent, with the same id and body."""
+    from waybill.webhooks.delivery import LEASE
+
+    hooks.endpoint(receiver.url)
+    sid = hooks.shipment("WH-LEASE")
+    hooks.move(sid, "printed")
+    with hooks.svc.session_factory() as s:
+        s.execute(update(WebhookDelivery).values(leased_until=utcnow() + LEASE))
+        s.commit()
+    hooks.drain()
+    assert receiver.received == []
+    later = utcnow() + LEASE + LATER
+    hooks.drain(now=later, clock=lambda: later)
+    assert len(receiver.received) == 1
+    with hooks.svc.session_factory() as s:
+        (delivery,) = s.scalars(select(WebhookDelivery)).all()
+        assert (delivery.status, delivery.attempts, delivery.leased_until) == ("succeeded", 1, None)
+
+
 def test_the_address_is_checked_again_at_delivery(hooks, receiver):
     """Created while loopback was allowed; delivered by a process where it is not: refused, logged, not sent."""
     import dataclasses
@@ -227,6 +248,31 @@ def test_test_mode_shipments_are_delivered_too(hooks, receiver):
     assert r.status_code == 200
     hooks.drain()
     assert [r.json["data"]["status"] for r in receiver.received] == ["cancelled"]
+
+
+def test_a_failing_event_is_retried_for_a_day_then_given_up_and_the_next_one_goes(hooks, receiver):
+    hooks.endpoint(receiver.url)
+    receiver.answer(*[500] * 30)
+    sid = hooks.shipment("WH-DAY")
+    hooks.move(sid, "printed", "in_transit")
+    start = utcnow()
+    at = start
+    for _ in range(40):  # the clock jumps ahead past each wait (the longest is 10 h + 10 %)
+        hooks.drain(now=at, clock=lambda at=at: at)
+        with hooks.svc.session_factory() as s:
+            first = s.scalars(select(WebhookDelivery).order_by(WebhookDelivery.seq)).first()
+        if first.status != "pending":
+            break
+        at += timedelta(hours=11)
+    assert first.status == "failed" and first.attempts >= 8
+    with hooks.svc.session_factory() as s:
+        times = sorted(a.at for a in s.scalars(select(WebhookAttempt).where(WebhookAttempt.delivery_id == first.id)))
+    assert times[-1] - times[0] >= timedelta(hours=24)
+    # Given up: the shipment's next event is no longer held back (it meets the rest of the 500s, then a 200).
+    seqs = [r.json["data"]["seq"] for r in receiver.received]
+    assert seqs[-1] == first.seq + 1 and set(seqs[:first.attempts]) == {first.seq}
+    assert hooks.client.get("/v1/webhooks", headers=hooks.merchant.headers).get_json()["items"][0]["status"] == \
+        "active"
 
 
 def test_retries_last_at_least_24_hours_after_the_first_failure():
