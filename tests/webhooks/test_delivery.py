@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
@@ -289,3 +290,35 @@ def test_retries_last_at_least_24_hours_after_the_first_failure():
     assert waits == sorted(waits) and waits[0] == pytest.approx(4.5)
     assert webhooks.next_delay(1, start, start, high) == pytest.approx(5.5)
     assert webhooks.next_delay(30, start, start + timedelta(hours=25)) is None
+
+
+def test_secrets_are_never_stored_or_logged_in_plaintext(hooks, receiver, caplog):
+    import logging
+
+    from sqlalchemy import text
+
+    from tests.conftest import BACKEND
+
+    caplog.set_level(logging.DEBUG)
+    hook = hooks.endpoint(receiver.url)
+    rotated = hooks.client.post(f"/v1/webhooks/{hook['id']}/rotate-secret",
+                                headers=hooks.merchant.headers).get_json()["secret"]
+    sid = hooks.shipment("WH-SECRET")
+    hooks.move(sid, "printed")
+    hooks.drain()
+    assert len(receiver.received) == 1
+    needles = [s.encode() for secret in (hook["secret"], rotated)
+               for s in (secret, secret.removeprefix("whsec_"))]
+    needles += [base64.b64decode(secret.removeprefix("whsec_")) for secret in (hook["secret"], rotated)]
+    if BACKEND == "sqlite":
+        path = hooks.env.settings.database_url.removeprefix("sqlite:///")
+        raw = b"".join(Path(p).read_bytes() for p in (path, path + "-wal") if Path(p).exists())
+    else:
+        with hooks.env.engine.connect() as conn:
+            tables = [r[0] for r in conn.execute(text(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"))]
+            raw = b"".join(repr(conn.execute(text(f'SELECT * FROM "{t}"')).all()).encode() for t in tables)
+    logged = "\n".join(r.getMessage() + repr(r.__dict__) for r in caplog.records).encode()
+    for needle in needles:
+        assert needle not in raw
+        assert needle not in logged
