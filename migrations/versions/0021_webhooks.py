@@ -49,7 +49,7 @@ def upgrade() -> None:
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("created_at", TS, nullable=False),
         sa.Column("first_failure_at", TS, nullable=True),
-        sa.Column("leased_until", TS, nullable=True),
+        sa.Column("not_before", TS, nullable=True),
         sa.Column("finished_at", TS, nullable=True),
         sa.ForeignKeyConstraint(["endpoint_id"], ["webhook_endpoints.id"],
                                 name=op.f("fk_webhook_deliveries_endpoint_id_webhook_endpoints")),

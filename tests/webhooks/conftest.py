@@ -46,10 +46,12 @@ class Hooks:
                 tracking.move(tx.session, SYSTEM, shipment, status)
 
     def drain(self, *, now: datetime | None = None, svc: Services | None = None, rounds: int = 20,
-              clock: Callable[[], datetime] | None = None) -> int:
+              clock: Callable[[], datetime] | None = None, at: datetime | None = None) -> int:
         """Relay and run due messages in this thread until none is due at ``now``; returns how many ran.
 
-        ``clock``: the time the delivery task sees (default: the real one)."""
+        ``clock``: the time the delivery task sees (default: the real one); ``at``: both, fixed at that time."""
+        if at is not None:
+            now, clock = at, (lambda: at)
         svc = svc or self.svc
         table = tasks.handlers(svc)
         if clock is not None:

@@ -5,7 +5,8 @@ One run of the task for one delivery (:func:`attempt`):
 1. *Claim*, in the task's transaction: lock the delivery row; nothing to do when it is no longer pending (a
    duplicate message: at least once, sent once), or another run holds its lease (in flight: check again when
    the lease ends), or an earlier ``seq`` of the same shipment is still pending for the same endpoint (that one's
-   end enqueues this one: per-shipment order). Otherwise take a lease, count the attempt, read the secrets, and
+   end enqueues this one: per-shipment order), or its retry wait has not passed (a duplicate message must not
+   retry early). Otherwise take a lease (``not_before``), count the attempt, read the secrets, and
    **commit**: no row lock — and on SQLite no write lock, which would stop every request — is held while the
    request is out.
 2. *Send*: resolve the host and check every address again (DNS may have changed since creation), connect to a
@@ -115,9 +116,10 @@ def attempt(tx: UnitOfWork, svc: WebhookServices, delivery_id: str, *, transport
     if endpoint is None or endpoint.deleted_at is not None or endpoint.disabled_at is not None:
         row.status, row.finished_at = "cancelled", now
         return "cancelled"
-    if row.leased_until is not None and row.leased_until > now:
-        _enqueue(session, row.id, (row.leased_until - now).total_seconds() + 1, now)
-        return "in_flight"
+    if row.not_before is not None and row.not_before > now:
+        # In flight elsewhere, or waiting for its retry: look again then (the other run may die mid-request).
+        _enqueue(session, row.id, (row.not_before - now).total_seconds() + 1, now)
+        return "not_yet"
     earlier = session.scalar(select(WebhookDelivery.id).where(
         WebhookDelivery.endpoint_id == row.endpoint_id, WebhookDelivery.shipment_id == row.shipment_id,
         WebhookDelivery.seq < row.seq, WebhookDelivery.status == "pending").limit(1))
@@ -125,7 +127,7 @@ def attempt(tx: UnitOfWork, svc: WebhookServices, delivery_id: str, *, transport
         return "waiting"
     secrets = signing_secrets(svc.codec, endpoint, now)
     url, msg_id, body = endpoint.url, row.event_id, row.body
-    row.leased_until = now + LEASE
+    row.not_before = now + LEASE
     row.attempts += 1
     tx.commit_so_far()
 
@@ -152,7 +154,7 @@ def _record(session: Session, delivery_id: str, answer: Answer, started: datetim
     session.add(WebhookAttempt(id=new_id("wha"), endpoint_id=row.endpoint_id, delivery_id=row.id,
                                event_id=row.event_id, at=started, status_code=code, ok=ok, error=error,
                                duration_ms=max(0, int((finished - started).total_seconds() * 1000))))
-    row.leased_until = None
+    row.not_before = None
     if row.status != "pending":  # cancelled while the request was out (the endpoint was removed)
         return "recorded"
     if ok:
@@ -175,6 +177,7 @@ def _record(session: Session, delivery_id: str, answer: Answer, started: datetim
         _next_in_line(session, row, finished)
         log.warning("webhook delivery given up", extra={"delivery_id": row.id, "attempts": row.attempts})
         return "failed"
+    row.not_before = finished + timedelta(seconds=delay)
     _enqueue(session, row.id, delay, finished)
     return "retry"
 

@@ -163,7 +163,7 @@ def cancel_pending(session: Session, endpoint_id: str, now: datetime) -> None:
     """Every pending delivery of the endpoint is cancelled (removed, or disabled by a ``410``)."""
     session.execute(update(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint_id,
                                                   WebhookDelivery.status == "pending")
-                    .values(status="cancelled", finished_at=now, leased_until=None)
+                    .values(status="cancelled", finished_at=now, not_before=None)
                     .execution_options(synchronize_session=False))
 
 

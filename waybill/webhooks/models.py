@@ -64,8 +64,9 @@ class WebhookDelivery(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     first_failure_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    # An attempt in flight (claimed, the request not answered yet): another run of the task waits it out.
-    leased_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # No attempt before this time: one is in flight (its lease: the request is not answered yet), or a failed
+    # attempt's retry wait. A duplicate run of the task before then only checks again at that time.
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
