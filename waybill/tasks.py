@@ -66,7 +66,7 @@ def handlers(svc: Services) -> dict[str, Handler]:
                                  RELEASE_TOPIC: _release_remote(svc), RETENTION_TOPIC: _retention_run(svc),
                                  messages.TOPIC: messages.handler(svc),
                                  messages.EXPIRE_TOPIC: messages.expire_handler(svc),
-                                 webhooks.TOPIC: webhooks.handler(svc)}
+                                 webhooks.TOPIC: webhooks.handler(svc), webhooks.PRUNE_TOPIC: webhooks.prune_handler()}
     for ext in load_extensions():
         for topic, handler in ext.task_handlers(svc).items():
             if topic in found:
@@ -80,7 +80,8 @@ def jobs() -> list[Job]:
     found = [Job("virtual_numbers.expire", 300, "virtual_numbers.expire", {}),
              # Daily (slots of whole UTC days: 08:00 China Standard Time, off the evening peak).
              Job(RETENTION_TOPIC, 86400, RETENTION_TOPIC, {}),
-             Job(messages.EXPIRE_TOPIC, 3600, messages.EXPIRE_TOPIC, {})]
+             Job(messages.EXPIRE_TOPIC, 3600, messages.EXPIRE_TOPIC, {}),
+             Job(webhooks.PRUNE_TOPIC, 3600, webhooks.PRUNE_TOPIC, {})]
     for ext in load_extensions():
         found.extend(ext.periodic_jobs())
     return found

@@ -16,6 +16,7 @@ from tests.conftest import RECIPIENT, SENDER
 from waybill import outbox, tasks, webhooks
 from waybill.models import OutboxMessage, TrackingEvent, utcnow
 from waybill.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from waybill.webhooks.prune import KEEP
 
 LATER = timedelta(seconds=10)  # past the first retry's wait (5 s + 10 % jitter)
 
@@ -327,3 +328,19 @@ def test_secrets_are_never_stored_or_logged_in_plaintext(hooks, receiver, caplog
     for needle in needles:
         assert needle not in raw
         assert needle not in logged
+
+
+def test_finished_deliveries_are_forgotten_after_30_days(hooks, receiver):
+    hook = hooks.endpoint(receiver.url)
+    receiver.answer(500)
+    sid = hooks.shipment("WH-PRUNE")
+    hooks.move(sid, "printed", "in_transit")
+    hooks.drain()  # the first fails (retry pending: kept), the second waits behind it
+    hooks.drain(at=utcnow() + LATER)
+    with hooks.svc.session_factory() as s:
+        assert webhooks.prune_deliveries(s, now=utcnow() + timedelta(days=29)) == 0
+        assert webhooks.prune_deliveries(s, now=utcnow() + KEEP + LATER) == 2
+        s.commit()
+        assert s.query(WebhookDelivery).count() == 0 and s.query(WebhookAttempt).count() == 0
+    log = hooks.client.get(f"/v1/webhooks/{hook['id']}/deliveries", headers=hooks.merchant.headers).get_json()
+    assert log == {"items": []}
