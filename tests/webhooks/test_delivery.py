@@ -344,3 +344,26 @@ def test_finished_deliveries_are_forgotten_after_30_days(hooks, receiver):
         assert s.query(WebhookDelivery).count() == 0 and s.query(WebhookAttempt).count() == 0
     log = hooks.client.get(f"/v1/webhooks/{hook['id']}/deliveries", headers=hooks.merchant.headers).get_json()
     assert log == {"items": []}
+
+
+def test_the_in_process_relay_is_woken_by_the_commit(hooks, receiver):
+    """A relay polling once an hour still delivers at once: the commit that enqueued the delivery wakes it."""
+    import time
+
+    def wait_for(count: int) -> None:
+        deadline = time.monotonic() + 60
+        while len(receiver.received) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    hooks.endpoint(receiver.url)
+    sid = hooks.shipment("WH-WAKE")
+    runner = tasks.BackgroundRunner(hooks.svc, tasks.InProcessQueue(hooks.svc), job_list=[], interval_s=3600)
+    runner.start()
+    try:
+        hooks.move(sid, "printed")  # delivered by the first round (at start) or by a wake-up
+        wait_for(1)
+        hooks.move(sid, "in_transit")  # the first round is over: only a wake-up can deliver this one
+        wait_for(2)
+    finally:
+        runner.stop()
+    assert [r.json["data"]["status"] for r in receiver.received] == ["printed", "in_transit"]
