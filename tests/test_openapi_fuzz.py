@@ -114,7 +114,8 @@ def test_every_operation_answers_as_documented(fuzz_app: Any, role_headers: dict
     assert not failures, "\n\n".join(failures)
 
 
-_SAMPLE = {"shipment_id": "shp_" + "0" * 26, "request_id": "pdr_" + "0" * 26, "token": "t" * 20}
+_SAMPLE = {"shipment_id": "shp_" + "0" * 26, "request_id": "pdr_" + "0" * 26, "token": "t" * 20,
+           "webhook_id": "whk_" + "0" * 26}
 
 
 def test_every_path_answers_other_methods_with_405_and_the_documented_allow(fuzz_app: Any) -> None:

@@ -168,6 +168,7 @@ def model_metadata() -> MetaData:
     """``Base.metadata`` with every model module loaded, as ``migrations/env.py`` loads them."""
     import waybill.messages.models  # noqa: F401  (registers the message table)
     import waybill.virtual_numbers.models  # noqa: F401  (registers the virtual-number tables)
+    import waybill.webhooks.models  # noqa: F401  (registers the webhook tables)
     from waybill.entrypoints import EXTENSIONS_GROUP, load_group
     from waybill.models import Base
 

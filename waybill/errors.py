@@ -38,6 +38,10 @@ class ShipmentNotFound(NotFound):
     pass
 
 
+class WebhookNotFound(NotFound):
+    """A webhook endpoint that does not exist, was removed, or is another merchant's."""
+
+
 class TokenRevoked(NotFound):
     pass
 

@@ -10,6 +10,8 @@
   it is done already (deliveries are at least once, handlers run once), run the topic's handler, mark it
   done — all in one commit. A failing handler rolls back; the failure is counted on the row and the queue
   retries it later.
+- :func:`wait_for_work` lets this process's relay sleep until a transaction that enqueued something commits
+  (or its poll interval passes): in-process work starts right after the commit instead of up to a poll later.
 - :func:`schedule_due` starts periodic jobs: one row per (job, slot) with a unique key, so of all the
   processes on all the nodes exactly one enqueues each slot's run.
 """
@@ -19,12 +21,13 @@ from __future__ import annotations
 import logging
 import math
 import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -45,6 +48,36 @@ BACKLOG_WARNING = 100
 # phone number (a string of digits is refused), an address or a token.
 _ID_OR_ENUM = re.compile(r"[a-z]{2,8}_[0-9A-HJKMNP-TV-Z]{26}|[a-z][a-z0-9_.]{0,63}")
 _TOPIC = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
+
+
+_WAKE_INFO = "waybill.outbox.wake"
+_work = threading.Event()
+
+
+def _committed(session: Session) -> None:
+    if session.info.pop(_WAKE_INFO, False):
+        _work.set()
+
+
+def _rolled_back(session: Session) -> None:
+    session.info.pop(_WAKE_INFO, None)
+
+
+# Every session of the process: a commit that enqueued a message wakes the relay (one dict lookup otherwise).
+event.listen(Session, "after_commit", _committed)
+event.listen(Session, "after_rollback", _rolled_back)
+
+
+def wake() -> None:
+    """Wake the relay now (a commit that enqueued work does this by itself; so does stopping the relay)."""
+    _work.set()
+
+
+def wait_for_work(timeout_s: float) -> bool:
+    """Sleep until a commit enqueued work in this process, or ``timeout_s``; True when woken by work."""
+    woken = _work.wait(timeout_s)
+    _work.clear()
+    return woken
 
 
 class BadPayload(ValueError):
@@ -83,6 +116,8 @@ def enqueue(session: Session, topic: str, payload: Mapping[str, object], *, dela
     session.add(OutboxMessage(id=message_id, topic=topic, payload=dict(payload), created_at=now,
                               available_at=now + timedelta(seconds=max(0.0, delay_s)), attempts=0))
     session.flush()
+    if delay_s <= 0:
+        session.info[_WAKE_INFO] = True
     return message_id
 
 

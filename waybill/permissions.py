@@ -45,12 +45,14 @@ class Permission(StrEnum):
     PARTNER_MANAGE = "partner:manage"
     PARTNER_READ = "partner:read"
     DISCLOSURE_READ = "disclosure:read"
+    # Merchants' own webhook endpoints (waybill/webhooks): create, list, remove, rotate, read the delivery log.
+    WEBHOOK_MANAGE = "webhook:manage"
 
 
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "merchant": frozenset({
         Permission.SHIPMENT_CREATE, Permission.SHIPMENT_READ, Permission.SHIPMENT_LIST,
-        Permission.SHIPMENT_CANCEL, Permission.LABEL_READ, Permission.LABEL_REPRINT,
+        Permission.SHIPMENT_CANCEL, Permission.LABEL_READ, Permission.LABEL_REPRINT, Permission.WEBHOOK_MANAGE,
     }),
     "sorter": frozenset({Permission.LABEL_READ, Permission.LABEL_REPRINT, Permission.PRINT_JOB_CREATE}),
     "courier": frozenset({Permission.COURIER_SCAN, Permission.COURIER_CALL, Permission.COURIER_DELIVER,

@@ -152,6 +152,10 @@ class Settings:
     subject_request_working_days: tuple[tuple[str, int], ...] = (("delete", 15),)
     # The overdue alert fires this many days before the due date (and again once overdue).
     subject_request_warn_days: int = 3
+    # Merchant webhooks (waybill/webhooks): URLs resolving to private, loopback, link-local, CGNAT, multicast,
+    # reserved or cloud-metadata addresses are refused at creation and at every delivery unless this is set
+    # (WAYBILL_WEBHOOK_ALLOW_PRIVATE=1: development, tests, an on-premises receiver).
+    webhook_allow_private: bool = False
 
     @property
     def is_production(self) -> bool:
@@ -264,6 +268,18 @@ def _working_days(raw: str | None) -> tuple[tuple[str, int], ...]:
                                 f"(types: {', '.join(SUBJECT_REQUEST_TYPES)}; 1-30 days)")
         found[name.strip()] = int(days)
     return tuple(sorted(found.items()))
+
+
+def _flag(name: str, raw: str | None) -> bool:
+    """A boolean setting: 1/true/yes/on or 0/false/no/off (unset: false)."""
+    if raw is None:
+        return False
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise SettingsError(f"{_ENV_PREFIX}{name.upper()} must be 1 or 0")
 
 
 def _load_notice(path: Path) -> object:
@@ -395,6 +411,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         "redis_url": get("redis_url"),
         "broker_url": _broker_url(get("broker_url")),
         "trusted_proxies": _networks(get("trusted_proxies")),
+        "webhook_allow_private": _flag("webhook_allow_private", get("webhook_allow_private")),
     }
     if (raw := get("merchant_rate_per_s")) is not None:
         values["merchant_rate_per_s"] = _float("merchant_rate_per_s", raw, 0.01, 1e6)

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from waybill import messages, outbox, retention
+from waybill import messages, outbox, retention, webhooks
 from waybill.extensions import load_extensions
 from waybill.models import utcnow
 from waybill.outbox import Handler, Job, TaskQueue
@@ -65,7 +65,8 @@ def handlers(svc: Services) -> dict[str, Handler]:
     found: dict[str, Handler] = {"virtual_numbers.expire": _expire_bindings(svc),
                                  RELEASE_TOPIC: _release_remote(svc), RETENTION_TOPIC: _retention_run(svc),
                                  messages.TOPIC: messages.handler(svc),
-                                 messages.EXPIRE_TOPIC: messages.expire_handler(svc)}
+                                 messages.EXPIRE_TOPIC: messages.expire_handler(svc),
+                                 webhooks.TOPIC: webhooks.handler(svc), webhooks.PRUNE_TOPIC: webhooks.prune_handler()}
     for ext in load_extensions():
         for topic, handler in ext.task_handlers(svc).items():
             if topic in found:
@@ -79,7 +80,8 @@ def jobs() -> list[Job]:
     found = [Job("virtual_numbers.expire", 300, "virtual_numbers.expire", {}),
              # Daily (slots of whole UTC days: 08:00 China Standard Time, off the evening peak).
              Job(RETENTION_TOPIC, 86400, RETENTION_TOPIC, {}),
-             Job(messages.EXPIRE_TOPIC, 3600, messages.EXPIRE_TOPIC, {})]
+             Job(messages.EXPIRE_TOPIC, 3600, messages.EXPIRE_TOPIC, {}),
+             Job(webhooks.PRUNE_TOPIC, 3600, webhooks.PRUNE_TOPIC, {})]
     for ext in load_extensions():
         found.extend(ext.periodic_jobs())
     return found
@@ -154,7 +156,8 @@ def start_in_process(svc: Services) -> BackgroundRunner | None:
 
 
 class BackgroundRunner:
-    """Relays the outbox and starts periodic jobs, every second, in a daemon thread until stopped."""
+    """Relays the outbox and starts periodic jobs, every second and whenever a commit of this process enqueued work,
+    in a daemon thread until stopped."""
 
     def __init__(self, svc: Services, queue: TaskQueue, job_list: Sequence[Job] | None = None,
                  interval_s: float = RELAY_INTERVAL_S, clock: Callable[[], Any] = utcnow) -> None:
@@ -185,9 +188,12 @@ class BackgroundRunner:
                     pass  # a full batch: there is more, go on at once
             except Exception as exc:  # the database may be down for a while; try again next round
                 log.error("outbox relay failed", extra={"error_type": type(exc).__name__})
-            self._stop.wait(self._interval)
+            # Until the interval passes, or a commit of this process enqueued work (webhook lag: a delivery starts
+            # right after the status change commits, not up to a poll later; other processes' work waits the poll).
+            outbox.wait_for_work(self._interval)
 
     def stop(self, timeout_s: float = 5.0) -> None:
         self._stop.set()
+        outbox.wake()
         if self._thread is not None:
             self._thread.join(timeout_s)

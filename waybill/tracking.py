@@ -18,6 +18,7 @@ from waybill.errors import InvalidStatusTransition
 from waybill.ids import new_id
 from waybill.models import Shipment, TrackingEvent, utcnow
 from waybill.permissions import Principal
+from waybill.webhooks import fanout
 
 STATUSES = ("created", "printed", "in_transit", "out_for_delivery", "delivery_failed", "returning", "returned",
             "delivered", "cancelled")
@@ -89,8 +90,8 @@ def record_scan(session: Session, principal: Principal, shipment: Shipment, even
 
 
 def _publish(session: Session, shipment: Shipment, event: TrackingEvent) -> None:
-    """Queue the merchant's webhooks for a status change, in the same transaction."""
-    # Filled in by merchant webhooks (waybill/webhooks): until then a status change notifies nobody.
+    """Queue the merchant's webhooks for a status change, in the same transaction (waybill/webhooks/fanout.py)."""
+    fanout.publish(session, shipment, event)
 
 
 def history(session: Session, shipment_id: str) -> list[TrackingEvent]:

@@ -13,6 +13,7 @@ import dataclasses
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from courier_api.staff import set_phone
 from tests.conftest import shipment_body
@@ -20,6 +21,9 @@ from tests.courier_api import bearer, login, make_staff, pickup_code
 from tests.courier_api.subjects_helpers import codes_sent_to
 from tests.openapi_check import AnswerRecorder, check_answer, documented_json_routes
 from tests.printing.label_helpers import decode, pdf_pages_as_images
+from tests.webhooks.receiver import Receiver
+from waybill import outbox, tasks, webhooks
+from waybill.models import OutboxMessage
 from waybill.permissions import SYSTEM
 from waybill.readiness import Readiness
 from waybill.virtual_numbers import add_numbers
@@ -150,8 +154,33 @@ def test_every_documented_answer_matches_the_document(recorded, app, client, mer
     other_recorded = AnswerRecorder(other)
     _ok(other.test_client().get("/readyz"), 503)
 
+    # Webhooks: on an app that may reach the loopback receiver, an endpoint gets one delivery (a cancellation).
+    hooked_svc = dataclasses.replace(services, settings=dataclasses.replace(services.settings,
+                                                                            webhook_allow_private=True))
+    hooked = create_app(services.settings, services_override=hooked_svc)
+    hooked_recorded = AnswerRecorder(hooked)
+    hc = hooked.test_client()
+    receiver = Receiver()
+    try:
+        hook = _ok(hc.post("/v1/webhooks", json={"url": receiver.url, "events": ["shipment.status_changed"]},
+                           headers=m), 201)
+        _ok(hc.get("/v1/webhooks", headers=m))
+        _ok(hc.post(f"/v1/webhooks/{hook['id']}/rotate-secret", headers=m))
+        cancelled = _ok(hc.post("/v1/shipments", json=shipment_body("OA-HOOK"), headers=m), 201)
+        _ok(hc.post(f"/v1/shipments/{cancelled['id']}/cancel", headers=m))
+        with services.session_factory() as s:
+            (message,) = s.scalars(select(OutboxMessage.id).where(OutboxMessage.topic == webhooks.TOPIC)).all()
+        assert outbox.run_message(services.session_factory, tasks.handlers(hooked_svc), message)
+        assert len(receiver.received) == 1
+        log = _ok(hc.get(f"/v1/webhooks/{hook['id']}/deliveries?limit=5", headers=m))
+        assert [i["ok"] for i in log["items"]] == [True]
+        _ok(hc.delete(f"/v1/webhooks/{hook['id']}", headers=m))
+        assert hc.delete(f"/v1/webhooks/{hook['id']}", headers=m).status_code == 404
+    finally:
+        receiver.close()
+
     doc = _ok(client.get("/openapi.json"))
-    answers = recorded.answers + other_recorded.answers
+    answers = recorded.answers + other_recorded.answers + hooked_recorded.answers
     for answer in answers:
         if answer.path != "/openapi.json":
             check_answer(doc, answer)

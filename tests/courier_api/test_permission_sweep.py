@@ -43,12 +43,13 @@ from courier_api.subjects import access as subject_access
 from courier_api.subjects import requests as subject_requests
 from tests.conftest import RECIPIENT, _drop, _new_env, make_merchant, shipment_body
 from tests.courier_api import bearer, login, make_partner, make_staff
-from waybill import audit, labels, lifecycle, retention, shipments
+from waybill import audit, labels, lifecycle, retention, shipments, webhooks
 from waybill.errors import DomainError, PermissionDenied
 from waybill.ids import new_id
 from waybill.permissions import ROLE_PERMISSIONS, SYSTEM, Permission, Principal
 from waybill.schemas import ShipmentIn, parse
 from waybill.virtual_numbers import add_numbers
+from waybill.webhooks.models import WebhookEndpoint
 
 STATION = "755-W012"  # 深圳市南山区
 FAR_STATION = "010-W201"  # 北京市朝阳区
@@ -166,6 +167,17 @@ subjects.decide          missing       401   403   403   403   403   403   403  
 retention.destructions   -             401   403   403   403   403   403   403   403   403   ok    ok    403   403
 retention.place_hold     -             401   403   403   403   403   403   403   403   403   403   ok    403   403
 retention.release_hold   -             401   403   403   403   403   403   403   403   403   403   ok    403   403
+webhooks.create          -             401   ok    ok    403   403   403   403   403   403   403   403   403   403
+webhooks.list_           -             401   ok    ok    403   403   403   403   403   403   403   403   403   403
+webhooks.delete          A             401   ok    404   403   403   403   403   403   403   403   403   403   403
+webhooks.delete          B             401   404   ok    403   403   403   403   403   403   403   403   403   403
+webhooks.delete          missing       401   404   404   403   403   403   403   403   403   403   403   403   403
+webhooks.rotate_secret   A             401   ok    404   403   403   403   403   403   403   403   403   403   403
+webhooks.rotate_secret   B             401   404   ok    403   403   403   403   403   403   403   403   403   403
+webhooks.rotate_secret   missing       401   404   404   403   403   403   403   403   403   403   403   403   403
+webhooks.deliveries      A             401   ok    404   403   403   403   403   403   403   403   403   403   403
+webhooks.deliveries      B             401   404   ok    403   403   403   403   403   403   403   403   403   403
+webhooks.deliveries      missing       401   404   404   403   403   403   403   403   403   403   403   403   403
 """
 
 
@@ -239,7 +251,16 @@ ENDPOINTS: dict[str, Endpoint] = {
     "retention.destructions": Endpoint("GET", "/v1/privacy/destructions", Permission.DESTRUCTION_READ, None),
     "retention.place_hold": Endpoint("POST", "/v1/privacy/holds", Permission.PRIVACY_HOLD, None),
     "retention.release_hold": Endpoint("DELETE", "/v1/privacy/holds/<hold_id>", Permission.PRIVACY_HOLD, None),
+    "webhooks.create": Endpoint("POST", "/v1/webhooks", Permission.WEBHOOK_MANAGE, None),
+    "webhooks.list_": Endpoint("GET", "/v1/webhooks", Permission.WEBHOOK_MANAGE, None),
+    "webhooks.delete": Endpoint("DELETE", "/v1/webhooks/<webhook_id>", Permission.WEBHOOK_MANAGE, "webhook"),
+    "webhooks.rotate_secret": Endpoint("POST", "/v1/webhooks/<webhook_id>/rotate-secret", Permission.WEBHOOK_MANAGE,
+                                       "webhook"),
+    "webhooks.deliveries": Endpoint("GET", "/v1/webhooks/<webhook_id>/deliveries", Permission.WEBHOOK_MANAGE,
+                                    "webhook"),
 }
+# A webhook URL at a literal public address: passes the SSRF guard without DNS (nothing is ever sent to it here).
+HOOK_URL = "https://93.184.215.14/sweep-hook"
 
 # Permissions no HTTP route checks; the domain does (accounts are managed through the CLI, as the system).
 DOMAIN_ONLY = {Permission.USER_MANAGE, Permission.RETENTION_RUN}
@@ -272,7 +293,8 @@ class World:
     def shipment(self, obj: str, state: str | None) -> Obj:
         """A fresh object for one case (``missing``: an id nobody has)."""
         if obj == "missing":
-            prefix = {"requested": "pdr", "pending": "pdr", "subject_request": "sjr"}.get(state or "", "shp")
+            prefix = {"requested": "pdr", "pending": "pdr", "subject_request": "sjr", "webhook": "whk"}.get(
+                state or "", "shp")
             return Obj(new_id(prefix), _random_token())
         if state == "subject_request":
             # A: the subject principal's own request (on its shipment); B: another subject's, on a B shipment.
@@ -284,6 +306,8 @@ class World:
             return Obj(req.id)
         owner, recipient, station = ("merchant", RECIPIENT, STATION) if obj.startswith("A") else \
             ("other_merchant", FAR_RECIPIENT, FAR_STATION)
+        if state == "webhook":
+            return Obj(self.webhook(owner))
         r = self.client.post("/v1/shipments", json=shipment_body(self.order_id(owner), recipient=dict(recipient)),
                              headers=self.merchants[owner].headers)
         assert r.status_code == 201, r.get_json()
@@ -316,6 +340,19 @@ class World:
                 s.commit()
             return Obj(req.id)
         return made
+
+
+    def webhook(self, owner: str) -> str:
+        """A fresh endpoint of ``owner``; its earlier ones are removed first (a merchant may keep ten)."""
+        principal = self.principals[owner]
+        with self.svc.session_factory() as s:
+            for row in webhooks.list_endpoints(s, principal):
+                webhooks.delete_endpoint(s, principal, row.id)
+            s.commit()
+        r = self.client.post("/v1/webhooks", json={"url": HOOK_URL, "events": ["shipment.status_changed"]},
+                             headers=self.merchants[owner].headers)
+        assert r.status_code == 201, r.get_json()
+        return str(r.get_json()["id"])
 
 
 def sweep_subject(svc: Any, shipment_id: str) -> tuple[str, Principal]:
@@ -447,6 +484,12 @@ CALLS: dict[str, Call] = {
     "retention.place_hold": lambda w, h, who, o: w.client.post("/v1/privacy/holds", json={
         "shipment_ids": [w.shipment("A", None).id], "reason": "公安调证 SWEEP-1"}, headers=h),
     "retention.release_hold": lambda w, h, who, o: w.client.delete(f"/v1/privacy/holds/{_hold(w)}", headers=h),
+    "webhooks.create": lambda w, h, who, o: w.client.post(
+        "/v1/webhooks", json={"url": HOOK_URL, "events": ["shipment.status_changed"]}, headers=h),
+    "webhooks.list_": lambda w, h, who, o: w.client.get("/v1/webhooks", headers=h),
+    "webhooks.delete": lambda w, h, who, o: w.client.delete(f"/v1/webhooks/{o.id}", headers=h),
+    "webhooks.rotate_secret": lambda w, h, who, o: w.client.post(f"/v1/webhooks/{o.id}/rotate-secret", headers=h),
+    "webhooks.deliveries": lambda w, h, who, o: w.client.get(f"/v1/webhooks/{o.id}/deliveries?limit=5", headers=h),
 }
 
 
@@ -463,7 +506,7 @@ def _prefix(who: str) -> str:
     return "A-" if who == "merchant" else "B-"
 
 
-def _check_allowed(endpoint: str, who: str, obj: Obj | None, r: Any) -> None:
+def _check_allowed(endpoint: str, who: str, obj: Obj | None, r: Any, world: World | None = None) -> None:
     """The endpoint's own answer: proof the call got through both checks and did its work."""
     body = r.get_json(silent=True)
     if endpoint == "merchant.create":
@@ -527,11 +570,27 @@ def _check_allowed(endpoint: str, who: str, obj: Obj | None, r: Any) -> None:
         assert r.status_code == 201 and body["status"] == "active" and body["shipments"] == 1
     elif endpoint == "retention.release_hold":
         assert r.status_code == 200 and body["status"] == "released"
+    elif endpoint == "webhooks.create":
+        assert r.status_code == 201 and body["secret"].startswith("whsec_") and body["url"] == HOOK_URL
+    elif endpoint == "webhooks.list_":
+        # Own endpoints only: both merchants hold one (made for this case), each sees its own and never a secret.
+        assert r.status_code == 200 and len(body["items"]) >= 1 and all("secret" not in i for i in body["items"])
+        assert world is not None
+        with world.svc.session_factory() as s:
+            owners = {s.get(WebhookEndpoint, i["id"]).merchant_id for i in body["items"]}
+        assert owners == {world.merchants[who].id}, owners
+    elif endpoint == "webhooks.delete":
+        assert r.status_code == 200 and body["id"] == obj.id and body["status"] == "deleted"
+    elif endpoint == "webhooks.rotate_secret":
+        assert r.status_code == 200 and body["secret"].startswith("whsec_")
+    elif endpoint == "webhooks.deliveries":
+        assert r.status_code == 200 and body == {"items": []}
     else:  # every endpoint has a check above
         raise AssertionError(endpoint)
 
 
 REFUSALS = {"401": "unauthenticated", "403": "forbidden", "404": "not_found"}
+
 
 
 def _sweep_case(w: World, endpoint: str, obj_kind: str, who: str, expected: str, headers: dict[str, str]) -> None:
@@ -540,9 +599,13 @@ def _sweep_case(w: World, endpoint: str, obj_kind: str, who: str, expected: str,
     if endpoint in ("merchant.list_", "merchant.search"):
         w.shipment("A", None)
         w.shipment("B", None)
+    if endpoint == "webhooks.list_":
+        w.shipment("A", "webhook")
+        w.shipment("B", "webhook")
+
     r = CALLS[endpoint](w, headers, who, obj)
     if expected == "ok":
-        _check_allowed(endpoint, who, obj, r)
+        _check_allowed(endpoint, who, obj, r, world=w)
         return
     assert r.status_code == int(expected), (r.status_code, r.get_data(as_text=True))
     assert r.get_json()["error"]["code"] == REFUSALS[expected]
@@ -659,6 +722,15 @@ DOMAIN_OPS: dict[str, tuple[Permission, DomainCall]] = {
         s, p, status=None, limit=1, cursor=None)),
     "subject_decide": (Permission.SUBJECT_REQUEST_DECIDE, lambda s, svc, p, sid: subject_requests.decide(
         s, svc, p, new_id("sjr"), "complete", None)),
+    "create_webhook": (Permission.WEBHOOK_MANAGE, lambda s, svc, p, sid: webhooks.create_endpoint(
+        s, svc, p, HOOK_URL, ["shipment.status_changed"])),
+    "list_webhooks": (Permission.WEBHOOK_MANAGE, lambda s, svc, p, sid: webhooks.list_endpoints(s, p)),
+    "delete_webhook": (Permission.WEBHOOK_MANAGE, lambda s, svc, p, sid: webhooks.delete_endpoint(
+        s, p, new_id("whk"))),
+    "rotate_webhook": (Permission.WEBHOOK_MANAGE, lambda s, svc, p, sid: webhooks.rotate_secret(
+        s, svc, p, new_id("whk"))),
+    "webhook_attempts": (Permission.WEBHOOK_MANAGE, lambda s, svc, p, sid: webhooks.attempts(
+        s, p, new_id("whk"), limit=1)),
 }
 # Which roles the domain lets through, written out (not derived from ROLE_PERMISSIONS).
 DOMAIN_ALLOWED = {
@@ -674,6 +746,8 @@ DOMAIN_ALLOWED = {
     "file_request": {"privacy_officer"}, "read_request": {"privacy_officer"}, "approve_request": {"privacy_officer"},
     "subject_view": {"subject"}, "subject_log": {"subject"}, "subject_request": {"subject"},
     "subject_queue": {"privacy_officer"}, "subject_decide": {"privacy_officer"},
+    "create_webhook": {"merchant"}, "list_webhooks": {"merchant"}, "delete_webhook": {"merchant"},
+    "rotate_webhook": {"merchant"}, "webhook_attempts": {"merchant"},
 }
 DOMAIN_ROLES = ("merchant", "courier", "dispatcher", "sorter", "auditor", "privacy_officer", "admin", "system",
                 "subject", "no_such_role")

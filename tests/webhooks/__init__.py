@@ -1,0 +1,1 @@
+"""Webhook tests: a real HTTP receiver on loopback, real commits, the real task runner."""
