@@ -274,3 +274,10 @@ def deliver(session: Session, deps: DeliveryDeps, principal: Principal, shipment
                  purpose=method)
     session.flush()
     return shipment
+
+
+def assigned_shipment(session: Session, principal: Principal, shipment_id: str,
+                      action: str) -> tuple[Shipment, Assignment]:
+    """The shipment (locked) and the active assignment ``principal`` holds of it, or :class:`ShipmentNotFound`
+    (audited as ``action``): the object-level rule of every courier action on an assigned parcel."""
+    return _assigned(session, principal, shipment_id, action)

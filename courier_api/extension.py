@@ -12,7 +12,7 @@ from flask import Flask
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from courier_api import auth_api, models, privacy_views, retention_views, staff, subjects, views
+from courier_api import auth_api, models, movement_views, privacy_views, retention_views, staff, subjects, views
 from courier_api import services as courier_registry
 from courier_api.cli import users
 from waybill.extensions import TOKEN_RESOLVERS
@@ -39,6 +39,7 @@ class CourierExtension:
         app.extensions.setdefault(TOKEN_RESOLVERS, {})[staff.TOKEN_PREFIX + "_"] = _staff_principal
         auth_api.install(app)
         views.install(app)
+        movement_views.install(app)
         privacy_views.install(app)
         subjects.install(app, services_of(app))
         retention_views.install(app)

@@ -38,15 +38,21 @@ class Permission(StrEnum):
     DESTRUCTION_READ = "destruction:read"
     PRIVACY_HOLD = "privacy:hold"
     RETENTION_RUN = "retention:run"
+    # Movement through the network: sorting-centre scans, failed delivery attempts, the merchant's tracking history.
+    SORTING_SCAN = "sorting:scan"
+    COURIER_ATTEMPT = "courier:attempt"
+    TRACKING_READ = "tracking:read"
 
 
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "merchant": frozenset({
         Permission.SHIPMENT_CREATE, Permission.SHIPMENT_READ, Permission.SHIPMENT_LIST,
-        Permission.SHIPMENT_CANCEL, Permission.LABEL_READ, Permission.LABEL_REPRINT,
+        Permission.SHIPMENT_CANCEL, Permission.LABEL_READ, Permission.LABEL_REPRINT, Permission.TRACKING_READ,
     }),
-    "sorter": frozenset({Permission.LABEL_READ, Permission.LABEL_REPRINT, Permission.PRINT_JOB_CREATE}),
-    "courier": frozenset({Permission.COURIER_SCAN, Permission.COURIER_CALL, Permission.COURIER_DELIVER}),
+    "sorter": frozenset({Permission.LABEL_READ, Permission.LABEL_REPRINT, Permission.PRINT_JOB_CREATE,
+                         Permission.SORTING_SCAN}),
+    "courier": frozenset({Permission.COURIER_SCAN, Permission.COURIER_CALL, Permission.COURIER_DELIVER,
+                          Permission.COURIER_ATTEMPT}),
     "dispatcher": frozenset({Permission.DISPATCH_ASSIGN}),
     "auditor": frozenset({Permission.AUDIT_READ, Permission.DESTRUCTION_READ}),
     # Full access only per recorded request with a purpose (GB/T 35273 7.1 e).

@@ -13,8 +13,9 @@ from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
-from waybill.errors import InvalidStatusTransition
+from waybill.errors import InvalidStatusTransition, ValidationFailed
 from waybill.ids import new_id
 from waybill.models import Shipment, TrackingEvent, utcnow
 from waybill.permissions import Principal
@@ -52,6 +53,9 @@ def _append(session: Session, shipment: Shipment, *, kind: str, status: str, pre
     seq = session.execute(update(Shipment).where(Shipment.id == shipment.id)
                           .values(event_seq=Shipment.event_seq + 1).returning(Shipment.event_seq)
                           .execution_options(synchronize_session=False)).scalar_one()
+    # The loaded row learns the number too (without becoming dirty: a later flush must not write it back over
+    # a newer one), so what this session reads of it afterwards is not stale.
+    set_committed_value(shipment, "event_seq", int(seq))
     row = TrackingEvent(id=new_id("trk"), shipment_id=shipment.id, seq=int(seq), kind=kind, status=status,
                         previous_status=previous, event=event, station=station, actor=actor, at=at)
     session.add(row)
@@ -65,15 +69,19 @@ def started(session: Session, principal: Principal, shipment: Shipment, *, at: d
 
 
 def move(session: Session, principal: Principal, shipment: Shipment, to: str, *, station: str | None = None,
-         at: datetime | None = None) -> TrackingEvent:
-    """Change ``shipment``'s status to ``to`` along an edge, and record it (merchants' webhooks included)."""
+         at: datetime | None = None, event: str | None = None) -> TrackingEvent:
+    """Change ``shipment``'s status to ``to`` along an edge, and record it (merchants' webhooks included).
+
+    ``event`` says why, in an enumerated word (a failed attempt's reason: ``not_home``, ``refused``...), never
+    free text: merchants read it.
+    """
     previous = shipment.status
     if not can_move(previous, to):
         raise InvalidStatusTransition(field="status")
     at = at or utcnow()
     shipment.status = to
     shipment.updated_at = at
-    row = _append(session, shipment, kind="status", status=to, previous=previous, event=None, station=station,
+    row = _append(session, shipment, kind="status", status=to, previous=previous, event=event, station=station,
                   actor=principal.actor, at=at)
     _publish(session, shipment, row)
     return row
@@ -83,7 +91,7 @@ def record_scan(session: Session, principal: Principal, shipment: Shipment, even
                 at: datetime | None = None) -> TrackingEvent:
     """A sorting scan (``arrival``/``departure``) at ``station``: an event without a status change."""
     if event not in SCAN_EVENTS:
-        raise ValueError(f"unknown scan event {event}")
+        raise ValidationFailed("event 须为 arrival 或 departure", field="event")
     return _append(session, shipment, kind="scan", status=shipment.status, previous=None, event=event,
                    station=station, actor=principal.actor, at=at or utcnow())
 

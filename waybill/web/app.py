@@ -68,12 +68,14 @@ def create_app(settings: Settings | None = None, *, services_override: Services 
     from waybill.web.notice import bp as notice_bp
     from waybill.web.phone_receipts import bp as phone_bp
     from waybill.web.subject_page import bp as subject_page_bp
+    from waybill.web.tracking import bp as tracking_bp
 
     app.register_blueprint(merchant_bp)
     app.register_blueprint(labels_bp)
     app.register_blueprint(phone_bp)
     app.register_blueprint(notice_bp)
     app.register_blueprint(subject_page_bp)
+    app.register_blueprint(tracking_bp)
     operations.install(app, svc)
     # The courier side (and any other upper layer) plugs in through entry points; see waybill.extensions.
     for ext in load_extensions():
