@@ -1,9 +1,11 @@
 """Failed delivery attempts: the assigned courier could not hand the parcel over.
 
 ``record_attempt`` moves the parcel to ``delivery_failed`` and ends the courier's assignment
-(``end_reason`` ``attempt_failed``); the call binding is released after the same grace period as after a
-delivery (the recipient may call back about the missed parcel), and the label's QR token stays valid, so a
-dispatcher can assign the parcel again. The attempts are counted from the ended assignments; after
+(``end_reason`` ``attempt_failed``) and releases its call binding at once, and the label's QR token stays
+valid, so a dispatcher can assign the parcel again. At once, not after the grace period a delivery leaves: the
+parcel goes to another courier (or back to its sender), so, as at a reassignment, the courier who failed must no
+longer reach the recipient, and the provider binds one shipment to one pair of numbers at a time (a live binding
+would refuse the next courier's call as a conflict). The attempts are counted from the ended assignments; after
 ``max_attempts`` failed ones, or at once when the recipient refused the parcel, it goes on to ``returning``
 (back to its sender) in the same request. The reason is kept as the status event's ``event`` (an enumerated
 word, never free text: merchants read it in the tracking history).
@@ -11,6 +13,7 @@ word, never free text: merchants read it in the tracking history).
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -22,6 +25,7 @@ from waybill import audit, tracking
 from waybill.errors import ValidationFailed
 from waybill.models import Shipment, utcnow
 from waybill.permissions import Permission, Principal
+from waybill.virtual_numbers.base import OutOfSession
 
 __all__ = ["ATTEMPT_FAILED", "REASONS", "failed_attempts", "record_attempt"]
 
@@ -47,7 +51,8 @@ def record_attempt(session: Session, deps: DeliveryDeps, principal: Principal, s
     assignment.ended_at = now
     assignment.end_reason = ATTEMPT_FAILED
     if assignment.binding_id is not None:
-        deps.provider.release(session, assignment.binding_id, at=now + deps.release_grace)
+        with contextlib.suppress(OutOfSession):  # a binding that is gone already needs no release
+            deps.provider.release(session, assignment.binding_id)
     session.flush()
     failed = failed_attempts(session, shipment.id)
     audit.record(session, principal, "courier.attempt", object_type="shipment", object_id=shipment.id,

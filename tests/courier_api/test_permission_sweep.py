@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
-from courier_api import delivery, privacy, staff
+from courier_api import attempts, delivery, privacy, sorting, staff
 from courier_api.deps import delivery_deps, privacy_deps
 from courier_api.models import StaffUser
 from courier_api.subjects import access as subject_access
@@ -46,6 +46,7 @@ from tests.courier_api import bearer, login, make_staff
 from waybill import audit, labels, lifecycle, retention, shipments
 from waybill.errors import DomainError, PermissionDenied
 from waybill.ids import new_id
+from waybill.models import Shipment
 from waybill.permissions import ROLE_PERMISSIONS, SYSTEM, Permission, Principal
 from waybill.schemas import ShipmentIn, parse
 from waybill.virtual_numbers import add_numbers
@@ -157,6 +158,14 @@ subjects.decide          missing       401   403   403   403   403   403   403  
 retention.destructions   -             401   403   403   403   403   403   403   403   403   ok    ok    403   403
 retention.place_hold     -             401   403   403   403   403   403   403   403   403   403   ok    403   403
 retention.release_hold   -             401   403   403   403   403   403   403   403   403   403   ok    403   403
+movement.sorting_scans   -             401   403   403   403   403   403   403   403   ok    403   403   403   403
+movement.attempt         A             401   403   403   ok    404   404   403   403   403   403   403   403   403
+movement.attempt         A_unassigned  401   403   403   404   404   404   403   403   403   403   403   403   403
+movement.attempt         B             401   403   403   404   404   404   403   403   403   403   403   403   403
+movement.attempt         missing       401   403   403   404   404   404   403   403   403   403   403   403   403
+tracking.events          A             401   ok    404   403   403   403   403   403   403   403   403   403   403
+tracking.events          B             401   404   ok    403   403   403   403   403   403   403   403   403   403
+tracking.events          missing       401   404   404   403   403   403   403   403   403   403   403   403   403
 """
 
 
@@ -225,6 +234,13 @@ ENDPOINTS: dict[str, Endpoint] = {
     "retention.destructions": Endpoint("GET", "/v1/privacy/destructions", Permission.DESTRUCTION_READ, None),
     "retention.place_hold": Endpoint("POST", "/v1/privacy/holds", Permission.PRIVACY_HOLD, None),
     "retention.release_hold": Endpoint("DELETE", "/v1/privacy/holds/<hold_id>", Permission.PRIVACY_HOLD, None),
+    # The object of a scan batch is made by the call itself (one of A's station, printed): the scope of sorters
+    # over the numbers of a batch, item by item, is tests/courier_api/test_sorting.py's.
+    "movement.sorting_scans": Endpoint("POST", "/v1/sorting/scans", Permission.SORTING_SCAN, None),
+    "movement.attempt": Endpoint("POST", "/v1/courier/shipments/<shipment_id>/attempt", Permission.COURIER_ATTEMPT,
+                                 "assigned"),
+    "tracking.events": Endpoint("GET", "/v1/shipments/<shp:shipment_id>/events", Permission.TRACKING_READ,
+                                "created"),
 }
 
 # Permissions no HTTP route checks; the domain does (accounts are managed through the CLI, as the system).
@@ -423,7 +439,18 @@ CALLS: dict[str, Call] = {
     "retention.place_hold": lambda w, h, who, o: w.client.post("/v1/privacy/holds", json={
         "shipment_ids": [w.shipment("A", None).id], "reason": "公安调证 SWEEP-1"}, headers=h),
     "retention.release_hold": lambda w, h, who, o: w.client.delete(f"/v1/privacy/holds/{_hold(w)}", headers=h),
+    "movement.sorting_scans": lambda w, h, who, o: w.client.post(
+        "/v1/sorting/scans", json={"waybill_nos": [_waybill_no(w, w.shipment("A", "printed"))], "event": "arrival"},
+        headers=h),
+    "movement.attempt": lambda w, h, who, o: w.client.post(
+        f"/v1/courier/shipments/{o.id}/attempt", json={"reason": "not_home"}, headers=h),
+    "tracking.events": lambda w, h, who, o: w.client.get(f"/v1/shipments/{o.id}/events", headers=h),
 }
+
+
+def _waybill_no(w: World, obj: Obj) -> str:
+    with w.svc.session_factory() as s:
+        return str(s.scalar(select(Shipment.waybill_no).where(Shipment.id == obj.id)))
 
 
 def _hold(w: World) -> str:
@@ -495,6 +522,12 @@ def _check_allowed(endpoint: str, who: str, obj: Obj | None, r: Any) -> None:
         assert r.status_code == 201 and body["status"] == "active" and body["shipments"] == 1
     elif endpoint == "retention.release_hold":
         assert r.status_code == 200 and body["status"] == "released"
+    elif endpoint == "movement.sorting_scans":
+        assert r.status_code == 200 and [res["status"] for res in body["results"]] == ["in_transit"]
+    elif endpoint == "movement.attempt":
+        assert r.status_code == 200 and body["id"] == obj.id and body["status"] == "delivery_failed"
+    elif endpoint == "tracking.events":
+        assert r.status_code == 200 and [i["seq"] for i in body["items"]] == [1]
     else:  # every endpoint has a check above
         raise AssertionError(endpoint)
 
@@ -621,6 +654,11 @@ DOMAIN_OPS: dict[str, tuple[Permission, DomainCall]] = {
         s, p, status=None, limit=1, cursor=None)),
     "subject_decide": (Permission.SUBJECT_REQUEST_DECIDE, lambda s, svc, p, sid: subject_requests.decide(
         s, svc, p, new_id("sjr"), "complete", None)),
+    "scan_batch": (Permission.SORTING_SCAN, lambda s, svc, p, sid: sorting.scan_batch(
+        s, p, ["PW0000000000000"], "arrival", keyring=svc.subject_keys)),
+    "record_attempt": (Permission.COURIER_ATTEMPT, lambda s, svc, p, sid: attempts.record_attempt(
+        s, delivery_deps(svc), p, sid, "not_home", max_attempts=3)),
+    "shipment_events": (Permission.TRACKING_READ, lambda s, svc, p, sid: shipments.shipment_events(s, p, sid)),
 }
 # Which roles the domain lets through, written out (not derived from ROLE_PERMISSIONS).
 DOMAIN_ALLOWED = {
@@ -634,6 +672,7 @@ DOMAIN_ALLOWED = {
     "file_request": {"privacy_officer"}, "read_request": {"privacy_officer"}, "approve_request": {"privacy_officer"},
     "subject_view": {"subject"}, "subject_log": {"subject"}, "subject_request": {"subject"},
     "subject_queue": {"privacy_officer"}, "subject_decide": {"privacy_officer"},
+    "scan_batch": {"sorter"}, "record_attempt": {"courier"}, "shipment_events": {"merchant"},
 }
 DOMAIN_ROLES = ("merchant", "courier", "dispatcher", "sorter", "auditor", "privacy_officer", "admin", "system",
                 "subject", "no_such_role")
