@@ -14,9 +14,10 @@ stop the others. The rules, per number:
   recorded first (through :func:`waybill.tracking.move`, so merchants' webhooks hear of it), the scan right
   after, so the scan event carries the status the parcel has after the scan.
 
-One query per 500 numbers loads (and locks, in one order) the batch; the tracking events are one numbered
-event each. The batch is audited once with its counts; numbers of shipments that exist but are not the
-sorter's are audited each (probing leaves a trace, as everywhere else).
+One query per 500 numbers loads (and locks, in one order) the batch; the events are numbered from the locked
+rows, so the whole batch's events and status changes are written by a few multi-row statements at the flush.
+The batch is audited once with its counts; numbers of shipments that exist but are not the sorter's are
+audited each (probing leaves a trace, as everywhere else).
 """
 
 from __future__ import annotations
@@ -133,11 +134,11 @@ def scan_batch(session: Session, principal: Principal, waybill_nos: Sequence[str
             counts[type(error).__name__] += 1
             continue
         if shipment.status == "printed":
-            tracking.move(session, principal, shipment, "in_transit", station=station, at=now)
+            tracking.move(session, principal, shipment, "in_transit", station=station, at=now, locked=True)
         elif event == "arrival" and shipment.status == "returning" and station == shipment.origin_station:
-            tracking.move(session, principal, shipment, "returned", station=station, at=now)
+            tracking.move(session, principal, shipment, "returned", station=station, at=now, locked=True)
             returned.append(shipment)
-        tracking.record_scan(session, principal, shipment, event, station=station, at=now)
+        tracking.record_scan(session, principal, shipment, event, station=station, at=now, locked=True)
         results.append(ScanResult(waybill_no=number, status=shipment.status))
         counts["ok"] += 1
     if returned:

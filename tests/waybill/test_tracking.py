@@ -80,6 +80,21 @@ def test_moves_and_scans_are_numbered_one_by_one_and_a_refused_move_changes_noth
         assert s.scalar(select(Shipment.event_seq).where(Shipment.id == shp["id"])) == 4
 
 
+def test_numbers_drawn_from_a_locked_row_and_atomic_ones_mix_without_a_gap_or_a_repeat(client, merchant, services):
+    shp = _shipment(client, merchant, "TRK-L")
+    with services.session_factory() as s:
+        row = s.execute(select(Shipment).where(Shipment.id == shp["id"]).with_for_update()
+                        .execution_options(populate_existing=True)).scalar_one()
+        tracking.move(s, SORTER, row, "printed", locked=True)
+        tracking.record_scan(s, SORTER, row, "arrival", station="755-W012", locked=True)
+        tracking.record_scan(s, SORTER, row, "departure", station="755-W012")  # flushes the in-memory one first
+        tracking.record_scan(s, SORTER, row, "arrival", station="755-W012", locked=True)
+        s.commit()
+    with services.session_factory() as s:
+        assert [e.seq for e in tracking.history(s, shp["id"])] == [1, 2, 3, 4, 5]
+        assert s.scalar(select(Shipment.event_seq).where(Shipment.id == shp["id"])) == 5
+
+
 def test_concurrent_events_of_one_shipment_never_share_a_number(fresh_env):
     """Real transactions on their own connections (PostgreSQL: row lock; SQLite: the single writer)."""
     from tests.conftest import make_merchant
