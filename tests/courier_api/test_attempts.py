@@ -82,6 +82,11 @@ def test_the_last_allowed_attempt_sends_the_parcel_back(client, services, mercha
                         headers=crew.headers["dispatcher"])
     assert again.status_code == 409 and again.get_json()["error"]["code"] == "invalid_status"
     assert live_tokens(services, shp.id) == 1
+    # A label torn on the way may be replaced (a new token, the old one revoked).
+    reprint = client.post(f"/v1/shipments/{shp.id}/label/reprint", json={"reason": "damaged", "format": "zpl"},
+                          headers=crew.headers["sorter"])
+    assert reprint.status_code == 200, reprint.get_data(as_text=True)[:200]
+    assert live_tokens(services, shp.id) == 1 and status_of(services, shp.id) == "returning"
 
 
 def test_a_refusal_sends_it_back_at_once(client, services, merchant, crew):

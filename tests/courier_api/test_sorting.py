@@ -21,9 +21,10 @@ from tests.courier_api.movement_helpers import (
     scan,
     status_of,
 )
-from waybill.errors import PermissionDenied, ValidationFailed
+from waybill import lifecycle
+from waybill.errors import InDelivery, PermissionDenied, ValidationFailed
 from waybill.models import AuditEvent, Shipment
-from waybill.permissions import Principal
+from waybill.permissions import SYSTEM, Principal
 from waybill.waybill_no import new_waybill_no
 
 PLAIN = [RECIPIENT["name"], RECIPIENT["phone"], RECIPIENT["address"], SENDER["name"], SENDER["phone"],
@@ -161,6 +162,10 @@ def test_returning_parcels_stay_returning_until_their_arrival_at_the_senders_sta
     scan(client, crew.headers["sorter"], [shp.waybill_no])
     _refused_to_returning(services, crew, shp)
     assert live_tokens(services, shp.id) == 1
+    with services.session_factory() as s:  # still under way: a party's data may not be deleted yet
+        row = s.get(Shipment, shp.id)
+        with pytest.raises(InDelivery):
+            lifecycle.destroy_party(s, services.subject_keys, row, "recipient", principal=SYSTEM)
     # On the way back: the destination's departure, the hub, and a departure at the origin keep it returning.
     for who, event in (("sorter", "departure"), ("hub_sorter", "arrival"), ("origin_sorter", "departure")):
         assert scan(client, crew.headers[who], [shp.waybill_no], event).get_json()["results"] == [
@@ -179,6 +184,11 @@ def test_returning_parcels_stay_returning_until_their_arrival_at_the_senders_sta
     assert again[0]["error"]["code"] == "invalid_status"
     body = client.get(f"/v1/shipments/{shp.id}", headers=merchant.headers).get_json()
     assert body["status"] == "returned" and body["ended_at"]
+    with services.session_factory() as s:  # ended: the party's data may now be deleted
+        row = s.get(Shipment, shp.id)
+        lifecycle.destroy_party(s, services.subject_keys, row, "recipient", principal=SYSTEM)
+        s.commit()
+    assert client.get(f"/v1/shipments/{shp.id}", headers=merchant.headers).get_json()["recipient"] is None
 
 
 def test_no_personal_data_in_answers_events_or_audit(client, services, merchant, crew):
