@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from courier_api import attempts, sorting
 from courier_api.services import courier_services
 from waybill.permissions import Permission
-from waybill.schemas import OutModel, ShipmentOut, parse
+from waybill.schemas import OutModel, ShipmentOut, ShipmentStatus, parse
 from waybill.web.auth import authenticate, requires
 from waybill.web.context import db_session
 from waybill.web.errors import classify
@@ -19,8 +19,6 @@ from waybill.web.openapi import operation, respond
 
 bp = Blueprint("movement", __name__)
 _STRICT = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=True)
-Status = Literal["created", "printed", "in_transit", "out_for_delivery", "delivery_failed", "returning", "returned",
-                 "delivered", "cancelled"]
 
 
 class SortingScanIn(BaseModel):
@@ -42,7 +40,7 @@ class SortingScanResult(OutModel):
     omit_none = frozenset({"status", "error"})
 
     waybill_no: str
-    status: Status | None = None
+    status: ShipmentStatus | None = None
     error: ScanError | None = None
 
 

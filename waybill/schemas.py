@@ -152,14 +152,17 @@ class ConsentsOut(OutModel):
     purposes: list[str]
 
 
+# waybill.tracking.STATUSES (a test checks that they agree)
+ShipmentStatus = Literal["created", "printed", "in_transit", "out_for_delivery", "delivery_failed", "returning",
+                         "returned", "delivered", "cancelled"]
+
+
 class ShipmentOut(OutModel):
     omit_none = frozenset({"consents"})
 
     id: str
     waybill_no: str
-    # waybill.tracking.STATUSES (a test checks they agree)
-    status: Literal["created", "printed", "in_transit", "out_for_delivery", "delivery_failed", "returning",
-                    "returned", "delivered", "cancelled"]
+    status: ShipmentStatus
     sorting_code: str
     merchant_order_id: str
     # null once that party's personal data is destroyed (retention, or the party's own deletion request)

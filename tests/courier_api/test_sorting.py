@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import typing
 
 import pytest
 from sqlalchemy import select
 
 from courier_api import attempts, delivery, sorting
 from courier_api.deps import delivery_deps
+from courier_api.movement_views import SortingScanResult
 from tests.conftest import RECIPIENT, SENDER
 from tests.courier_api.movement_helpers import (
     HUB,
@@ -25,6 +27,7 @@ from waybill import lifecycle
 from waybill.errors import InDelivery, PermissionDenied, ValidationFailed
 from waybill.models import AuditEvent, Shipment
 from waybill.permissions import SYSTEM, Principal
+from waybill.schemas import ShipmentStatus
 from waybill.waybill_no import new_waybill_no
 
 PLAIN = [RECIPIENT["name"], RECIPIENT["phone"], RECIPIENT["address"], SENDER["name"], SENDER["phone"],
@@ -133,6 +136,10 @@ def test_more_than_1000_or_none_or_a_bad_event_is_refused_whole(client, crew):
     assert scan(client, crew.headers["sorter"], []).status_code == 422
     bad = client.post("/v1/sorting/scans", json={"waybill_nos": ["1"], "event": "lost"}, headers=crew.headers["sorter"])
     assert bad.status_code == 422 and bad.get_json()["error"]["field"] == "event"
+
+
+def test_scan_results_know_every_status():
+    assert typing.get_args(SortingScanResult.model_fields["status"].annotation)[0] == ShipmentStatus
 
 
 def test_a_sorter_without_a_station_cannot_scan(session, services):

@@ -8,7 +8,7 @@ from flask import Blueprint, Response
 
 from waybill import shipments
 from waybill.permissions import Permission
-from waybill.schemas import OutModel, UtcTimestamp
+from waybill.schemas import OutModel, ShipmentStatus, UtcTimestamp
 from waybill.web.auth import authenticate, requires
 from waybill.web.context import db_session
 from waybill.web.openapi import operation, respond
@@ -23,9 +23,7 @@ class TrackingEventOut(OutModel):
 
     seq: int
     kind: Literal["status", "scan"]
-    # waybill.tracking.STATUSES: the status after this event
-    status: Literal["created", "printed", "in_transit", "out_for_delivery", "delivery_failed", "returning",
-                    "returned", "delivered", "cancelled"]
+    status: ShipmentStatus  # the status after this event
     at: UtcTimestamp
     station: str | None = None
     # a status change's previous status
