@@ -310,3 +310,8 @@ def resend_code(session: Session, deps: DeliveryDeps, principal: Principal, ship
     if shipment.status != "out_for_delivery":
         raise InvalidStatusTransition("仅派送中的运单可重发取件码", field="shipment_id")
     return pickup_codes.issue(session, deps.pickup, principal, shipment, action="pickup_code.resend")
+def assigned_shipment(session: Session, principal: Principal, shipment_id: str,
+                      action: str) -> tuple[Shipment, Assignment]:
+    """The shipment (locked) and the active assignment ``principal`` holds of it, or :class:`ShipmentNotFound`
+    (audited as ``action``): the object-level rule of every courier action on an assigned parcel."""
+    return _assigned(session, principal, shipment_id, action)

@@ -16,6 +16,7 @@ from courier_api import (
     auth_api,
     handheld,
     models,
+    movement_views,
     partner_views,
     pickup_codes,
     privacy_views,
@@ -50,6 +51,7 @@ class CourierExtension:
         app.extensions.setdefault(TOKEN_RESOLVERS, {})[staff.TOKEN_PREFIX + "_"] = _staff_principal
         auth_api.install(app)
         views.install(app)
+        movement_views.install(app)
         privacy_views.install(app)
         subjects.install(app, services_of(app))
         retention_views.install(app)

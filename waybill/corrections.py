@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from waybill import audit, masked
+from waybill import audit, masked, tracking
 from waybill.crypto.vault import FieldCodec
 from waybill.errors import InDelivery, PersonalDataDestroyed, ValidationFailed
 from waybill.labels import revoke_tokens
@@ -91,8 +91,8 @@ def apply_correction(session: Session, deps: ShipmentDeps, principal: Principal,
         "name": mask_name(new.name, deps.policy), "phone": mask_phone(new.phone, deps.policy),
         "address": mask_address(new.address, deps.policy)}, subject_key=kid))
     rerouted = False
-    # A parcel delivered or cancelled goes nowhere again: its data is corrected in place, not routed.
-    if shipment.status not in ("delivered", "cancelled"):
+    # A parcel delivered, cancelled or returned goes nowhere again: its data is corrected in place, not routed.
+    if shipment.status not in tracking.TERMINAL:
         try:
             route = deps.routing.route(region.province, region.city, region.district)
         except UnknownProvince:

@@ -51,7 +51,9 @@ TOKEN_BYTES = 20  # 160 bits: above the 128-bit floor, and 32 base32 characters 
 REPRINT_REASONS = {"damaged": "面单污损", "lost": "面单丢失", "printer_jam": "打印机卡纸", "misprint": "打印错误",
                    "relabel": "更换面单规格"}
 PRINT_CHUNK = 200  # labels issued (and committed) per unit of work in a streamed print job
-PRINTABLE = frozenset({"created", "printed", "in_transit", "out_for_delivery"})
+# A parcel under way, on its way out or back (a failed attempt or a return may need a new label: a torn one, or
+# one whose token expired during the attempts); never one whose contract ended.
+PRINTABLE = frozenset({"created", "printed", "in_transit", "out_for_delivery", "delivery_failed", "returning"})
 SERVICE_NAME = "标准快递"
 # Labels show Beijing time (UTC+8 all year, no daylight saving), whatever the server's zone.
 CHINA_TIME = timezone(timedelta(hours=8), "CST")

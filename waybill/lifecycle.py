@@ -31,7 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from waybill import audit, messages
+from waybill import audit, messages, tracking
 from waybill.crypto.subject_keys import PARTIES, SubjectKeyring
 from waybill.errors import InDelivery, LegallyHeld, NotFound, ValidationFailed
 from waybill.extensions import load_extensions
@@ -49,7 +49,7 @@ from waybill.models import (
 from waybill.permissions import Permission, Principal
 from waybill.virtual_numbers.models import VnBinding, VnBindingEndpoint, VnCall
 
-ENDED = frozenset({"delivered", "cancelled", "returned"})
+ENDED = tracking.TERMINAL  # delivered, cancelled, returned
 HOLD_REASON_MAX = 200
 REGION_KEPT = ("province", "city", "province_code", "city_code")  # what stays of a region (deidentified_region)
 # Subject requests (courier_api.subjects) that are still open hold their shipment too; this layer may not

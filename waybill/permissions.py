@@ -47,16 +47,22 @@ class Permission(StrEnum):
     DISCLOSURE_READ = "disclosure:read"
     # Merchants' own webhook endpoints (waybill/webhooks): create, list, remove, rotate, read the delivery log.
     WEBHOOK_MANAGE = "webhook:manage"
+    # Movement through the network: sorting-centre scans, failed delivery attempts, the merchant's tracking history.
+    SORTING_SCAN = "sorting:scan"
+    COURIER_ATTEMPT = "courier:attempt"
+    TRACKING_READ = "tracking:read"
 
 
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "merchant": frozenset({
         Permission.SHIPMENT_CREATE, Permission.SHIPMENT_READ, Permission.SHIPMENT_LIST,
         Permission.SHIPMENT_CANCEL, Permission.LABEL_READ, Permission.LABEL_REPRINT, Permission.WEBHOOK_MANAGE,
+        Permission.TRACKING_READ,
     }),
-    "sorter": frozenset({Permission.LABEL_READ, Permission.LABEL_REPRINT, Permission.PRINT_JOB_CREATE}),
+    "sorter": frozenset({Permission.LABEL_READ, Permission.LABEL_REPRINT, Permission.PRINT_JOB_CREATE,
+                         Permission.SORTING_SCAN}),
     "courier": frozenset({Permission.COURIER_SCAN, Permission.COURIER_CALL, Permission.COURIER_DELIVER,
-                          Permission.PARTNER_READ}),
+                          Permission.PARTNER_READ, Permission.COURIER_ATTEMPT}),
     "dispatcher": frozenset({Permission.DISPATCH_ASSIGN, Permission.PICKUP_CODE_RESEND, Permission.PARTNER_READ}),
     "auditor": frozenset({Permission.AUDIT_READ, Permission.DESTRUCTION_READ, Permission.DISCLOSURE_READ}),
     # Full access only per recorded request with a purpose (GB/T 35273 7.1 e).

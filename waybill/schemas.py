@@ -152,12 +152,17 @@ class ConsentsOut(OutModel):
     purposes: list[str]
 
 
+# waybill.tracking.STATUSES (a test checks that they agree)
+ShipmentStatus = Literal["created", "printed", "in_transit", "out_for_delivery", "delivery_failed", "returning",
+                         "returned", "delivered", "cancelled"]
+
+
 class ShipmentOut(OutModel):
     omit_none = frozenset({"consents"})
 
     id: str
     waybill_no: str
-    status: Literal["created", "printed", "in_transit", "out_for_delivery", "delivered", "cancelled"]
+    status: ShipmentStatus
     sorting_code: str
     merchant_order_id: str
     # null once that party's personal data is destroyed (retention, or the party's own deletion request)
@@ -168,7 +173,7 @@ class ShipmentOut(OutModel):
     # "present"; "destroyed" once retention (or both parties' deletions) destroyed it; "partially_destroyed"
     # when one party's was destroyed at their request.
     personal_data: Literal["present", "partially_destroyed", "destroyed"] = "present"
-    # When the contract ended (delivered or cancelled); retention counts from here.
+    # When the contract ended (delivered, cancelled or returned to the sender); retention counts from here.
     ended_at: UtcTimestamp | None = None
     consents: ConsentsOut | None = None
 

@@ -85,6 +85,8 @@ class Settings:
     # Reverse proxies whose X-Forwarded-For is believed, as address ranges (checked against the socket peer).
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     reprint_max: int = 3
+    # Failed delivery attempts after which a parcel goes back to its sender (a refusal sends it back at once).
+    max_delivery_attempts: int = 3
     # Reprints by one sorter: at most this many in one print job, and in any hour (counted from the durable
     # qr_tokens rows, so every worker process and a restart see the same count).
     reprints_per_job: int = 20
@@ -435,7 +437,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
                          ("subject_token_ttl_s", 60, 3600), ("subject_challenges_per_phone_per_hour", 1, 1000),
                          ("subject_challenges_per_waybill_per_hour", 1, 1000),
                          ("subject_challenges_per_client_per_hour", 1, 100_000), ("subject_request_days", 1, 30),
-                         ("subject_request_warn_days", 0, 30)):
+                         ("subject_request_warn_days", 0, 30), ("max_delivery_attempts", 1, 20)):
         if (raw := get(name)) is not None:
             values[name] = _int(name, raw, lo, hi)
     for name, lo, hi in (("reprints_per_job", 1, 200), ("reprints_per_sorter_per_hour", 1, 10_000)):

@@ -34,7 +34,7 @@ from waybill.errors import (
 from waybill.ids import looks_like, new_id
 from waybill.labels import revoke_tokens
 from waybill.masking import MaskPolicy, mask_address, mask_name, mask_phone
-from waybill.models import Shipment, utcnow
+from waybill.models import Shipment, TrackingEvent, utcnow
 from waybill.permissions import Permission, Principal
 from waybill.phone_index import phone_index
 from waybill.phones import normalize_phone
@@ -141,7 +141,7 @@ def _build(deps: ShipmentDeps, principal: Principal, data: ShipmentIn, idempoten
     description = data.parcel.description
     return Shipment(subject_keys=list(keys.values()),
         id=sid, merchant_id=principal.id, merchant_order_id=data.merchant_order_id,
-        waybill_no=new_waybill_no(), status="created", sorting_code=route.sorting_code, event_seq=1,
+        waybill_no=new_waybill_no(), status="created", sorting_code=route.sorting_code,
         consolidation=route.consolidation, origin_station=station_code(origin),
         destination_station=station_code(route), weight_g=data.parcel.weight_g, pieces=data.parcel.pieces,
         # What someone bought says something about them: the recipient's key.
@@ -311,6 +311,13 @@ def get_shipment(session: Session, principal: Principal, shipment_id: str) -> Sh
     audit.record(session, principal, "shipment.read", object_type="shipment", object_id=shipment.id,
                  fields=["masked"])
     return shipment
+
+
+def shipment_events(session: Session, principal: Principal, shipment_id: str) -> list[TrackingEvent]:
+    """The merchant's own shipment's tracking history in sequence order (statuses, stations, times: no
+    personal data, so reading it is not audited; a foreign or unknown id is, by :func:`_own`)."""
+    principal.require(Permission.TRACKING_READ)
+    return tracking.history(session, _own(session, principal, shipment_id, "shipment.events").id)
 
 
 def _decode_cursor(cursor: str) -> str:

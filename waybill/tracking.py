@@ -10,11 +10,13 @@ what committed with the change. Events hold statuses, stations and times only, n
 from __future__ import annotations
 
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, inspect, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
-from waybill.errors import InvalidStatusTransition
+from waybill.errors import InvalidStatusTransition, ValidationFailed
 from waybill.ids import new_id
 from waybill.models import Shipment, TrackingEvent, utcnow
 from waybill.permissions import Principal
@@ -46,14 +48,35 @@ def can_move(current: str, to: str) -> bool:
     return to in EDGES.get(current, frozenset())
 
 
-def _append(session: Session, shipment: Shipment, *, kind: str, status: str, previous: str | None,
-            event: str | None, station: str | None, actor: str | None, at: datetime) -> TrackingEvent:
+_shipments = cast(Table, Shipment.__table__)  # Core, not ORM-enabled DML: a fraction of the cost per statement
+
+
+def _next_seq(session: Session, shipment: Shipment, locked: bool) -> int:
+    if locked:
+        # The caller holds the row's lock and loaded it under that lock: nobody else can draw a number until
+        # it commits, so the number comes from the loaded row and is written with it at the flush (a batch of
+        # scans then costs one UPDATE statement, not one round trip per event).
+        seq = shipment.event_seq + 1
+        shipment.event_seq = seq
+        return seq
+    if inspect(shipment).attrs.event_seq.history.has_changes():
+        session.flush()  # a number drawn in memory first: the increment below must build on it
     # One atomic increment: two transactions appending to one shipment queue on its row (PostgreSQL) or on
     # the single writer (SQLite) and never draw the same number.
-    seq = session.execute(update(Shipment).where(Shipment.id == shipment.id)
-                          .values(event_seq=Shipment.event_seq + 1).returning(Shipment.event_seq)
-                          .execution_options(synchronize_session=False)).scalar_one()
-    row = TrackingEvent(id=new_id("trk"), shipment_id=shipment.id, seq=int(seq), kind=kind, status=status,
+    seq = int(session.execute(update(_shipments).where(_shipments.c.id == shipment.id)
+                              .values(event_seq=_shipments.c.event_seq + 1)
+                              .returning(_shipments.c.event_seq)).scalar_one())
+    # The loaded row learns the number too (without becoming dirty: a later flush must not write it back over
+    # a newer one), so what this session reads of it afterwards is not stale.
+    set_committed_value(shipment, "event_seq", seq)
+    return seq
+
+
+def _append(session: Session, shipment: Shipment, *, kind: str, status: str, previous: str | None,
+            event: str | None, station: str | None, actor: str | None, at: datetime,
+            locked: bool = False) -> TrackingEvent:
+    seq = _next_seq(session, shipment, locked)
+    row = TrackingEvent(id=new_id("trk"), shipment_id=shipment.id, seq=seq, kind=kind, status=status,
                         previous_status=previous, event=event, station=station, actor=actor, at=at)
     session.add(row)
     return row
@@ -66,27 +89,33 @@ def started(session: Session, principal: Principal, shipment: Shipment, *, at: d
 
 
 def move(session: Session, principal: Principal, shipment: Shipment, to: str, *, station: str | None = None,
-         at: datetime | None = None) -> TrackingEvent:
-    """Change ``shipment``'s status to ``to`` along an edge, and record it (merchants' webhooks included)."""
+         at: datetime | None = None, event: str | None = None, locked: bool = False) -> TrackingEvent:
+    """Change ``shipment``'s status to ``to`` along an edge, and record it (merchants' webhooks included).
+
+    ``event`` says why, in an enumerated word (a failed attempt's reason: ``not_home``, ``refused``...), never
+    free text: merchants read it. ``locked``: the caller loaded ``shipment`` under its row lock in this
+    transaction (``SELECT ... FOR UPDATE`` with ``populate_existing``), so its number is drawn in memory.
+    """
     previous = shipment.status
     if not can_move(previous, to):
         raise InvalidStatusTransition(field="status")
     at = at or utcnow()
     shipment.status = to
     shipment.updated_at = at
-    row = _append(session, shipment, kind="status", status=to, previous=previous, event=None, station=station,
-                  actor=principal.actor, at=at)
+    row = _append(session, shipment, kind="status", status=to, previous=previous, event=event, station=station,
+                  actor=principal.actor, at=at, locked=locked)
     _publish(session, shipment, row)
     return row
 
 
 def record_scan(session: Session, principal: Principal, shipment: Shipment, event: str, *, station: str,
-                at: datetime | None = None) -> TrackingEvent:
-    """A sorting scan (``arrival``/``departure``) at ``station``: an event without a status change."""
+                at: datetime | None = None, locked: bool = False) -> TrackingEvent:
+    """A sorting scan (``arrival``/``departure``) at ``station``: an event without a status change
+    (``locked`` as for :func:`move`)."""
     if event not in SCAN_EVENTS:
-        raise ValueError(f"unknown scan event {event}")
+        raise ValidationFailed("event 须为 arrival 或 departure", field="event")
     return _append(session, shipment, kind="scan", status=shipment.status, previous=None, event=event,
-                   station=station, actor=principal.actor, at=at or utcnow())
+                   station=station, actor=principal.actor, at=at or utcnow(), locked=locked)
 
 
 def _publish(session: Session, shipment: Shipment, event: TrackingEvent) -> None:

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from courier_api.subjects.access import decrypt_party, party_destroyed
 from courier_api.subjects.models import SubjectRequest
 from courier_api.subjects.verify import scope_of
-from waybill import audit, corrections, deadlines
+from waybill import audit, corrections, deadlines, tracking
 from waybill.crypto.vault import CryptoError, FieldCodec
 from waybill.errors import (
     Conflict,
@@ -49,7 +49,7 @@ RECEIVED, COMPLETED, REJECTED = "received", "completed", "rejected"
 STATUSES = (RECEIVED, COMPLETED, REJECTED)
 TEXT_MAX = 1000
 TABLE = "subject_requests"
-ENDED = frozenset({"delivered", "cancelled"})
+ENDED = tracking.TERMINAL  # delivered, cancelled, returned: the contract has ended
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,21 @@ def test_every_documented_answer_matches_the_document(recorded, app, client, mer
                     json={"method": "station", "partner_id": partner["id"]}, headers=h["courier"]))
     assert _ok(client.get("/v1/privacy/disclosures?limit=5", headers=h["auditor"]))["items"]
 
+    # Movement: a sorting scan of a printed parcel (and of a number nobody issued), a failed attempt, the history.
+    moving = _ok(client.post("/v1/shipments", json=shipment_body("OA-MOVE"), headers=m), 201)
+    assert client.post("/v1/print-jobs", json={"shipment_ids": [moving["id"]], "format": "zpl"},
+                       headers=h["sorter"]).status_code == 200
+    scans = _ok(client.post("/v1/sorting/scans", json={"waybill_nos": [moving["waybill_no"], "PW0000000000000"],
+                                                       "event": "arrival"}, headers=h["sorter"]))
+    assert [r.get("status") or r["error"]["code"] for r in scans["results"]] == ["in_transit", "not_found"]
+    _ok(client.post("/v1/dispatch/assignments", json={"shipment_id": moving["id"], "courier": "oa_courier"},
+                    headers=h["dispatcher"]), 201)
+    failed = _ok(client.post(f"/v1/courier/shipments/{moving['id']}/attempt", json={"reason": "not_home"},
+                             headers=h["courier"]))
+    assert failed["status"] == "delivery_failed"
+    history = _ok(client.get(f"/v1/shipments/{moving['id']}/events", headers=m))
+    assert [i["status"] for i in history["items"]][-1] == "delivery_failed"
+
     # Privacy officer: file a request for part of one party and all of the other, then read it.
     req = _ok(client.post("/v1/privacy/requests", json={
         "shipment_id": shp["id"], "purpose": "complaint", "reference": "CASE-2026-0001",

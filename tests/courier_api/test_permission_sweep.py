@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
-from courier_api import delivery, partners, privacy, staff
+from courier_api import attempts, delivery, partners, privacy, sorting, staff
 from courier_api.deps import delivery_deps, privacy_deps
 from courier_api.models import StaffUser
 from courier_api.subjects import access as subject_access
@@ -47,6 +47,7 @@ from tests.courier_api import bearer, login, make_partner, make_staff
 from waybill import audit, labels, lifecycle, retention, shipments, webhooks
 from waybill.errors import DomainError, PermissionDenied
 from waybill.ids import new_id
+from waybill.models import Shipment
 from waybill.permissions import ROLE_PERMISSIONS, SYSTEM, Permission, Principal
 from waybill.schemas import ShipmentIn, parse
 from waybill.virtual_numbers import add_numbers
@@ -179,6 +180,14 @@ webhooks.rotate_secret   missing       401   404   404   403   403   403   403  
 webhooks.deliveries      A             401   ok    404   403   403   403   403   403   403   403   403   403   403
 webhooks.deliveries      B             401   404   ok    403   403   403   403   403   403   403   403   403   403
 webhooks.deliveries      missing       401   404   404   403   403   403   403   403   403   403   403   403   403
+movement.sorting_scans   -             401   403   403   403   403   403   403   403   ok    403   403   403   403
+movement.attempt         A             401   403   403   ok    404   404   403   403   403   403   403   403   403
+movement.attempt         A_unassigned  401   403   403   404   404   404   403   403   403   403   403   403   403
+movement.attempt         B             401   403   403   404   404   404   403   403   403   403   403   403   403
+movement.attempt         missing       401   403   403   404   404   404   403   403   403   403   403   403   403
+tracking.events          A             401   ok    404   403   403   403   403   403   403   403   403   403   403
+tracking.events          B             401   404   ok    403   403   403   403   403   403   403   403   403   403
+tracking.events          missing       401   404   404   403   403   403   403   403   403   403   403   403   403
 """
 
 
@@ -259,6 +268,13 @@ ENDPOINTS: dict[str, Endpoint] = {
                                        "webhook"),
     "webhooks.deliveries": Endpoint("GET", "/v1/webhooks/<webhook_id>/deliveries", Permission.WEBHOOK_MANAGE,
                                     "webhook"),
+    # The object of a scan batch is made by the call itself (one of A's station, printed): the scope of sorters
+    # over the numbers of a batch, item by item, is tests/courier_api/test_sorting.py's.
+    "movement.sorting_scans": Endpoint("POST", "/v1/sorting/scans", Permission.SORTING_SCAN, None),
+    "movement.attempt": Endpoint("POST", "/v1/courier/shipments/<shipment_id>/attempt", Permission.COURIER_ATTEMPT,
+                                 "assigned"),
+    "tracking.events": Endpoint("GET", "/v1/shipments/<shp:shipment_id>/events", Permission.TRACKING_READ,
+                                "created"),
 }
 # A webhook URL at a literal public address: passes the SSRF guard without DNS (nothing is ever sent to it here).
 HOOK_URL = "https://93.184.215.14/sweep-hook"
@@ -495,7 +511,18 @@ CALLS: dict[str, Call] = {
     "webhooks.delete": lambda w, h, who, o: w.client.delete(f"/v1/webhooks/{o.id}", headers=h),
     "webhooks.rotate_secret": lambda w, h, who, o: w.client.post(f"/v1/webhooks/{o.id}/rotate-secret", headers=h),
     "webhooks.deliveries": lambda w, h, who, o: w.client.get(f"/v1/webhooks/{o.id}/deliveries?limit=5", headers=h),
+    "movement.sorting_scans": lambda w, h, who, o: w.client.post(
+        "/v1/sorting/scans", json={"waybill_nos": [_waybill_no(w, w.shipment("A", "printed"))], "event": "arrival"},
+        headers=h),
+    "movement.attempt": lambda w, h, who, o: w.client.post(
+        f"/v1/courier/shipments/{o.id}/attempt", json={"reason": "not_home"}, headers=h),
+    "tracking.events": lambda w, h, who, o: w.client.get(f"/v1/shipments/{o.id}/events", headers=h),
 }
+
+
+def _waybill_no(w: World, obj: Obj) -> str:
+    with w.svc.session_factory() as s:
+        return str(s.scalar(select(Shipment.waybill_no).where(Shipment.id == obj.id)))
 
 
 def _hold(w: World) -> str:
@@ -590,6 +617,12 @@ def _check_allowed(endpoint: str, who: str, obj: Obj | None, r: Any, world: Worl
         assert r.status_code == 200 and body["secret"].startswith("whsec_")
     elif endpoint == "webhooks.deliveries":
         assert r.status_code == 200 and body == {"items": []}
+    elif endpoint == "movement.sorting_scans":
+        assert r.status_code == 200 and [res["status"] for res in body["results"]] == ["in_transit"]
+    elif endpoint == "movement.attempt":
+        assert r.status_code == 200 and body["id"] == obj.id and body["status"] == "delivery_failed"
+    elif endpoint == "tracking.events":
+        assert r.status_code == 200 and [i["seq"] for i in body["items"]] == [1]
     else:  # every endpoint has a check above
         raise AssertionError(endpoint)
 
@@ -736,6 +769,11 @@ DOMAIN_OPS: dict[str, tuple[Permission, DomainCall]] = {
         s, svc, p, new_id("whk"))),
     "webhook_attempts": (Permission.WEBHOOK_MANAGE, lambda s, svc, p, sid: webhooks.attempts(
         s, p, new_id("whk"), limit=1)),
+    "scan_batch": (Permission.SORTING_SCAN, lambda s, svc, p, sid: sorting.scan_batch(
+        s, p, ["PW0000000000000"], "arrival", keyring=svc.subject_keys)),
+    "record_attempt": (Permission.COURIER_ATTEMPT, lambda s, svc, p, sid: attempts.record_attempt(
+        s, delivery_deps(svc), p, sid, "not_home", max_attempts=3)),
+    "shipment_events": (Permission.TRACKING_READ, lambda s, svc, p, sid: shipments.shipment_events(s, p, sid)),
 }
 # Which roles the domain lets through, written out (not derived from ROLE_PERMISSIONS).
 DOMAIN_ALLOWED = {
@@ -753,6 +791,7 @@ DOMAIN_ALLOWED = {
     "subject_queue": {"privacy_officer"}, "subject_decide": {"privacy_officer"},
     "create_webhook": {"merchant"}, "list_webhooks": {"merchant"}, "delete_webhook": {"merchant"},
     "rotate_webhook": {"merchant"}, "webhook_attempts": {"merchant"},
+    "scan_batch": {"sorter"}, "record_attempt": {"courier"}, "shipment_events": {"merchant"},
 }
 DOMAIN_ROLES = ("merchant", "courier", "dispatcher", "sorter", "auditor", "privacy_officer", "admin", "system",
                 "subject", "no_such_role")

@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None, *, services_override: Services 
     from waybill.web.notice import bp as notice_bp
     from waybill.web.phone_receipts import bp as phone_bp
     from waybill.web.subject_page import bp as subject_page_bp
+    from waybill.web.tracking import bp as tracking_bp
     from waybill.web.webhooks import bp as webhooks_bp
 
     app.register_blueprint(merchant_bp)
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None, *, services_override: Services 
     app.register_blueprint(notice_bp)
     app.register_blueprint(subject_page_bp)
     app.register_blueprint(webhooks_bp)
+    app.register_blueprint(tracking_bp)
     operations.install(app, svc)
     # The courier side (and any other upper layer) plugs in through entry points; see waybill.extensions.
     for ext in load_extensions():
