@@ -9,6 +9,7 @@ from courier_api import attempts, delivery
 from courier_api.deps import delivery_deps
 from courier_api.models import Assignment
 from tests.conftest import RECIPIENT
+from tests.courier_api import make_partner
 from tests.courier_api.movement_helpers import events_of, live_tokens, make_crew, make_shipments, status_of
 from waybill.models import AuditEvent
 from waybill.virtual_numbers.models import VnBinding
@@ -52,14 +53,14 @@ def test_a_failed_attempt_ends_the_assignment_keeps_the_token_and_can_be_assigne
         "status", "out_for_delivery", "delivery_failed", "not_home")
     # The courier no longer holds it: a second attempt, a call or a delivery are refused as not theirs.
     assert _attempt(client, crew, shp).status_code == 404
-    assert client.post(f"/v1/courier/shipments/{shp.id}/deliver", json={"method": "station"},
+    assert client.post(f"/v1/courier/shipments/{shp.id}/deliver", json=_station(services),
                        headers=crew.headers["courier"]).status_code == 404
     # Assigned again (another courier), who can call and deliver.
     _assign(client, crew, shp, "mv_courier2")
     assert status_of(services, shp.id) == "out_for_delivery"
     call2 = client.post(f"/v1/courier/shipments/{shp.id}/call", headers=crew.headers["courier2"])
     assert call2.status_code == 200, call2.get_json()
-    done = client.post(f"/v1/courier/shipments/{shp.id}/deliver", json={"method": "station"},
+    done = client.post(f"/v1/courier/shipments/{shp.id}/deliver", json=_station(services),
                        headers=crew.headers["courier2"])
     assert done.status_code == 200 and done.get_json()["status"] == "delivered"
 
@@ -111,7 +112,7 @@ def test_attempts_on_what_is_not_theirs_or_not_out_for_delivery_are_refused(clie
                          headers=crew.headers["courier2"])
     assert (r.status_code, r.data) == (nobody.status_code, nobody.data) == (404, nobody.data)
     _assign(client, crew, delivered)
-    assert client.post(f"/v1/courier/shipments/{delivered.id}/deliver", json={"method": "station"},
+    assert client.post(f"/v1/courier/shipments/{delivered.id}/deliver", json=_station(services),
                        headers=crew.headers["courier"]).status_code == 200
     assert _attempt(client, crew, delivered).status_code == 404  # delivered: no assignment any more
     assert status_of(services, delivered.id) == "delivered"
@@ -127,7 +128,8 @@ def test_attempts_on_what_is_not_theirs_or_not_out_for_delivery_are_refused(clie
 def test_the_domain_checks_the_reason_too(session, services, merchant, crew):
     (shp,) = make_shipments(services, merchant, 1)
     with services.session_factory() as s:
-        delivery.assign(s, crew.principals["dispatcher"], shp.id, "mv_courier", provider=services.provider)
+        delivery.assign(s, crew.principals["dispatcher"], shp.id, "mv_courier", provider=services.provider,
+                            pickup=delivery_deps(services).pickup)
         s.commit()
     from waybill.errors import ValidationFailed
 
@@ -143,3 +145,8 @@ def test_max_delivery_attempts_is_a_validated_setting():
     for bad in ("0", "21", "three"):
         with pytest.raises(SettingsError, match="MAX_DELIVERY_ATTEMPTS"):
             load_settings(environ={"WAYBILL_MAX_DELIVERY_ATTEMPTS": bad})
+
+
+def _station(services):
+    """A station sign-off's body (a registered station partner)."""
+    return {"method": "station", "partner_id": make_partner(services)}

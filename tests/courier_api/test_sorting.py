@@ -12,6 +12,7 @@ from courier_api import attempts, delivery, sorting
 from courier_api.deps import delivery_deps
 from courier_api.movement_views import SortingScanResult
 from tests.conftest import RECIPIENT, SENDER
+from tests.courier_api import make_partner
 from tests.courier_api.movement_helpers import (
     HUB,
     ORIGIN,
@@ -87,10 +88,12 @@ def test_statuses_a_scan_makes_no_sense_for(client, services, merchant, crew):
     assert client.post(f"/v1/shipments/{cancelled.id}/cancel", headers=merchant.headers).status_code == 200
     for shp in (out, delivered):
         with services.session_factory() as s:
-            delivery.assign(s, crew.principals["dispatcher"], shp.id, "mv_courier", provider=services.provider)
+            delivery.assign(s, crew.principals["dispatcher"], shp.id, "mv_courier", provider=services.provider,
+                            pickup=delivery_deps(services).pickup)
             s.commit()
     with services.session_factory() as s:
-        delivery.deliver(s, delivery_deps(services), crew.principals["courier"], delivered.id, "station")
+        delivery.deliver(s, delivery_deps(services), crew.principals["courier"], delivered.id, "station",
+                         partner_id=make_partner(services))
         s.commit()
     numbers = [unprinted.waybill_no, sandbox.waybill_no, cancelled.waybill_no, out.waybill_no,
                delivered.waybill_no]
@@ -156,7 +159,8 @@ def test_a_sorter_without_a_station_cannot_scan(session, services):
 
 def _refused_to_returning(services, crew, shp):
     with services.session_factory() as s:
-        delivery.assign(s, crew.principals["dispatcher"], shp.id, "mv_courier", provider=services.provider)
+        delivery.assign(s, crew.principals["dispatcher"], shp.id, "mv_courier", provider=services.provider,
+                            pickup=delivery_deps(services).pickup)
         attempts.record_attempt(s, delivery_deps(services), crew.principals["courier"], shp.id, "refused",
                                 max_attempts=3)
         s.commit()
