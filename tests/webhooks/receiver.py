@@ -37,6 +37,7 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # as servers do: the answer's headers and body go out at once
 
             def setup(self) -> None:
                 super().setup()

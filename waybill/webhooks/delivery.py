@@ -157,10 +157,10 @@ def _claim(session: Session, svc: WebhookServices, rows: list[WebhookDelivery], 
                 row.status, row.finished_at = "cancelled", now
             continue
         first = _first_pending(session, endpoint_id, {row.shipment_id for row in mine})
+        later: list[WebhookDelivery] = []
         for row in mine:
             if row.not_before is not None and row.not_before > now:
-                # In flight elsewhere, or waiting for its retry: look again then (the other run may die mid-request).
-                _enqueue(session, [row.id], (row.not_before - now).total_seconds() + 1, now)
+                later.append(row)
                 continue
             if first.get(row.shipment_id) != row.seq:
                 continue  # an earlier event of the shipment is pending: its end enqueues this one
@@ -171,6 +171,11 @@ def _claim(session: Session, svc: WebhookServices, rows: list[WebhookDelivery], 
             batch.rows.append((row.id, row.event_id, row.body))
             row.not_before = now + LEASE
             row.attempts += 1
+        if later:
+            # In flight elsewhere, or waiting for a retry (which has a message of its own): look again when the
+            # last of them may go, in one message (the other run may die mid-request).
+            last = max(row.not_before for row in later if row.not_before is not None)
+            _enqueue(session, [row.id for row in later], (last - now).total_seconds() + 1, now)
     return list(batches.values())
 
 

@@ -57,13 +57,21 @@ class Transport(Protocol):
     def open(self, target: Target) -> Connection: ...
 
 
+def _connect(address: str, port: int) -> socket.socket:
+    sock = socket.create_connection((address, port), CONNECT_TIMEOUT_S)
+    # http.client sends the headers and the body in two writes: with Nagle's algorithm the body would wait for
+    # the server's delayed ACK of the headers (40 ms a request on Linux) on a kept-alive connection.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
 class _PinnedHTTP(http.client.HTTPConnection):
     def __init__(self, target: Target) -> None:
         super().__init__(target.host, target.port, timeout=CONNECT_TIMEOUT_S)
         self._address = target.address
 
     def connect(self) -> None:
-        self.sock = socket.create_connection((self._address, self.port), CONNECT_TIMEOUT_S)
+        self.sock = _connect(self._address, self.port)
         self.sock.settimeout(READ_TIMEOUT_S)
 
 
@@ -74,7 +82,7 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
         self._tls = context
 
     def connect(self) -> None:
-        raw = socket.create_connection((self._address, self.port), CONNECT_TIMEOUT_S)
+        raw = _connect(self._address, self.port)
         try:
             self.sock = self._tls.wrap_socket(raw, server_hostname=self.host)
         except BaseException:
