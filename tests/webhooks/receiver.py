@@ -1,8 +1,9 @@
 """A loopback webhook receiver: ``http.server`` in a thread, recording every request's raw bytes.
 
 Answers come from a plan: ``receiver.answer(500, 200)`` makes the next two requests answer 500 then 200; after
-the plan, 200. A ``3xx`` answer carries a ``Location`` to ``/elsewhere`` on the same receiver (which a client
-following redirects would then request).
+the plan, 200. It speaks HTTP/1.1 and keeps connections alive (as merchants' servers do); ``connections`` counts
+the connections it accepted. A ``3xx`` answer carries a ``Location`` to ``/elsewhere`` on the same receiver
+(which a client following redirects would then request).
 """
 
 from __future__ import annotations
@@ -31,9 +32,18 @@ class Receiver:
         self.received: list[Received] = []
         self._plan: list[int] = []
         self._lock = threading.Lock()
+        self.connections = 0
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # as servers do: the answer's headers and body go out at once
+
+            def setup(self) -> None:
+                super().setup()
+                with owner._lock:
+                    owner.connections += 1
+
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
