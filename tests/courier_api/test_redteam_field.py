@@ -96,3 +96,33 @@ def test_odd_pickup_codes_are_a_422_and_not_counted(
     assert assign(client, field_crew["dispatcher"], shp["id"]).status_code == 201
     r = deliver(client, field_crew["courier"], shp["id"], method="handover", pickup_code=code)
     assert r.status_code == 422 and r.get_json()["error"]["field"] == "pickup_code", r.get_json()
+
+
+def _test_key_headers(services: Any, merchant: Any) -> dict[str, str]:
+    from waybill.merchants import issue_api_key
+
+    with services.session_factory() as s:
+        raw = issue_api_key(s, merchant.id, api_key_secret=services.keys.secret("api_key"), mode="test")
+        s.commit()
+    return {"Authorization": f"Bearer {raw}"}
+
+
+def test_a_test_mode_key_cannot_take_over_the_live_webhook_endpoints(client: Any, merchant: Any,
+                                                                     services: Any) -> None:
+    """A test key sees only test shipments (README); it must not read the secret of, or remove, the endpoints the
+    live key set up: a rotation through it hands its holder the production signing secret (forged webhooks)."""
+    made = client.post("/v1/webhooks", json={"url": "https://93.184.215.14/hooks", "events": [
+        "shipment.status_changed"]}, headers=merchant.headers)
+    assert made.status_code == 201, made.get_json()
+    hook = made.get_json()["id"]
+    test = _test_key_headers(services, merchant)
+    answers = [client.post(f"/v1/webhooks/{hook}/rotate-secret", headers=test),
+               client.delete(f"/v1/webhooks/{hook}", headers=test), client.get("/v1/webhooks", headers=test),
+               client.get(f"/v1/webhooks/{hook}/deliveries", headers=test),
+               client.post("/v1/webhooks", json={"url": "https://93.184.215.14/t", "events": [
+                   "shipment.status_changed"]}, headers=test)]
+    assert [a.status_code for a in answers] == [403] * 5
+    assert all("whsec_" not in a.get_data(as_text=True) for a in answers)
+    # The live endpoint is untouched.
+    (item,) = client.get("/v1/webhooks", headers=merchant.headers).get_json()["items"]
+    assert item["id"] == hook and item["status"] == "active"
