@@ -126,3 +126,44 @@ def test_a_test_mode_key_cannot_take_over_the_live_webhook_endpoints(client: Any
     # The live endpoint is untouched.
     (item,) = client.get("/v1/webhooks", headers=merchant.headers).get_json()["items"]
     assert item["id"] == hook and item["status"] == "active"
+
+
+def test_status_edges_hold_over_http(client: Any, merchant: Any, services: Any, field_crew: Any) -> None:
+    """Cancel after in_transit, attempt and reassignment after delivery, reprint of a delivered parcel, resend for
+    a delivered one, a second delivery: all refused, and the tracking history has no gap or duplicate."""
+    shp, _ = printed(client, merchant, field_crew["sorter"], order="RT-EDGE")
+    r = client.post("/v1/sorting/scans", json={"waybill_nos": [shp["waybill_no"]], "event": "arrival"},
+                    headers=field_crew["sorter"])
+    assert r.get_json()["results"][0]["status"] == "in_transit"
+    assert client.post(f"/v1/shipments/{shp['id']}/cancel", headers=merchant.headers).status_code == 409
+    assert assign(client, field_crew["dispatcher"], shp["id"]).status_code == 201
+    assert deliver(client, field_crew["courier"], shp["id"], method="handover",
+                   pickup_code=pickup_code(services)).status_code == 200
+    after = [
+        client.post(f"/v1/courier/shipments/{shp['id']}/attempt", json={"reason": "not_home"},
+                    headers=field_crew["courier"]).status_code,
+        assign(client, field_crew["dispatcher"], shp["id"]).status_code,
+        client.post(f"/v1/shipments/{shp['id']}/label/reprint", json={"reason": "damaged"},
+                    headers=field_crew["sorter"]).status_code,
+        client.post(f"/v1/dispatch/shipments/{shp['id']}/pickup-code", headers=field_crew["dispatcher"]).status_code,
+        deliver(client, field_crew["courier"], shp["id"], method="handover", pickup_code="000000").status_code,
+        client.post("/v1/sorting/scans", json={"waybill_nos": [shp["waybill_no"]], "event": "arrival"},
+                    headers=field_crew["sorter"]).get_json()["results"][0]["error"]["code"],
+    ]
+    assert after == [404, 409, 409, 409, 404, "invalid_status"]
+    events = client.get(f"/v1/shipments/{shp['id']}/events", headers=merchant.headers).get_json()["items"]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert [e["status"] for e in events if e["kind"] == "status"] == [
+        "created", "printed", "in_transit", "out_for_delivery", "delivered"]
+
+
+def test_a_far_dispatcher_cannot_tell_another_stations_parcel_from_none(
+        client: Any, merchant: Any, services: Any, field_crew: Any) -> None:
+    shp, _ = printed(client, merchant, field_crew["sorter"], order="RT-FAR")
+    assert assign(client, field_crew["dispatcher"], shp["id"]).status_code == 201
+    far = field_crew["far_dispatcher"]
+    mine = client.post(f"/v1/dispatch/shipments/{shp['id']}/pickup-code", headers=far)
+    none = client.post("/v1/dispatch/shipments/shp_00000000000000000000000000/pickup-code", headers=far)
+    assert mine.status_code == none.status_code == 404
+    assert mine.get_json() == none.get_json()
+
