@@ -100,7 +100,8 @@ def assign(session: Session, principal: Principal, shipment_id: str, courier_use
     """Hand a shipment to a courier of the dispatcher's station; status becomes ``out_for_delivery``.
 
     Every assignment (a reassignment too) issues a new pickup code and sends it to the recipient: the old
-    one stops working, so a code a previous courier may have heard is worthless.
+    one stops working, so a code a previous courier may have heard is worthless. Except while handover is
+    locked (5 wrong codes): the lock stays until a dispatcher resends.
 
     A reassignment ends the previous assignment and releases its call binding at once (no grace period:
     the previous courier must no longer reach the recipient, and the new courier's binding of the same
@@ -144,7 +145,11 @@ def assign(session: Session, principal: Principal, shipment_id: str, courier_use
     session.add(assignment)
     if shipment.status != "out_for_delivery":  # a reassignment keeps the status
         tracking.move(session, principal, shipment, "out_for_delivery", station=principal.station, at=now)
-    pickup_codes.issue(session, pickup, principal, shipment, now=now)
+    current = pickup_codes.live(session, shipment.id)
+    # A lock is the shipment's: only a resend lifts it. A reassignment that issued a fresh code would hand the
+    # same (or a colluding) courier five more guesses without the resend the contract asks for.
+    if current is None or current.locked_at is None:
+        pickup_codes.issue(session, pickup, principal, shipment, now=now)
     audit.record(session, principal, "dispatch.assign", object_type="shipment", object_id=shipment.id,
                  purpose=f"courier:{courier.id}")
     session.flush()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,6 +48,7 @@ COLLECTION = "collection"
 #: Wrong codes after which handover is locked for the shipment (the contract's number).
 MAX_FAILURES = 5
 _CONTEXT = b"pickup|v1|"
+_FORM = re.compile(r"[0-9]{6}")  # ASCII digits only: no full-width or Arabic-Indic digits (as \d would take)
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,10 @@ def check_handover(session: Session, deps: PickupDeps, principal: Principal, shi
         audit.record(session, principal, "courier.deliver", object_type="shipment", object_id=shipment.id,
                      outcome="pickup_code_unavailable", durable=True)
         raise PickupCodeUnavailable(field="pickup_code")
-    given = code if isinstance(code, str) else ""
+    if not (isinstance(code, str) and _FORM.fullmatch(code)):
+        # Not a code at all (a typo's form, not a guess): refused without counting, after the lock's answer.
+        raise ValidationFailed("取件码须为 6 位数字", field="pickup_code")
+    given = code
     if hmac.compare_digest(code_hash(deps.key, row.id, given), row.code_hash):
         return
     row.failures += 1

@@ -71,7 +71,8 @@ class CallOut(OutModel):
 class DeliverIn(BaseModel):
     model_config = _STRICT
     method: Literal["handover", "locker", "station"]
-    pickup_code: str | None = Field(default=None, pattern=r"^[0-9]{6}$",
+    # Its form (6 digits) is checked by the domain after the lock: a locked parcel answers pickup_locked to anything.
+    pickup_code: str | None = Field(default=None, max_length=32,
                                     description="当面签收：收件人短信收到的 6 位取件码")
     partner_id: str | None = Field(default=None, max_length=64, description="快递柜、驿站签收：登记的合作方编号")
     locker_id: str | None = Field(default=None, min_length=1, max_length=64, description="快递柜签收：柜号")

@@ -1,9 +1,10 @@
 """Merchants' webhook endpoints: create (the secret shown once), list, remove, rotate the secret, the delivery log.
 
-Every function checks ``WEBHOOK_MANAGE`` and ownership: another merchant's endpoint, a removed one and one that
-never existed all raise the same :class:`~waybill.errors.WebhookNotFound`. Secrets are ``whsec_`` + base64 of 32
-random bytes (the Standard Webhooks format), encrypted by the vault codec under their own table and column (the
-signer needs them back in the clear; a hash would not do). Functions flush, never commit.
+Every function checks ``WEBHOOK_MANAGE``, a live (not test-mode) key, and ownership: another merchant's
+endpoint, a removed one and one that never existed all raise the same :class:`~waybill.errors.WebhookNotFound`.
+Secrets are ``whsec_`` + base64 of 32 random bytes (the Standard Webhooks format), encrypted by the vault codec
+under their own table and column (the signer needs them back in the clear; a hash would not do).
+Functions flush, never commit.
 """
 
 from __future__ import annotations
@@ -79,6 +80,11 @@ def _merchant(principal: Principal) -> str:
     principal.require(Permission.WEBHOOK_MANAGE)
     if principal.kind != "merchant":
         raise PermissionDenied()
+    if principal.test_mode:
+        # Endpoints are the merchant's production integration (test shipments' events reach them too): a test
+        # key, handed to developers and CI, must not read a rotated secret (it would forge production webhooks),
+        # remove an endpoint or read its log.
+        raise PermissionDenied("测试模式密钥不能管理 webhook 地址，请使用正式密钥")
     return principal.id
 
 

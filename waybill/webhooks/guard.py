@@ -1,11 +1,12 @@
 """The SSRF guard: a webhook URL must name a public host, checked at creation and again at every delivery.
 
 A URL is checked by resolving its host (every A and AAAA record) and refusing it when any address is private,
-loopback, link-local, multicast, reserved, unspecified, shared (CGNAT ``100.64.0.0/10``), not globally routable,
-a cloud metadata address (``169.254.169.254``, ``fd00:ec2::254``), or an IPv4-mapped/-compatible IPv6 form of
-one of those. The delivery then connects to an address it checked (:class:`Target`), never resolving the name
-again, so a DNS answer that changes between the check and the connection (DNS rebinding) cannot point the
-request inward. ``WAYBILL_WEBHOOK_ALLOW_PRIVATE=1`` lifts the address rule (development, tests, on-premises).
+loopback, link-local, site-local (``fec0::/10``), multicast, reserved, unspecified, shared (CGNAT
+``100.64.0.0/10``), not globally routable, a cloud metadata address (``169.254.169.254``, ``fd00:ec2::254``), or
+an IPv4-mapped/-compatible IPv6 form of one of those. The delivery then connects to an address it checked
+(:class:`Target`), never resolving the name again, so a DNS answer that changes between the check and the
+connection (DNS rebinding) cannot point the request inward. ``WAYBILL_WEBHOOK_ALLOW_PRIVATE=1`` lifts the address
+rule (development, tests, on-premises).
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ def refusal(address: IPAddress) -> str | None:
               ("link_local", address.is_link_local), ("multicast", address.is_multicast),
               ("private", address.is_private), ("reserved", address.is_reserved),
               ("shared", isinstance(address, ipaddress.IPv4Address) and address in _SHARED),
+              # fec0::/10, deprecated (RFC 3879) but still routed inside some networks; Python counts it global.
+              ("site_local", isinstance(address, ipaddress.IPv6Address) and address.is_site_local),
               ("not_global", not address.is_global))
     return next((name for name, hit in checks if hit), None)
 
