@@ -95,6 +95,21 @@ def _decrypt(deps: DeliveryDeps, shipment: Shipment, column: str) -> str:
                               row_id=shipment.id)
 
 
+def _station_shipment(session: Session, principal: Principal, shipment_id: str, action: str) -> Shipment:
+    """The shipment (locked) if it is for the dispatcher's own station, else :class:`ShipmentNotFound`
+    (audited as ``action``): the object-level rule of every dispatcher action."""
+    shipment = None
+    if looks_like("shp", shipment_id):
+        shipment = session.execute(select(Shipment).where(Shipment.id == shipment_id).with_for_update()
+                                   ).scalar_one_or_none()
+    if shipment is None or principal.station is None or shipment_station(shipment) != principal.station:
+        audit.record(session, principal, action, object_type="shipment",
+                     object_id=shipment_id if looks_like("shp", shipment_id) else None, outcome="denied",
+                     durable=True)
+        raise ShipmentNotFound()
+    return shipment
+
+
 def assign(session: Session, principal: Principal, shipment_id: str, courier_username: str, *,
            provider: VirtualNumberProvider, pickup: PickupDeps) -> Assignment:
     """Hand a shipment to a courier of the dispatcher's station; status becomes ``out_for_delivery``.
@@ -109,15 +124,7 @@ def assign(session: Session, principal: Principal, shipment_id: str, courier_use
     :meth:`~waybill.virtual_numbers.store.StoredProvider.release`).
     """
     principal.require(Permission.DISPATCH_ASSIGN)
-    shipment = None
-    if looks_like("shp", shipment_id):
-        shipment = session.execute(select(Shipment).where(Shipment.id == shipment_id).with_for_update()
-                                   ).scalar_one_or_none()
-    if shipment is None or principal.station is None or shipment_station(shipment) != principal.station:
-        audit.record(session, principal, "dispatch.assign", object_type="shipment",
-                     object_id=shipment_id if looks_like("shp", shipment_id) else None, outcome="denied",
-                     durable=True)
-        raise ShipmentNotFound()
+    shipment = _station_shipment(session, principal, shipment_id, "dispatch.assign")
     courier = session.execute(select(StaffUser).where(StaffUser.username == courier_username)).scalar_one_or_none()
     if (courier is None or courier.role != "courier" or courier.disabled_at is not None
             or courier.station != principal.station):
@@ -303,15 +310,7 @@ def resend_code(session: Session, deps: DeliveryDeps, principal: Principal, ship
     """A dispatcher of the shipment's station sends the recipient a new handover code (the old one stops working,
     a lock ends); True when an SMS was queued (False: a landline, or the number's hourly budget spent)."""
     principal.require(Permission.PICKUP_CODE_RESEND)
-    shipment = None
-    if looks_like("shp", shipment_id):
-        shipment = session.execute(select(Shipment).where(Shipment.id == shipment_id).with_for_update()
-                                   ).scalar_one_or_none()
-    if shipment is None or principal.station is None or shipment_station(shipment) != principal.station:
-        audit.record(session, principal, "pickup_code.resend", object_type="shipment",
-                     object_id=shipment_id if looks_like("shp", shipment_id) else None, outcome="denied",
-                     durable=True)
-        raise ShipmentNotFound()
+    shipment = _station_shipment(session, principal, shipment_id, "pickup_code.resend")
     if shipment.status != "out_for_delivery":
         raise InvalidStatusTransition("仅派送中的运单可重发取件码", field="shipment_id")
     return pickup_codes.issue(session, deps.pickup, principal, shipment, action="pickup_code.resend")
