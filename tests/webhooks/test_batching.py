@@ -130,3 +130,45 @@ def test_duplicate_and_stale_messages_send_nothing_twice(hooks, receiver):
         assert s.query(WebhookAttempt).count() == 6
         pending = s.scalars(select(OutboxMessage).where(OutboxMessage.done_at.is_(None))).all()
         assert [m.topic for m in pending if m.topic == webhooks.TOPIC] == []
+
+
+def test_a_backlog_of_one_change_transactions_still_goes_in_batches(hooks, receiver, monkeypatch):
+    """120 transactions of one status change each (couriers signing off one parcel at a time): 120 messages of one
+    delivery, yet the first run to go gathers the endpoint's other due deliveries, so they share connections and
+    the later messages find nothing left to send."""
+    monkeypatch.setattr(delivery, "BATCH_DEADLINE_S", 3600.0)
+    hooks.endpoint(receiver.url)
+    sids = [hooks.shipment(f"WH-G{i:03d}") for i in range(60)]
+    for status in ("printed", "in_transit"):
+        for sid in sids:
+            _move_all(hooks, [sid], [status])  # one transaction each
+    with hooks.svc.session_factory() as s:
+        messages = s.scalars(select(OutboxMessage).where(OutboxMessage.topic == webhooks.TOPIC)).all()
+    assert len(messages) == 120 and all(len(m.payload["delivery_ids"]) == 1 for m in messages)
+    hooks.drain()
+    sent = _sent(receiver)
+    assert len(sent) == 120 and len({w for _, _, w in sent}) == 120  # each event once
+    ordered, per = _in_order(sent)
+    assert ordered and all(len(seqs) == 2 for seqs in per.values())
+    assert receiver.connections <= 6, receiver.connections  # batches, not one connection per event
+    with hooks.svc.session_factory() as s:
+        assert {d.status for d in s.scalars(select(WebhookDelivery))} == {"succeeded"}
+        assert len(s.scalars(select(WebhookAttempt)).all()) == 120  # no attempt twice
+
+
+def test_gathering_skips_what_is_not_due(hooks, receiver):
+    """A delivery waiting for its retry, or behind an earlier pending event of its shipment, is not gathered."""
+    hooks.endpoint(receiver.url)
+    early, other = hooks.shipment("WH-N1"), hooks.shipment("WH-N2")
+    _move_all(hooks, [early], ["printed"])
+    with hooks.svc.session_factory() as s:
+        (first,) = s.scalars(select(WebhookDelivery)).all()
+        first.not_before = utcnow() + LATER  # as after a failed attempt
+        s.commit()
+    _move_all(hooks, [early], ["in_transit"])  # behind the waiting one
+    _move_all(hooks, [other], ["printed"])
+    hooks.drain()
+    assert [(sid, seq) for sid, seq, _ in _sent(receiver)] == [(other, 2)]
+    hooks.drain(at=utcnow() + LATER + timedelta(seconds=2))
+    sent = [(sid, seq) for sid, seq, _ in _sent(receiver)]
+    assert sent == [(other, 2), (early, 2), (early, 3)], sent

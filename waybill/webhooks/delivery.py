@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from waybill import outbox
@@ -144,6 +144,23 @@ class _Batch:
     answers: list[tuple[Answer, datetime, datetime]] = field(default_factory=list)
 
 
+def _gather(session: Session, endpoint_id: str, named: set[str], room: int, now: datetime) -> list[WebhookDelivery]:
+    """Up to ``room`` more of the endpoint's pending deliveries that may go now (not leased, no retry wait),
+    oldest first, locked: a run fills its batch with what other messages named too, so a backlog made by many
+    one-change transactions still goes in batches. Rows another run has locked are skipped (SKIP LOCKED), and
+    the caller keeps per-shipment order (only the lowest pending ``seq`` goes). Their own messages find them
+    done, or leased, later: a cheap no-op or one recheck."""
+    if room <= 0:
+        return []
+    rows = session.scalars(select(WebhookDelivery).where(
+        WebhookDelivery.endpoint_id == endpoint_id, WebhookDelivery.status == "pending",
+        or_(WebhookDelivery.not_before.is_(None), WebhookDelivery.not_before <= now),
+        WebhookDelivery.id.not_in(named))
+        .order_by(WebhookDelivery.created_at, WebhookDelivery.seq, WebhookDelivery.id)
+        .limit(room).with_for_update(skip_locked=True)).all()
+    return list(rows)
+
+
 def _claim(session: Session, svc: WebhookServices, rows: list[WebhookDelivery], now: datetime) -> list[_Batch]:
     batches: dict[str, _Batch] = {}
     by_endpoint: dict[str, list[WebhookDelivery]] = {}
@@ -156,6 +173,7 @@ def _claim(session: Session, svc: WebhookServices, rows: list[WebhookDelivery], 
             for row in mine:
                 row.status, row.finished_at = "cancelled", now
             continue
+        mine = mine + _gather(session, endpoint_id, {row.id for row in mine}, BATCH - len(mine), now)
         first = _first_pending(session, endpoint_id, {row.shipment_id for row in mine})
         later: list[WebhookDelivery] = []
         for row in mine:

@@ -52,6 +52,8 @@ class WebhookDelivery(Base):
         UniqueConstraint("endpoint_id", "event_id"),
         # Per-shipment order per endpoint: the pending predecessor and the next successor are found here.
         Index("ix_webhook_deliveries_endpoint_id_shipment_id_seq", "endpoint_id", "shipment_id", "seq"),
+        # What else is due for an endpoint, oldest first: a run fills its batch from here (migration 0022).
+        Index("ix_webhook_deliveries_endpoint_id_status_created_at", "endpoint_id", "status", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
