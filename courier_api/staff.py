@@ -51,7 +51,9 @@ _TOKEN_ID_HEX = 16
 
 # Argon2id with the library's RFC 9106 parameters (t=3, 64 MiB, p=4); type made explicit so a
 # library default change can never silently downgrade to Argon2i.
-HASHER = PasswordHasher(type=Type.ID)
+#: argon2id with the library's defaults (RFC 9106's second recommended option: t=3, m=64 MiB, p=4).
+PRODUCTION_HASHER = PasswordHasher(type=Type.ID)
+HASHER = PRODUCTION_HASHER
 LOGIN_FAILED_MESSAGE = "用户名、密码或动态验证码错误"
 
 TABLE = "staff_users"

@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from argon2 import PasswordHasher, Type
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
+import courier_api.staff as _staff
 from waybill import db
 from waybill.merchants import create_merchant
 from waybill.permissions import SYSTEM
@@ -33,6 +35,12 @@ from waybill.web.app import create_app
 
 PG_URL = os.environ.get("WAYBILL_TEST_DATABASE_URL")
 BACKEND = "postgresql" if PG_URL else "sqlite"
+
+# Staff passwords: production's argon2id parameters (courier_api.staff.PRODUCTION_HASHER) cost about 0.16 s per
+# hash and again per verify, and the suite makes and logs in thousands of staff users. In this process the same
+# code path hashes with the smallest parameters; tests/courier_api/test_password_hasher.py checks production's.
+# (Servers the tests start in subprocesses keep production's and re-hash at the first login, as after an upgrade.)
+_staff.HASHER = PasswordHasher(type=Type.ID, time_cost=1, memory_cost=8, parallelism=1)
 
 
 def pytest_report_header(config: Any) -> str:
