@@ -19,7 +19,7 @@ from typing import Any, NamedTuple, cast
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import CursorResult, bindparam, select, update
+from sqlalchemy import CursorResult, bindparam, literal, select, update
 from sqlalchemy.orm import Session
 
 from courier_api import totp
@@ -28,6 +28,7 @@ from courier_api.passwords import PASSWORD_MAX_LEN as PASSWORD_MAX_LEN  # re-exp
 from courier_api.passwords import PASSWORD_MIN_LEN as PASSWORD_MIN_LEN
 from courier_api.passwords import check_password
 from waybill import audit
+from waybill.alerts import store as alert_store
 from waybill.crypto.vault import FieldCodec
 from waybill.errors import AuthenticationFailed, Conflict, NotFound, PermissionDenied, ValidationFailed
 from waybill.ids import new_id
@@ -294,7 +295,8 @@ def _token_id(raw: str) -> str | None:
 
 # Built once (see authenticate_token).
 _TOKEN_LOOKUP = (select(StaffToken.token_hash, StaffToken.expires_at, StaffToken.revoked_at, StaffToken.last_used_at,
-                        StaffUser.id, StaffUser.role, StaffUser.station, StaffUser.disabled_at)
+                        StaffUser.id, StaffUser.role, StaffUser.station, StaffUser.disabled_at,
+                        alert_store.suspended_clause(literal("staff:") + StaffUser.id).label("suspended"))
                  .join(StaffUser, StaffUser.id == StaffToken.user_id)
                  .where(StaffToken.id == bindparam("token_id")))
 
@@ -302,8 +304,8 @@ _TOKEN_LOOKUP = (select(StaffToken.token_hash, StaffToken.expires_at, StaffToken
 def authenticate_token(session: Session, raw: str, *, secret: bytes, now: datetime | None = None) -> Principal:
     """Resolve a raw access token to its staff principal, or raise :class:`AuthenticationFailed`.
 
-    Checked on every request: expiry, revocation and the user's ``disabled_at``, so disabling a
-    user stops their tokens on the very next request.
+    Checked on every request: expiry, revocation, the user's ``disabled_at`` and any suspension by a critical
+    alert (in the database: every worker and node sees it), so either stops their tokens on the very next request.
     """
     now = now or utcnow()
     token_id = _token_id(raw)
@@ -316,7 +318,7 @@ def authenticate_token(session: Session, raw: str, *, secret: bytes, now: dateti
     # Always compare, even for an unknown id, so timing does not tell which ids exist.
     matches = hmac.compare_digest(_token_hash(secret, raw), expected)
     if (row is None or not matches or row.revoked_at is not None or row.expires_at <= now
-            or row.disabled_at is not None):
+            or row.disabled_at is not None or row.suspended):
         raise AuthenticationFailed()
     if row.last_used_at is None or (now - row.last_used_at).total_seconds() >= LAST_USED_RESOLUTION_S:
         session.execute(update(StaffToken).where(StaffToken.id == token_id).values(last_used_at=now))

@@ -32,9 +32,13 @@ _APPENDED = "audit_appended"
 KEY_INFO = "audit_key"
 CONTEXT_INFO = "audit_context"
 OBSERVER_INFO = "audit_observer"
+SINK_INFO = "audit_alert_sink"
 
 #: Told ``(action, outcome)`` of each event once the transaction that appended them has committed (metrics).
 AppendObserver = Callable[[list[tuple[str, str]]], None]
+#: Given a transaction's events when one of them is an ``alert.*`` event, before they are chained; stores the
+#: alerts (``waybill.alerts.store.ingest``) and returns events to chain as well (an automatic suspension's).
+AlertSink = Callable[[Session, list["PendingEvent"]], list["PendingEvent"]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +124,9 @@ def _append(session: Session) -> None:
     key: bytes = session.info[KEY_INFO]
     # Write the transaction's own changes first, so the head row is always the last lock taken.
     session.flush()
+    sink: AlertSink | None = session.info.get(SINK_INFO)
+    if sink is not None and any(ev.action.startswith("alert.") for ev in pending):
+        pending.extend(sink(session, pending))  # the alert rows join this transaction, before the head's lock
     conn = session.connection()
     # One statement locks the head row (serialising appenders on PostgreSQL; SQLite is serialised
     # already by BEGIN IMMEDIATE), reserves the sequence numbers and reads the tip's hash. Core, not
@@ -147,11 +154,14 @@ def _append(session: Session) -> None:
         conn.execute(_SET_TIP, {"tip_hash": prev})
 
 
-def install(factory: sessionmaker[Session], audit_key: bytes, observer: AppendObserver | None = None) -> None:
-    """Give sessions from ``factory`` the chain key and the append-on-commit hook (and an observer of appends)."""
+def install(factory: sessionmaker[Session], audit_key: bytes, observer: AppendObserver | None = None,
+            alert_sink: AlertSink | None = None) -> None:
+    """Give sessions from ``factory`` the chain key and the append-on-commit hook (and an observer of appends,
+    and the alert store's sink)."""
     info = factory.kw.setdefault("info", {})
     info[KEY_INFO] = audit_key
     info[OBSERVER_INFO] = observer
+    info[SINK_INFO] = alert_sink
 
     @event.listens_for(factory, "before_commit")
     def _before_commit(session: Session) -> None:

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import printing
 from waybill import audit, db, keyfile, messages
+from waybill.alerts import store as alert_store
 from waybill.consent import PrivacyNotice
 from waybill.crypto.keystore import LocalKeyStore
 from waybill.crypto.subject_keys import SubjectKeyring
@@ -169,7 +170,7 @@ def build(settings: Settings, *, engine: Engine | None = None, codec: FieldCodec
     engine = engine or db.make_engine(settings.database_url)
     factory = session_factory or db.make_session_factory(engine)
     metrics = Metrics(settings.prometheus_multiproc_dir)
-    audit.install(factory, keys.secret("audit_chain"), observer=metrics.audit_appended)
+    audit.install(factory, keys.secret("audit_chain"), observer=metrics.audit_appended, alert_sink=alert_store.ingest)
     # On SQLite the vault reads data keys through its own non-locking engine (the request's transaction may
     # already hold the write lock); long reads (audit verify) use it too, so they hold no write lock.
     key_engine = db.make_engine(settings.database_url, write_lock=False) if settings.is_sqlite else engine

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from printing.config import ZPL_TEXT_MODES
+from waybill.alerts import settings as alert_settings
+from waybill.alerts.settings import AlertSettings
 from waybill.masking import MaskPolicy
 from waybill.regions import RegionTable
 
@@ -158,6 +160,8 @@ class Settings:
     # reserved or cloud-metadata addresses are refused at creation and at every delivery unless this is set
     # (WAYBILL_WEBHOOK_ALLOW_PRIVATE=1: development, tests, an on-premises receiver).
     webhook_allow_private: bool = False
+    # Alert rules' thresholds (WAYBILL_ALERT_<RULE>_<NAME>) and the security endpoint: waybill/alerts/settings.py.
+    alerts: AlertSettings = field(default_factory=AlertSettings)
 
     @property
     def is_production(self) -> bool:
@@ -171,7 +175,7 @@ class Settings:
 _ENV_PREFIX = "WAYBILL_"
 log = logging.getLogger("waybill.settings")
 # Fields that are not read from a WAYBILL_* variable: set by code, or read from another variable.
-NOT_FROM_ENV = frozenset({"mask_policy", "max_request_bytes", "prometheus_multiproc_dir"})
+NOT_FROM_ENV = frozenset({"mask_policy", "max_request_bytes", "prometheus_multiproc_dir", "alerts"})
 # WAYBILL_* variables that the test suite reads (they are not settings of the service).
 TEST_VARIABLES = frozenset({"WAYBILL_TEST_DATABASE_URL", "WAYBILL_TEST_REDIS_URL", "WAYBILL_UPDATE_GOLDEN",
                             "WAYBILL_TEST_BROWSER"})
@@ -180,7 +184,7 @@ TEST_VARIABLES = frozenset({"WAYBILL_TEST_DATABASE_URL", "WAYBILL_TEST_REDIS_URL
 def known_variables() -> frozenset[str]:
     """Every WAYBILL_* variable that means something: the settings read from the environment, and the tests'."""
     names = {_ENV_PREFIX + f.name.upper() for f in dataclasses.fields(Settings) if f.name not in NOT_FROM_ENV}
-    return frozenset(names) | TEST_VARIABLES
+    return frozenset(names) | TEST_VARIABLES | alert_settings.variables()
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
@@ -478,6 +482,11 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     except ValueError as exc:
         raise SettingsError(f"masking policy rejected: {exc}") from None
     values["mask_policy"] = mask_policy
+    found = overrides.get("alerts")
+    try:
+        values["alerts"] = found if isinstance(found, AlertSettings) else alert_settings.load(get, _flag)
+    except alert_settings.AlertSettingsError as exc:
+        raise SettingsError(str(exc)) from None
     for name, value in overrides.items():
         if name not in values and name in {f.name for f in dataclasses.fields(Settings)}:
             values[name] = value

@@ -1,0 +1,63 @@
+"""The alert rules' thresholds and the security endpoint: read once with the other settings, validated, frozen."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from waybill.alerts.rules import RULES, setting_name
+
+
+class AlertSettingsError(ValueError):
+    """A threshold is not an integer in its range; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """Every rule's thresholds (``"rule.name" -> value``) and where alerts are delivered."""
+
+    thresholds: Mapping[str, int] = field(default_factory=dict)
+    # The security endpoint alerts are POSTed to (signed with the key store's ``alert_webhook`` secret); none:
+    # alerts go to the logs only.
+    webhook_url: str | None = None
+    # Allow an internal address for the security endpoint alone (WAYBILL_ALERT_WEBHOOK_ALLOW_PRIVATE=1).
+    webhook_allow_private: bool = False
+
+    def threshold(self, rule: str, name: str) -> int:
+        """The configured (or default) value of ``rule``'s threshold ``name``; unknown names are a bug."""
+        key = f"{rule}.{name}"
+        if key in self.thresholds:
+            return self.thresholds[key]
+        for t in RULES[rule].thresholds:
+            if t.name == name:
+                return t.default
+        raise KeyError(key)
+
+
+def variables() -> frozenset[str]:
+    """Every ``WAYBILL_ALERT_*`` variable that means something."""
+    names = {setting_name(r, t) for r in RULES.values() for t in r.thresholds}
+    return frozenset(names | {"WAYBILL_ALERT_WEBHOOK_URL", "WAYBILL_ALERT_WEBHOOK_ALLOW_PRIVATE"})
+
+
+def load(get: Callable[[str], str | None], flag: Callable[[str, str | None], bool]) -> AlertSettings:
+    """Read the thresholds through ``get`` (a settings field name -> raw value) and validate each."""
+    values: dict[str, int] = {}
+    for rule in RULES.values():
+        for t in rule.thresholds:
+            var = setting_name(rule, t)
+            raw = get(var[len("WAYBILL_"):].lower())
+            if raw is None:
+                continue
+            try:
+                value = int(raw)
+            except ValueError:
+                raise AlertSettingsError(f"{var} must be an integer") from None
+            if not t.lo <= value <= t.hi:
+                raise AlertSettingsError(f"{var} must be between {t.lo} and {t.hi}")
+            values[f"{rule.id}.{t.name}"] = value
+    url = get("alert_webhook_url")
+    if url is not None and not url.startswith(("https://", "http://")):
+        raise AlertSettingsError("WAYBILL_ALERT_WEBHOOK_URL must be an http(s) URL")
+    return AlertSettings(thresholds=values, webhook_url=url,
+                         webhook_allow_private=flag("alert_webhook_allow_private", get("alert_webhook_allow_private")))
