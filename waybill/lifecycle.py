@@ -36,6 +36,7 @@ from waybill.crypto.subject_keys import PARTIES, SubjectKeyring
 from waybill.errors import InDelivery, LegallyHeld, NotFound, ValidationFailed
 from waybill.extensions import load_extensions
 from waybill.ids import looks_like, new_id
+from waybill.incidents import domain as incidents
 from waybill.models import (
     DestructionRecord,
     LegalHold,
@@ -188,11 +189,30 @@ def place_hold(session: Session, principal: Principal, *, reason: str, shipment_
         raise ValidationFailed(f"reason 须为 1-{HOLD_REASON_MAX} 个字符", field="reason")
     if (shipment_ids is None) == (incident_id is None):
         raise ValidationFailed("须给出 shipment_ids 或 incident_id 之一", field="shipment_ids")
-    ids: list[str] = []
     if incident_id is not None:
-        # The incident register (its shipments in scope) does not exist yet: no incident id can be known.
-        raise ValidationFailed("没有该编号的安全事件", field="incident_id")
-    assert shipment_ids is not None
+        # The incident's shipments in scope: those of the affected subjects found when it was recorded.
+        in_scope = incidents.held_shipments(session, incident_id)
+        if in_scope is None:
+            raise ValidationFailed("没有该编号的安全事件", field="incident_id")
+        if not in_scope:
+            raise ValidationFailed("该安全事件没有涉及的运单", field="incident_id")
+        ids = in_scope
+    else:
+        assert shipment_ids is not None
+        ids = _known_shipments(session, shipment_ids)
+    now = now or utcnow()
+    hold = LegalHold(id=new_id("hld"), reason=reason.strip(), incident_id=incident_id, created_by=principal.actor,
+                     created_at=now)
+    session.add(hold)
+    session.flush()
+    session.execute(insert(LegalHoldShipment), [{"hold_id": hold.id, "shipment_id": sid} for sid in ids])
+    audit.record(session, principal, "privacy.hold", object_type="legal_hold", object_id=hold.id,
+                 purpose=f"shipments={len(ids)}")
+    return hold
+
+
+def _known_shipments(session: Session, shipment_ids: Sequence[str]) -> list[str]:
+    """The distinct ids of a hold's shipment list, each checked to exist (422 naming the first bad item)."""
     if not shipment_ids or len(shipment_ids) > 1000:
         raise ValidationFailed("shipment_ids 须有 1-1000 个运单号", field="shipment_ids")
     for i, sid in enumerate(shipment_ids):
@@ -203,15 +223,7 @@ def place_hold(session: Session, principal: Principal, *, reason: str, shipment_
     missing = [i for i, sid in enumerate(shipment_ids) if sid not in found]
     if missing:
         raise ValidationFailed("运单不存在", field=f"shipment_ids[{missing[0]}]")
-    now = now or utcnow()
-    hold = LegalHold(id=new_id("hld"), reason=reason.strip(), incident_id=incident_id, created_by=principal.actor,
-                     created_at=now)
-    session.add(hold)
-    session.flush()
-    session.execute(insert(LegalHoldShipment), [{"hold_id": hold.id, "shipment_id": sid} for sid in ids])
-    audit.record(session, principal, "privacy.hold", object_type="legal_hold", object_id=hold.id,
-                 purpose=f"shipments={len(ids)}")
-    return hold
+    return ids
 
 
 def release_hold(session: Session, principal: Principal, hold_id: str, *, now: datetime | None = None) -> LegalHold:

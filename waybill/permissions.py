@@ -51,6 +51,9 @@ class Permission(StrEnum):
     SORTING_SCAN = "sorting:scan"
     COURIER_ATTEMPT = "courier:attempt"
     TRACKING_READ = "tracking:read"
+    # The incident register (waybill/incidents): privacy officers record, notify and report; auditors read.
+    INCIDENT_MANAGE = "incident:manage"
+    INCIDENT_READ = "incident:read"
 
 
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
@@ -64,11 +67,13 @@ ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "courier": frozenset({Permission.COURIER_SCAN, Permission.COURIER_CALL, Permission.COURIER_DELIVER,
                           Permission.PARTNER_READ, Permission.COURIER_ATTEMPT}),
     "dispatcher": frozenset({Permission.DISPATCH_ASSIGN, Permission.PICKUP_CODE_RESEND, Permission.PARTNER_READ}),
-    "auditor": frozenset({Permission.AUDIT_READ, Permission.DESTRUCTION_READ, Permission.DISCLOSURE_READ}),
+    "auditor": frozenset({Permission.AUDIT_READ, Permission.DESTRUCTION_READ, Permission.DISCLOSURE_READ,
+                         Permission.INCIDENT_READ}),
     # Full access only per recorded request with a purpose (GB/T 35273 7.1 e).
     "privacy_officer": frozenset({Permission.PERSONAL_DATA_REQUEST, Permission.DESTRUCTION_READ,
                                   Permission.PRIVACY_HOLD, Permission.SUBJECT_REQUEST_DECIDE,
-                                  Permission.DISCLOSURE_READ}),
+                                  Permission.DISCLOSURE_READ, Permission.INCIDENT_MANAGE,
+                                  Permission.INCIDENT_READ}),
     # Separation of duties: admins manage accounts and keys and read no personal data.
     "admin": frozenset({Permission.USER_MANAGE, Permission.PARTNER_MANAGE, Permission.PARTNER_READ}),
     "system": frozenset({Permission.RETENTION_RUN}),

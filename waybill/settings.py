@@ -160,6 +160,11 @@ class Settings:
     # reserved or cloud-metadata addresses are refused at creation and at every delivery unless this is set
     # (WAYBILL_WEBHOOK_ALLOW_PRIVATE=1: development, tests, an on-premises receiver).
     webhook_allow_private: bool = False
+    # Incident register (waybill/incidents): hours from detection to the regulator report for significant (较大)
+    # and graver incidents (the CAC incident-reporting measures in force since 2025-11-01: 4 hours), and the
+    # contact an incident notice SMS names (a template parameter: at most 35 characters).
+    incident_report_hours: int = 4
+    incident_contact: str = "个人信息保护负责人 400-000-0000"
     # Alert rules' thresholds (WAYBILL_ALERT_<RULE>_<NAME>) and the security endpoint: waybill/alerts/settings.py.
     alerts: AlertSettings = field(default_factory=AlertSettings)
 
@@ -386,6 +391,11 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         log.warning("WAYBILL_COMPLAINT_CONTACT is the placeholder default: /my/ shows it to people who cannot "
                     "receive an SMS code; set the real complaint line", extra={"setting": "WAYBILL_COMPLAINT_CONTACT"})
 
+    incident_contact = get("incident_contact") or Settings.incident_contact
+    # Sent in every incident notice SMS (a template parameter): one short line, no placeholder syntax.
+    if len(incident_contact) > 35 or not incident_contact.isprintable() or "${" in incident_contact:
+        raise SettingsError("WAYBILL_INCIDENT_CONTACT must be one line of at most 35 characters")
+
     metrics_token_raw = get("metrics_token_file")
     multiproc_raw = overrides.get("prometheus_multiproc_dir") or env.get("PROMETHEUS_MULTIPROC_DIR") or None
     multiproc_dir = Path(str(multiproc_raw)) if multiproc_raw else None
@@ -400,6 +410,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         "label_font": get("label_font"),
         "carrier_name": carrier_name,
         "complaint_contact": complaint_contact,
+        "incident_contact": incident_contact,
         "zpl_text": zpl_text,
         "zpl_font": zpl_font,
         "phone_provider": phone_provider,
@@ -441,7 +452,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
                          ("subject_token_ttl_s", 60, 3600), ("subject_challenges_per_phone_per_hour", 1, 1000),
                          ("subject_challenges_per_waybill_per_hour", 1, 1000),
                          ("subject_challenges_per_client_per_hour", 1, 100_000), ("subject_request_days", 1, 30),
-                         ("subject_request_warn_days", 0, 30), ("max_delivery_attempts", 1, 20)):
+                         ("subject_request_warn_days", 0, 30), ("max_delivery_attempts", 1, 20),
+                         ("incident_report_hours", 1, 24 * 30)):
         if (raw := get(name)) is not None:
             values[name] = _int(name, raw, lo, hi)
     for name, lo, hi in (("reprints_per_job", 1, 200), ("reprints_per_sorter_per_hour", 1, 10_000)):
