@@ -47,7 +47,8 @@ from tests.courier_api import bearer, login, make_partner, make_staff
 from waybill import audit, labels, lifecycle, retention, shipments, webhooks
 from waybill.errors import DomainError, PermissionDenied
 from waybill.ids import new_id
-from waybill.models import Shipment
+from waybill.incidents import domain as incident_domain
+from waybill.models import Shipment, utcnow
 from waybill.permissions import ROLE_PERMISSIONS, SYSTEM, Permission, Principal
 from waybill.schemas import ShipmentIn, parse
 from waybill.virtual_numbers import add_numbers
@@ -188,6 +189,20 @@ movement.attempt         missing       401   403   403   404   404   404   403  
 tracking.events          A             401   ok    404   403   403   403   403   403   403   403   403   403   403
 tracking.events          B             401   404   ok    403   403   403   403   403   403   403   403   403   403
 tracking.events          missing       401   404   404   403   403   403   403   403   403   403   403   403   403
+incidents.create         -             401   403   403   403   403   403   403   403   403   403   ok    403   403
+incidents.list_          -             401   403   403   403   403   403   403   403   403   ok    ok    403   403
+incidents.get            A             401   403   403   403   403   403   403   403   403   ok    ok    403   403
+incidents.get            B             401   403   403   403   403   403   403   403   403   ok    ok    403   403
+incidents.get            missing       401   403   403   403   403   403   403   403   403   404   404   403   403
+incidents.add_timeline   A             401   403   403   403   403   403   403   403   403   403   ok    403   403
+incidents.add_timeline   B             401   403   403   403   403   403   403   403   403   403   ok    403   403
+incidents.add_timeline   missing       401   403   403   403   403   403   403   403   403   403   404   403   403
+incidents.notify         A             401   403   403   403   403   403   403   403   403   403   ok    403   403
+incidents.notify         B             401   403   403   403   403   403   403   403   403   403   ok    403   403
+incidents.notify         missing       401   403   403   403   403   403   403   403   403   403   404   403   403
+incidents.report_        A             401   403   403   403   403   403   403   403   403   403   ok    403   403
+incidents.report_        B             401   403   403   403   403   403   403   403   403   403   ok    403   403
+incidents.report_        missing       401   403   403   403   403   403   403   403   403   403   404   403   403
 """
 
 
@@ -275,6 +290,15 @@ ENDPOINTS: dict[str, Endpoint] = {
                                  "assigned"),
     "tracking.events": Endpoint("GET", "/v1/shipments/<shp:shipment_id>/events", Permission.TRACKING_READ,
                                 "created"),
+    "incidents.create": Endpoint("POST", "/v1/incidents", Permission.INCIDENT_MANAGE, None),
+    "incidents.list_": Endpoint("GET", "/v1/incidents", Permission.INCIDENT_READ, None),
+    "incidents.get": Endpoint("GET", "/v1/incidents/<incident_id>", Permission.INCIDENT_READ, "incident"),
+    "incidents.add_timeline": Endpoint("POST", "/v1/incidents/<incident_id>/timeline", Permission.INCIDENT_MANAGE,
+                                       "incident"),
+    "incidents.notify": Endpoint("POST", "/v1/incidents/<incident_id>/notify", Permission.INCIDENT_MANAGE,
+                                 "incident"),
+    "incidents.report_": Endpoint("GET", "/v1/incidents/<incident_id>/report", Permission.INCIDENT_MANAGE,
+                                  "incident"),
 }
 # A webhook URL at a literal public address: passes the SSRF guard without DNS (nothing is ever sent to it here).
 HOOK_URL = "https://93.184.215.14/sweep-hook"
@@ -310,7 +334,8 @@ class World:
     def shipment(self, obj: str, state: str | None) -> Obj:
         """A fresh object for one case (``missing``: an id nobody has)."""
         if obj == "missing":
-            prefix = {"requested": "pdr", "pending": "pdr", "subject_request": "sjr", "webhook": "whk"}.get(
+            prefix = {"requested": "pdr", "pending": "pdr", "subject_request": "sjr", "webhook": "whk",
+                      "incident": "inc"}.get(
                 state or "", "shp")
             return Obj(new_id(prefix), _random_token())
         if state == "subject_request":
@@ -329,6 +354,16 @@ class World:
             ("other_merchant", FAR_RECIPIENT, FAR_STATION)
         if state == "webhook":
             return Obj(self.webhook(owner))
+        if state == "incident":  # an incident over a fresh shipment of A's (B's), recorded by another officer
+            sid = self.shipment(obj, None).id
+            with self.svc.session_factory() as s:
+                made = incident_domain.create(s, self.svc.codec, self.principals["privacy_other"],
+                                              incident_domain.NewIncident(
+                                                  title="扫描", kind="loss", severity="general",
+                                                  detected_at=utcnow(), scope=incident_domain.Scope(
+                                                      shipment_ids=[sid])), report_hours=4)
+                s.commit()
+            return Obj(made.id)
         r = self.client.post("/v1/shipments", json=shipment_body(self.order_id(owner), recipient=dict(recipient)),
                              headers=self.merchants[owner].headers)
         assert r.status_code == 201, r.get_json()
@@ -517,6 +552,15 @@ CALLS: dict[str, Call] = {
     "movement.attempt": lambda w, h, who, o: w.client.post(
         f"/v1/courier/shipments/{o.id}/attempt", json={"reason": "not_home"}, headers=h),
     "tracking.events": lambda w, h, who, o: w.client.get(f"/v1/shipments/{o.id}/events", headers=h),
+    "incidents.create": lambda w, h, who, o: w.client.post("/v1/incidents", json={
+        "title": "扫描", "kind": "leak", "detected_at": "2026-01-01T00:00:00Z",
+        "scope": {"shipment_ids": [w.shipment("A", None).id]}}, headers=h),
+    "incidents.list_": lambda w, h, who, o: w.client.get("/v1/incidents?limit=5", headers=h),
+    "incidents.get": lambda w, h, who, o: w.client.get(f"/v1/incidents/{o.id}", headers=h),
+    "incidents.add_timeline": lambda w, h, who, o: w.client.post(f"/v1/incidents/{o.id}/timeline",
+                                                                 json={"action": "contained"}, headers=h),
+    "incidents.notify": lambda w, h, who, o: w.client.post(f"/v1/incidents/{o.id}/notify", headers=h),
+    "incidents.report_": lambda w, h, who, o: w.client.get(f"/v1/incidents/{o.id}/report", headers=h),
 }
 
 
@@ -623,6 +667,18 @@ def _check_allowed(endpoint: str, who: str, obj: Obj | None, r: Any, world: Worl
         assert r.status_code == 200 and body["id"] == obj.id and body["status"] == "delivery_failed"
     elif endpoint == "tracking.events":
         assert r.status_code == 200 and [i["seq"] for i in body["items"]] == [1]
+    elif endpoint == "incidents.create":
+        assert r.status_code == 201 and body["id"].startswith("inc_") and body["affected_subjects"] == 2
+    elif endpoint == "incidents.list_":
+        assert r.status_code == 200 and isinstance(body["items"], list)
+    elif endpoint == "incidents.get":
+        assert r.status_code == 200 and body["id"] == obj.id and body["affected_subjects"] == 2
+    elif endpoint == "incidents.add_timeline":
+        assert r.status_code == 201 and body["id"] == obj.id and body["status"] == "contained"
+    elif endpoint == "incidents.notify":
+        assert r.status_code == 200 and body == {"notified": 1}  # the recipient; the sender's is a landline
+    elif endpoint == "incidents.report_":
+        assert r.status_code == 200 and body["incident_id"] == obj.id and body["affected_subjects"] == 2
     else:  # every endpoint has a check above
         raise AssertionError(endpoint)
 
