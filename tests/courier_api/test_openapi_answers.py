@@ -158,6 +158,29 @@ def test_every_documented_answer_matches_the_document(recorded, app, client, mer
                     json={"decision": "reject", "reason": "已另行处理"}, headers=h["officer"]))
     assert _ok(client.get(f"/v1/subject/requests/{filed['id']}", headers=subject))["reason"] == "已另行处理"
 
+    # Incidents: record (and a refused body), list, read, a timeline entry, notify, the report; unknown ids.
+    inc = _ok(client.post("/v1/incidents", json={"title": "OA 事件", "kind": "loss", "detected_at":
+                                                 "2026-01-01T00:00:00Z", "scope": {"shipment_ids": [shp["id"]]}},
+                          headers=h["officer"]), 201)
+    assert client.post("/v1/incidents", json={"title": "OA", "kind": "flood", "detected_at": "2026-01-01T00:00:00Z",
+                                              "scope": {"shipment_ids": [shp["id"]]}},
+                       headers=h["officer"]).status_code == 422
+    _ok(client.get("/v1/incidents?limit=5", headers=h["auditor"]))
+    assert client.get("/v1/incidents?limit=0", headers=h["auditor"]).status_code == 422
+    _ok(client.get(f"/v1/incidents/{inc['id']}", headers=h["auditor"]))
+    _ok(client.post(f"/v1/incidents/{inc['id']}/timeline", json={"action": "note", "note": "OA"},
+                    headers=h["officer"]), 201)
+    assert client.post(f"/v1/incidents/{inc['id']}/timeline", json={"action": "x"},
+                       headers=h["officer"]).status_code == 422
+    _ok(client.post(f"/v1/incidents/{inc['id']}/notify", headers=h["officer"]))
+    _ok(client.get(f"/v1/incidents/{inc['id']}/report", headers=h["officer"]))
+    assert client.get(f"/v1/incidents/{inc['id']}/report?format=doc", headers=h["officer"]).status_code == 422
+    for path in ("", "/report"):
+        assert client.get(f"/v1/incidents/inc_missing{path}", headers=h["officer"]).status_code == 404
+    assert client.post("/v1/incidents/inc_missing/notify", headers=h["officer"]).status_code == 404
+    assert client.post("/v1/incidents/inc_missing/timeline", json={"action": "note"},
+                       headers=h["officer"]).status_code == 404
+
     # Auditor, operations.
     _ok(client.get("/v1/audit/events?limit=5", headers=h["auditor"]))
     _ok(client.get("/v1/audit/verify", headers=h["auditor"]))

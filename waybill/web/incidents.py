@@ -209,7 +209,7 @@ def _out(incident: Incident) -> dict[str, Any]:
 
 @bp.post("/v1/incidents")
 @operation(summary="隐私官：登记个人信息安全事件（受影响的个人按审计日志计算）", tags=TAGS, body=IncidentIn,
-           response=CreatedOut, status=201, errors=(422,))
+           response=CreatedOut, status=201)
 @requires(Permission.INCIDENT_MANAGE)
 def create() -> Response:
     data: IncidentIn = parse(IncidentIn, json_body())
@@ -261,7 +261,7 @@ def get(incident_id: str) -> Response:
 
 @bp.post("/v1/incidents/<incident_id>/timeline")
 @operation(summary="隐私官：记录处置动作（说明、已控制、已报告主管部门、结案）", tags=TAGS, body=TimelineIn,
-           response=IncidentOut, status=201, errors=(404, 422))
+           response=IncidentOut, status=201, errors=(404,))
 @requires(Permission.INCIDENT_MANAGE)
 def add_timeline(incident_id: str) -> Response:
     session, principal = db_session(), authenticate()
