@@ -69,7 +69,8 @@ def upgrade() -> None:
         sa.Column("actor", sa.String(80), nullable=False),
         sa.Column("action", sa.String(40), nullable=False),
         sa.Column("note_ct", sa.LargeBinary, nullable=True),
-        sa.ForeignKeyConstraint(["incident_id"], ["incidents.id"], name=op.f("fk_incident_events_incident_id_incidents")),
+        sa.ForeignKeyConstraint(["incident_id"], ["incidents.id"],
+                                name=op.f("fk_incident_events_incident_id_incidents")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_incident_events")),
     )
     op.create_index("ix_incident_events_incident_id_at", "incident_events", ["incident_id", "at"])

@@ -17,6 +17,7 @@ from tests.conftest import RECIPIENT, SENDER, shipment_body
 from tests.courier_api import bearer, login, make_staff
 from tests.courier_api.subjects_helpers import direct_token
 from waybill import labels, messages
+from waybill.incidents import month_summary
 from waybill.incidents.models import Incident, IncidentSubject
 from waybill.models import utcnow
 from waybill.outbox import relay_once
@@ -121,6 +122,10 @@ def test_an_insiders_window_finds_exactly_those_parties_and_notifies_exactly_the
         found = _notices(services, phone)
         assert len(found) == 1 and made["id"] in found[0], found
     assert _notices(services, PEOPLE[SCANNED][1]) == []  # never scanned: never notified
+    with services.session_factory() as s:
+        summary = month_summary(s, utcnow() - timedelta(days=1), utcnow() + timedelta(days=1))
+    assert summary["total"] == 1 and summary["by_kind"]["unauthorised_access"] == 1
+    assert summary["notified_subjects"] == SCANNED and summary["affected_subjects"] == SCANNED
 
     # Each notice shows in that subject's own access log.
     for sid in scene["ids"][:SCANNED]:

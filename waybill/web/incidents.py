@@ -18,7 +18,7 @@ from waybill.ids import looks_like
 from waybill.incidents import domain, report
 from waybill.incidents.models import Incident
 from waybill.permissions import Permission
-from waybill.schemas import OutModel, UtcTimestamp, _no_control_chars, parse
+from waybill.schemas import OutModel, UtcTimestamp, _no_control_chars, iso_utc, parse
 from waybill.web.auth import authenticate, requires
 from waybill.web.context import db_session, services
 from waybill.web.merchant import json_body
@@ -194,8 +194,8 @@ def _scope(data: ScopeIn) -> domain.Scope:
 
 def _out(incident: Incident) -> dict[str, Any]:
     session = db_session()
-    scope: dict[str, Any] = ({"actor": incident.scope_actor, "from": incident.scope_from.isoformat(),
-                              "to": incident.scope_to.isoformat() if incident.scope_to else None}
+    scope: dict[str, Any] = ({"actor": incident.scope_actor, "from": iso_utc(incident.scope_from),
+                              "to": iso_utc(incident.scope_to) if incident.scope_to else None}
                              if incident.scope_from is not None else {"shipment_ids": domain.held_shipments(
                                  session, incident.id)})
     return {"id": incident.id, "title": domain.open_text(services().codec, incident, "title"), "kind": incident.kind,
