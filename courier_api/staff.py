@@ -282,8 +282,8 @@ def login(session: Session, username: str, password: str, totp_code: str | None,
           codec: FieldCodec, now: datetime | None = None, ttl_s: int = ACCESS_TOKEN_TTL_S) -> LoginResult:
     """Check password (Argon2id) and, for MFA roles, the TOTP code; issue an access token.
 
-    Unknown user, wrong password, wrong/missing/replayed code and disabled account all raise the
-    same :class:`LoginFailed`. ``failed_attempts`` counts consecutive failures (for operators); it
+    Unknown user, wrong password, wrong/missing/replayed code and a disabled or suspended account all raise
+    the same :class:`LoginFailed`. ``failed_attempts`` counts consecutive failures (for operators); it
     never locks the account: the right password from a client that is not throttled always works.
     """
     now = now or utcnow()
@@ -297,6 +297,8 @@ def login(session: Session, username: str, password: str, totp_code: str | None,
         raise _refuse(session, None, "auth.failed", "bad_credentials")
     if user.disabled_at is not None:
         raise _refuse(session, user, "auth.failed", "disabled")
+    if alert_store.is_suspended(session, f"staff:{user.id}"):  # a token it issued would answer 401 anyway
+        raise _refuse(session, user, "auth.failed", "suspended")
     reason = "bad_credentials" if not ok else _check_totp(user, totp_code, codec, now)
     if reason is not None:
         user.failed_attempts = (user.failed_attempts or 0) + 1
