@@ -45,6 +45,9 @@ from courier_api.subjects.models import SubjectRequest
 from tests.conftest import RECIPIENT, _drop, _new_env, make_merchant, shipment_body
 from tests.courier_api import bearer, login, make_partner, make_staff
 from waybill import audit, labels, lifecycle, retention, shipments, webhooks
+from waybill.alerts import review as alert_review
+from waybill.alerts import store
+from waybill.alerts.models import Alert
 from waybill.errors import DomainError, PermissionDenied
 from waybill.ids import new_id
 from waybill.models import Shipment
@@ -188,6 +191,10 @@ movement.attempt         missing       401   403   403   404   404   404   403  
 tracking.events          A             401   ok    404   403   403   403   403   403   403   403   403   403   403
 tracking.events          B             401   404   ok    403   403   403   403   403   403   403   403   403   403
 tracking.events          missing       401   404   404   403   403   403   403   403   403   403   403   403   403
+alerts.list_alerts       -             401   403   403   403   403   403   403   403   403   ok    ok    ok    403
+alerts.resolve           A             401   403   403   403   403   403   403   403   403   403   ok    ok    403
+alerts.resolve           B             401   403   403   403   403   403   403   403   403   403   ok    ok    403
+alerts.resolve           missing       401   403   403   403   403   403   403   403   403   403   404   404   403
 """
 
 
@@ -275,6 +282,9 @@ ENDPOINTS: dict[str, Endpoint] = {
                                  "assigned"),
     "tracking.events": Endpoint("GET", "/v1/shipments/<shp:shipment_id>/events", Permission.TRACKING_READ,
                                 "created"),
+    # Alerts are nobody's own: A and B are fresh open alerts (warnings, raised by a courier of each station).
+    "alerts.list_alerts": Endpoint("GET", "/v1/alerts", Permission.ALERT_READ, None),
+    "alerts.resolve": Endpoint("POST", "/v1/alerts/<alert_id>/resolve", Permission.ALERT_RESOLVE, "alert"),
 }
 # A webhook URL at a literal public address: passes the SSRF guard without DNS (nothing is ever sent to it here).
 HOOK_URL = "https://93.184.215.14/sweep-hook"
@@ -310,7 +320,8 @@ class World:
     def shipment(self, obj: str, state: str | None) -> Obj:
         """A fresh object for one case (``missing``: an id nobody has)."""
         if obj == "missing":
-            prefix = {"requested": "pdr", "pending": "pdr", "subject_request": "sjr", "webhook": "whk"}.get(
+            prefix = {"requested": "pdr", "pending": "pdr", "subject_request": "sjr", "webhook": "whk",
+                      "alert": "alr"}.get(
                 state or "", "shp")
             return Obj(new_id(prefix), _random_token())
         if state == "subject_request":
@@ -325,6 +336,8 @@ class World:
                 req = subject_requests.file_request(s, self.svc, actor, "complaint", None, "包裹破损")
                 s.commit()
             return Obj(req.id)
+        if state == "alert":
+            return Obj(self.alert(obj))
         owner, recipient, station = ("merchant", RECIPIENT, STATION) if obj.startswith("A") else \
             ("other_merchant", FAR_RECIPIENT, FAR_STATION)
         if state == "webhook":
@@ -362,6 +375,15 @@ class World:
             return Obj(req.id)
         return made
 
+
+    def alert(self, obj: str) -> str:
+        """A fresh open alert (a warning: it suspends nobody) raised by the courier of A's or of B's station."""
+        principal = self.principals["courier" if obj == "A" else "courier_far"]
+        with self.svc.session_factory() as s:
+            store.fire(s, principal, "not_found_burst", object_type="sweep", object_id=f"case-{next(self.seq)}")
+            s.commit()
+            return str(s.scalars(select(Alert.id).where(Alert.actor == principal.actor)
+                                 .order_by(Alert.id.desc())).first())
 
     def webhook(self, owner: str) -> str:
         """A fresh endpoint of ``owner``; its earlier ones are removed first (a merchant may keep ten)."""
@@ -517,6 +539,9 @@ CALLS: dict[str, Call] = {
     "movement.attempt": lambda w, h, who, o: w.client.post(
         f"/v1/courier/shipments/{o.id}/attempt", json={"reason": "not_home"}, headers=h),
     "tracking.events": lambda w, h, who, o: w.client.get(f"/v1/shipments/{o.id}/events", headers=h),
+    "alerts.list_alerts": lambda w, h, who, o: w.client.get("/v1/alerts?limit=5", headers=h),
+    "alerts.resolve": lambda w, h, who, o: w.client.post(f"/v1/alerts/{o.id}/resolve",
+                                                         json={"resolution": "核查无异常"}, headers=h),
 }
 
 
@@ -623,6 +648,10 @@ def _check_allowed(endpoint: str, who: str, obj: Obj | None, r: Any, world: Worl
         assert r.status_code == 200 and body["id"] == obj.id and body["status"] == "delivery_failed"
     elif endpoint == "tracking.events":
         assert r.status_code == 200 and [i["seq"] for i in body["items"]] == [1]
+    elif endpoint == "alerts.list_alerts":
+        assert r.status_code == 200 and isinstance(body["items"], list) and "next_cursor" in body
+    elif endpoint == "alerts.resolve":
+        assert r.status_code == 200 and body["id"] == obj.id and body["status"] == "resolved"
     else:  # every endpoint has a check above
         raise AssertionError(endpoint)
 
@@ -774,6 +803,9 @@ DOMAIN_OPS: dict[str, tuple[Permission, DomainCall]] = {
     "record_attempt": (Permission.COURIER_ATTEMPT, lambda s, svc, p, sid: attempts.record_attempt(
         s, delivery_deps(svc), p, sid, "not_home", max_attempts=3)),
     "shipment_events": (Permission.TRACKING_READ, lambda s, svc, p, sid: shipments.shipment_events(s, p, sid)),
+    "list_alerts": (Permission.ALERT_READ, lambda s, svc, p, sid: alert_review.list_alerts(s, p, limit=1)),
+    "resolve_alert": (Permission.ALERT_RESOLVE, lambda s, svc, p, sid: alert_review.resolve(
+        s, svc.codec, p, new_id("alr"), "核查无异常")),
 }
 # Which roles the domain lets through, written out (not derived from ROLE_PERMISSIONS).
 DOMAIN_ALLOWED = {
@@ -792,6 +824,7 @@ DOMAIN_ALLOWED = {
     "create_webhook": {"merchant"}, "list_webhooks": {"merchant"}, "delete_webhook": {"merchant"},
     "rotate_webhook": {"merchant"}, "webhook_attempts": {"merchant"},
     "scan_batch": {"sorter"}, "record_attempt": {"courier"}, "shipment_events": {"merchant"},
+    "list_alerts": {"auditor", "privacy_officer", "admin"}, "resolve_alert": {"privacy_officer", "admin"},
 }
 DOMAIN_ROLES = ("merchant", "courier", "dispatcher", "sorter", "auditor", "privacy_officer", "admin", "system",
                 "subject", "no_such_role")
