@@ -91,7 +91,7 @@ def test_resolve_once_encrypted_audited_and_never_shown(client, services, office
     assert [i["id"] for i in listed.get_json()["items"]] == [alert_id]
     with services.session_factory() as s:
         row = s.get(Alert, alert_id)
-        assert RESOLUTION.encode() not in row.resolution_ct and "13912345678".encode() not in row.resolution_ct
+        assert RESOLUTION.encode() not in row.resolution_ct and b"13912345678" not in row.resolution_ct
         assert review.resolution_text(services.codec, row) == RESOLUTION
         events = s.scalars(select(AuditEvent).where(AuditEvent.action == "alerts.resolve")).all()
         assert [(e.object_id, e.actor) for e in events] == [(alert_id, done["resolved_by"])]
@@ -134,3 +134,23 @@ def test_a_suspension_holds_on_every_node(fresh_env):
     finally:
         svc_a.engine.dispose()
         svc_b.engine.dispose()
+
+
+def test_the_resolution_is_nowhere_in_plaintext_at_rest(fresh_env):
+    from tests.waybill.test_privacy_at_rest import _raw_storage, _variants
+
+    env = fresh_env()
+    svc = env.services()
+    client = env.app().test_client()
+    officer = make_staff(svc, "rest_officer", "privacy_officer")
+    headers = bearer(login(client, officer).get_json()["access_token"])
+    alert_id = _raise(svc, COURIER, "scan_quota")
+    r = client.post(f"/v1/alerts/{alert_id}/resolve", json={"resolution": RESOLUTION}, headers=headers)
+    assert r.status_code == 200, r.get_json()
+    with svc.session_factory() as s:
+        assert review.resolution_text(svc.codec, s.get(Alert, alert_id)) == RESOLUTION  # it is stored
+    raw = _raw_storage(env)
+    assert alert_id.encode() in raw  # the search does see the alert rows
+    for value in (RESOLUTION, "13912345678", "张伟"):
+        for variant in _variants(value):
+            assert variant not in raw, value
