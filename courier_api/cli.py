@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from courier_api.staff import create_user, disable_user, set_password, set_phone, validate_account
+from courier_api.staff import create_user, disable_user, enable_user, set_password, set_phone, validate_account
 from waybill.commands.common import emit, fail, read_settings, ready_services
 from waybill.errors import DomainError, ValidationFailed
 from waybill.permissions import SYSTEM
@@ -74,6 +74,23 @@ def users_disable(username: str) -> None:
             fail({"ok": False, "error": {"code": "not_found", "message": exc.message, "field": "username"}})
     emit({"ok": True, "user_id": user.id, "username": user.username, "disabled_at": user.disabled_at,
           "revoked_tokens": revoked})
+
+
+@users.command("enable")
+@click.argument("username")
+def users_enable(username: str) -> None:
+    """Let a staff user in again: lift the suspensions critical alerts placed and clear `users disable`.
+
+    Their access tokens are revoked too (none used while suspended comes back): they log in again.
+    """
+    svc = ready_services(read_settings())
+    with unit_of_work(svc.session_factory) as tx:
+        try:
+            done = enable_user(tx.session, SYSTEM, username)
+        except DomainError as exc:
+            fail({"ok": False, "error": {"code": "not_found", "message": exc.message, "field": "username"}})
+    emit({"ok": True, "user_id": done.user.id, "username": done.user.username, "lifted_suspensions": done.lifted,
+          "was_disabled": done.was_disabled, "revoked_tokens": done.revoked})
 
 
 @users.command("password")

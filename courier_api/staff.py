@@ -1,4 +1,4 @@
-"""Staff accounts: creation, disabling, password + TOTP login, short-lived access tokens.
+"""Staff accounts: creation, disabling and enabling, password + TOTP login, short-lived access tokens.
 
 Plain arguments, no Flask. Functions flush and never commit; the caller owns the transaction.
 A refused login raises :class:`LoginFailed`, whose work (failure counter, audit event)
@@ -179,6 +179,43 @@ def disable_user(session: Session, actor: Principal, username: str, *,
     return user, int(revoked or 0)
 
 
+class Enabled(NamedTuple):
+    """What :func:`enable_user` did: suspensions lifted, whether a disable was cleared, tokens revoked."""
+
+    user: StaffUser
+    lifted: int
+    was_disabled: bool
+    revoked: int
+
+
+def enable_user(session: Session, actor: Principal, username: str, *, now: datetime | None = None) -> Enabled:
+    """Let an account in again (``waybill users enable``): lift every suspension a critical alert placed on it
+    (audited ``account.unsuspend``) and clear a ``disabled_at`` set by :func:`disable_user`.
+
+    Its access tokens are revoked as well, so none used while it was suspended (a rented account's: the other
+    handheld's) works again: the owner logs in afresh. Enabling an account that is neither is a no-op but for that.
+    Audited (``user.enable``).
+    """
+    if actor.kind != "system":
+        actor.require(Permission.USER_MANAGE)
+    now = now or utcnow()
+    user = _by_username(session, username, lock=True)
+    if user is None:
+        raise NotFound("用户不存在", field="username")
+    lifted = alert_store.lift(session, actor, f"staff:{user.id}", now=now)
+    was_disabled = user.disabled_at is not None
+    user.disabled_at = None
+    result = session.execute(
+        update(StaffToken).where(StaffToken.user_id == user.id, StaffToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    revoked = int(cast("CursorResult[Any]", result).rowcount or 0)
+    session.flush()
+    audit.record(session, actor, "user.enable", object_type="staff_user", object_id=user.id,
+                 purpose=f"lifted={lifted} was_disabled={was_disabled}")
+    return Enabled(user, lifted, was_disabled, revoked)
+
+
 def set_password(session: Session, actor: Principal, username: str, password: str | None, *,
                  now: datetime | None = None) -> tuple[StaffUser, str, int]:
     """Give an account a new password (generated when ``password`` is None; checked against the policy
@@ -245,8 +282,8 @@ def login(session: Session, username: str, password: str, totp_code: str | None,
           codec: FieldCodec, now: datetime | None = None, ttl_s: int = ACCESS_TOKEN_TTL_S) -> LoginResult:
     """Check password (Argon2id) and, for MFA roles, the TOTP code; issue an access token.
 
-    Unknown user, wrong password, wrong/missing/replayed code and disabled account all raise the
-    same :class:`LoginFailed`. ``failed_attempts`` counts consecutive failures (for operators); it
+    Unknown user, wrong password, wrong/missing/replayed code and a disabled or suspended account all raise
+    the same :class:`LoginFailed`. ``failed_attempts`` counts consecutive failures (for operators); it
     never locks the account: the right password from a client that is not throttled always works.
     """
     now = now or utcnow()
@@ -260,6 +297,8 @@ def login(session: Session, username: str, password: str, totp_code: str | None,
         raise _refuse(session, None, "auth.failed", "bad_credentials")
     if user.disabled_at is not None:
         raise _refuse(session, user, "auth.failed", "disabled")
+    if alert_store.is_suspended(session, f"staff:{user.id}"):  # a token it issued would answer 401 anyway
+        raise _refuse(session, user, "auth.failed", "suspended")
     reason = "bad_credentials" if not ok else _check_totp(user, totp_code, codec, now)
     if reason is not None:
         user.failed_attempts = (user.failed_attempts or 0) + 1

@@ -42,6 +42,10 @@ class WebhookNotFound(NotFound):
     """A webhook endpoint that does not exist, was removed, or is another merchant's."""
 
 
+class AlertNotFound(NotFound):
+    """An alert id nobody raised."""
+
+
 class TokenRevoked(NotFound):
     pass
 
@@ -118,6 +122,12 @@ class PartnerAgreementExpired(Conflict):
     """The named partner's agreement ended before today (Asia/Shanghai): no parcel or data goes to it."""
 
     default_message = "该合作方协议已过期，不能交付"
+
+
+class AlertResolved(Conflict):
+    """The alert was resolved already: a resolution is recorded once."""
+
+    default_message = "该告警已处理"
 
 
 class AuthenticationFailed(DomainError):

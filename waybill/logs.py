@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 SAFE_KEYS = ("request_id", "method", "path", "status", "duration_ms", "actor", "role", "error_type",
              "endpoint", "events", "count", "merchant_id", "command", "setting", "suggestion", "check",
-             "mode_before", "mode_after", "object_id")
+             "mode_before", "mode_after", "object_id", "alert_id", "rule", "severity")
 
 
 class JsonFormatter(logging.Formatter):

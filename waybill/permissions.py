@@ -54,6 +54,9 @@ class Permission(StrEnum):
     # The incident register (waybill/incidents): privacy officers record, notify and report; auditors read.
     INCIDENT_MANAGE = "incident:manage"
     INCIDENT_READ = "incident:read"
+    # Oversight: alerts (waybill/alerts) are read by auditors, privacy officers and admins, resolved by the latter two.
+    ALERT_READ = "alert:read"
+    ALERT_RESOLVE = "alert:resolve"
 
 
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
@@ -68,14 +71,15 @@ ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
                           Permission.PARTNER_READ, Permission.COURIER_ATTEMPT}),
     "dispatcher": frozenset({Permission.DISPATCH_ASSIGN, Permission.PICKUP_CODE_RESEND, Permission.PARTNER_READ}),
     "auditor": frozenset({Permission.AUDIT_READ, Permission.DESTRUCTION_READ, Permission.DISCLOSURE_READ,
-                         Permission.INCIDENT_READ}),
+                          Permission.INCIDENT_READ, Permission.ALERT_READ}),
     # Full access only per recorded request with a purpose (GB/T 35273 7.1 e).
     "privacy_officer": frozenset({Permission.PERSONAL_DATA_REQUEST, Permission.DESTRUCTION_READ,
                                   Permission.PRIVACY_HOLD, Permission.SUBJECT_REQUEST_DECIDE,
                                   Permission.DISCLOSURE_READ, Permission.INCIDENT_MANAGE,
-                                  Permission.INCIDENT_READ}),
+                                  Permission.INCIDENT_READ, Permission.ALERT_READ, Permission.ALERT_RESOLVE}),
     # Separation of duties: admins manage accounts and keys and read no personal data.
-    "admin": frozenset({Permission.USER_MANAGE, Permission.PARTNER_MANAGE, Permission.PARTNER_READ}),
+    "admin": frozenset({Permission.USER_MANAGE, Permission.PARTNER_MANAGE, Permission.PARTNER_READ,
+                        Permission.ALERT_READ, Permission.ALERT_RESOLVE}),
     "system": frozenset({Permission.RETENTION_RUN}),
     # Never a staff role: a short-lived session scoped to one party of one shipment (courier_api/subjects).
     "subject": frozenset({Permission.SUBJECT_DATA_READ, Permission.SUBJECT_LOG_READ, Permission.SUBJECT_REQUEST}),

@@ -15,12 +15,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from waybill import messages, outbox, retention, webhooks
+from waybill.alerts.store import DELIVER_TOPIC as ALERT_TOPIC
 from waybill.extensions import load_extensions
 from waybill.models import utcnow
 from waybill.outbox import Handler, Job, TaskQueue
 from waybill.services import Services
 from waybill.uow import UnitOfWork
 from waybill.virtual_numbers.store import RELEASE_TOPIC, StoredProvider
+from waybill.webhooks import security as alert_delivery
 
 log = logging.getLogger("waybill.tasks")
 
@@ -66,7 +68,8 @@ def handlers(svc: Services) -> dict[str, Handler]:
                                  RELEASE_TOPIC: _release_remote(svc), RETENTION_TOPIC: _retention_run(svc),
                                  messages.TOPIC: messages.handler(svc),
                                  messages.EXPIRE_TOPIC: messages.expire_handler(svc),
-                                 webhooks.TOPIC: webhooks.handler(svc), webhooks.PRUNE_TOPIC: webhooks.prune_handler()}
+                                 webhooks.TOPIC: webhooks.handler(svc), webhooks.PRUNE_TOPIC: webhooks.prune_handler(),
+                                 ALERT_TOPIC: alert_delivery.handler(svc)}
     for ext in load_extensions():
         for topic, handler in ext.task_handlers(svc).items():
             if topic in found:

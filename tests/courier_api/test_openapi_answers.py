@@ -23,8 +23,9 @@ from tests.openapi_check import AnswerRecorder, check_answer, documented_json_ro
 from tests.printing.label_helpers import decode, pdf_pages_as_images
 from tests.webhooks.receiver import Receiver
 from waybill import outbox, tasks, webhooks
+from waybill.alerts import store as alert_store
 from waybill.models import OutboxMessage
-from waybill.permissions import SYSTEM
+from waybill.permissions import SYSTEM, Principal
 from waybill.readiness import Readiness
 from waybill.virtual_numbers import add_numbers
 from waybill.web.app import create_app
@@ -180,6 +181,19 @@ def test_every_documented_answer_matches_the_document(recorded, app, client, mer
     assert client.post("/v1/incidents/inc_missing/notify", headers=h["officer"]).status_code == 404
     assert client.post("/v1/incidents/inc_missing/timeline", json={"action": "note"},
                        headers=h["officer"]).status_code == 404
+    # Oversight: an alert listed (auditor), resolved once (officer: again 409, unknown 404), a bad filter 422.
+    with services.session_factory() as s:
+        alert_store.fire(s, Principal(kind="staff", id=staff["courier"].user.id, role="courier", station=STATION),
+                         "not_found_burst")
+        s.commit()
+    alert = _ok(client.get("/v1/alerts?status=open&limit=5", headers=h["auditor"]))["items"][0]
+    assert _ok(client.post(f"/v1/alerts/{alert['id']}/resolve", json={"resolution": "核查无异常"},
+                           headers=h["officer"]))["status"] == "resolved"
+    assert client.post(f"/v1/alerts/{alert['id']}/resolve", json={"resolution": "再次"},
+                       headers=h["officer"]).status_code == 409
+    assert client.post("/v1/alerts/alr_01ARZ3NDEKTSV4RRFFQ69G5FAV/resolve", json={"resolution": "x"},
+                       headers=h["admin"]).status_code == 404
+    assert client.get("/v1/alerts?status=closed", headers=h["auditor"]).status_code == 422
 
     # Auditor, operations.
     _ok(client.get("/v1/audit/events?limit=5", headers=h["auditor"]))

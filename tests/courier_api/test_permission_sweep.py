@@ -45,6 +45,9 @@ from courier_api.subjects.models import SubjectRequest
 from tests.conftest import RECIPIENT, _drop, _new_env, make_merchant, shipment_body
 from tests.courier_api import bearer, login, make_partner, make_staff
 from waybill import audit, labels, lifecycle, retention, shipments, webhooks
+from waybill.alerts import review as alert_review
+from waybill.alerts import store
+from waybill.alerts.models import Alert
 from waybill.errors import DomainError, PermissionDenied
 from waybill.ids import new_id
 from waybill.incidents import domain as incident_domain
@@ -203,6 +206,10 @@ incidents.notify         missing       401   403   403   403   403   403   403  
 incidents.report_        A             401   403   403   403   403   403   403   403   403   403   ok    403   403
 incidents.report_        B             401   403   403   403   403   403   403   403   403   403   ok    403   403
 incidents.report_        missing       401   403   403   403   403   403   403   403   403   403   404   403   403
+alerts.list_alerts       -             401   403   403   403   403   403   403   403   403   ok    ok    ok    403
+alerts.resolve           A             401   403   403   403   403   403   403   403   403   403   ok    ok    403
+alerts.resolve           B             401   403   403   403   403   403   403   403   403   403   ok    ok    403
+alerts.resolve           missing       401   403   403   403   403   403   403   403   403   403   404   404   403
 """
 
 
@@ -299,6 +306,9 @@ ENDPOINTS: dict[str, Endpoint] = {
                                  "incident"),
     "incidents.report_": Endpoint("GET", "/v1/incidents/<incident_id>/report", Permission.INCIDENT_MANAGE,
                                   "incident"),
+    # Alerts are nobody's own: A and B are fresh open alerts (warnings, raised by a courier of each station).
+    "alerts.list_alerts": Endpoint("GET", "/v1/alerts", Permission.ALERT_READ, None),
+    "alerts.resolve": Endpoint("POST", "/v1/alerts/<alert_id>/resolve", Permission.ALERT_RESOLVE, "alert"),
 }
 # A webhook URL at a literal public address: passes the SSRF guard without DNS (nothing is ever sent to it here).
 HOOK_URL = "https://93.184.215.14/sweep-hook"
@@ -335,7 +345,7 @@ class World:
         """A fresh object for one case (``missing``: an id nobody has)."""
         if obj == "missing":
             prefix = {"requested": "pdr", "pending": "pdr", "subject_request": "sjr", "webhook": "whk",
-                      "incident": "inc"}.get(
+                      "incident": "inc", "alert": "alr"}.get(
                 state or "", "shp")
             return Obj(new_id(prefix), _random_token())
         if state == "subject_request":
@@ -350,6 +360,8 @@ class World:
                 req = subject_requests.file_request(s, self.svc, actor, "complaint", None, "包裹破损")
                 s.commit()
             return Obj(req.id)
+        if state == "alert":
+            return Obj(self.alert(obj))
         owner, recipient, station = ("merchant", RECIPIENT, STATION) if obj.startswith("A") else \
             ("other_merchant", FAR_RECIPIENT, FAR_STATION)
         if state == "webhook":
@@ -397,6 +409,15 @@ class World:
             return Obj(req.id)
         return made
 
+
+    def alert(self, obj: str) -> str:
+        """A fresh open alert (a warning: it suspends nobody) raised by the courier of A's or of B's station."""
+        principal = self.principals["courier" if obj == "A" else "courier_far"]
+        with self.svc.session_factory() as s:
+            store.fire(s, principal, "not_found_burst", object_type="sweep", object_id=f"case-{next(self.seq)}")
+            s.commit()
+            return str(s.scalars(select(Alert.id).where(Alert.actor == principal.actor)
+                                 .order_by(Alert.id.desc())).first())
 
     def webhook(self, owner: str) -> str:
         """A fresh endpoint of ``owner``; its earlier ones are removed first (a merchant may keep ten)."""
@@ -561,6 +582,9 @@ CALLS: dict[str, Call] = {
                                                                  json={"action": "contained"}, headers=h),
     "incidents.notify": lambda w, h, who, o: w.client.post(f"/v1/incidents/{o.id}/notify", headers=h),
     "incidents.report_": lambda w, h, who, o: w.client.get(f"/v1/incidents/{o.id}/report", headers=h),
+    "alerts.list_alerts": lambda w, h, who, o: w.client.get("/v1/alerts?limit=5", headers=h),
+    "alerts.resolve": lambda w, h, who, o: w.client.post(f"/v1/alerts/{o.id}/resolve",
+                                                         json={"resolution": "核查无异常"}, headers=h),
 }
 
 
@@ -679,6 +703,10 @@ def _check_allowed(endpoint: str, who: str, obj: Obj | None, r: Any, world: Worl
         assert r.status_code == 200 and body == {"notified": 1}  # the recipient; the sender's is a landline
     elif endpoint == "incidents.report_":
         assert r.status_code == 200 and body["incident_id"] == obj.id and body["affected_subjects"] == 2
+    elif endpoint == "alerts.list_alerts":
+        assert r.status_code == 200 and isinstance(body["items"], list) and "next_cursor" in body
+    elif endpoint == "alerts.resolve":
+        assert r.status_code == 200 and body["id"] == obj.id and body["status"] == "resolved"
     else:  # every endpoint has a check above
         raise AssertionError(endpoint)
 
@@ -830,6 +858,9 @@ DOMAIN_OPS: dict[str, tuple[Permission, DomainCall]] = {
     "record_attempt": (Permission.COURIER_ATTEMPT, lambda s, svc, p, sid: attempts.record_attempt(
         s, delivery_deps(svc), p, sid, "not_home", max_attempts=3)),
     "shipment_events": (Permission.TRACKING_READ, lambda s, svc, p, sid: shipments.shipment_events(s, p, sid)),
+    "list_alerts": (Permission.ALERT_READ, lambda s, svc, p, sid: alert_review.list_alerts(s, p, limit=1)),
+    "resolve_alert": (Permission.ALERT_RESOLVE, lambda s, svc, p, sid: alert_review.resolve(
+        s, svc.codec, p, new_id("alr"), "核查无异常")),
 }
 # Which roles the domain lets through, written out (not derived from ROLE_PERMISSIONS).
 DOMAIN_ALLOWED = {
@@ -848,6 +879,7 @@ DOMAIN_ALLOWED = {
     "create_webhook": {"merchant"}, "list_webhooks": {"merchant"}, "delete_webhook": {"merchant"},
     "rotate_webhook": {"merchant"}, "webhook_attempts": {"merchant"},
     "scan_batch": {"sorter"}, "record_attempt": {"courier"}, "shipment_events": {"merchant"},
+    "list_alerts": {"auditor", "privacy_officer", "admin"}, "resolve_alert": {"privacy_officer", "admin"},
 }
 DOMAIN_ROLES = ("merchant", "courier", "dispatcher", "sorter", "auditor", "privacy_officer", "admin", "system",
                 "subject", "no_such_role")

@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None, *, services_override: Services 
 
     from waybill.web import operations
     from waybill.web.incidents import bp as incidents_bp
+    from waybill.web.alerts import bp as alerts_bp
     from waybill.web.labels import bp as labels_bp
     from waybill.web.merchant import bp as merchant_bp
     from waybill.web.notice import bp as notice_bp
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None, *, services_override: Services 
     app.register_blueprint(webhooks_bp)
     app.register_blueprint(tracking_bp)
     app.register_blueprint(incidents_bp)
+    app.register_blueprint(alerts_bp)
     operations.install(app, svc)
     # The courier side (and any other upper layer) plugs in through entry points; see waybill.extensions.
     for ext in load_extensions():

@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 from printing.errors import LabelError
 from waybill.crypto.vault import CryptoError, DataDestroyed
 from waybill.errors import (
+    AlertResolved,
     AuthenticationFailed,
     Conflict,
     DomainError,
@@ -62,6 +63,7 @@ ERROR_TABLE: list[tuple[type[Exception], int, str]] = [
     (PickupLocked, 409, "pickup_locked"),
     (PickupCodeUnavailable, 409, "pickup_code_unavailable"),
     (PartnerAgreementExpired, 409, "partner_agreement_expired"),
+    (AlertResolved, 409, "alert_resolved"),
     (Conflict, 409, "conflict"),
     (InvalidCode, 401, "invalid_code"),
     (AuthenticationFailed, 401, "unauthenticated"),

@@ -4,6 +4,8 @@
 - :mod:`.fanout`: :func:`publish`, called by :func:`waybill.tracking.move` in the change's transaction;
 - :mod:`.delivery`: the ``webhooks.deliver`` task (signatures, retries, order, ``410``);
 - :mod:`.guard`: which hosts may be reached; :mod:`.transport`: the HTTP request to the checked address;
+- :mod:`.security`: the security endpoint, where the ``alerts.deliver`` task POSTs new alerts (same signing,
+  guard and transport; its own secret and allow-private switch);
 - :mod:`.prune`: finished deliveries and their attempts are forgotten after 30 days;
 - :mod:`.models`: the tables (migration 0021). The HTTP views are in :mod:`waybill.web.webhooks`.
 """
