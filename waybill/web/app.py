@@ -63,8 +63,8 @@ def create_app(settings: Settings | None = None, *, services_override: Services 
         return _commit_failure_response(exc)
 
     from waybill.web import operations
-    from waybill.web.incidents import bp as incidents_bp
     from waybill.web.alerts import bp as alerts_bp
+    from waybill.web.incidents import bp as incidents_bp
     from waybill.web.labels import bp as labels_bp
     from waybill.web.merchant import bp as merchant_bp
     from waybill.web.notice import bp as notice_bp
