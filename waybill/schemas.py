@@ -202,10 +202,20 @@ class BatchOut(OutModel):
     results: list[BatchResult]
 
 
+class ErrorDetail(BaseModel):
+    """One of several invalid fields of a request body (a 422 naming more than one field lists them all)."""
+
+    field: str
+    code: str
+    message: str
+
+
 class ErrorBody(BaseModel):
     code: str
     message: str
     field: str | None
+    # Only when more than one field is invalid: every one of them (``field`` names the first).
+    details: list[ErrorDetail] | None = None
 
 
 class ErrorOut(BaseModel):
