@@ -58,18 +58,19 @@ class ShiftTable:
         return not any(start <= minute < end for start, end in self.ranges(station))
 
 
-def _ranges(text: str) -> tuple[Range, ...]:
+def _ranges(text: str, where: str) -> tuple[Range, ...]:
+    parts = text.split(",")
+    if len(parts) > MAX_SHIFTS:
+        raise ShiftError(f"{VARIABLE}: {where}: at most {MAX_SHIFTS} shifts per entry")
     out: list[Range] = []
-    for part in text.split(","):
+    for part in parts:
         m = _SHIFT_RE.fullmatch(part.strip())
         if m is None or (m[3] == "24" and m[4] != "00"):
-            raise ShiftError(f"{VARIABLE}: shifts are HH:MM-HH:MM (e.g. 07:00-21:00), got {part.strip()[:20]!r}")
+            raise ShiftError(f"{VARIABLE}: {where}: shifts are HH:MM-HH:MM (e.g. 07:00-21:00)")
         start, end = int(m[1]) * 60 + int(m[2]), int(m[3]) * 60 + int(m[4])
         if start == end:
-            raise ShiftError(f"{VARIABLE}: a shift's start and end must differ")
+            raise ShiftError(f"{VARIABLE}: {where}: a shift's start and end must differ")
         out.extend([(start, end)] if end > start else [(start, _DAY), (0, end)])
-    if len(out) > 2 * MAX_SHIFTS:
-        raise ShiftError(f"{VARIABLE}: at most {MAX_SHIFTS} shifts per entry")
     return tuple(out)
 
 
@@ -89,15 +90,16 @@ def parse(raw: str | None, *, default: tuple[Range, ...], default_hours_set: boo
     if len(entries) > MAX_ENTRIES:
         raise ShiftError(f"{VARIABLE}: at most {MAX_ENTRIES} entries")
     table: dict[str, tuple[Range, ...]] = {}
-    for entry in entries:
+    # Errors name the entry by position, never echo it: a mistyped value could be anything.
+    for number, entry in enumerate(entries, 1):
         key, sep, value = entry.partition("=")
         key = key.strip()
         if not sep or _KEY_RE.fullmatch(key) is None:
-            raise ShiftError(f"{VARIABLE}: entries are STATION=HH:MM-HH:MM or default=HH:MM-HH:MM, "
-                             f"got {entry[:30]!r}")
+            raise ShiftError(f"{VARIABLE}: entry {number}: entries are STATION=HH:MM-HH:MM (a station such as "
+                             "021-A001, a hub such as 021, or default)")
         if key in table:
-            raise ShiftError(f"{VARIABLE}: {key} is given twice")
-        table[key] = _ranges(value)
+            raise ShiftError(f"{VARIABLE}: entry {number}: {key} is given twice")
+        table[key] = _ranges(value, f"entry {number} ({key})")
     own_default = table.pop("default", None)
     if own_default is not None and default_hours_set:
         raise ShiftError(f"{VARIABLE}: a default= entry and WAYBILL_ALERT_OFF_HOURS_START_HOUR/_END_HOUR "
