@@ -216,3 +216,38 @@ def test_the_pickup_code_failures_threshold_is_the_lock(fresh_env):
 
     env = fresh_env(alerts=AlertSettings(thresholds={"pickup_code_failures.count": 3}))
     assert delivery_deps(env.services()).pickup.max_failures == 3
+
+
+def test_reading_outside_the_stations_shift_raises_off_hours(client, services, merchant, people, caplog):
+    import dataclasses
+    from datetime import datetime, timedelta
+
+    from courier_api import delivery
+    from courier_api.deps import delivery_deps
+    from waybill.alerts import shifts
+    from waybill.settings import load_settings
+
+    caplog.set_level(logging.DEBUG)
+    now = datetime.now(shifts.SHANGHAI)
+
+    def watch(start, end):
+        raw = f"{STATION}={(now + start):%H}:00-{(now + end):%H}:00"
+        return Watch(load_settings({"WAYBILL_ALERT_OFF_HOURS_SHIFTS": raw}).alerts)
+
+    shp, qr = printed(client, merchant, _token(client, people["sorter"]), order="LK-NIGHT")
+    assert assign(client, _token(client, people["dispatcher"]), shp["id"], "lk_courier").status_code == 201
+    courier = Principal("staff", people["courier"].user.id, "courier", STATION)
+    in_shift = dataclasses.replace(delivery_deps(services), watch=watch(timedelta(hours=-1), timedelta(hours=2)))
+    off_shift = dataclasses.replace(delivery_deps(services), watch=watch(timedelta(hours=2), timedelta(hours=4)))
+    with services.session_factory() as s:
+        delivery.scan(s, in_shift, courier, qr)
+        s.commit()
+    assert _alerts(services, "off_hours") == []
+    with services.session_factory() as s:
+        delivery.scan(s, off_shift, courier, qr)
+        delivery.call(s, off_shift, courier, shp["id"])
+        s.commit()
+    (alert,) = _alerts(services, "off_hours")
+    assert (alert.severity, alert.count, alert.actor, alert.detail) == (
+        "warning", 2, courier.actor, f"station={STATION}")
+    _no_personal_data([alert], caplog)
