@@ -3,6 +3,8 @@ client, the off_hours shifts (parsing, validation, evaluation), and the Watch fi
 
 from __future__ import annotations
 
+import os
+import secrets
 from datetime import UTC, datetime
 
 import pytest
@@ -10,7 +12,7 @@ from sqlalchemy import select
 
 from tests.limits_clock import limits_clock  # noqa: F401 - fixture
 from waybill.alerts import shifts
-from waybill.alerts.counters import Burst, Distinct, Watch
+from waybill.alerts.counters import Burst, Distinct, Watch, storage_for
 from waybill.alerts.models import AccountSuspension, Alert
 from waybill.alerts.settings import AlertSettings
 from waybill.permissions import Principal
@@ -128,3 +130,46 @@ def test_the_watch_fires_off_hours_only_outside_the_shift(services):
         s.commit()
     (alert,) = _alerts(services, "off_hours")
     assert (alert.count, alert.severity, alert.detail) == (2, "warning", "station=021-A001")
+
+
+REDIS_URL = os.environ.get("WAYBILL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _redis_up() -> bool:
+    try:
+        import redis
+
+        return bool(redis.Redis.from_url(REDIS_URL, socket_timeout=1).ping())
+    except Exception:
+        return False
+
+
+@pytest.mark.skipif(not _redis_up(), reason="Redis is not reachable (.ci/run starts it)")
+def test_two_workers_count_one_burst_through_redis(services):
+    # Two watches = two worker processes on one Redis: the misses of one account add up across them.
+    actor = Principal(kind="staff", id="usr_redis_" + secrets.token_hex(4), role="courier", station="021-A001")
+    settings = AlertSettings(thresholds={"not_found_burst.count": 4})
+    worker_a = Watch(settings, storage=storage_for(REDIS_URL))
+    worker_b = Watch(settings, storage=storage_for(REDIS_URL))
+    with services.session_factory() as s:
+        answers = [w.missed(s, actor) for w in (worker_a, worker_b, worker_a, worker_b)]
+        s.commit()
+    assert answers == [False, False, False, True]
+
+
+def test_an_officer_asking_for_unknown_shipments_is_a_burst_of_misses(services):
+    from courier_api import privacy
+    from courier_api.deps import privacy_deps
+    from waybill.errors import ShipmentNotFound
+    from waybill.ids import new_id
+
+    watch = Watch(AlertSettings(thresholds={"not_found_burst.count": 3}))
+    officer = Principal(kind="staff", id="usr_po_probe", role="privacy_officer")
+    for _ in range(4):
+        with services.session_factory() as s:
+            with pytest.raises(ShipmentNotFound):
+                privacy.file_request(s, privacy_deps(services, watch), officer, new_id("shp"), "complaint",
+                                     "CASE-2026-0009", ["recipient.phone"])
+            s.commit()
+    (alert,) = _alerts(services, "not_found_burst")
+    assert (alert.count, alert.actor, alert.role) == (2, officer.actor, "privacy_officer")
