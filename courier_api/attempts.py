@@ -45,7 +45,7 @@ def record_attempt(session: Session, deps: DeliveryDeps, principal: Principal, s
     principal.require(Permission.COURIER_ATTEMPT)
     if reason not in REASONS:
         raise ValidationFailed("reason 须为 not_home / refused / address_problem / other", field="reason")
-    shipment, assignment = assigned_shipment(session, principal, shipment_id, "courier.attempt")
+    shipment, assignment = assigned_shipment(session, principal, shipment_id, "courier.attempt", deps.watch)
     now = now or utcnow()
     tracking.move(session, principal, shipment, "delivery_failed", station=assignment.station, at=now, event=reason)
     assignment.ended_at = now

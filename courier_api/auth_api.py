@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from courier_api import staff
 from courier_api.services import courier_services
 from waybill import audit
+from waybill.alerts import store as alert_store
 from waybill.errors import AuthenticationFailed, PermissionDenied, RateLimited
 from waybill.schemas import OutModel, parse
 from waybill.uow import keep_on_error
@@ -82,6 +83,12 @@ def token() -> Response:
                              ttl_s=_setting("staff_token_ttl_s", staff.ACCESS_TOKEN_TTL_S))
     except staff.LoginFailed:
         _alert(session, throttle.failed(body.username, client))
+        if throttle.stuffing(body.username, client):
+            # The client address is the alert's object: what security staff block, and already on every audit
+            # event of the request; the usernames tried are not kept anywhere (digests in the counter only).
+            alert_store.fire(session, None, "credential_stuffing", object_type="client", object_id=client[:64],
+                             detail="distinct usernames over threshold")
+            log.warning("credential stuffing alert", extra={"client": client})
         # The refusal's own work (failure counter, audit events) must outlive the 401, and this
         # request did nothing else: the unit of work commits it although the answer is an error.
         keep_on_error(session)

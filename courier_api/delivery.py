@@ -22,6 +22,7 @@ from courier_api import partners, pickup_codes
 from courier_api.models import Assignment, PickupCode, StaffUser
 from courier_api.pickup_codes import PickupDeps
 from waybill import audit, labels, masked, tracking
+from waybill.alerts.counters import Watch
 from waybill.crypto.subject_keys import SubjectKeyring
 from waybill.crypto.vault import FieldCodec
 from waybill.errors import (
@@ -59,6 +60,8 @@ class DeliveryDeps:
     pickup: PickupDeps
     # Told each scan's outcome ("ok", "denied", "not_found"): the service's metrics.
     on_scan: Callable[[str], None] | None = None
+    # The write-path alert rules (not_found_burst, foreign_station, off_hours); None: off.
+    watch: Watch | None = None
 
 
 @dataclass(frozen=True)
@@ -95,9 +98,11 @@ def _decrypt(deps: DeliveryDeps, shipment: Shipment, column: str) -> str:
                               row_id=shipment.id)
 
 
-def _station_shipment(session: Session, principal: Principal, shipment_id: str, action: str) -> Shipment:
+def _station_shipment(session: Session, principal: Principal, shipment_id: str, action: str,
+                      watch: Watch | None = None) -> Shipment:
     """The shipment (locked) if it is for the dispatcher's own station, else :class:`ShipmentNotFound`
-    (audited as ``action``): the object-level rule of every dispatcher action."""
+    (audited as ``action``): the object-level rule of every dispatcher action. A refusal counts towards
+    ``foreign_station`` (another station's shipment) or ``not_found_burst`` (no such shipment)."""
     shipment = None
     if looks_like("shp", shipment_id):
         shipment = session.execute(select(Shipment).where(Shipment.id == shipment_id).with_for_update()
@@ -106,12 +111,14 @@ def _station_shipment(session: Session, principal: Principal, shipment_id: str, 
         audit.record(session, principal, action, object_type="shipment",
                      object_id=shipment_id if looks_like("shp", shipment_id) else None, outcome="denied",
                      durable=True)
+        if watch is not None:
+            (watch.missed if shipment is None else watch.foreign)(session, principal)
         raise ShipmentNotFound()
     return shipment
 
 
 def assign(session: Session, principal: Principal, shipment_id: str, courier_username: str, *,
-           provider: VirtualNumberProvider, pickup: PickupDeps) -> Assignment:
+           provider: VirtualNumberProvider, pickup: PickupDeps, watch: Watch | None = None) -> Assignment:
     """Hand a shipment to a courier of the dispatcher's station; status becomes ``out_for_delivery``.
 
     Every assignment (a reassignment too) issues a new pickup code and sends it to the recipient: the old
@@ -124,7 +131,7 @@ def assign(session: Session, principal: Principal, shipment_id: str, courier_use
     :meth:`~waybill.virtual_numbers.store.StoredProvider.release`).
     """
     principal.require(Permission.DISPATCH_ASSIGN)
-    shipment = _station_shipment(session, principal, shipment_id, "dispatch.assign")
+    shipment = _station_shipment(session, principal, shipment_id, "dispatch.assign", watch)
     courier = session.execute(select(StaffUser).where(StaffUser.username == courier_username)).scalar_one_or_none()
     if (courier is None or courier.role != "courier" or courier.disabled_at is not None
             or courier.station != principal.station):
@@ -206,6 +213,8 @@ def scan(session: Session, deps: DeliveryDeps, principal: Principal, raw_token: 
                      object_id=row.id if row is not None else None, outcome=outcome, durable=True)
         if deps.on_scan is not None:
             deps.on_scan(outcome)
+        if deps.watch is not None:  # an unknown token, or one of a parcel that is not this courier's
+            deps.watch.missed(session, principal)
         raise NotFound()
     region, snap = row.recipient_region, masked.unseal(deps.codec, row.id, "recipient", row.recipient_masked_ct)
     address = deps.codec.decrypt(row.recipient_address_ct, table="shipments", column="recipient_address",
@@ -217,6 +226,8 @@ def scan(session: Session, deps: DeliveryDeps, principal: Principal, raw_token: 
     )
     audit.record(session, principal, "courier.scan", object_type="shipment", object_id=row.id,
                  fields=["recipient.address"], purpose="delivery")
+    if deps.watch is not None:
+        deps.watch.read(session, principal)
     if not row.has_code:  # out for delivery since before pickup codes existed: the first scan sends one
         pickup_codes.ensure_issued(session, deps.pickup, principal, row.id)
     if deps.on_scan is not None:
@@ -225,7 +236,7 @@ def scan(session: Session, deps: DeliveryDeps, principal: Principal, raw_token: 
 
 
 def _assigned(session: Session, principal: Principal, shipment_id: str, action: str, *,
-              lock: bool = True) -> tuple[Shipment, Assignment]:
+              lock: bool = True, watch: Watch | None = None) -> tuple[Shipment, Assignment]:
     shipment = None
     if looks_like("shp", shipment_id):
         query = select(Shipment).where(Shipment.id == shipment_id)
@@ -237,6 +248,8 @@ def _assigned(session: Session, principal: Principal, shipment_id: str, action: 
         audit.record(session, principal, action, object_type="shipment",
                      object_id=shipment_id if looks_like("shp", shipment_id) else None, outcome="denied",
                      durable=True)
+        if watch is not None:  # unknown, or not assigned to this courier: a miss either way
+            watch.missed(session, principal)
         raise ShipmentNotFound()
     return shipment, assignment
 
@@ -250,7 +263,7 @@ def call(session: Session, deps: DeliveryDeps, principal: Principal, shipment_id
     and the provider's compensation gives the remote binding back.
     """
     principal.require(Permission.COURIER_CALL)
-    shipment, assignment = _assigned(session, principal, shipment_id, "courier.call", lock=False)
+    shipment, assignment = _assigned(session, principal, shipment_id, "courier.call", lock=False, watch=deps.watch)
     courier = session.get(StaffUser, principal.id)
     if courier is None or courier.phone_ct is None:
         raise NoCourierPhone(field="courier")
@@ -260,6 +273,8 @@ def call(session: Session, deps: DeliveryDeps, principal: Principal, shipment_id
                                      ttl=deps.binding_ttl, ref=shipment.id)
     shipment, assignment = _assigned(session, principal, shipment_id, "courier.call")
     assignment.binding_id = binding.id
+    if deps.watch is not None:
+        deps.watch.read(session, principal)
     audit.record(session, principal, "courier.call", object_type="shipment", object_id=shipment.id,
                  fields=["recipient.phone"], purpose="delivery call")
     session.flush()
@@ -280,7 +295,7 @@ def deliver(session: Session, deps: DeliveryDeps, principal: Principal, shipment
         raise ValidationFailed("method 须为 handover / locker / station", field="method")
     if method == "locker" and not (isinstance(locker_id, str) and locker_id):
         raise ValidationFailed("快递柜签收须提供柜号", field="locker_id")
-    shipment, assignment = _assigned(session, principal, shipment_id, "courier.deliver")
+    shipment, assignment = _assigned(session, principal, shipment_id, "courier.deliver", watch=deps.watch)
     now = now or utcnow()
     partner = None
     if method == "handover":
@@ -310,12 +325,13 @@ def resend_code(session: Session, deps: DeliveryDeps, principal: Principal, ship
     """A dispatcher of the shipment's station sends the recipient a new handover code (the old one stops working,
     a lock ends); True when an SMS was queued (False: a landline, or the number's hourly budget spent)."""
     principal.require(Permission.PICKUP_CODE_RESEND)
-    shipment = _station_shipment(session, principal, shipment_id, "pickup_code.resend")
+    shipment = _station_shipment(session, principal, shipment_id, "pickup_code.resend", deps.watch)
     if shipment.status != "out_for_delivery":
         raise InvalidStatusTransition("仅派送中的运单可重发取件码", field="shipment_id")
     return pickup_codes.issue(session, deps.pickup, principal, shipment, action="pickup_code.resend")
 def assigned_shipment(session: Session, principal: Principal, shipment_id: str,
-                      action: str) -> tuple[Shipment, Assignment]:
+                      action: str, watch: Watch | None = None) -> tuple[Shipment, Assignment]:
     """The shipment (locked) and the active assignment ``principal`` holds of it, or :class:`ShipmentNotFound`
-    (audited as ``action``): the object-level rule of every courier action on an assigned parcel."""
-    return _assigned(session, principal, shipment_id, action)
+    (audited as ``action``; a miss for ``not_found_burst``): the object-level rule of every courier action on an
+    assigned parcel."""
+    return _assigned(session, principal, shipment_id, action, watch=watch)

@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 from limits.storage import Storage
 
+from waybill.alerts.counters import Distinct
 from waybill.ratelimit import CompositeLimiter, WindowLimiter, memory_storage
 
 
@@ -45,7 +46,9 @@ def _user_key(username: str) -> str:
 class LoginThrottle:
     """The login throttles and alert detectors of one process (see the module docstring)."""
 
-    def __init__(self, limits: LoginLimits, *, storage: Storage | None = None) -> None:
+    def __init__(self, limits: LoginLimits, *, storage: Storage | None = None,
+                 stuffing: Distinct | None = None) -> None:
+        self._stuffing = stuffing
         store = storage if storage is not None else memory_storage()
         levels: list[WindowLimiter] = []
         k = 0
@@ -88,6 +91,11 @@ class LoginThrottle:
         if user_over:
             patterns.append(("user_many_clients", _user_key(username)))
         return [name for name, subject in patterns if self._alerted.hit(f"{name}|{subject}") is None]
+
+    def stuffing(self, username: str, client: str) -> bool:
+        """Count a failed login's username for ``client``; True when the client has now failed over the
+        ``credential_stuffing`` threshold of distinct usernames in the window (and each new one after)."""
+        return self._stuffing is not None and self._stuffing.hit(client, username)
 
     def succeeded(self, username: str, client: str) -> None:
         """The right credentials from this client: its backoff for this user starts over."""

@@ -65,7 +65,8 @@ def install(app: Flask) -> None:
 def sorting_scans() -> Response:
     data: SortingScanIn = parse(SortingScanIn, json_body())
     results = sorting.scan_batch(db_session(), authenticate(), data.waybill_nos, data.event,
-                                 keyring=courier_services().base.subject_keys)
+                                 keyring=courier_services().base.subject_keys,
+                                 watch=courier_services().delivery.watch)
     out = []
     for res in results:
         error = None

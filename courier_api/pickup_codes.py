@@ -45,7 +45,8 @@ log = logging.getLogger("waybill.alerts")
 
 HANDOVER = "handover"
 COLLECTION = "collection"
-#: Wrong codes after which handover is locked for the shipment (the contract's number).
+#: Wrong codes after which handover is locked for the shipment (the contract's number): the default of
+#: WAYBILL_ALERT_PICKUP_CODE_FAILURES_COUNT, which PickupDeps.max_failures carries.
 MAX_FAILURES = 5
 _CONTEXT = b"pickup|v1|"
 _FORM = re.compile(r"[0-9]{6}")  # ASCII digits only: no full-width or Arabic-Indic digits (as \d would take)
@@ -57,6 +58,7 @@ class PickupDeps:
 
     key: bytes
     messages: MessageServices
+    max_failures: int = MAX_FAILURES  # wrong codes that lock the handover and fire pickup_code_failures
 
     @property
     def codec(self) -> FieldCodec:
@@ -179,7 +181,7 @@ def check_handover(session: Session, deps: PickupDeps, principal: Principal, shi
     row.failures += 1
     audit.record(session, principal, "courier.deliver", object_type="shipment", object_id=shipment.id,
                  outcome="bad_pickup_code")
-    locked = row.failures >= MAX_FAILURES
+    locked = row.failures >= deps.max_failures
     if locked:
         row.locked_at = utcnow()
         # A run of wrong codes is someone guessing (or a courier without the recipient): oversight looks.

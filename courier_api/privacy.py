@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from courier_api.models import PersonalDataRequest
 from courier_api.privacy_quota import take_read
 from waybill import audit
+from waybill.alerts.counters import Watch
 from waybill.crypto.vault import FieldCodec
 from waybill.errors import (
     Conflict,
@@ -72,6 +73,8 @@ class PrivacyDeps:
     codec: FieldCodec
     window: timedelta  # how long an approved request stays readable (and a pending one waits for approval)
     reads_per_day: int  # personal-data reads per officer per Asia/Shanghai day
+    # The write-path alert rules (not_found_burst on unknown shipments, off_hours on reads); None: off.
+    watch: Watch | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,8 @@ def file_request(session: Session, deps: PrivacyDeps, principal: Principal, ship
         audit.record(session, principal, "privacy.request", object_type="shipment",
                      object_id=shipment_id if looks_like("shp", shipment_id) else None, fields=wanted,
                      purpose=purpose, outcome="not_found", durable=True)
+        if deps.watch is not None:
+            deps.watch.missed(session, principal)
         raise ShipmentNotFound()
     _refuse_destroyed(session, principal, shipment, wanted, "privacy.request")
     now = now or utcnow()
@@ -249,6 +254,8 @@ def read_request(session: Session, deps: PrivacyDeps, principal: Principal, requ
                               district=region["district"])
         data[party] = section
     req.reads += 1
+    if deps.watch is not None:
+        deps.watch.read(session, principal, now)
     audit.record(session, principal, "privacy.read", object_type="shipment", object_id=shipment.id,
                  fields=req.fields, purpose=_purpose_text(req))
     session.flush()

@@ -14,6 +14,7 @@ from courier_api.delivery import DeliveryDeps
 from courier_api.deps import delivery_deps, privacy_deps
 from courier_api.login_throttle import LoginLimits, LoginThrottle
 from courier_api.privacy import PrivacyDeps
+from waybill.alerts.counters import Distinct, Watch, storage_for
 from waybill.ratelimit import RateLimiter, quota_limiter
 from waybill.services import Services
 
@@ -29,6 +30,7 @@ class CourierServices:
     privacy: PrivacyDeps
     scan_quota: RateLimiter  # per courier: a burst per minute and an hourly quota (Redis when configured)
     login: LoginThrottle  # per (username, client) backoff, per client budget, alerts; one set per worker process
+    watch: Watch  # the write-path alert rules' counters (Redis when configured), shared by delivery and privacy
 
 
 def login_limits(svc: Services) -> LoginLimits:
@@ -39,13 +41,21 @@ def login_limits(svc: Services) -> LoginLimits:
                        alert_window_s=s.login_alert_window_s)
 
 
+def credential_stuffing(svc: Services) -> Distinct:
+    """The ``credential_stuffing`` rule's counter: distinct failing usernames per client (Redis when configured)."""
+    alerts = svc.settings.alerts
+    return Distinct("credential_stuffing", alerts.threshold("credential_stuffing", "usernames"),
+                    alerts.threshold("credential_stuffing", "window_s"), storage=storage_for(svc.settings.redis_url))
+
+
 def build_courier(svc: Services) -> CourierServices:
     settings = svc.settings
+    watch = Watch(settings.alerts, storage=storage_for(settings.redis_url))
     return CourierServices(
-        base=svc, delivery=delivery_deps(svc), privacy=privacy_deps(svc),
+        base=svc, delivery=delivery_deps(svc, watch), privacy=privacy_deps(svc, watch), watch=watch,
         scan_quota=quota_limiter(settings.redis_url, name="scan", per_minute=settings.scan_per_minute,
                                  per_hour=settings.scan_per_hour),
-        login=LoginThrottle(login_limits(svc)),
+        login=LoginThrottle(login_limits(svc), stuffing=credential_stuffing(svc)),
     )
 
 

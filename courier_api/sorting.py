@@ -31,6 +31,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from waybill import audit, labels, tracking
+from waybill.alerts.counters import Watch
 from waybill.crypto.subject_keys import SubjectKeyring
 from waybill.errors import (
     DomainError,
@@ -110,8 +111,11 @@ def _refusal(shipment: Shipment | None, index: int) -> DomainError | None:
 
 
 def scan_batch(session: Session, principal: Principal, waybill_nos: Sequence[str], event: str, *,
-               keyring: SubjectKeyring, now: datetime | None = None) -> list[ScanResult]:
-    """Record ``event`` (``arrival``/``departure``) for each number at the sorter's station; see the module."""
+               keyring: SubjectKeyring, now: datetime | None = None, watch: Watch | None = None) -> list[ScanResult]:
+    """Record ``event`` (``arrival``/``departure``) for each number at the sorter's station; see the module.
+
+    With a ``watch``, the batch's refused numbers count towards the alert rules: those of another station's
+    shipments towards ``foreign_station``, those of no shipment (well-formed or not) towards ``not_found_burst``."""
     principal.require(Permission.SORTING_SCAN)
     station = _station_of(principal)
     if event not in tracking.SCAN_EVENTS:
@@ -149,6 +153,11 @@ def scan_batch(session: Session, principal: Principal, waybill_nos: Sequence[str
             audit.record(session, principal, "sorting.returned", object_type="shipment", object_id=shipment.id)
     # One event for the batch: its size and outcomes (no numbers: the per-shipment trail is the tracking events).
     refused = len(waybill_nos) - counts["ok"]
+    if watch is not None:
+        # Each number that answered not_found: the out-of-scope ones (audited above) reached for another station.
+        unknown = len({n for n in waybill_nos if n not in found}) - foreign
+        watch.foreign(session, principal, foreign)
+        watch.missed(session, principal, unknown)
     audit.record(session, principal, "sorting.scan", purpose=f"{event} at {station}: {counts['ok']} scanned, "
                  f"{refused} refused ({foreign} not the sorter's)", outcome="ok" if not refused else "partial")
     session.flush()

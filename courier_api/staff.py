@@ -19,8 +19,8 @@ from typing import Any, NamedTuple, cast
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import CursorResult, bindparam, literal, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import CursorResult, bindparam, exists, literal, select, update
+from sqlalchemy.orm import Session, aliased
 
 from courier_api import totp
 from courier_api.models import StaffToken, StaffUser
@@ -333,18 +333,42 @@ def _token_id(raw: str) -> str | None:
 
 
 # Built once (see authenticate_token).
-_TOKEN_LOOKUP = (select(StaffToken.token_hash, StaffToken.expires_at, StaffToken.revoked_at, StaffToken.last_used_at,
-                        StaffUser.id, StaffUser.role, StaffUser.station, StaffUser.disabled_at,
-                        alert_store.suspended_clause(literal("staff:") + StaffUser.id).label("suspended"))
-                 .join(StaffUser, StaffUser.id == StaffToken.user_id)
+_TOKEN_COLUMNS = (StaffToken.token_hash, StaffToken.expires_at, StaffToken.revoked_at, StaffToken.last_used_at,
+                  StaffUser.id, StaffUser.role, StaffUser.station, StaffUser.disabled_at,
+                  alert_store.suspended_clause(literal("staff:") + StaffUser.id).label("suspended"))
+_TOKEN_LOOKUP = (select(*_TOKEN_COLUMNS).join(StaffUser, StaffUser.id == StaffToken.user_id)
                  .where(StaffToken.id == bindparam("token_id")))
 
+#: Roles the ``new_client`` rule watches: the contract's "couriers work on one handheld".
+NEW_CLIENT_ROLES = ("courier",)
+_OTHER = aliased(StaffToken)
+# The new_client rule (contract: two live sessions of one account both used within the window), in the token
+# lookup itself (no query of its own): another live token of the same courier used within the window AND after
+# this token was issued. The second condition is what keeps a re-login on the same handheld quiet: the old
+# token's last use predates the new token, and the handheld never uses it again. A rented account interleaves:
+# the owner's token is used after the renter's was issued, and the renter's after the owner's — so whichever
+# of the two is used next finds the other. last_used_at is kept at a minute's resolution, which can only make a
+# use look older, so the rule may fire up to a minute late, never early.
+_CONCURRENT = exists().where(
+    _OTHER.user_id == StaffToken.user_id, _OTHER.id != StaffToken.id, _OTHER.revoked_at.is_(None),
+    _OTHER.expires_at > bindparam("now"), _OTHER.last_used_at >= bindparam("since"),
+    _OTHER.last_used_at > StaffToken.created_at, StaffUser.role.in_(NEW_CLIENT_ROLES))
+_TOKEN_LOOKUP_WATCHED = (select(*_TOKEN_COLUMNS, _CONCURRENT.label("concurrent"))
+                         .join(StaffUser, StaffUser.id == StaffToken.user_id)
+                         .where(StaffToken.id == bindparam("token_id")))
 
-def authenticate_token(session: Session, raw: str, *, secret: bytes, now: datetime | None = None) -> Principal:
+
+def authenticate_token(session: Session, raw: str, *, secret: bytes, now: datetime | None = None,
+                       new_client_window_s: int | None = None) -> Principal:
     """Resolve a raw access token to its staff principal, or raise :class:`AuthenticationFailed`.
 
     Checked on every request: expiry, revocation, the user's ``disabled_at`` and any suspension by a critical
     alert (in the database: every worker and node sees it), so either stops their tokens on the very next request.
+
+    With ``new_client_window_s``, the ``new_client`` rule is evaluated in the same lookup (see ``_CONCURRENT``):
+    a courier's token used while another of their live tokens was used within the window since this one was
+    issued fires the critical alert (which suspends the account at commit) and this request is refused too:
+    one of the two clients is not the courier, and it is not known which.
     """
     now = now or utcnow()
     token_id = _token_id(raw)
@@ -352,7 +376,11 @@ def authenticate_token(session: Session, raw: str, *, secret: bytes, now: dateti
     if token_id is not None:
         # Core on the session's connection: this runs on every staff request, and the ORM layer
         # (not needed for a row of columns) was a large share of its cost.
-        row = session.connection().execute(_TOKEN_LOOKUP, {"token_id": token_id}).first()
+        if new_client_window_s is None:
+            row = session.connection().execute(_TOKEN_LOOKUP, {"token_id": token_id}).first()
+        else:
+            row = session.connection().execute(_TOKEN_LOOKUP_WATCHED, {
+                "token_id": token_id, "now": now, "since": now - timedelta(seconds=new_client_window_s)}).first()
     expected = bytes(row.token_hash) if row is not None else bytes(32)
     # Always compare, even for an unknown id, so timing does not tell which ids exist.
     matches = hmac.compare_digest(_token_hash(secret, raw), expected)
@@ -361,7 +389,12 @@ def authenticate_token(session: Session, raw: str, *, secret: bytes, now: dateti
         raise AuthenticationFailed()
     if row.last_used_at is None or (now - row.last_used_at).total_seconds() >= LAST_USED_RESOLUTION_S:
         session.execute(update(StaffToken).where(StaffToken.id == token_id).values(last_used_at=now))
-    return Principal(kind="staff", id=row.id, role=row.role, station=row.station)
+    principal = Principal(kind="staff", id=row.id, role=row.role, station=row.station)
+    if new_client_window_s is not None and row.concurrent:
+        alert_store.fire(session, principal, "new_client", object_type="account", object_id=principal.actor,
+                         detail=f"two live sessions used within {new_client_window_s}s")
+        raise AuthenticationFailed()
+    return principal
 
 
 def revoke_token(session: Session, raw: str, *, secret: bytes, now: datetime | None = None) -> bool:

@@ -126,7 +126,7 @@ def assign() -> Response:
     data: AssignIn = parse(AssignIn, json_body())
     deps = courier_services().delivery
     a = delivery.assign(db_session(), authenticate(), data.shipment_id, data.courier, provider=deps.provider,
-                        pickup=deps.pickup)
+                        pickup=deps.pickup, watch=deps.watch)
     return respond(AssignOut, AssignOut(assignment_id=a.id, shipment_id=a.shipment_id, courier=data.courier,
                                         status="out_for_delivery", assigned_at=a.assigned_at))
 

@@ -75,7 +75,10 @@ def _new_env(tmp: Path, **overrides: Any) -> Env:
     else:
         url = f"sqlite:///{(tmp / 'waybill.db').as_posix()}"
     values = {"data_dir": tmp, "database_url": url, "env": "test", "merchant_rate_per_s": 1e5,
-              "merchant_burst": 10**6, "auth_failure_burst": 10**6, "log_level": "INFO"}
+              "merchant_burst": 10**6, "auth_failure_burst": 10**6, "log_level": "INFO",
+              # Personal data may be read at any hour here: an outcome must not depend on the time of day the
+              # suite runs at (the off_hours rule is tested with shifts of its own).
+              "alert_off_hours_shifts": "default=00:00-24:00"}
     values.update(overrides)
     settings = load_settings(environ={}, **values)
     _keys, engine, _ = initialise(settings)

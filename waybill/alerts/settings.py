@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from waybill.alerts import shifts as shift_table
 from waybill.alerts.rules import RULES, setting_name
+from waybill.alerts.shifts import ShiftTable
 
 
 class AlertSettingsError(ValueError):
@@ -22,6 +24,8 @@ class AlertSettings:
     webhook_url: str | None = None
     # Allow an internal address for the security endpoint alone (WAYBILL_ALERT_WEBHOOK_ALLOW_PRIVATE=1).
     webhook_allow_private: bool = False
+    # The off_hours rule's working hours per station (WAYBILL_ALERT_OFF_HOURS_SHIFTS, waybill/alerts/shifts.py).
+    shifts: ShiftTable = field(default_factory=ShiftTable)
 
     def threshold(self, rule: str, name: str) -> int:
         """The configured (or default) value of ``rule``'s threshold ``name``; unknown names are a bug."""
@@ -37,7 +41,8 @@ class AlertSettings:
 def variables() -> frozenset[str]:
     """Every ``WAYBILL_ALERT_*`` variable that means something."""
     names = {setting_name(r, t) for r in RULES.values() for t in r.thresholds}
-    return frozenset(names | {"WAYBILL_ALERT_WEBHOOK_URL", "WAYBILL_ALERT_WEBHOOK_ALLOW_PRIVATE"})
+    return frozenset(names | {"WAYBILL_ALERT_WEBHOOK_URL", "WAYBILL_ALERT_WEBHOOK_ALLOW_PRIVATE",
+                              shift_table.VARIABLE})
 
 
 def load(get: Callable[[str], str | None], flag: Callable[[str, str | None], bool]) -> AlertSettings:
@@ -59,5 +64,11 @@ def load(get: Callable[[str], str | None], flag: Callable[[str, str | None], boo
     url = get("alert_webhook_url")
     if url is not None and not url.startswith(("https://", "http://")):
         raise AlertSettingsError("WAYBILL_ALERT_WEBHOOK_URL must be an http(s) URL")
-    return AlertSettings(thresholds=values, webhook_url=url,
+    try:
+        default = shift_table.hours(values.get("off_hours.start_hour", 7), values.get("off_hours.end_hour", 21))
+        shifts = shift_table.parse(get("alert_off_hours_shifts"), default=default,
+                                   default_hours_set="off_hours.start_hour" in values or "off_hours.end_hour" in values)
+    except shift_table.ShiftError as exc:
+        raise AlertSettingsError(str(exc)) from None
+    return AlertSettings(thresholds=values, webhook_url=url, shifts=shifts,
                          webhook_allow_private=flag("alert_webhook_allow_private", get("alert_webhook_allow_private")))
