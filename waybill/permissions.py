@@ -51,6 +51,8 @@ class Permission(StrEnum):
     SORTING_SCAN = "sorting:scan"
     COURIER_ATTEMPT = "courier:attempt"
     TRACKING_READ = "tracking:read"
+    # The monthly privacy report (内部监督检查): counts only, read by privacy officers and auditors.
+    PRIVACY_REPORT_READ = "privacy_report:read"
 
 
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
@@ -64,11 +66,12 @@ ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "courier": frozenset({Permission.COURIER_SCAN, Permission.COURIER_CALL, Permission.COURIER_DELIVER,
                           Permission.PARTNER_READ, Permission.COURIER_ATTEMPT}),
     "dispatcher": frozenset({Permission.DISPATCH_ASSIGN, Permission.PICKUP_CODE_RESEND, Permission.PARTNER_READ}),
-    "auditor": frozenset({Permission.AUDIT_READ, Permission.DESTRUCTION_READ, Permission.DISCLOSURE_READ}),
+    "auditor": frozenset({Permission.AUDIT_READ, Permission.DESTRUCTION_READ, Permission.DISCLOSURE_READ,
+                          Permission.PRIVACY_REPORT_READ}),
     # Full access only per recorded request with a purpose (GB/T 35273 7.1 e).
     "privacy_officer": frozenset({Permission.PERSONAL_DATA_REQUEST, Permission.DESTRUCTION_READ,
                                   Permission.PRIVACY_HOLD, Permission.SUBJECT_REQUEST_DECIDE,
-                                  Permission.DISCLOSURE_READ}),
+                                  Permission.DISCLOSURE_READ, Permission.PRIVACY_REPORT_READ}),
     # Separation of duties: admins manage accounts and keys and read no personal data.
     "admin": frozenset({Permission.USER_MANAGE, Permission.PARTNER_MANAGE, Permission.PARTNER_READ}),
     "system": frozenset({Permission.RETENTION_RUN}),
