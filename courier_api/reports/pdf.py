@@ -9,6 +9,7 @@ answer does not (no personal data, actors only as ids and only in an auditor's r
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,7 +24,7 @@ from reportlab.lib.units import mm
 from reportlab.platypus import Flowable, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
 from courier_api.reports.schemas import MonthlyReportOut
-from courier_api.reports.sections import SECTIONS
+from courier_api.reports.sections import NO_STATION, SECTIONS
 from printing.fonts import PDF_FONT_NAME, pdf_font
 
 TITLE = "个人信息保护月度报告"
@@ -58,9 +59,14 @@ def _table(rows: Sequence[Sequence[object]], widths: Sequence[float] | None = No
     return table
 
 
-def _axis_max(values: Sequence[float]) -> float:
-    top = max(values, default=0)
-    return float(max(1, top) * 1.15)
+def _value_axis(axis: Any, values: Sequence[float]) -> None:
+    """Counts from 0 in whole steps (never 0.2, 0.4 … on a small month)."""
+    top = max(1, int(max(values, default=0)))
+    step = max(1, math.ceil(top / 5))
+    axis.valueMin, axis.valueStep = 0, step
+    axis.valueMax = step * (math.ceil(top / step) + (1 if top % step == 0 else 0))
+    axis.labels.fontName = PDF_FONT_NAME
+    axis.labels.fontSize = 6
 
 
 def _bar_chart(labels: Sequence[str], series: Sequence[tuple[str, Sequence[int]]], height: float = 55 * mm,
@@ -74,10 +80,7 @@ def _bar_chart(labels: Sequence[str], series: Sequence[tuple[str, Sequence[int]]
     chart.categoryAxis.labels.fontSize = 6
     chart.categoryAxis.labels.angle = 30 if len(labels) > 6 else 0
     chart.categoryAxis.labels.boxAnchor = "ne" if len(labels) > 6 else "n"
-    chart.valueAxis.valueMin = 0
-    chart.valueAxis.valueMax = _axis_max([v for _, values in series for v in values])
-    chart.valueAxis.labels.fontName = PDF_FONT_NAME
-    chart.valueAxis.labels.fontSize = 6
+    _value_axis(chart.valueAxis, [v for _, values in series for v in values])
     for i in range(len(series)):
         chart.bars[i].fillColor = PALETTE[i % len(PALETTE)]
     drawing.add(chart)
@@ -94,10 +97,7 @@ def _line_chart(days: Sequence[str], series: Sequence[tuple[str, Sequence[int]]]
     chart.categoryAxis.categoryNames = [d[-2:] for d in days]
     chart.categoryAxis.labels.fontName = PDF_FONT_NAME
     chart.categoryAxis.labels.fontSize = 6
-    chart.valueAxis.valueMin = 0
-    chart.valueAxis.valueMax = _axis_max([v for _, values in series for v in values])
-    chart.valueAxis.labels.fontName = PDF_FONT_NAME
-    chart.valueAxis.labels.fontSize = 6
+    _value_axis(chart.valueAxis, [v for _, values in series for v in values])
     for i in range(len(series)):
         chart.lines[i].strokeColor = PALETTE[i % len(PALETTE)]
         chart.lines[i].strokeWidth = 1.5
@@ -120,6 +120,10 @@ def _role(role: str) -> str:
     return ROLE_NAMES.get(role, role)
 
 
+def _station(key: str) -> str:
+    return "无站点" if key == NO_STATION else key
+
+
 def _accesses(r: MonthlyReportOut, st: dict[str, ParagraphStyle]) -> list[Flowable]:
     a = r.accesses
     days = [c.key for c in r.accesses.by_day]
@@ -136,7 +140,7 @@ def _accesses(r: MonthlyReportOut, st: dict[str, ParagraphStyle]) -> list[Flowab
                            _line_chart(days, series)]
     stations = a.by_station[:MAX_BARS]
     out += [Paragraph("按操作人所属站点：", st["body"]),
-            _bar_chart([c.key for c in stations], [("访问次数", [c.count for c in stations])], 50 * mm)]
+            _bar_chart([_station(c.key) for c in stations], [("访问次数", [c.count for c in stations])], 50 * mm)]
     out.append(_table([("角色", "次数")] + [(_role(c.key), c.count) for c in a.by_role], [60 * mm, 30 * mm]))
     if a.top_actors is not None:
         out += [Spacer(1, 4), Paragraph("访问最多的操作人（编号）：", st["body"]),

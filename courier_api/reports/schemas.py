@@ -31,7 +31,7 @@ class AccessesOut(OutModel):
 
     total: int
     by_role: list[Count]
-    by_station: list[Count]
+    by_station: list[Count] = Field(description="按站点；none 为无站点的操作人（商户、本人、系统、总部员工）")
     by_day: list[Count]
     rows: list[AccessRow]
     top_actors: list[ActorCount] | None = Field(

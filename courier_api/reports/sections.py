@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, Text, and_, case, cast, func, literal, select
+from sqlalchemy import ColumnElement, Text, and_, case, cast, func, select
 from sqlalchemy.orm import Session
 
 from courier_api.models import Partner, StaffUser
@@ -43,7 +43,9 @@ from waybill.models import AuditEvent, DestructionRecord
 PARTNER_HORIZON_DAYS = 30
 TOP_ACTORS = 10
 HOUR, DAY = 3600, 86400
-NO_STATION = "—"
+#: The by-station key of actors without a station (merchants, subjects, the system, office staff).
+NO_STATION = "none"
+STAFF_PREFIX = "staff:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,14 +99,17 @@ def _by_day(period: Period, pairs: Iterable[tuple[int, int]]) -> list[Count]:
 def accesses(ctx: ReportContext) -> AccessesOut:
     """Personal-data accesses (events naming fields, outcome ok) per day, role and the actor's station."""
     p = ctx.period
-    day = _day_index(AuditEvent.at, p).label("day")
-    station = StaffUser.station.label("station")
     touched = and_(_in_month(AuditEvent.at, p), AuditEvent.outcome == "ok", cast(AuditEvent.fields, Text) != "[]")
-    # The staff table is joined to the events (hash join on the actor): only staff have a station.
-    stmt = (select(day, AuditEvent.role, station, func.count())
-            .select_from(AuditEvent)
-            .outerjoin(StaffUser, AuditEvent.actor == literal("staff:") + StaffUser.id)
-            .where(touched).group_by(day, AuditEvent.role, station))
+    # Counted per (day, role, actor) first, then each actor's station joined to those counts (an index lookup
+    # of the staff id behind "staff:"): only staff have a station, and the join never sees an event.
+    day = _day_index(AuditEvent.at, p).label("day")
+    per_actor = (select(day, AuditEvent.role, AuditEvent.actor, func.count().label("n"))
+                 .where(touched).group_by(day, AuditEvent.role, AuditEvent.actor).subquery())
+    staff_of = and_(per_actor.c.actor.startswith(STAFF_PREFIX),
+                    StaffUser.id == func.substr(per_actor.c.actor, len(STAFF_PREFIX) + 1))
+    stmt = (select(per_actor.c.day, per_actor.c.role, StaffUser.station, func.sum(per_actor.c.n))
+            .select_from(per_actor).outerjoin(StaffUser, staff_of)
+            .group_by(per_actor.c.day, per_actor.c.role, StaffUser.station))
     rows = [(int(d), str(role), st, int(n)) for d, role, st, n in ctx.session.execute(stmt)]
     rows.sort(key=lambda r: (r[0], r[1], r[2] or ""))
     top: list[ActorCount] | None = None
