@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from waybill.errors import ValidationFailed
@@ -31,7 +31,8 @@ class Period:
 
 
 def _midnight(day: date) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=CST)
+    """The UTC instant ``day`` begins in Asia/Shanghai."""
+    return datetime(day.year, day.month, day.day, tzinfo=CST).astimezone(UTC)
 
 
 def month_period(month: str, now: datetime) -> Period:

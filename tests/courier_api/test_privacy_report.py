@@ -214,5 +214,6 @@ def test_the_read_is_audited_without_personal_data(client, services, officers):
 def test_the_month_is_the_shanghai_calendar_month():
     p = month_period("2026-03", datetime(2026, 12, 1, tzinfo=CST))
     assert p.start == datetime(2026, 2, 28, 16, 0, tzinfo=UTC) and len(p.days) == 31
-    assert p.start.utcoffset() == timedelta(hours=8) and p.end == datetime(2026, 4, 1, tzinfo=CST)
+    assert p.start.utcoffset() == timedelta(0) and p.end == datetime(2026, 4, 1, tzinfo=CST)
     assert p.day_starts[1] - p.day_starts[0] == timedelta(days=1) and p.complete
+    assert p.day_starts[-1].astimezone(CST) == datetime(2026, 3, 31, tzinfo=CST)
