@@ -34,6 +34,7 @@ ROLE_NAMES = {"courier": "快递员", "dispatcher": "调度员", "sorter": "分�
               "system": "系统", "anonymous": "匿名"}
 REQUEST_TYPES = {"correct": "更正补充", "delete": "删除", "complaint": "投诉",
                  "withdraw_consent": "撤回同意"}
+PARTNER_KINDS = {"locker": "快递柜", "station": "驿站", "franchise": "加盟网点", "authority": "主管部门"}
 REASONS = {"retention": "保存期限届满", "subject_request": "本人删除请求"}
 PALETTE = (colors.HexColor("#1f77b4"), colors.HexColor("#ff7f0e"), colors.HexColor("#2ca02c"),
            colors.HexColor("#d62728"), colors.HexColor("#9467bd"), colors.HexColor("#8c564b"))
@@ -190,8 +191,8 @@ def _destructions(r: MonthlyReportOut, st: dict[str, ParagraphStyle]) -> list[Fl
 def _partners(r: MonthlyReportOut, st: dict[str, ParagraphStyle]) -> list[Flowable]:
     p = r.partners_expiring
     rows: list[tuple[object, ...]] = [("合作方", "类型", "协议编号", "协议到期日", "状态")]
-    rows += [(i.name, i.kind, i.agreement_ref, i.agreement_expires.isoformat(), "已到期" if i.expired else "即将到期")
-             for i in p.items]
+    rows += [(i.name, PARTNER_KINDS.get(i.kind, i.kind), i.agreement_ref, i.agreement_expires.isoformat(),
+              "已到期" if i.expired else "即将到期") for i in p.items]
     note = f"本月内及统计截止日后 {p.horizon_days} 天内到期的协议：{len(p.items)} 份。"
     return [Paragraph(note, st["body"]), _table(rows)]
 
@@ -219,9 +220,9 @@ def render(report: MonthlyReportOut) -> bytes:
     """The report as PDF bytes."""
     pdf_font()  # finds, verifies and registers the CJK font (FontMissing if there is none)
     st = _styles()
-    status = "（全月）" if report.complete else f"（截至 {report.until:%Y-%m-%d %H:%M} UTC，本月尚未结束）"
+    status = "全月" if report.complete else f"截至 {report.until:%Y-%m-%d %H:%M} UTC（本月尚未结束）"
     story: list[Any] = [Paragraph(f"{TITLE} {report.month}", st["title"]),
-                        Paragraph(f"统计期间：北京时间 {report.month} 整月{status}；生成于 "
+                        Paragraph(f"统计期间：北京时间 {report.month}，{status}；生成于 "
                                   f"{report.generated_at:%Y-%m-%d %H:%M} UTC。报告不含任何个人信息。", st["body"]),
                         Paragraph(SUMMARY, st["h2"]), _summary(report)]
     for section in SECTIONS:
