@@ -20,6 +20,7 @@ from courier_api import (
     partner_views,
     pickup_codes,
     privacy_views,
+    report_views,
     retention_views,
     staff,
     subjects,
@@ -58,6 +59,7 @@ class CourierExtension:
         retention_views.install(app)
         handheld.install(app)
         partner_views.install(app)
+        report_views.install(app)
 
     def cli_commands(self) -> Sequence[click.Command]:
         return (users,)

@@ -57,6 +57,8 @@ class Permission(StrEnum):
     # Oversight: alerts (waybill/alerts) are read by auditors, privacy officers and admins, resolved by the latter two.
     ALERT_READ = "alert:read"
     ALERT_RESOLVE = "alert:resolve"
+    # The monthly privacy report (内部监督检查): counts only, read by privacy officers and auditors.
+    PRIVACY_REPORT_READ = "privacy_report:read"
 
 
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
@@ -71,12 +73,13 @@ ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
                           Permission.PARTNER_READ, Permission.COURIER_ATTEMPT}),
     "dispatcher": frozenset({Permission.DISPATCH_ASSIGN, Permission.PICKUP_CODE_RESEND, Permission.PARTNER_READ}),
     "auditor": frozenset({Permission.AUDIT_READ, Permission.DESTRUCTION_READ, Permission.DISCLOSURE_READ,
-                          Permission.INCIDENT_READ, Permission.ALERT_READ}),
+                          Permission.INCIDENT_READ, Permission.ALERT_READ, Permission.PRIVACY_REPORT_READ}),
     # Full access only per recorded request with a purpose (GB/T 35273 7.1 e).
     "privacy_officer": frozenset({Permission.PERSONAL_DATA_REQUEST, Permission.DESTRUCTION_READ,
                                   Permission.PRIVACY_HOLD, Permission.SUBJECT_REQUEST_DECIDE,
                                   Permission.DISCLOSURE_READ, Permission.INCIDENT_MANAGE,
-                                  Permission.INCIDENT_READ, Permission.ALERT_READ, Permission.ALERT_RESOLVE}),
+                                  Permission.INCIDENT_READ, Permission.ALERT_READ, Permission.ALERT_RESOLVE,
+                                  Permission.PRIVACY_REPORT_READ}),
     # Separation of duties: admins manage accounts and keys and read no personal data.
     "admin": frozenset({Permission.USER_MANAGE, Permission.PARTNER_MANAGE, Permission.PARTNER_READ,
                         Permission.ALERT_READ, Permission.ALERT_RESOLVE}),

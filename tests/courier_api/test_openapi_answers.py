@@ -10,7 +10,9 @@ route that no flow below reaches (add it to the flow).
 from __future__ import annotations
 
 import dataclasses
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
@@ -158,6 +160,9 @@ def test_every_documented_answer_matches_the_document(recorded, app, client, mer
     _ok(client.post(f"/v1/privacy/subject-requests/{filed['id']}/decision",
                     json={"decision": "reject", "reason": "已另行处理"}, headers=h["officer"]))
     assert _ok(client.get(f"/v1/subject/requests/{filed['id']}", headers=subject))["reason"] == "已另行处理"
+    # The monthly privacy report of this month (Asia/Shanghai), as JSON.
+    month = datetime.now(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m")
+    assert _ok(client.get(f"/v1/privacy/reports/{month}", headers=h["auditor"]))["month"] == month
 
     # Incidents: record (and a refused body), list, read, a timeline entry, notify, the report; unknown ids.
     inc = _ok(client.post("/v1/incidents", json={"title": "OA 事件", "kind": "loss", "detected_at":

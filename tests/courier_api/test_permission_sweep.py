@@ -36,7 +36,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from courier_api import attempts, delivery, partners, privacy, sorting, staff
+from courier_api import attempts, delivery, partners, privacy, reports, sorting, staff
 from courier_api.deps import delivery_deps, privacy_deps
 from courier_api.models import StaffUser
 from courier_api.subjects import access as subject_access
@@ -171,6 +171,7 @@ subjects.decide          A             401   403   403   403   403   403   403  
 subjects.decide          B             401   403   403   403   403   403   403   403   403   403   ok    403   403
 subjects.decide          missing       401   403   403   403   403   403   403   403   403   403   404   403   403
 retention.destructions   -             401   403   403   403   403   403   403   403   403   ok    ok    403   403
+reports.monthly          -             401   403   403   403   403   403   403   403   403   ok    ok    403   403
 retention.place_hold     -             401   403   403   403   403   403   403   403   403   403   ok    403   403
 retention.release_hold   -             401   403   403   403   403   403   403   403   403   403   ok    403   403
 webhooks.create          -             401   ok    ok    403   403   403   403   403   403   403   403   403   403
@@ -281,6 +282,7 @@ ENDPOINTS: dict[str, Endpoint] = {
     "subjects.decide": Endpoint("POST", "/v1/privacy/subject-requests/<request_id>/decision",
                                 Permission.SUBJECT_REQUEST_DECIDE, "subject_request"),
     "retention.destructions": Endpoint("GET", "/v1/privacy/destructions", Permission.DESTRUCTION_READ, None),
+    "reports.monthly": Endpoint("GET", "/v1/privacy/reports/<month>", Permission.PRIVACY_REPORT_READ, None),
     "retention.place_hold": Endpoint("POST", "/v1/privacy/holds", Permission.PRIVACY_HOLD, None),
     "retention.release_hold": Endpoint("DELETE", "/v1/privacy/holds/<hold_id>", Permission.PRIVACY_HOLD, None),
     "webhooks.create": Endpoint("POST", "/v1/webhooks", Permission.WEBHOOK_MANAGE, None),
@@ -312,6 +314,8 @@ ENDPOINTS: dict[str, Endpoint] = {
 }
 # A webhook URL at a literal public address: passes the SSRF guard without DNS (nothing is ever sent to it here).
 HOOK_URL = "https://93.184.215.14/sweep-hook"
+# A past month: the monthly privacy report's object (any valid month answers; none is anyone's).
+REPORT_MONTH = "2026-01"
 
 # Permissions no HTTP route checks; the domain does (accounts are managed through the CLI, as the system).
 DOMAIN_ONLY = {Permission.USER_MANAGE, Permission.RETENTION_RUN}
@@ -558,6 +562,7 @@ CALLS: dict[str, Call] = {
     "subjects.decide": lambda w, h, who, o: w.client.post(
         f"/v1/privacy/subject-requests/{o.id}/decision", json={"decision": "reject", "reason": "重复投诉"}, headers=h),
     "retention.destructions": lambda w, h, who, o: w.client.get("/v1/privacy/destructions?limit=5", headers=h),
+    "reports.monthly": lambda w, h, who, o: w.client.get(f"/v1/privacy/reports/{REPORT_MONTH}", headers=h),
     "retention.place_hold": lambda w, h, who, o: w.client.post("/v1/privacy/holds", json={
         "shipment_ids": [w.shipment("A", None).id], "reason": "公安调证 SWEEP-1"}, headers=h),
     "retention.release_hold": lambda w, h, who, o: w.client.delete(f"/v1/privacy/holds/{_hold(w)}", headers=h),
@@ -666,6 +671,10 @@ def _check_allowed(endpoint: str, who: str, obj: Obj | None, r: Any, world: Worl
         assert r.status_code == 200 and body["id"] == obj.id and body["status"] == "rejected"
     elif endpoint == "retention.destructions":
         assert r.status_code == 200 and isinstance(body["items"], list)
+    elif endpoint == "reports.monthly":
+        # Actors (as ids) in the auditor's report only.
+        assert r.status_code == 200 and body["month"] == REPORT_MONTH and body["complete"] is True
+        assert (body["accesses"]["top_actors"] is None) == (who == "privacy_officer")
     elif endpoint == "retention.place_hold":
         assert r.status_code == 201 and body["status"] == "active" and body["shipments"] == 1
     elif endpoint == "retention.release_hold":
@@ -861,6 +870,8 @@ DOMAIN_OPS: dict[str, tuple[Permission, DomainCall]] = {
     "list_alerts": (Permission.ALERT_READ, lambda s, svc, p, sid: alert_review.list_alerts(s, p, limit=1)),
     "resolve_alert": (Permission.ALERT_RESOLVE, lambda s, svc, p, sid: alert_review.resolve(
         s, svc.codec, p, new_id("alr"), "核查无异常")),
+    "monthly_report": (Permission.PRIVACY_REPORT_READ, lambda s, svc, p, sid: reports.monthly_report(
+        s, p, REPORT_MONTH)),
 }
 # Which roles the domain lets through, written out (not derived from ROLE_PERMISSIONS).
 DOMAIN_ALLOWED = {
@@ -880,6 +891,7 @@ DOMAIN_ALLOWED = {
     "rotate_webhook": {"merchant"}, "webhook_attempts": {"merchant"},
     "scan_batch": {"sorter"}, "record_attempt": {"courier"}, "shipment_events": {"merchant"},
     "list_alerts": {"auditor", "privacy_officer", "admin"}, "resolve_alert": {"privacy_officer", "admin"},
+    "monthly_report": {"auditor", "privacy_officer"},
 }
 DOMAIN_ROLES = ("merchant", "courier", "dispatcher", "sorter", "auditor", "privacy_officer", "admin", "system",
                 "subject", "no_such_role")

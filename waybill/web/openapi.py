@@ -125,6 +125,9 @@ def build_document(app: Flask) -> dict[str, Any]:
         ok: dict[str, Any] = {"description": "OK"}
         if op.response is not None:
             ok["content"] = {"application/json": {"schema": ref(op.response)}}
+            # A JSON answer that can also be had as a file (e.g. a report's ?format=pdf).
+            ok["content"].update({ct: {"schema": {"type": "string", "format": "binary"}}
+                                  for ct in op.content_types if ct != "application/json"})
         elif op.content_types != ("application/json",):
             ok["content"] = {ct: {"schema": {"type": "string", "format": "binary"}} for ct in op.content_types}
         responses: dict[str, Any] = {str(code): ok for code in (op.status, *op.also)}
