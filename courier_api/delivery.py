@@ -22,6 +22,7 @@ from courier_api import partners, pickup_codes
 from courier_api.models import Assignment, PickupCode, StaffUser
 from courier_api.pickup_codes import PickupDeps
 from waybill import audit, labels, masked, tracking
+from waybill.canaries import watch as canaries
 from waybill.crypto.subject_keys import SubjectKeyring
 from waybill.crypto.vault import FieldCodec
 from waybill.errors import (
@@ -185,7 +186,8 @@ _SCAN = (select(QrToken.token_hash, Shipment.id, Shipment.waybill_no, Shipment.s
                 Shipment.recipient_region, Shipment.recipient_masked_ct, Shipment.recipient_address_ct,
                 Assignment.id.label("assignment_id"),
                 select(PickupCode.id).where(PickupCode.shipment_id == Shipment.id,
-                                            PickupCode.purpose == pickup_codes.HANDOVER).exists().label("has_code"))
+                                            PickupCode.purpose == pickup_codes.HANDOVER).exists().label("has_code"),
+                canaries.is_canary_clause(Shipment.id).label("canary"))
          .join(Shipment, Shipment.id == QrToken.shipment_id)
          .outerjoin(Assignment, and_(Assignment.shipment_id == Shipment.id, _ACTIVE_FOR_COURIER))
          .where(labels.LIVE_TOKEN))
@@ -217,6 +219,7 @@ def scan(session: Session, deps: DeliveryDeps, principal: Principal, raw_token: 
     )
     audit.record(session, principal, "courier.scan", object_type="shipment", object_id=row.id,
                  fields=["recipient.address"], purpose="delivery")
+    canaries.touched(session, principal, row.id, known=bool(row.canary))  # read in the scan's own query
     if not row.has_code:  # out for delivery since before pickup codes existed: the first scan sends one
         pickup_codes.ensure_issued(session, deps.pickup, principal, row.id)
     if deps.on_scan is not None:
@@ -262,6 +265,7 @@ def call(session: Session, deps: DeliveryDeps, principal: Principal, shipment_id
     assignment.binding_id = binding.id
     audit.record(session, principal, "courier.call", object_type="shipment", object_id=shipment.id,
                  fields=["recipient.phone"], purpose="delivery call")
+    canaries.touched(session, principal, shipment.id)
     session.flush()
     return binding
 

@@ -37,7 +37,8 @@ __all__ = ["CourierExtension", "extension", "models"]
 
 
 def _staff_principal(session: Session, token: str, svc: Services) -> Principal:
-    return staff.authenticate_token(session, token, secret=svc.keys.secret("session_token"))
+    return staff.authenticate_token(session, token, secret=svc.keys.secret("session_token"),
+                                    training_valid_days=svc.settings.training_valid_days)
 
 
 class CourierExtension:
