@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.conftest import run, shipment_body
-from tests.courier_api import bearer, sent_codes
+from tests.courier_api import sent_codes
 from tests.courier_api.last_mile_helpers import STATION, assign, printed
 from tests.courier_api.test_privacy_requests import _filed_and_approved
 from tests.printing.label_helpers import decode, pdf_pages_as_images

@@ -106,7 +106,7 @@ def test_lapse_is_measured_against_the_valid_days():
 def test_the_gate_covers_the_roles_that_reach_personal_data():
     assert {Permission.COURIER_SCAN, Permission.COURIER_CALL, Permission.PERSONAL_DATA_REQUEST} <= \
         PERSONAL_DATA_PERMISSIONS
-    assert PERSONAL_DATA_ROLES == {"courier", "privacy_officer"}
+    assert {"courier", "privacy_officer"} == PERSONAL_DATA_ROLES
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "abc", "99999"])
