@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from waybill import labels, merchants, shipments
 from waybill.canaries.models import Canary
-from waybill.errors import ValidationFailed
+from waybill.errors import DuplicateMerchantOrder, ValidationFailed
 from waybill.labels import LabelDeps
 from waybill.models import utcnow
 from waybill.permissions import SYSTEM, Principal
@@ -124,8 +124,14 @@ def plant(session: Session, deps: ShipmentDeps, label_deps: LabelDeps, *, statio
     made: list[str] = []
     for _ in range(count):
         now = utcnow()
-        shipment, _created = shipments.create_shipment(session, deps, merchant,
-                                                       _body(rng, rng.choice(areas), rng.choice(origins), now))
+        for attempt in range(3):
+            try:
+                shipment, _created = shipments.create_shipment(
+                    session, deps, merchant, _body(rng, rng.choice(areas), rng.choice(origins), now))
+                break
+            except DuplicateMerchantOrder:  # a random order number drawn twice (1 in 10^8): draw again
+                if attempt == 2:
+                    raise
         labels.issue_label(session, label_deps, merchant, shipment.id)  # printed, its QR token issued
         session.add(Canary(shipment_id=shipment.id, merchant_id=merchant.id, station=station, created_at=now))
         made.append(shipment.id)
