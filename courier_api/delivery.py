@@ -298,6 +298,7 @@ def deliver(session: Session, deps: DeliveryDeps, principal: Principal, shipment
     pickup_codes.supersede(session, shipment.id, now, purpose=None)  # delivered: no code works any more
     if partner is not None:
         partners.disclose(session, principal, partner, shipment, method, now=now)
+        canaries.touched(session, principal, shipment.id)  # the recipient's data handed on to a partner
         pickup_codes.send_collection_notice(session, deps.pickup, principal, shipment, partner.name, now=now)
     labels.revoke_tokens(session, principal, shipment.id, "delivered", now=now)
     deps.keyring.end_contract(session, shipment, now)

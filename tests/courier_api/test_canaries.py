@@ -234,3 +234,20 @@ def test_a_subject_challenge_with_a_canary_number_sends_nothing_answers_as_usual
     # The canary's data is outside the company: an alert (no staff account to suspend).
     (alert,) = _alerts(services, "anonymous")
     assert alert.severity == "critical" and alert.object_id == canary
+
+
+def test_a_courier_handing_a_canary_to_a_locker_is_alerted_on(client, services, merchant, field_crew):
+    from tests.courier_api import make_partner
+    from tests.courier_api.last_mile_helpers import deliver
+
+    (canary,) = _plant(services)
+    locker = make_partner(services, kind="locker", name="丰巢快递柜")
+    assert assign(client, field_crew["dispatcher"], canary).status_code == 201
+    r = deliver(client, field_crew["courier"], canary, method="locker", partner_id=locker, locker_id="A-12")
+    assert r.status_code == 200, r.get_json()
+    actor = _actor(services, "lm_courier")
+    (alert,) = _alerts(services, actor)
+    assert alert.severity == "critical" and alert.object_id == canary and _suspended(services, actor)
+    # The partner's pickup notice to the canary's number was never sent.
+    with services.session_factory() as s:
+        assert set(s.scalars(select(SmsMessage.status).where(SmsMessage.shipment_id == canary))) == {"suppressed"}
