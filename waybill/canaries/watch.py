@@ -1,9 +1,10 @@
 """Raising ``canary`` when a staff member opens a canary shipment's personal data.
 
-Every place that decrypts a shipment's personal data for a staff member (the courier's scan and call, a delivery to a
-partner, the privacy officer's read) calls :func:`touched` after the decryption, in the request's transaction. The check is one primary-key
-lookup on ``canaries`` (or none: the scan reads :func:`is_canary_clause` in its own query). The alert is a durable
-``alert.canary`` audit event; the alert store suspends the account when the request commits (the rule is critical).
+Every place that decrypts a shipment's personal data for a staff member (the courier's scan and call, a delivery
+that hands it to a partner, the privacy officer's read) calls :func:`touched` after the decryption, in the request's
+transaction. The check is one primary-key lookup on ``canaries`` (or none: the scan reads :func:`is_canary_clause` in
+its own query). The alert is a durable ``alert.canary`` audit event; the alert store suspends the account when the
+request commits (the rule is critical).
 
 The request that touched the canary answers exactly as for any shipment: an insider is not warned by the answer, and
 their tokens stop working from the next request on (``401``). Alert and audit event hold the actor and the shipment
