@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from courier_api import obligations
 from courier_api.staff import create_user, disable_user, enable_user, set_password, set_phone, validate_account
 from waybill.commands.common import emit, fail, read_settings, ready_services
 from waybill.errors import DomainError, ValidationFailed
@@ -34,8 +35,14 @@ def _read_password() -> str:
               "must be in the station register: a station like 755-W012, or a hub like 755)")
 @click.option("--password-stdin", is_flag=True, help="read the password from stdin instead of generating one")
 @click.option("--phone", default=None, help="a courier's own phone (stored encrypted; the A side of call bindings)")
-def users_create(username: str, role: str, station: str | None, password_stdin: bool, phone: str | None) -> None:
-    """Create a staff user; prints the password (if generated) and, for MFA roles, the TOTP secret once."""
+@click.option("--background-check", "background_check", default=None,
+              help="the background check's case reference (BG-2026-0042); couriers and privacy officers need one "
+              "before `users attest`")
+def users_create(username: str, role: str, station: str | None, password_stdin: bool, phone: str | None,
+                 background_check: str | None) -> None:
+    """Create a staff user; prints the password (if generated) and, for MFA roles, the TOTP secret once.
+
+    Creating the account records that its confidentiality agreement and training were attested now."""
     settings = read_settings()
     try:
         register = load_stations(settings, RoutingTable.load())
@@ -43,13 +50,15 @@ def users_create(username: str, role: str, station: str | None, password_stdin: 
         fail({"ok": False, "error": {"code": "invalid_settings", "message": str(exc)}}, 2)
     try:
         validate_account(username, role, station, register)
+        obligations.check_background_ref(background_check)
     except DomainError as exc:
         fail({"ok": False, "error": {"code": "validation_error", "message": exc.message, "field": exc.field}}, 2)
     password = _read_password() if password_stdin else None
     svc = ready_services(settings)
     with unit_of_work(svc.session_factory) as tx:
         try:
-            new = create_user(tx.session, SYSTEM, username, role, station, password, svc.codec, svc.stations)
+            new = create_user(tx.session, SYSTEM, username, role, station, password, svc.codec, svc.stations,
+                              background_check_ref=background_check)
             if phone is not None:
                 set_phone(tx.session, SYSTEM, username, phone, svc.codec)
         except ValidationFailed as exc:
@@ -59,7 +68,37 @@ def users_create(username: str, role: str, station: str | None, password_stdin: 
     # A password the operator typed is not echoed back; a generated one is shown this once.
     emit({"user_id": new.user.id, "username": new.user.username, "role": new.user.role,
           "station": new.user.station, "password": None if password_stdin else new.password,
-          "totp_secret": new.totp_secret})
+          "totp_secret": new.totp_secret, "obligations": _obligations_doc(
+              obligations.describe(new.user, settings.training_valid_days))})
+
+
+def _obligations_doc(found: obligations.Obligations) -> dict[str, object]:
+    return {"confidentiality_attested_at": found.confidentiality_attested_at,
+            "training_attested_at": found.training_attested_at, "training_valid_until": found.training_valid_until,
+            "background_check_ref": found.background_check_ref, "background_checked_at": found.background_checked_at,
+            "background_check_required": found.background_check_required, "source": found.source}
+
+
+@users.command("attest")
+@click.argument("username")
+@click.option("--background-check", "background_check", default=None,
+              help="the background check's case reference (BG-2026-0042); required once for couriers and privacy "
+              "officers")
+def users_attest(username: str, background_check: str | None) -> None:
+    """Renew a staff user's confidentiality agreement and training (attested now); a user refused personal data
+    with obligations_lapsed is admitted again on their next request."""
+    settings = read_settings()
+    svc = ready_services(settings)
+    with unit_of_work(svc.session_factory) as tx:
+        try:
+            found = obligations.attest(tx.session, SYSTEM, username, background_check_ref=background_check,
+                                       valid_days=settings.training_valid_days)
+        except ValidationFailed as exc:
+            fail({"ok": False, "error": {"code": "validation_error", "message": exc.message, "field": exc.field}}, 2)
+        except DomainError as exc:
+            fail({"ok": False, "error": {"code": "not_found", "message": exc.message, "field": "username"}})
+    emit({"ok": True, "user_id": found.user_id, "username": found.username, "role": found.role,
+          **_obligations_doc(found)})
 
 
 @users.command("disable")

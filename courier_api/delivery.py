@@ -23,6 +23,7 @@ from courier_api.models import Assignment, PickupCode, StaffUser
 from courier_api.pickup_codes import PickupDeps
 from waybill import audit, labels, masked, tracking
 from waybill.alerts.counters import Watch
+from waybill.canaries import watch as canaries
 from waybill.crypto.subject_keys import SubjectKeyring
 from waybill.crypto.vault import FieldCodec
 from waybill.errors import (
@@ -192,7 +193,8 @@ _SCAN = (select(QrToken.token_hash, Shipment.id, Shipment.waybill_no, Shipment.s
                 Shipment.recipient_region, Shipment.recipient_masked_ct, Shipment.recipient_address_ct,
                 Assignment.id.label("assignment_id"),
                 select(PickupCode.id).where(PickupCode.shipment_id == Shipment.id,
-                                            PickupCode.purpose == pickup_codes.HANDOVER).exists().label("has_code"))
+                                            PickupCode.purpose == pickup_codes.HANDOVER).exists().label("has_code"),
+                canaries.is_canary_clause(Shipment.id).label("canary"))
          .join(Shipment, Shipment.id == QrToken.shipment_id)
          .outerjoin(Assignment, and_(Assignment.shipment_id == Shipment.id, _ACTIVE_FOR_COURIER))
          .where(labels.LIVE_TOKEN))
@@ -228,6 +230,7 @@ def scan(session: Session, deps: DeliveryDeps, principal: Principal, raw_token: 
                  fields=["recipient.address"], purpose="delivery")
     if deps.watch is not None:
         deps.watch.read(session, principal)
+    canaries.touched(session, principal, row.id, known=bool(row.canary))  # read in the scan's own query
     if not row.has_code:  # out for delivery since before pickup codes existed: the first scan sends one
         pickup_codes.ensure_issued(session, deps.pickup, principal, row.id)
     if deps.on_scan is not None:
@@ -277,6 +280,7 @@ def call(session: Session, deps: DeliveryDeps, principal: Principal, shipment_id
         deps.watch.read(session, principal)
     audit.record(session, principal, "courier.call", object_type="shipment", object_id=shipment.id,
                  fields=["recipient.phone"], purpose="delivery call")
+    canaries.touched(session, principal, shipment.id)
     session.flush()
     return binding
 
@@ -309,6 +313,7 @@ def deliver(session: Session, deps: DeliveryDeps, principal: Principal, shipment
     pickup_codes.supersede(session, shipment.id, now, purpose=None)  # delivered: no code works any more
     if partner is not None:
         partners.disclose(session, principal, partner, shipment, method, now=now)
+        canaries.touched(session, principal, shipment.id)  # the recipient's data handed on to a partner
         pickup_codes.send_collection_notice(session, deps.pickup, principal, shipment, partner.name, now=now)
     labels.revoke_tokens(session, principal, shipment.id, "delivered", now=now)
     deps.keyring.end_contract(session, shipment, now)

@@ -35,6 +35,15 @@ class StaffUser(Base):
     failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Staff obligations (courier_api/obligations.py, migration 0025): when the confidentiality agreement and the
+    # training were last attested (`waybill users create`, `waybill users attest`); a background check's reference
+    # (a case number, never personal data) where the role needs one; and where the attestation came from
+    # ("create", "attest", or "upgrade": an account from before obligations were recorded).
+    confidentiality_attested_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    training_attested_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    background_check_ref: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    background_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    obligations_source: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class StaffToken(Base):

@@ -27,6 +27,7 @@ from courier_api.models import PersonalDataRequest
 from courier_api.privacy_quota import take_read
 from waybill import audit
 from waybill.alerts.counters import Watch
+from waybill.canaries import watch as canaries
 from waybill.crypto.vault import FieldCodec
 from waybill.errors import (
     Conflict,
@@ -258,6 +259,7 @@ def read_request(session: Session, deps: PrivacyDeps, principal: Principal, requ
         deps.watch.read(session, principal, now)
     audit.record(session, principal, "privacy.read", object_type="shipment", object_id=shipment.id,
                  fields=req.fields, purpose=_purpose_text(req))
+    canaries.touched(session, principal, shipment.id)
     session.flush()
     return PersonalDataRead(request=req, shipment=shipment, sender=data.get("sender"),
                             recipient=data.get("recipient"))

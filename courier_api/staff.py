@@ -22,7 +22,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import CursorResult, bindparam, exists, literal, select, update
 from sqlalchemy.orm import Session, aliased
 
-from courier_api import totp
+from courier_api import obligations, totp
 from courier_api.models import StaffToken, StaffUser
 from courier_api.passwords import PASSWORD_MAX_LEN as PASSWORD_MAX_LEN  # re-exported: the login schema's bound
 from courier_api.passwords import PASSWORD_MIN_LEN as PASSWORD_MIN_LEN
@@ -128,10 +128,12 @@ def validate_account(username: str, role: str, station: str | None,
 
 
 def create_user(session: Session, actor: Principal, username: str, role: str, station: str | None,
-                password: str | None, codec: FieldCodec, stations: StationRegister | None = None) -> NewUser:
+                password: str | None, codec: FieldCodec, stations: StationRegister | None = None, *,
+                background_check_ref: str | None = None) -> NewUser:
     """Create a staff account; returns the user, its password (generated when not given) and,
     for MFA roles, the TOTP secret. Both are shown to the caller once and never stored in clear.
-    ``stations`` is the service's register (default: the packaged one).
+    ``stations`` is the service's register (default: the packaged one). The confidentiality agreement and the
+    training are recorded as attested now (:mod:`courier_api.obligations`), with the background check if given.
     """
     if actor.kind != "system":
         actor.require(Permission.USER_MANAGE)
@@ -142,8 +144,10 @@ def create_user(session: Session, actor: Principal, username: str, role: str, st
         check_password(password, username=username, role=role, station=station)
     if _by_username(session, username) is not None:
         raise Conflict("用户名已存在")
+    now = utcnow()
     user = StaffUser(id=new_id("usr"), username=username, role=role, station=station,
-                     password_hash=HASHER.hash(password), failed_attempts=0, created_at=utcnow())
+                     password_hash=HASHER.hash(password), failed_attempts=0, created_at=now)
+    obligations.record_at_creation(user, background_check_ref, now)
     secret = None
     if role in MFA_ROLES:
         secret = totp.new_secret()
@@ -335,6 +339,7 @@ def _token_id(raw: str) -> str | None:
 # Built once (see authenticate_token).
 _TOKEN_COLUMNS = (StaffToken.token_hash, StaffToken.expires_at, StaffToken.revoked_at, StaffToken.last_used_at,
                   StaffUser.id, StaffUser.role, StaffUser.station, StaffUser.disabled_at,
+                  StaffUser.training_attested_at,
                   alert_store.suspended_clause(literal("staff:") + StaffUser.id).label("suspended"))
 _TOKEN_LOOKUP = (select(*_TOKEN_COLUMNS).join(StaffUser, StaffUser.id == StaffToken.user_id)
                  .where(StaffToken.id == bindparam("token_id")))
@@ -359,7 +364,7 @@ _TOKEN_LOOKUP_WATCHED = (select(*_TOKEN_COLUMNS, _CONCURRENT.label("concurrent")
 
 
 def authenticate_token(session: Session, raw: str, *, secret: bytes, now: datetime | None = None,
-                       new_client_window_s: int | None = None) -> Principal:
+                       new_client_window_s: int | None = None, training_valid_days: int = 365) -> Principal:
     """Resolve a raw access token to its staff principal, or raise :class:`AuthenticationFailed`.
 
     Checked on every request: expiry, revocation, the user's ``disabled_at`` and any suspension by a critical
@@ -369,6 +374,9 @@ def authenticate_token(session: Session, raw: str, *, secret: bytes, now: dateti
     a courier's token used while another of their live tokens was used within the window since this one was
     issued fires the critical alert (which suspends the account at commit) and this request is refused too:
     one of the two clients is not the courier, and it is not known which.
+
+    The principal says whether the user's training is older than ``training_valid_days`` (read in the same row):
+    then the route check refuses personal data (:mod:`courier_api.obligations`).
     """
     now = now or utcnow()
     token_id = _token_id(raw)
@@ -389,7 +397,8 @@ def authenticate_token(session: Session, raw: str, *, secret: bytes, now: dateti
         raise AuthenticationFailed()
     if row.last_used_at is None or (now - row.last_used_at).total_seconds() >= LAST_USED_RESOLUTION_S:
         session.execute(update(StaffToken).where(StaffToken.id == token_id).values(last_used_at=now))
-    principal = Principal(kind="staff", id=row.id, role=row.role, station=row.station)
+    principal = Principal(kind="staff", id=row.id, role=row.role, station=row.station,
+                          obligations_lapsed=obligations.lapsed(row.training_attested_at, training_valid_days, now))
     if new_client_window_s is not None and row.concurrent:
         alert_store.fire(session, principal, "new_client", object_type="account", object_id=principal.actor,
                          detail=f"two live sessions used within {new_client_window_s}s")

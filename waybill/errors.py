@@ -144,6 +144,13 @@ class PermissionDenied(DomainError):
     default_message = "无权执行此操作"
 
 
+class ObligationsLapsed(PermissionDenied):
+    """A staff member whose confidentiality agreement or training is older than WAYBILL_TRAINING_VALID_DAYS asked
+    for personal data: refused until `waybill users attest` renews them."""
+
+    default_message = "保密承诺或个人信息保护培训已过期，完成培训并重新确认后方可访问个人信息"
+
+
 class RateLimited(DomainError):
     default_message = "请求过于频繁，请稍后重试"
 

@@ -87,8 +87,17 @@ ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     # Never a staff role: a short-lived session scoped to one party of one shipment (courier_api/subjects).
     "subject": frozenset({Permission.SUBJECT_DATA_READ, Permission.SUBJECT_LOG_READ, Permission.SUBJECT_REQUEST}),
 }
+# Permissions whose routes decrypt, reveal or hand on a party's personal data: a staff member whose confidentiality
+# agreement and training have lapsed (WAYBILL_TRAINING_VALID_DAYS) is refused them with `403 obligations_lapsed`
+# by the route check, before any object is looked up (waybill.web.auth.requires; courier_api/obligations.py).
+PERSONAL_DATA_PERMISSIONS = frozenset({
+    Permission.COURIER_SCAN, Permission.COURIER_CALL, Permission.COURIER_DELIVER,
+    Permission.PERSONAL_DATA_REQUEST, Permission.SUBJECT_REQUEST_DECIDE,
+})
 STAFF_ROLES = ("courier", "dispatcher", "sorter", "auditor", "privacy_officer", "admin")
 MFA_ROLES = frozenset({"auditor", "privacy_officer", "admin"})
+#: Staff roles that reach personal data (hold a personal-data permission): their accounts need a background check.
+PERSONAL_DATA_ROLES = frozenset(role for role in STAFF_ROLES if ROLE_PERMISSIONS[role] & PERSONAL_DATA_PERMISSIONS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +110,8 @@ class Principal:
     station: str | None = None
     # A merchant using a test-mode API key: its shipments are flagged and never reach a printer or courier.
     test_mode: bool = False
+    # A staff member whose confidentiality agreement or training has lapsed: refused personal-data permissions.
+    obligations_lapsed: bool = False
 
     @property
     def actor(self) -> str:

@@ -25,7 +25,8 @@ from typing import Literal
 # The area-code shape is part of the masking floor (a landline's area code may be shown): one definition.
 from printing.floor import is_area_code
 
-__all__ = ["MAX_RAW_LENGTH", "InvalidPhone", "Phone", "is_area_code", "normalize_phone"]
+__all__ = ["CANARY_MOBILE_PREFIX", "MAX_RAW_LENGTH", "InvalidPhone", "Phone", "is_area_code", "is_canary_number",
+           "normalize_phone"]
 
 #: Longest raw input looked at; anything longer is rejected before any parsing work.
 MAX_RAW_LENGTH = 40
@@ -43,6 +44,13 @@ _SEPARATORS = frozenset(" \t-.()\u2010\u2012\u2013\u2014\u2015\u2212")
 _ASCII_DIGITS = frozenset("0123456789")
 
 _MOBILE_RE = re.compile(r"1[3-9][0-9]{9}")
+
+#: Canary shipments' phones (waybill/canaries) come from 1540xxxxxxx: the 154 segment of the national numbering plan
+#: has never been allocated to an operator by MIIT (unlike 150-153 and 155-159), so no person holds such a number
+#: and no message to one can reach anyone; it is still a well-formed mobile (``1[3-9]`` + 9 digits), so canaries pass
+#: the service's own validation like any recipient. The message store never sends to it (waybill/messages/store.py).
+#: Check MIIT's current allocations (码号资源) before a deployment relies on it; this is the one place to change it.
+CANARY_MOBILE_PREFIX = "1540"
 _LANDLINE_RE = re.compile(r"(0(?:10|2[0-9]|[3-9][0-9]{2}))-([2-9][0-9]{6,7})")
 
 
@@ -82,6 +90,11 @@ class Phone:
             ok = False
         if not ok:
             raise InvalidPhone("format")
+
+
+def is_canary_number(number: str) -> bool:
+    """Whether a normalised number is in the canary range (never issued to a person: nothing is sent to it)."""
+    return len(number) == 11 and number.startswith(CANARY_MOBILE_PREFIX)
 
 
 def normalize_phone(raw: str) -> Phone:

@@ -109,6 +109,8 @@ class Settings:
     key_rotation_grace_hours: int = 24
     # Personal-data reads per privacy officer per day (Asia/Shanghai), counted in the database.
     privacy_reads_per_day: int = 50
+    # Staff obligations: days a confidentiality/training attestation stays valid (GB/T 35273 11.6: at least yearly).
+    training_valid_days: int = 365
     print_job_max: int = 10_000
     # Virtual numbers: "builtin" (own pool, the embedded default) or "aliyun" (Phone Number Protection),
     # whose credentials live in a 0600 JSON file (secrets are not settings; the settings say where).
@@ -448,6 +450,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
                          ("binding_ttl_hours", 1, 24 * 30), ("release_grace_hours", 0, 24 * 30),
                          ("privacy_request_minutes", 1, 24 * 60), ("key_rotation_grace_hours", 0, 24 * 30),
                          ("privacy_reads_per_day", 1, 100_000), ("retention_days", 0, 3650),
+                         ("training_valid_days", 1, 3660),
                          ("active_key_days", 1, 90), ("subject_code_ttl_s", 60, 3600),
                          ("subject_token_ttl_s", 60, 3600), ("subject_challenges_per_phone_per_hour", 1, 1000),
                          ("subject_challenges_per_waybill_per_hour", 1, 1000),

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from courier_api.subjects.models import SubjectChallenge, SubjectToken
 from waybill import audit, outbox
+from waybill.canaries import watch as canaries
 from waybill.crypto.subject_keys import SubjectKeyring
 from waybill.crypto.vault import CryptoError, FieldCodec
 from waybill.errors import AuthenticationFailed, InvalidCode, PermissionDenied
@@ -147,6 +148,11 @@ def challenge(session: Session, deps: VerifyDeps, waybill_no: str, phone: str, *
     # One event either way. With a waybill found, both parties' phones were decrypted to compare: an access to
     # both, on the shipment (their access logs show it); never the phone, the match or the code.
     if shipment is not None:
+        # Someone outside holds a canary's waybill number and phone: its data left the company. Looked up for
+        # every known waybill (matched or not: the same work either way); raised only on a match.
+        canary = canaries.is_canary(session, shipment.id)
+        if party is not None and canary:
+            canaries.touched(session, None, shipment.id, known=True)
         audit.record(session, None, "subject.challenge", object_type="shipment", object_id=shipment.id,
                      fields=[f"{p}.phone" for p in PARTIES], outcome="matched" if party else "unmatched",
                      purpose="subject_verification")

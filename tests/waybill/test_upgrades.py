@@ -25,6 +25,7 @@ from alembic import command
 from alembic.util import CommandError
 from sqlalchemy import Engine, MetaData, Table, insert, inspect, select, text, update
 
+from courier_api.models import StaffUser
 from courier_api.staff import HASHER, set_phone
 from tests.conftest import PG_URL, RECIPIENT, SENDER, Env, _drop, shipment_body
 from tests.conftest import run as _untyped_run
@@ -358,6 +359,11 @@ def test_upgrade_from_every_earlier_revision_with_data(bare_env: Callable[[], En
                       services.codec)
         add_numbers(s, POOL)  # already there when the revision had the pool: nothing added
         s.commit()
+    if seeded.staff_passwords and revision < "0025":  # accounts from before 0025: attested at the upgrade
+        with services.session_factory() as s:
+            source, trained = s.execute(select(StaffUser.obligations_source, StaffUser.training_attested_at)
+                                        .where(StaffUser.username == "oldcourier")).one()
+        assert source == "upgrade" and trained is not None
     assigned = client.post("/v1/dispatch/assignments", json={"shipment_id": scan_id, "courier": courier_name},
                            headers=disp)
     assert assigned.status_code == 201, assigned.get_json()

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from waybill.models import Base, UTCDateTime, utcnow
 
-STATUSES = ("queued", "sent", "failed")
+STATUSES = ("queued", "sent", "failed", "suppressed")  # suppressed: a canary's number, never sent
 
 
 class SmsMessage(Base):

@@ -3,7 +3,8 @@
 - :func:`send` checks the template's parameters and that the number is a mobile, applies the per-number
   hourly budget, stores a row (phone, text and parameters encrypted; the phone also as a keyed hash) and
   enqueues the task in the caller's transaction: the message exists exactly when the work asking for it
-  commits. The outbox payload is the message id alone.
+  commits. The outbox payload is the message id alone. A canary's number (never issued to a person) gets a
+  ``suppressed`` row without text and no task: it is never sent, and the caller cannot tell.
 - :func:`deliver` (the task) decrypts and hands the message to the provider. Accepted: the row is marked
   sent and, unless the provider keeps it (the built-in outbox), its ciphertexts are erased: the text does
   not outlive its delivery. Refused for good (a bad number, a template the provider does not know): marked
@@ -45,7 +46,7 @@ from waybill.messages.models import SmsMessage
 from waybill.metrics import Metrics
 from waybill.models import Shipment, utcnow
 from waybill.phones import InvalidPhone as UnparsablePhone
-from waybill.phones import normalize_phone
+from waybill.phones import is_canary_number, normalize_phone
 from waybill.settings import Settings
 from waybill.uow import UnitOfWork, after_commit
 
@@ -149,6 +150,14 @@ def send(session: Session, svc: MessageServices, *, phone: str, template: str, p
     def seal(column: str, value: str) -> bytes:
         return svc.codec.encrypt(value, table=TABLE, column=column, row_id=message_id, subject_key=subject_key)
 
+    if is_canary_number(number):
+        # A canary's number (waybill/phones.py): never handed to a provider. The caller sees what it sees for any
+        # number (an id; the hourly budget counts the row), but the row keeps no text and no task is queued.
+        session.add(SmsMessage(id=message_id, created_at=now, template=template, phone_hash=hashed,
+                               shipment_id=shipment_id, party=party, provider=svc.messages.name,
+                               status="suppressed", attempts=0))
+        session.flush()
+        return message_id
     session.add(SmsMessage(
         id=message_id, created_at=now, template=template, phone_hash=hashed,
         phone_ct=seal("phone", number), text_ct=seal("text", text),

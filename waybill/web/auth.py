@@ -10,9 +10,15 @@ from flask import current_app, g, request
 from sqlalchemy.orm import Session
 
 from waybill import audit, merchants
-from waybill.errors import AuthenticationFailed, PermissionDenied, RateLimited, TooManyConcurrentRequests
+from waybill.errors import (
+    AuthenticationFailed,
+    ObligationsLapsed,
+    PermissionDenied,
+    RateLimited,
+    TooManyConcurrentRequests,
+)
 from waybill.extensions import TOKEN_RESOLVERS, TokenResolver
-from waybill.permissions import Permission, Principal
+from waybill.permissions import PERSONAL_DATA_PERMISSIONS, Permission, Principal
 from waybill.web.context import client_address, db_session, services
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -107,7 +113,8 @@ def required_permission(view: Callable[..., Any] | None) -> Permission | None:
 
 
 def requires(permission: Permission, *, cost: float = 1.0) -> Callable[[F], F]:
-    """Authenticate, check the role holds ``permission``, and charge a merchant ``cost`` units of its budget."""
+    """Authenticate, check the role holds ``permission`` (and, for a personal-data permission, that the staff
+    member's obligations have not lapsed), and charge a merchant ``cost`` units of its budget."""
 
     def deco(fn: F) -> F:
         @functools.wraps(fn)
@@ -117,6 +124,11 @@ def requires(permission: Permission, *, cost: float = 1.0) -> Callable[[F], F]:
                 audit.record(db_session(), principal, "access.denied", outcome="denied",
                              purpose=str(permission), durable=True)
                 raise PermissionDenied()
+            if principal.obligations_lapsed and permission in PERSONAL_DATA_PERMISSIONS:
+                # Before the view looks anything up: an unknown id and a real one get the same answer.
+                audit.record(db_session(), principal, "access.denied", outcome="obligations_lapsed",
+                             purpose=str(permission), durable=True)
+                raise ObligationsLapsed()
             if principal.kind == "merchant":
                 charge(principal, cost)
             return fn(*args, **kwargs)
