@@ -181,6 +181,21 @@ def _subject_requests(r: MonthlyReportOut, st: dict[str, ParagraphStyle]) -> lis
                       st["body"]), chart, _table(rows)]
 
 
+INCIDENT_KINDS = {"leak": "泄露", "unauthorised_access": "未授权访问", "tamper": "篡改", "loss": "丢失"}
+INCIDENT_SEVERITIES = {"general": "一般", "significant": "较大", "major": "重大", "critical": "特别重大"}
+
+
+def _incidents(r: MonthlyReportOut, st: dict[str, ParagraphStyle]) -> list[Flowable]:
+    i = r.incidents
+    rows: list[tuple[object, ...]] = [("类型", "事件数")]
+    rows += [(INCIDENT_KINDS.get(c.key, c.key), c.count) for c in i.by_kind]
+    levels: list[tuple[object, ...]] = [("级别", "事件数")]
+    levels += [(INCIDENT_SEVERITIES.get(c.key, c.key), c.count) for c in i.by_severity]
+    note = (f"本月登记安全事件 {i.total} 起（另有应急演练 {i.drills} 次，演练不告知任何人），涉及个人信息主体 "
+            f"{i.affected_subjects} 人，已告知 {i.notified_subjects} 人；逾期未报告监管部门的事件 {i.reports_overdue} 起。")
+    return [Paragraph(note, st["body"]), _table(rows, [50 * mm, 30 * mm]), _table(levels, [50 * mm, 30 * mm])]
+
+
 def _destructions(r: MonthlyReportOut, st: dict[str, ParagraphStyle]) -> list[Flowable]:
     d = r.destructions
     rows: list[tuple[object, ...]] = [("原因", "销毁记录", "运单数")]
@@ -198,10 +213,10 @@ def _partners(r: MonthlyReportOut, st: dict[str, ParagraphStyle]) -> list[Flowab
 
 
 Drawer = Callable[[MonthlyReportOut, dict[str, ParagraphStyle]], list[Flowable]]
-# One drawer per section key of SECTIONS (the incident register's joins them at merge).
+# One drawer per section key of SECTIONS.
 DRAWERS: dict[str, Drawer] = {
     "accesses": _accesses, "refusals": _refusals, "alerts": _alerts, "subject_requests": _subject_requests,
-    "destructions": _destructions, "partners_expiring": _partners,
+    "incidents": _incidents, "destructions": _destructions, "partners_expiring": _partners,
 }
 
 
@@ -211,6 +226,7 @@ def _summary(r: MonthlyReportOut) -> Table:
                                       ("新告警 / 已处置", f"{r.alerts.total} / {r.alerts.resolved}"),
                                       ("主体请求 / 按期答复", f"{r.subject_requests.received} / "
                                                            f"{r.subject_requests.answered_in_time}"),
+                                      ("安全事件 / 演练", f"{r.incidents.total} / {r.incidents.drills}"),
                                       ("销毁记录 / 运单", f"{r.destructions.records} / {r.destructions.shipments}"),
                                       ("即将到期的合作方协议", len(r.partners_expiring.items))]
     return _table(rows, [70 * mm, 40 * mm])

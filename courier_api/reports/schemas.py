@@ -97,6 +97,18 @@ class DestructionsOut(OutModel):
     by_reason: list[DestructionReasonOut]
 
 
+class IncidentsOut(OutModel):
+    """Incidents recorded in the month (waybill.incidents.month_summary): drills counted apart, never notified."""
+
+    total: int = Field(description="本月登记的安全事件（不含演练）")
+    by_kind: list[Count]
+    by_severity: list[Count]
+    drills: int = Field(description="本月的应急演练")
+    affected_subjects: int
+    notified_subjects: int = Field(description="本月已告知的个人信息主体")
+    reports_overdue: int = Field(description="逾期未向监管部门报告的事件")
+
+
 class ExpiringPartnerOut(OutModel):
     id: str
     name: str = Field(description="合作方（单位）名称")
@@ -124,5 +136,6 @@ class MonthlyReportOut(OutModel):
     refusals: RefusalsOut
     alerts: AlertsOut
     subject_requests: SubjectRequestsOut
+    incidents: IncidentsOut
     destructions: DestructionsOut
     partners_expiring: PartnersOut

@@ -30,12 +30,14 @@ from courier_api.reports.schemas import (
     DestructionReasonOut,
     DestructionsOut,
     ExpiringPartnerOut,
+    IncidentsOut,
     PartnersOut,
     RefusalsOut,
     SubjectRequestsOut,
     SubjectTypeOut,
 )
 from courier_api.subjects.models import SubjectRequest
+from waybill import incidents as incident_register
 from waybill.alerts.models import Alert
 from waybill.models import AuditEvent, DestructionRecord
 
@@ -187,6 +189,16 @@ def subject_requests(ctx: ReportContext) -> SubjectRequestsOut:
                               answered_in_time=sum(i.answered_in_time for i in items), by_type=items)
 
 
+def incidents(ctx: ReportContext) -> IncidentsOut:
+    """The incident register's month (drills apart: they notify nobody)."""
+    found = incident_register.month_summary(ctx.session, ctx.period.start, ctx.period.end)
+    return IncidentsOut(
+        total=found["total"], drills=found["drills"], affected_subjects=found["affected_subjects"],
+        notified_subjects=found["notified_subjects"], reports_overdue=found["reports_overdue"],
+        by_kind=[Count(key=k, count=n) for k, n in found["by_kind"].items()],
+        by_severity=[Count(key=k, count=n) for k, n in found["by_severity"].items()])
+
+
 def destructions(ctx: ReportContext) -> DestructionsOut:
     """Destruction records of the month, per reason."""
     stmt = (select(DestructionRecord.reason, func.count(), func.sum(DestructionRecord.shipments))
@@ -223,6 +235,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("refusals", "被拒绝的访问", refusals),
     Section("alerts", "告警与处置时效", alerts),
     Section("subject_requests", "个人信息主体请求", subject_requests),
+    Section("incidents", "安全事件与应急演练", incidents),
     Section("destructions", "个人信息销毁", destructions),
     Section("partners_expiring", "即将到期的合作方协议", partners_expiring),
 )

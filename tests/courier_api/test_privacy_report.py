@@ -73,6 +73,11 @@ def seeded(client, services, merchant, field_crew, officers) -> dict[str, Any]:
                                 shipments=1, key_ids=[], actor="system:retention"))
         s.commit()
         courier_id = courier.id
+    # The incident register: one real incident over the shipment (both its parties) and a drill.
+    for kind in ("leak", "drill"):
+        r = client.post("/v1/incidents", json={"title": "月报测试", "kind": kind, "detected_at": utcnow().isoformat(),
+                                               "scope": {"shipment_ids": [shp["id"]]}}, headers=officers["officer"])
+        assert r.status_code == 201, r.get_json()
     soon = (period.until.astimezone(CST).date() + timedelta(days=10)).isoformat()
     partner = make_partner(services, name="丰巢科技", kind="locker", expires=soon)
     make_partner(services, name="长期驿站", kind="station", expires="2099-12-31")
@@ -125,6 +130,10 @@ def test_json_report_counts_the_month(client, services, seeded):
     assert body["destructions"] == {"records": 2, "shipments": 8, "by_reason": [
         {"reason": "retention", "records": 1, "shipments": 7},
         {"reason": "subject_request", "records": 1, "shipments": 1}]}
+    incidents = body["incidents"]
+    assert (incidents["total"], incidents["drills"], incidents["affected_subjects"]) == (1, 1, 2)
+    assert {"key": "leak", "count": 1} in incidents["by_kind"]
+    assert {"key": "significant", "count": 1} in incidents["by_severity"]  # the default severity
     assert [p["id"] for p in body["partners_expiring"]["items"]] == [seeded["partner"]]
     assert body["partners_expiring"]["items"][0]["expired"] is False
     text = r.get_data(as_text=True)
