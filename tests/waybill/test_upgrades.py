@@ -229,7 +229,10 @@ def _seed(env: Env, revision: str) -> Seeded:
                 seeded.staff_passwords[username] = password
                 uid = new_id("usr")
                 values = {"id": uid, "username": username, "role": role, "station": STATION,
-                          "password_hash": HASHER.hash(password), "failed_attempts": 0, "created_at": created_at}
+                          "password_hash": HASHER.hash(password), "failed_attempts": 0, "created_at": created_at,
+                          # From 0025 on, the code of the revision records the obligations attested at creation.
+                          "confidentiality_attested_at": created_at, "training_attested_at": created_at,
+                          "obligations_source": "create"}
                 if "phone_ct" in tables["staff_users"].c and role == "courier":
                     values["phone_ct"] = codec.encrypt(COURIER_PHONE, table="staff_users", column="phone",
                                                        row_id=uid)
