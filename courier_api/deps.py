@@ -24,4 +24,5 @@ def delivery_deps(svc: Services) -> DeliveryDeps:
 def privacy_deps(svc: Services) -> PrivacyDeps:
     """What privacy officers' recorded requests need: codec, the reading window and the daily read quota."""
     return PrivacyDeps(codec=svc.codec, window=timedelta(minutes=svc.settings.privacy_request_minutes),
-                       reads_per_day=svc.settings.privacy_reads_per_day)
+                       reads_per_day=svc.settings.privacy_reads_per_day,
+                       alert_reads=svc.settings.alerts.threshold("privacy_reads", "count"))

@@ -167,6 +167,7 @@ def current_revisions(conn: Connection) -> tuple[str, ...]:
 def model_metadata() -> MetaData:
     """``Base.metadata`` with every model module loaded, as ``migrations/env.py`` loads them."""
     import waybill.alerts.models  # noqa: F401  (registers the alert and suspension tables)
+    import waybill.alerts.sweep_models  # noqa: F401  (registers the alert sweep's cursor and counts)
     import waybill.messages.models  # noqa: F401  (registers the message table)
     import waybill.virtual_numbers.models  # noqa: F401  (registers the virtual-number tables)
     import waybill.webhooks.models  # noqa: F401  (registers the webhook tables)
