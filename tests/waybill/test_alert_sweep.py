@@ -11,7 +11,7 @@ from sqlalchemy import func, select, update
 
 from tests.conftest import run
 from waybill import audit
-from waybill.alerts import sweep
+from waybill.alerts import store, sweep
 from waybill.alerts.models import Alert
 from waybill.alerts.settings import AlertSettings
 from waybill.alerts.sweep_models import AlertSweepCursor, VolumeCount
@@ -169,3 +169,12 @@ def test_the_cli_sweeps_once_and_prints_a_summary(cli_env):
     second = json.loads(run(["alerts", "sweep"], cli_env).stdout)
     assert second["seq_from"] == first["seq_to"]  # the cursor outlived the first process
     assert set(second) >= {"events_read", "accesses", "account_days", "fired", "seconds"}
+
+
+def test_many_alerts_on_one_connection(services):
+    """More than five upserts on one connection (psycopg prepares a statement on its sixth run): each lands."""
+    with services.session_factory() as s:
+        for i in range(12):
+            store.fire(s, SPIKY, "pickup_code_failures", object_type="shipment", object_id=f"shp_many{i}")
+            s.commit()
+        assert s.scalar(select(func.count()).select_from(Alert).where(Alert.rule == "pickup_code_failures")) == 12
