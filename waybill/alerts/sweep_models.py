@@ -1,8 +1,9 @@
 """The alert sweep's tables (migration ``0026``): where it stopped reading the audit log, and what it counted.
 
 - ``alert_sweep_cursors``: one row per sweep (``name``; today only ``volume_baseline``): the audit ``seq`` it has
-  read up to, and the first day it counted. Each chunk of a sweep moves it in the transaction that stores the chunk's counts, so a crash
-  never counts an event twice nor skips one, and the next sweep reads only the events after it.
+  read up to, and the first day it counted. Each chunk of a sweep moves it in the transaction that stores the
+  chunk's counts, so a crash never counts an event twice nor skips one, and the next sweep reads only the events
+  after it.
 - ``alert_volume_counts``: per account and day (Asia/Shanghai), how many personal-data accesses it made
   (audit events with fields, outcome ``ok``), and when ``volume_baseline`` fired for that day (once a day at
   most). Account ids, dates and counts only: no personal data.
