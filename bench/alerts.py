@@ -57,6 +57,7 @@ from scan import (
     REDIS_URL,
     SCAN_PATH,
     Fixture,
+    Req,
     Stats,
     build_requests,
     free_port,
@@ -111,6 +112,17 @@ def _post(client: Any, req: Any) -> None:
         raise RuntimeError(f"scan failed: HTTP {r.status_code} {r.data[:200]!r}")
 
 
+def _every_shipment(fx: Fixture, k: int) -> list[Any]:
+    """One scan request per shipment of courier ``k``."""
+    token = fx.courier_tokens[k]
+    out = []
+    for qr, sid in fx.qr_by_courier[k]:
+        body = json.dumps({"token": qr}).encode()
+        out.append(Req(body, {"Authorization": f"Bearer {token}", "Content-Type": "application/json",
+                              "Content-Length": str(len(body))}, sid))
+    return out
+
+
 def cpu_per_request(clients: dict[str, Any], reqs: list[Any], rounds: int, block: int) -> dict[str, list[float]]:
     """CPU ms of each request, per app; blocks alternate between the apps (their order swaps every round)."""
     out: dict[str, list[float]] = {name: [] for name in clients}
@@ -155,10 +167,11 @@ def run_scans(args: argparse.Namespace) -> list[str]:
         on_settings, off_settings = _settings(tmp, url, True), _settings(tmp, url, False)
         _keys, engine, _ = initialise(on_settings)
         try:
+            log(f"scan fixture: {args.shipments} shipments, {args.couriers} couriers ...")
+            setup_svc = build(on_settings, engine=engine)  # neither measured app inherits its warm caches
+            fx: Fixture = setup(setup_svc, on_settings, args.shipments, args.couriers)
             on_svc = build(on_settings, engine=engine)
             off_svc = build(off_settings, engine=engine)
-            log(f"scan fixture: {args.shipments} shipments, {args.couriers} couriers ...")
-            fx: Fixture = setup(on_svc, on_settings, args.shipments, args.couriers)
             with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
                 c.execute(text("VACUUM ANALYZE"))
             reqs = build_requests(fx, 20_000, seed=7)
@@ -166,7 +179,12 @@ def run_scans(args: argparse.Namespace) -> list[str]:
             with on_svc.session_factory() as s:
                 alerts_before = s.scalar(select(func.count()).select_from(Alert))
             log(f"CPU per request: {args.rounds} rounds x {args.block} requests per app ...")
-            cpu_per_request(clients, reqs[:400], 1, 200)  # warm-up: caches, statement compilation, connections
+            # Warm-up: every shipment once through each app (the vault's key caches, statement compilation,
+            # connections), so neither app pays a cold cache the other does not.
+            warm = [req for k in range(len(fx.qr_by_courier)) for req in _every_shipment(fx, k)]
+            for client in clients.values():
+                for req in warm:
+                    _post(client, req)
             cpu = cpu_per_request(clients, reqs, args.rounds, args.block)
             mean_on, mean_off = statistics.fmean(cpu["on"]), statistics.fmean(cpu["off"])
             over = mean_on / mean_off - 1
