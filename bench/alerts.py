@@ -193,7 +193,9 @@ def run_scans(args: argparse.Namespace) -> list[str]:
                          f"rules off mean {mean_off:.3f} ms (median {statistics.median(cpu['off']):.3f}): "
                          f"rules add {over:+.1%}  (target <= {TARGET_CPU_OVERHEAD:.0%}: "
                          f"{'MET' if over <= TARGET_CPU_OVERHEAD else 'NOT MET'})")
-            for enabled in (True, False):
+            # Alternating (on, off, off, on, ...): whatever else the shared machine does falls on both alike.
+            order = [e for r in range(args.latency_rounds) for e in ((True, False) if r % 2 == 0 else (False, True))]
+            for enabled in order:
                 name = "on" if enabled else "off"
                 log(f"open loop against `waybill serve`, rules {name}: {args.rate:g}/s for "
                     f"{args.warmup:g} + {args.duration:g} s ...")
@@ -360,6 +362,8 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=200.0, help="open-loop scans per second (default 200)")
     ap.add_argument("--duration", type=float, default=15.0, help="measured open-loop seconds per run (default 15)")
     ap.add_argument("--warmup", type=float, default=3.0, help="open-loop warm-up seconds (default 3)")
+    ap.add_argument("--latency-rounds", type=int, default=1,
+                    help="open-loop pairs, alternating which goes first (default 1: on, then off)")
     ap.add_argument("--workers", type=int, default=2, help="`waybill serve` workers (default 2)")
     ap.add_argument("--client-threads", type=int, default=32, help="open-loop client threads (default 32)")
     ap.add_argument("--events", type=int, default=1_000_000, help="synthetic audit events swept (default 1M)")
@@ -371,7 +375,7 @@ def main() -> None:
     args = ap.parse_args()
     limits = {"events": (1000, 10**8), "days": (2, 90), "rounds": (1, 1000), "block": (1, 10_000),
               "rate": (1, 2000), "duration": (1, 120), "warmup": (0, 30),
-              "workers": (1, 16), "client_threads": (1, 256), "shipments": (1, 20_000),
+              "workers": (1, 16), "latency_rounds": (0, 10), "client_threads": (1, 256), "shipments": (1, 20_000),
               "couriers": (1, 500)}
     for name, (lo, hi) in limits.items():
         if not lo <= getattr(args, name) <= hi:
