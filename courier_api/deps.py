@@ -27,4 +27,5 @@ def delivery_deps(svc: Services, watch: Watch | None = None) -> DeliveryDeps:
 def privacy_deps(svc: Services, watch: Watch | None = None) -> PrivacyDeps:
     """What privacy officers' recorded requests need: codec, the reading window and the daily read quota."""
     return PrivacyDeps(codec=svc.codec, window=timedelta(minutes=svc.settings.privacy_request_minutes),
-                       reads_per_day=svc.settings.privacy_reads_per_day, watch=watch)
+                       reads_per_day=svc.settings.privacy_reads_per_day, watch=watch,
+                       alert_reads=svc.settings.alerts.threshold("privacy_reads", "count"))

@@ -39,7 +39,8 @@ __all__ = ["CourierExtension", "extension", "models"]
 
 def _staff_principal(session: Session, token: str, svc: Services) -> Principal:
     return staff.authenticate_token(session, token, secret=svc.keys.secret("session_token"),
-                                    new_client_window_s=svc.settings.alerts.threshold("new_client", "window_s"),
+                                    new_client_window_s=(svc.settings.alerts.threshold("new_client", "window_s")
+                                                         if svc.settings.alerts.enabled else None),
                                     training_valid_days=svc.settings.training_valid_days)
 
 

@@ -24,8 +24,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from courier_api.models import PersonalDataRequest
-from courier_api.privacy_quota import take_read
+from courier_api.privacy_quota import officer_day, take_read
 from waybill import audit
+from waybill.alerts import store as alert_store
 from waybill.alerts.counters import Watch
 from waybill.canaries import watch as canaries
 from waybill.crypto.vault import FieldCodec
@@ -74,6 +75,7 @@ class PrivacyDeps:
     codec: FieldCodec
     window: timedelta  # how long an approved request stays readable (and a pending one waits for approval)
     reads_per_day: int  # personal-data reads per officer per Asia/Shanghai day
+    alert_reads: int = 40  # reads in an officer's day that raise `privacy_reads` (WAYBILL_ALERT_PRIVACY_READS_COUNT)
     # The write-path alert rules (not_found_burst on unknown shipments, off_hours on reads); None: off.
     watch: Watch | None = None
 
@@ -235,14 +237,17 @@ def read_request(session: Session, deps: PrivacyDeps, principal: Principal, requ
     if shipment is None:  # the foreign key makes this impossible; answer like any other miss
         raise NotFound()
     _refuse_destroyed(session, principal, shipment, req.fields, "privacy.read")  # before the quota: nothing read
-    wait = take_read(session, principal.id, deps.reads_per_day, now)
-    if wait is not None:
+    taken = take_read(session, principal.id, deps.reads_per_day, now)
+    if taken.wait is not None:
         audit.record(session, principal, "privacy.read", object_type="personal_data_request", object_id=req.id,
                      outcome="quota_exceeded", durable=True)
         # The contract's `privacy_reads` rule: an officer reading beyond the quota is worth a look.
         audit.record(session, principal, "alert.privacy_reads", outcome="alert", purpose="severity=warning",
                      durable=True)
-        raise RateLimited(wait, "今日个人信息读取次数已达上限，请明日再试")
+        raise RateLimited(taken.wait, "今日个人信息读取次数已达上限，请明日再试")
+    if taken.reads == deps.alert_reads:  # once a day: the count only grows, one read reaches it exactly
+        alert_store.fire(session, principal, "privacy_reads", object_type="day", object_id=str(officer_day(now)),
+                         detail=f"reads={taken.reads}")
     data: dict[str, DisclosedParty] = {}
     for name in req.fields:
         party, column = name.split(".")

@@ -13,7 +13,7 @@ reset at 08:00 in the middle of it, as a UTC day would.
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import CursorResult, Table, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -37,9 +37,16 @@ def seconds_until_next_day(now: datetime) -> float:
     return (midnight - local).total_seconds()
 
 
-def take_read(session: Session, officer_id: str, limit: int, now: datetime) -> float | None:
-    """Count one read of ``officer_id`` today; ``None`` when it is within ``limit``, else the seconds until the
-    quota renews (nothing is counted then)."""
+class Taken(NamedTuple):
+    """A read counted (``wait`` None, ``reads`` today including it) or refused (the seconds until renewal)."""
+
+    wait: float | None
+    reads: int
+
+
+def take_read(session: Session, officer_id: str, limit: int, now: datetime) -> Taken:
+    """Count one read of ``officer_id`` today: ``wait`` is ``None`` when it is within ``limit`` (``reads`` is the
+    day's count with it), else the seconds until the quota renews (nothing is counted then)."""
     day = officer_day(now)
     dialect = session.connection().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert  # the two supported backends
@@ -47,5 +54,6 @@ def take_read(session: Session, officer_id: str, limit: int, now: datetime) -> f
                     .on_conflict_do_nothing(index_elements=["officer_id", "day"]))
     bumped = cast("CursorResult[Any]", session.execute(
         update(_COUNTS).where(_COUNTS.c.officer_id == officer_id, _COUNTS.c.day == day, _COUNTS.c.reads < limit)
-        .values(reads=_COUNTS.c.reads + 1)))
-    return None if bumped.rowcount == 1 else seconds_until_next_day(now)
+        .values(reads=_COUNTS.c.reads + 1).returning(_COUNTS.c.reads)))
+    reads = bumped.scalar()
+    return Taken(None, int(reads)) if reads is not None else Taken(seconds_until_next_day(now), limit)

@@ -30,7 +30,9 @@ class CourierServices:
     privacy: PrivacyDeps
     scan_quota: RateLimiter  # per courier: a burst per minute and an hourly quota (Redis when configured)
     login: LoginThrottle  # per (username, client) backoff, per client budget, alerts; one set per worker process
-    watch: Watch  # the write-path alert rules' counters (Redis when configured), shared by delivery and privacy
+    # The write-path alert rules' counters (Redis when configured), shared by delivery and privacy; None when
+    # WAYBILL_ALERTS_ENABLED=0 (the benchmark's "rules off").
+    watch: Watch | None
 
 
 def login_limits(svc: Services) -> LoginLimits:
@@ -50,12 +52,12 @@ def credential_stuffing(svc: Services) -> Distinct:
 
 def build_courier(svc: Services) -> CourierServices:
     settings = svc.settings
-    watch = Watch(settings.alerts, storage=storage_for(settings.redis_url))
+    watch = Watch(settings.alerts, storage=storage_for(settings.redis_url)) if settings.alerts.enabled else None
     return CourierServices(
         base=svc, delivery=delivery_deps(svc, watch), privacy=privacy_deps(svc, watch), watch=watch,
         scan_quota=quota_limiter(settings.redis_url, name="scan", per_minute=settings.scan_per_minute,
                                  per_hour=settings.scan_per_hour),
-        login=LoginThrottle(login_limits(svc), stuffing=credential_stuffing(svc)),
+        login=LoginThrottle(login_limits(svc), stuffing=credential_stuffing(svc) if settings.alerts.enabled else None),
     )
 
 

@@ -167,6 +167,7 @@ def current_revisions(conn: Connection) -> tuple[str, ...]:
 def model_metadata() -> MetaData:
     """``Base.metadata`` with every model module loaded, as ``migrations/env.py`` loads them."""
     import waybill.alerts.models  # noqa: F401  (registers the alert and suspension tables)
+    import waybill.alerts.sweep_models  # noqa: F401  (registers the alert sweep's cursor and counts)
     import waybill.canaries.models  # noqa: F401  (registers the canaries table)
     import waybill.incidents.models  # noqa: F401  (registers the incident register's tables)
     import waybill.messages.models  # noqa: F401  (registers the message table)

@@ -170,7 +170,10 @@ def build(settings: Settings, *, engine: Engine | None = None, codec: FieldCodec
     engine = engine or db.make_engine(settings.database_url)
     factory = session_factory or db.make_session_factory(engine)
     metrics = Metrics(settings.prometheus_multiproc_dir)
-    audit.install(factory, keys.secret("audit_chain"), observer=metrics.audit_appended, alert_sink=alert_store.ingest)
+    # WAYBILL_ALERTS_ENABLED=0 (never in production): alert.* events are still audited, but no alert is stored,
+    # delivered or suspends anyone.
+    audit.install(factory, keys.secret("audit_chain"), observer=metrics.audit_appended,
+                  alert_sink=alert_store.ingest if settings.alerts.enabled else None)
     # On SQLite the vault reads data keys through its own non-locking engine (the request's transaction may
     # already hold the write lock); long reads (audit verify) use it too, so they hold no write lock.
     key_engine = db.make_engine(settings.database_url, write_lock=False) if settings.is_sqlite else engine

@@ -156,8 +156,7 @@ class Settings:
     # types named in subject_request_working_days ("delete=15": 8.5 b), that many working days if earlier.
     subject_request_days: int = 30
     subject_request_working_days: tuple[tuple[str, int], ...] = (("delete", 15),)
-    # The overdue alert fires this many days before the due date (and again once overdue).
-    subject_request_warn_days: int = 3
+    # (The overdue alert's lead time is the rule's threshold: WAYBILL_ALERT_SUBJECT_REQUEST_OVERDUE_WARN_DAYS.)
     # Merchant webhooks (waybill/webhooks): URLs resolving to private, loopback, link-local, CGNAT, multicast,
     # reserved or cloud-metadata addresses are refused at creation and at every delivery unless this is set
     # (WAYBILL_WEBHOOK_ALLOW_PRIVATE=1: development, tests, an on-premises receiver).
@@ -455,8 +454,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
                          ("subject_token_ttl_s", 60, 3600), ("subject_challenges_per_phone_per_hour", 1, 1000),
                          ("subject_challenges_per_waybill_per_hour", 1, 1000),
                          ("subject_challenges_per_client_per_hour", 1, 100_000), ("subject_request_days", 1, 30),
-                         ("subject_request_warn_days", 0, 30), ("max_delivery_attempts", 1, 20),
-                         ("incident_report_hours", 1, 24 * 30)):
+                         ("max_delivery_attempts", 1, 20), ("incident_report_hours", 1, 24 * 30)):
         if (raw := get(name)) is not None:
             values[name] = _int(name, raw, lo, hi)
     for name, lo, hi in (("reprints_per_job", 1, 200), ("reprints_per_sorter_per_hour", 1, 10_000)):
@@ -502,6 +500,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         values["alerts"] = found if isinstance(found, AlertSettings) else alert_settings.load(get, _flag)
     except alert_settings.AlertSettingsError as exc:
         raise SettingsError(str(exc)) from None
+    if mode == "production" and not values["alerts"].enabled:
+        # The alerts are the oversight the seed rules ask for (real-time monitoring of access): never off there.
+        raise SettingsError("WAYBILL_ALERTS_ENABLED=0 is refused in production")
     for name, value in overrides.items():
         if name not in values and name in {f.name for f in dataclasses.fields(Settings)}:
             values[name] = value

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from waybill import messages, outbox, retention, webhooks
+from waybill.alerts import sweep as alert_sweep
 from waybill.alerts.store import DELIVER_TOPIC as ALERT_TOPIC
 from waybill.extensions import load_extensions
 from waybill.models import utcnow
@@ -62,6 +63,17 @@ def _retention_run(svc: Services) -> Handler:
     return handler
 
 
+def _alert_sweep(svc: Services) -> Handler:
+    def handler(tx: UnitOfWork, _payload: Mapping[str, Any]) -> None:
+        # Chunk by chunk in transactions of its own (the cursor moves with each), like the retention run: the
+        # message's own transaction ends first (on SQLite it holds the write lock the chunks need).
+        tx.commit_so_far()
+        result = alert_sweep.run(svc.session_factory, svc.settings.alerts)
+        if result.fired:
+            log.info("alert sweep", extra={"fired": result.fired, "events": result.seq_to - result.seq_from})
+    return handler
+
+
 def handlers(svc: Services) -> dict[str, Handler]:
     """Every topic's handler: waybill's own and those of the installed extensions."""
     found: dict[str, Handler] = {"virtual_numbers.expire": _expire_bindings(svc),
@@ -69,7 +81,7 @@ def handlers(svc: Services) -> dict[str, Handler]:
                                  messages.TOPIC: messages.handler(svc),
                                  messages.EXPIRE_TOPIC: messages.expire_handler(svc),
                                  webhooks.TOPIC: webhooks.handler(svc), webhooks.PRUNE_TOPIC: webhooks.prune_handler(),
-                                 ALERT_TOPIC: alert_delivery.handler(svc)}
+                                 ALERT_TOPIC: alert_delivery.handler(svc), alert_sweep.TOPIC: _alert_sweep(svc)}
     for ext in load_extensions():
         for topic, handler in ext.task_handlers(svc).items():
             if topic in found:
@@ -84,7 +96,9 @@ def jobs() -> list[Job]:
              # Daily (slots of whole UTC days: 08:00 China Standard Time, off the evening peak).
              Job(RETENTION_TOPIC, 86400, RETENTION_TOPIC, {}),
              Job(messages.EXPIRE_TOPIC, 3600, messages.EXPIRE_TOPIC, {}),
-             Job(webhooks.PRUNE_TOPIC, 3600, webhooks.PRUNE_TOPIC, {})]
+             Job(webhooks.PRUNE_TOPIC, 3600, webhooks.PRUNE_TOPIC, {}),
+             # The alert rules that need history (volume_baseline): every 5 minutes, incremental.
+             Job(alert_sweep.TOPIC, alert_sweep.EVERY_S, alert_sweep.TOPIC, {})]
     for ext in load_extensions():
         found.extend(ext.periodic_jobs())
     return found

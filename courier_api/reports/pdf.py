@@ -191,8 +191,9 @@ def _incidents(r: MonthlyReportOut, st: dict[str, ParagraphStyle]) -> list[Flowa
     rows += [(INCIDENT_KINDS.get(c.key, c.key), c.count) for c in i.by_kind]
     levels: list[tuple[object, ...]] = [("级别", "事件数")]
     levels += [(INCIDENT_SEVERITIES.get(c.key, c.key), c.count) for c in i.by_severity]
-    note = (f"本月登记安全事件 {i.total} 起（另有应急演练 {i.drills} 次，演练不告知任何人），涉及个人信息主体 "
-            f"{i.affected_subjects} 人，已告知 {i.notified_subjects} 人；逾期未报告监管部门的事件 {i.reports_overdue} 起。")
+    note = (f"本月登记安全事件 {i.total} 起（另有应急演练 {i.drills} 次，演练不告知任何人），"
+            f"涉及个人信息主体 {i.affected_subjects} 人，已告知 {i.notified_subjects} 人；"
+            f"逾期未报告监管部门的事件 {i.reports_overdue} 起。")
     return [Paragraph(note, st["body"]), _table(rows, [50 * mm, 30 * mm]), _table(levels, [50 * mm, 30 * mm])]
 
 

@@ -51,7 +51,8 @@ def install(app: Flask, svc: Services) -> None:
 
 def task_handlers(svc: Services) -> Mapping[str, Handler]:
     def overdue(tx: UnitOfWork, _payload: Mapping[str, Any]) -> None:
-        raise_overdue_alerts(tx.session, warn_days=svc.settings.subject_request_warn_days)
+        warn_days = svc.settings.alerts.threshold("subject_request_overdue", "warn_days")
+        raise_overdue_alerts(tx.session, warn_days=warn_days)
 
     def code(tx: UnitOfWork, payload: Mapping[str, Any]) -> None:
         service.send_code(tx.session, svc, str(payload["challenge_id"]))

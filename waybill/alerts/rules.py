@@ -73,8 +73,13 @@ RULES: dict[str, Rule] = _rules(
          "or shared account (couriers work on one handheld).",
          (Threshold("window_s", 600, 60, 86_400, "seconds within which both sessions were used"),)),
     Rule("canary", "critical", "A canary shipment's personal data was accessed."),
-    Rule("privacy_reads", "warning", "A privacy officer reads unusually many shipments' personal data."),
-    Rule("subject_request_overdue", "warning", "A data subject's request is due soon or overdue."),
+    Rule("privacy_reads", "warning", "A privacy officer reads unusually many shipments' personal data: reaches "
+         "the count in one day, or is refused by the daily quota (WAYBILL_PRIVACY_READS_PER_DAY).",
+         (Threshold("count", 40, 1, 100_000, "personal-data reads in one officer's Asia/Shanghai day that raise "
+                    "the alert (a read refused by the quota raises it too)"),)),
+    Rule("subject_request_overdue", "warning", "A data subject's request is due soon or overdue.",
+         (Threshold("warn_days", 3, 0, 30, "days before the due date the hourly job raises it (and again once "
+                    "overdue); formerly WAYBILL_SUBJECT_REQUEST_WARN_DAYS, still read when this is unset"),)),
     Rule("credential_stuffing", "warning", "Failed logins over many usernames from one client.",
          (Threshold("usernames", 10, 2, 100_000, "distinct usernames failing from one client"),
           Threshold("window_s", 600, 10, 86_400, "seconds they are counted over"))),

@@ -9,6 +9,9 @@ from waybill.alerts import shifts as shift_table
 from waybill.alerts.rules import RULES, setting_name
 from waybill.alerts.shifts import ShiftTable
 
+#: Older names of thresholds, documented before the rule had its own (still read when the new one is unset).
+ALIASES: Mapping[str, str] = {"WAYBILL_SUBJECT_REQUEST_WARN_DAYS": "WAYBILL_ALERT_SUBJECT_REQUEST_OVERDUE_WARN_DAYS"}
+
 
 class AlertSettingsError(ValueError):
     """A threshold is not an integer in its range; the message names the variable."""
@@ -16,9 +19,15 @@ class AlertSettingsError(ValueError):
 
 @dataclass(frozen=True)
 class AlertSettings:
-    """Every rule's thresholds (``"rule.name" -> value``) and where alerts are delivered."""
+    """Every rule's thresholds (``"rule.name" -> value``), whether the rules run, and where alerts are delivered."""
 
     thresholds: Mapping[str, int] = field(default_factory=dict)
+    # WAYBILL_ALERTS_ENABLED (default 1; 0 is refused in production): whether the alert machinery runs. Off, the
+    # audit log still records every ``alert.*`` event, but no alert is stored, delivered or suspends anyone (the
+    # services install no alert sink), the sweep reads nothing, and every rule hook must skip its evaluation
+    # (its counters, its queries): check ``settings.alerts.enabled`` first. For measuring what the rules cost
+    # (bench/alerts.py) and for development.
+    enabled: bool = True
     # The security endpoint alerts are POSTed to (signed with the key store's ``alert_webhook`` secret); none:
     # alerts go to the logs only.
     webhook_url: str | None = None
@@ -41,8 +50,8 @@ class AlertSettings:
 def variables() -> frozenset[str]:
     """Every ``WAYBILL_ALERT_*`` variable that means something."""
     names = {setting_name(r, t) for r in RULES.values() for t in r.thresholds}
-    return frozenset(names | {"WAYBILL_ALERT_WEBHOOK_URL", "WAYBILL_ALERT_WEBHOOK_ALLOW_PRIVATE",
-                              shift_table.VARIABLE})
+    return frozenset(names | set(ALIASES) | {"WAYBILL_ALERT_WEBHOOK_URL", "WAYBILL_ALERT_WEBHOOK_ALLOW_PRIVATE",
+                                             "WAYBILL_ALERTS_ENABLED", shift_table.VARIABLE})
 
 
 def load(get: Callable[[str], str | None], flag: Callable[[str, str | None], bool]) -> AlertSettings:
@@ -52,6 +61,11 @@ def load(get: Callable[[str], str | None], flag: Callable[[str, str | None], boo
         for t in rule.thresholds:
             var = setting_name(rule, t)
             raw = get(var[len("WAYBILL_"):].lower())
+            if raw is None:
+                for old, new in ALIASES.items():
+                    if new == var and (raw := get(old[len("WAYBILL_"):].lower())) is not None:
+                        var = old  # an error names the variable that was set
+                        break
             if raw is None:
                 continue
             try:
@@ -70,5 +84,7 @@ def load(get: Callable[[str], str | None], flag: Callable[[str, str | None], boo
                                    default_hours_set="off_hours.start_hour" in values or "off_hours.end_hour" in values)
     except shift_table.ShiftError as exc:
         raise AlertSettingsError(str(exc)) from None
-    return AlertSettings(thresholds=values, webhook_url=url, shifts=shifts,
+    enabled_raw = get("alerts_enabled")
+    enabled = True if enabled_raw is None else flag("alerts_enabled", enabled_raw)
+    return AlertSettings(thresholds=values, enabled=enabled, webhook_url=url, shifts=shifts,
                          webhook_allow_private=flag("alert_webhook_allow_private", get("alert_webhook_allow_private")))

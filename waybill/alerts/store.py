@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, exists, select, update
+from sqlalchemy import Table, exists, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -65,8 +65,11 @@ def _upsert(session: Session, ev: audit.PendingEvent, rule: str, severity: str) 
         id=new_id_value, rule=rule, severity=severity, actor=ev.actor, role=ev.role, object_type=ev.object_type,
         object_id=ev.object_id, detail=ev.purpose, dedupe_key=key, count=1, first_at=ev.at, last_at=ev.at,
         status="open")
+    # The partial index's predicate as a literal, not a bound parameter: psycopg prepares a statement run five
+    # times on a connection, and PostgreSQL cannot match a generic plan's "status = $1" to the index (the sixth
+    # alert of a connection failed: "no unique or exclusion constraint matching the ON CONFLICT specification").
     stmt = stmt.on_conflict_do_update(
-        index_elements=[_ALERTS.c.dedupe_key], index_where=_ALERTS.c.status == "open",
+        index_elements=[_ALERTS.c.dedupe_key], index_where=text("status = 'open'"),
         set_={"count": _ALERTS.c.count + 1, "last_at": stmt.excluded.last_at})
     alert_id, count = session.execute(stmt.returning(_ALERTS.c.id, _ALERTS.c.count)).one()
     return Fired(alert_id=alert_id, count=count, new=alert_id == new_id_value)

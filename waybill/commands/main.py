@@ -238,7 +238,7 @@ def keys_retire(master_key_ids: tuple[str, ...]) -> None:
 
 
 def _register_more() -> None:
-    from waybill.commands import canary, database, messages, phone, printer, retention, stations, tasks
+    from waybill.commands import alerts, canary, database, messages, phone, printer, retention, stations, tasks
     from waybill.commands import merchants as merchant_commands
 
     merchant_commands.register(merchants)
@@ -250,6 +250,7 @@ def _register_more() -> None:
     retention.register(main)
     messages.register(main)
     canary.register(main)
+    alerts.register(main)
     # Upper layers (the courier side) contribute their commands through entry points: this module never
     # imports them.
     for ext in load_extensions():
