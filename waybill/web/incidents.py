@@ -7,7 +7,7 @@ counts; the officer's own free texts are answered to privacy officers and audito
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from flask import Blueprint, Response, request
@@ -176,7 +176,12 @@ def _when(value: str | None, name: str) -> datetime | None:
         raise ValidationFailed("时间无效", field=name) from None
     if moment.tzinfo is None:
         raise ValidationFailed("时间须带时区", field=name)
-    return moment
+    try:
+        # In UTC here, as the database stores it: an offset at the calendar's edge (0001-01-01T00:00+01:00)
+        # has no UTC instant, which must be the caller's 422, not the insert's OverflowError.
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValidationFailed("时间超出范围", field=name) from None
 
 
 def _scope(data: ScopeIn) -> domain.Scope:
