@@ -348,15 +348,17 @@ _TOKEN_LOOKUP = (select(*_TOKEN_COLUMNS).join(StaffUser, StaffUser.id == StaffTo
 NEW_CLIENT_ROLES = ("courier",)
 _OTHER = aliased(StaffToken)
 # The new_client rule (contract: two live sessions of one account both used within the window), in the token
-# lookup itself (no query of its own): another live token of the same courier used within the window AND after
-# this token was issued. The second condition is what keeps a re-login on the same handheld quiet: the old
-# token's last use predates the new token, and the handheld never uses it again. A rented account interleaves:
-# the owner's token is used after the renter's was issued, and the renter's after the owner's — so whichever
-# of the two is used next finds the other. last_used_at is kept at a minute's resolution, which can only make a
-# use look older, so the rule may fire up to a minute late, never early.
+# lookup itself (no query of its own): another unexpired token (live or logged out since) of the same courier
+# used within the window AND after this token was issued. The second condition is what keeps a re-login on the
+# same handheld quiet: the old token's last use predates the new token, and the handheld never uses it again.
+# A rented account interleaves: the owner's token is used after the renter's was issued, and the renter's after
+# the owner's — so whichever of the two is used next finds the other. A revoked token counts too (its uses
+# happened): otherwise a renter who logs in, scans and logs out at once never leaves a second live session behind.
+# last_used_at is kept at a minute's resolution, which can only make a use look older, so the rule may fire up to
+# a minute late, never early.
 _CONCURRENT = exists().where(
-    _OTHER.user_id == StaffToken.user_id, _OTHER.id != StaffToken.id, _OTHER.revoked_at.is_(None),
-    _OTHER.expires_at > bindparam("now"), _OTHER.last_used_at >= bindparam("since"),
+    _OTHER.user_id == StaffToken.user_id, _OTHER.id != StaffToken.id, _OTHER.expires_at > bindparam("now"),
+    _OTHER.last_used_at >= bindparam("since"),
     _OTHER.last_used_at > StaffToken.created_at, StaffUser.role.in_(NEW_CLIENT_ROLES))
 _TOKEN_LOOKUP_WATCHED = (select(*_TOKEN_COLUMNS, _CONCURRENT.label("concurrent"))
                          .join(StaffUser, StaffUser.id == StaffToken.user_id)

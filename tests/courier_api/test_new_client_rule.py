@@ -103,3 +103,33 @@ def test_other_roles_and_the_rule_off_are_not_watched(services, role):
     assert _use(services, b, secret, t0 + timedelta(seconds=3), window)
     assert _use(services, a, secret, t0 + timedelta(seconds=70), window)
     assert _fired(services) == []
+
+
+def test_a_renter_who_logs_out_after_each_use_is_still_found(services):
+    """Evasion: the renter logs in, scans at once and logs out, so no second *live* session ever exists. The owner's
+    next request still finds a session of theirs used within the window after the owner's was issued."""
+    new, secret = _setup(services)
+    t0 = utcnow()
+    owner = _issue(services, new, secret, t0)
+    assert _use(services, owner, secret, t0 + timedelta(seconds=1))
+    renter = _issue(services, new, secret, t0 + timedelta(seconds=30))
+    assert _use(services, renter, secret, t0 + timedelta(seconds=31))
+    with services.session_factory() as s:
+        assert staff.revoke_token(s, renter, secret=secret, now=t0 + timedelta(seconds=32))
+        s.commit()
+    assert not _use(services, owner, secret, t0 + timedelta(seconds=90))
+    assert _fired(services) == [("new_client", "critical", 1)]
+
+
+def test_logging_out_and_in_again_on_another_handheld_fires_nothing(services):
+    new, secret = _setup(services)
+    t0 = utcnow()
+    first = _issue(services, new, secret, t0)
+    assert _use(services, first, secret, t0 + timedelta(seconds=5))
+    with services.session_factory() as s:
+        assert staff.revoke_token(s, first, secret=secret, now=t0 + timedelta(seconds=6))
+        s.commit()
+    second = _issue(services, new, secret, t0 + timedelta(seconds=7))
+    for i in range(3):
+        assert _use(services, second, secret, t0 + timedelta(seconds=8 + 70 * i))
+    assert _fired(services) == []
