@@ -154,3 +154,17 @@ def test_the_resolution_is_nowhere_in_plaintext_at_rest(fresh_env):
     for value in (RESOLUTION, "13912345678", "张伟"):
         for variant in _variants(value):
             assert variant not in raw, value
+
+
+def test_nobody_resolves_an_alert_on_their_own_account(client, services, officers):
+    """An officer whose own reads raised privacy_reads must not close it before anyone else reads it."""
+    me = officers["users"]["officer"].user
+    alert_id = _raise(services, Principal(kind="staff", id=me.id, role="privacy_officer"), "privacy_reads",
+                      object_type="day", object_id="2026-01-01")
+    url = f"/v1/alerts/{alert_id}/resolve"
+    r = client.post(url, json={"resolution": "本人核实无误"}, headers=officers["officer"])
+    assert r.status_code == 403, r.get_json()
+    with services.session_factory() as s:
+        assert s.get(Alert, alert_id).status == "open"
+    r = client.post(url, json={"resolution": "另一位隐私官核实"}, headers=officers["other"])
+    assert r.status_code == 200, r.get_json()

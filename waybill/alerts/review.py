@@ -4,8 +4,9 @@
   or skips a row while new alerts arrive), filtered by status and rule; audited (``alerts.list``).
 - :func:`resolve`: an open alert becomes ``resolved`` with who and when, and the officer's free-text resolution,
   stored encrypted by the vault codec (``alerts.resolution_ct``): it is never logged, audited or answered (it may
-  name people). Resolving an alert does not lift a suspension (``waybill users enable`` does); the next burst of
-  the same rule opens a new alert. Audited (``alerts.resolve``).
+  name people). Nobody resolves an alert raised on their own account (403). Resolving an alert does not lift a
+  suspension (``waybill users enable`` does); the next burst of the same rule opens a new alert. Audited
+  (``alerts.resolve``).
 
 Both check the permission themselves (the second check); functions flush, never commit.
 """
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session
 from waybill import audit
 from waybill.alerts.models import Alert
 from waybill.crypto.vault import FieldCodec
-from waybill.errors import AlertNotFound, AlertResolved, ValidationFailed
+from waybill.errors import AlertNotFound, AlertResolved, PermissionDenied, ValidationFailed
 from waybill.ids import looks_like
 from waybill.models import utcnow
 from waybill.permissions import Permission, Principal
@@ -62,6 +63,10 @@ def resolve(session: Session, codec: FieldCodec, principal: Principal, alert_id:
         if looks_like(ID_PREFIX, alert_id) else None
     if row is None:
         raise AlertNotFound()
+    if row.actor == principal.actor:
+        # Separation of duties: an officer's own privacy_reads (or any alert on their account) is for another
+        # officer to judge, not for them to close before anyone reads it.
+        raise PermissionDenied("不能处理针对本人账号的告警")
     if row.status != "open":
         raise AlertResolved()
     now = now or utcnow()
