@@ -90,3 +90,24 @@ def test_only_an_admin_or_the_system_enables(services):
         done = staff.enable_user(s, Principal(kind="staff", id="usr_admin", role="admin"), "enable_me")
         assert (done.lifted, done.was_disabled) == (0, False)
         s.rollback()
+
+
+def test_a_critical_alert_after_enable_suspends_again_although_the_first_is_still_open(services):
+    """A careless operator enables the account without resolving its alert: the next firing of the same rule (an
+    increment of that open alert, no new row) must still suspend the account."""
+    from tests.courier_api import make_staff
+
+    made = make_staff(services, "enabled_again", "courier")
+    principal = Principal(kind="staff", id=made.user.id, role="courier", station="755-W012")
+    with services.session_factory() as s:
+        store.fire(s, principal, "new_client", object_type="account", object_id=principal.actor)
+        s.commit()
+        assert store.is_suspended(s, principal.actor)
+        staff.enable_user(s, Principal(kind="system", id="cli", role="system"), "enabled_again")
+        s.commit()
+        assert not store.is_suspended(s, principal.actor)
+        store.fire(s, principal, "new_client", object_type="account", object_id=principal.actor)
+        s.commit()
+        assert store.is_suspended(s, principal.actor)
+        suspends = s.scalars(select(AuditEvent.object_id).where(AuditEvent.action == "account.suspend")).all()
+        assert suspends == [principal.actor, principal.actor]

@@ -83,9 +83,10 @@ def ingest(session: Session, events: Sequence[audit.PendingEvent]) -> list[audit
         if rule is None:
             continue
         fired = _upsert(session, ev, rule.id, rule.severity)
-        if not fired.new:
-            continue
-        outbox.enqueue(session, DELIVER_TOPIC, {"alert_id": fired.alert_id})
+        if fired.new:
+            outbox.enqueue(session, DELIVER_TOPIC, {"alert_id": fired.alert_id})
+        # Not only for a new alert: after `users enable` the alert may still be open (nobody resolved it), and the
+        # next firing, a count on that alert, must suspend the account again.
         if rule.suspends and ev.actor.startswith("staff:") and not is_suspended(session, ev.actor):
             session.add(AccountSuspension(id=new_id("sus"), actor=ev.actor, alert_id=fired.alert_id, rule=rule.id,
                                           at=ev.at))
