@@ -62,3 +62,30 @@ def test_alert_list_odd_queries(client, officers, query):
 def test_resolve_odd_bodies(client, officers, body):
     r = client.post("/v1/alerts/alr_" + "0" * 26 + "/resolve", json=body, headers=officers["officer"])
     assert r.status_code in (404, 422, 400), (r.status_code, r.get_data(as_text=True)[:300])
+
+
+ODD_TEXT = "😀𠀀右到左\U0010fffd\u0301" + "长" * 180
+
+
+def test_incident_with_odd_text_renders_its_report(client, officers):
+    texts = {k: ODD_TEXT for k in ("found_by", "location", "system")}
+    texts.update({k: ODD_TEXT * 5 for k in ("cause", "possible_harm", "remedies", "connected_effects")})
+    body = _incident({"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"}, title=ODD_TEXT, **texts)
+    r = client.post("/v1/incidents", json=body, headers=officers["officer"])
+    assert r.status_code == 201, r.get_json()
+    iid = r.get_json()["id"]
+    r = client.post(f"/v1/incidents/{iid}/timeline", json={"action": "note", "note": ODD_TEXT * 5},
+                    headers=officers["officer"])
+    assert r.status_code == 201, r.get_json()
+    for fmt in ("json", "pdf"):
+        r = client.get(f"/v1/incidents/{iid}/report?format={fmt}", headers=officers["officer"])
+        assert r.status_code == 200, r.get_data(as_text=True)[:300]
+    assert client.get(f"/v1/incidents/{iid}", headers=officers["auditor"]).status_code == 200
+    assert client.post(f"/v1/incidents/{iid}/notify", headers=officers["officer"]).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/v1/incidents/inc_%00", "/v1/incidents/" + "x" * 5000, "/v1/alerts/%FF/resolve"])
+def test_odd_ids(client, officers, path):
+    method = client.post if path.endswith("resolve") else client.get
+    r = method(path, headers=officers["officer"], json={"resolution": "x"})
+    assert r.status_code in (404, 422), (r.status_code, r.get_data(as_text=True)[:300])
