@@ -13,7 +13,7 @@ from sqlalchemy import select, text
 
 from courier_api import delivery
 from courier_api.deps import delivery_deps
-from tests.conftest import RECIPIENT, SENDER, shipment_body
+from tests.conftest import BACKEND, RECIPIENT, SENDER, shipment_body
 from tests.courier_api import bearer, login, make_staff
 from tests.courier_api.subjects_helpers import direct_token
 from waybill import labels, messages
@@ -237,3 +237,42 @@ def test_unknown_incidents_are_404(client, officers):
     assert client.post("/v1/incidents", json={}, headers=officers["auditor"]).status_code == 403
     r = client.get("/v1/incidents?limit=5", headers=officers["auditor"])
     assert r.status_code == 200 and r.get_json() == {"items": [], "next_cursor": None}
+
+
+@pytest.mark.skipif(BACKEND != "postgresql", reason="row locks: SQLite serialises writers anyway")
+def test_two_notify_requests_at_once_send_each_notice_once(fresh_env):
+    """Two officers (or a double click) notifying one incident at the same moment: the second waits for the
+    first and then finds nobody left to notify; no subject gets the notice twice."""
+    import threading
+
+    from tests.conftest import make_merchant
+    from waybill.incidents import domain
+
+    env = fresh_env()
+    svc = env.services()
+    merchant = make_merchant(svc)
+    r = env.app().test_client().post("/v1/shipments", json=shipment_body("INC-RACE"), headers=merchant.headers)
+    assert r.status_code == 201, r.get_json()
+    officer = Principal("staff", make_staff(svc, "race_po", "privacy_officer").user.id, "privacy_officer")
+    with svc.session_factory() as s:
+        new = domain.NewIncident(title="并发通知", kind="leak", severity="major", detected_at=utcnow(),
+                                 scope=domain.Scope(shipment_ids=[r.get_json()["id"]]))
+        iid = domain.create(s, svc.codec, officer, new, report_hours=4).id
+        s.commit()
+    first = svc.session_factory()
+    assert domain.notify(first, svc, officer, iid, contact="4000000000") >= 1
+    result: list[int] = []
+
+    def second() -> None:
+        with svc.session_factory() as s:
+            result.append(domain.notify(s, svc, officer, iid, contact="4000000000"))
+            s.commit()
+
+    worker = threading.Thread(target=second)
+    worker.start()
+    worker.join(timeout=2)
+    waited = worker.is_alive()
+    first.commit()
+    first.close()
+    worker.join(timeout=10)
+    assert (waited, result) == (True, [0])

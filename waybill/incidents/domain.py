@@ -299,6 +299,9 @@ def notify(session: Session, svc: MessageServices, principal: Principal, inciden
     """Notify every affected subject not yet notified (a drill: nobody); returns how many notices were sent now."""
     principal.require(Permission.INCIDENT_MANAGE)
     incident = get(session, principal, incident_id)
+    # One notifier at a time per incident: a second request (another officer, a double click) waits here and
+    # then reads the notices the first stored, so nobody is sent the notice twice.
+    session.execute(select(Incident.id).where(Incident.id == incident.id).with_for_update())
     now = now or utcnow()
     if incident.kind == "drill":
         add_event(session, svc.codec, incident, principal.actor, "notify_skipped_drill", now=now)
