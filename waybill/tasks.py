@@ -80,6 +80,7 @@ def handlers(svc: Services) -> dict[str, Handler]:
                                  RELEASE_TOPIC: _release_remote(svc), RETENTION_TOPIC: _retention_run(svc),
                                  messages.TOPIC: messages.handler(svc),
                                  messages.EXPIRE_TOPIC: messages.expire_handler(svc),
+                                 messages.SUPPRESSED_TOPIC: messages.suppressed_handler(svc),
                                  webhooks.TOPIC: webhooks.handler(svc), webhooks.PRUNE_TOPIC: webhooks.prune_handler(),
                                  ALERT_TOPIC: alert_delivery.handler(svc), alert_sweep.TOPIC: _alert_sweep(svc)}
     for ext in load_extensions():

@@ -251,3 +251,32 @@ def test_a_courier_handing_a_canary_to_a_locker_is_alerted_on(client, services, 
     # The partner's pickup notice to the canary's number was never sent.
     with services.session_factory() as s:
         assert set(s.scalars(select(SmsMessage.status).where(SmsMessage.shipment_id == canary))) == {"suppressed"}
+
+
+def test_a_canarys_pickup_code_leaves_the_audit_trail_a_delivered_one_leaves(client, services, merchant, field_crew):
+    """Auditors are insiders: a canary must not be the assigned shipment whose pickup code never shows a
+    ``message.deliver`` event. Its event looks like a real delivery's (actor, fields, purpose, outcome); nothing
+    is sent."""
+    from waybill.models import AuditEvent
+    from waybill.outbox import relay_once
+    from waybill.tasks import InProcessQueue
+
+    (canary,) = _plant(services)
+    real, _qr_real = printed(client, merchant, field_crew["sorter"])
+    assert assign(client, field_crew["dispatcher"], canary).status_code == 201
+    assert assign(client, field_crew["dispatcher"], real["id"], courier="lm_courier2").status_code == 201
+    queue = InProcessQueue(services)
+    for _ in range(10):
+        if relay_once(services.session_factory, queue) == 0:
+            break
+
+    def trail(shipment_id):
+        with services.session_factory() as s:
+            return [(e.actor, e.role, e.fields, e.purpose, e.outcome) for e in s.scalars(
+                select(AuditEvent).where(AuditEvent.action == "message.deliver", AuditEvent.object_id == shipment_id))]
+
+    assert trail(canary) == trail(real["id"]) != []
+    assert sent_codes(services, _parties(services, canary)["recipient"]["phone"]) == []
+    with services.session_factory() as s:
+        rows = list(s.scalars(select(SmsMessage).where(SmsMessage.shipment_id == canary)))
+        assert [r.status for r in rows] == ["suppressed"] and rows[0].text_ct is None

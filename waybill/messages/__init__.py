@@ -22,6 +22,7 @@ from waybill.messages.base import (
 from waybill.messages.builtin import BuiltinMessageProvider
 from waybill.messages.store import (
     EXPIRE_TOPIC,
+    SUPPRESSED_TOPIC,
     TOPIC,
     deliver,
     expire,
@@ -31,6 +32,7 @@ from waybill.messages.store import (
     phone_hash,
     send,
     sent_to,
+    suppressed_handler,
 )
 from waybill.messages.templates import TEMPLATES, TemplateError
 
@@ -62,6 +64,7 @@ def make_provider(settings: Settings) -> MessageProvider:
 
 __all__ = [
     "EXPIRE_TOPIC",
+    "SUPPRESSED_TOPIC",
     "TEMPLATES",
     "TOPIC",
     "BuiltinMessageProvider",
@@ -83,4 +86,5 @@ __all__ = [
     "phone_hash",
     "send",
     "sent_to",
+    "suppressed_handler",
 ]

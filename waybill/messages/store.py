@@ -55,6 +55,7 @@ log = logging.getLogger("waybill.messages")
 TABLE = "sms_messages"
 TOPIC = "messages.send"
 EXPIRE_TOPIC = "messages.expire"
+SUPPRESSED_TOPIC = "messages.suppressed"  # a canary's message: the traces of a delivery, nothing sent
 #: How long any message row is kept at all (the built-in outbox's texts included); the hourly budget needs one hour.
 KEEP = timedelta(days=30)
 PARTIES = ("sender", "recipient")
@@ -152,11 +153,16 @@ def send(session: Session, svc: MessageServices, *, phone: str, template: str, p
 
     if is_canary_number(number):
         # A canary's number (waybill/phones.py): never handed to a provider. The caller sees what it sees for any
-        # number (an id; the hourly budget counts the row), but the row keeps no text and no task is queued.
+        # number (an id; the hourly budget counts the row), but the row keeps no text and no delivery task is
+        # queued. A task of its own (SUPPRESSED_TOPIC) records the delivery's audit event and metric as the
+        # delivery task would: without them an auditor could tell canaries apart as the assigned shipments whose
+        # pickup code never shows a ``message.deliver`` event.
         session.add(SmsMessage(id=message_id, created_at=now, template=template, phone_hash=hashed,
                                shipment_id=shipment_id, party=party, provider=svc.messages.name,
                                status="suppressed", attempts=0))
         session.flush()
+        outbox.enqueue(session, SUPPRESSED_TOPIC, {"suppressed_id": message_id}, now=now)
+        after_commit(session, lambda: svc.metrics.sms_messages.labels(template, "queued").inc())
         return message_id
     session.add(SmsMessage(
         id=message_id, created_at=now, template=template, phone_hash=hashed,
@@ -244,6 +250,29 @@ def deliver(tx: UnitOfWork, svc: MessageServices, message_id: str, *, now: datet
     session.flush()
     svc.metrics.sms_messages.labels(row.template, "sent").inc()
     return "sent"
+
+
+def pretend_delivered(tx: UnitOfWork, svc: MessageServices, message_id: str, *, now: datetime | None = None) -> str:
+    """The ``messages.suppressed`` task: a canary's message, never sent, leaves the traces a delivered one leaves
+    (its ``message.deliver`` audit event, the ``sent`` metric), once; returns ``pretended`` or ``skipped``."""
+    session = tx.session
+    row = session.scalars(select(SmsMessage).where(SmsMessage.id == message_id).with_for_update()).first()
+    if row is None or row.status != "suppressed" or row.sent_at is not None:
+        return "skipped"
+    row.sent_at = now or utcnow()
+    _audit(session, row, "ok")
+    session.flush()
+    svc.metrics.sms_messages.labels(row.template, "sent").inc()
+    return "pretended"
+
+
+def suppressed_handler(svc: MessageServices) -> outbox.Handler:
+    """The ``messages.suppressed`` task handler."""
+
+    def run(tx: UnitOfWork, payload: Mapping[str, Any]) -> None:
+        pretend_delivered(tx, svc, str(payload["suppressed_id"]))
+
+    return run
 
 
 def handler(svc: MessageServices) -> outbox.Handler:
