@@ -280,3 +280,20 @@ def test_a_canarys_pickup_code_leaves_the_audit_trail_a_delivered_one_leaves(cli
     with services.session_factory() as s:
         rows = list(s.scalars(select(SmsMessage).where(SmsMessage.shipment_id == canary)))
         assert [r.status for r in rows] == ["suppressed"] and rows[0].text_ct is None
+
+
+def test_planted_shipments_carry_request_ids_like_a_merchants(client, services, merchant):
+    """A merchant's shipments are made by requests: canaries planted from the command line must not be the
+    ``shipment.create`` events without a request id."""
+    from waybill.models import AuditEvent
+
+    planted = _plant(services, count=2)
+    r = client.post("/v1/shipments", json=shipment_body("REQ-ID-1"), headers=merchant.headers)
+    assert r.status_code == 201, r.get_json()
+    with services.session_factory() as s:
+        ids = {e.object_id: e.request_id for e in s.scalars(select(AuditEvent).where(
+            AuditEvent.action == "shipment.create"))}
+    real = ids[r.get_json()["id"]]
+    assert real is not None
+    shaped = [ids[sid] for sid in planted]
+    assert all(rid is not None and len(rid) == len(real) for rid in shaped) and len(set(shaped)) == 2

@@ -13,6 +13,7 @@ log beyond what any merchant's shipment leaves there (auditors are insiders too)
 from __future__ import annotations
 
 import random
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,7 +21,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from waybill import labels, merchants, shipments
+from waybill import audit, labels, merchants, shipments
 from waybill.canaries.models import Canary
 from waybill.errors import DuplicateMerchantOrder, ValidationFailed
 from waybill.labels import LabelDeps
@@ -122,8 +123,13 @@ def plant(session: Session, deps: ShipmentDeps, label_deps: LabelDeps, *, statio
     rng = rng or random.SystemRandom()
     merchant = Principal(kind="merchant", id=_internal_merchant(session, api_key_secret), role="merchant")
     made: list[str] = []
+    outer = session.info.get(audit.CONTEXT_INFO)
     for _ in range(count):
         now = utcnow()
+        # Each canary's events carry a request id of their own, shaped like the web's: a merchant's shipments are
+        # made by requests, and an auditor listing shipment.create events would otherwise find the canaries as
+        # the merchant's shipments without one.
+        session.info[audit.CONTEXT_INFO] = audit.AuditContext(request_id=secrets.token_hex(8))
         for attempt in range(3):
             try:
                 shipment, _created = shipments.create_shipment(
@@ -135,5 +141,9 @@ def plant(session: Session, deps: ShipmentDeps, label_deps: LabelDeps, *, statio
         labels.issue_label(session, label_deps, merchant, shipment.id)  # printed, its QR token issued
         session.add(Canary(shipment_id=shipment.id, merchant_id=merchant.id, station=station, created_at=now))
         made.append(shipment.id)
-    session.flush()
+        session.flush()
+    if outer is None:
+        session.info.pop(audit.CONTEXT_INFO, None)
+    else:
+        session.info[audit.CONTEXT_INFO] = outer
     return Planted(merchant_id=merchant.id, shipment_ids=made)
