@@ -46,8 +46,9 @@ def test_incident_huge_shipment_list(client, officers):
 
 
 @pytest.mark.parametrize("month", ["2000-01", "2099-12", "2026-00", "2026-13", "abcd-ef", "2026-1", "%E2%80%8B"])
-def test_report_months(client, officers, month):
-    r = client.get(f"/v1/privacy/reports/{month}", headers=officers["auditor"])
+@pytest.mark.parametrize("fmt", ["json", "pdf"])
+def test_report_months(client, officers, month, fmt):
+    r = client.get(f"/v1/privacy/reports/{month}?format={fmt}", headers=officers["auditor"])
     assert r.status_code in (200, 422, 404), (r.status_code, r.get_data(as_text=True)[:300])
 
 
