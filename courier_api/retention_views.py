@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import re
-
-from flask import Blueprint, Flask, Response, request
+from flask import Blueprint, Flask, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from waybill import lifecycle
-from waybill.errors import ValidationFailed
-from waybill.ids import looks_like
 from waybill.models import DestructionRecord, LegalHold
 from waybill.permissions import Permission
 from waybill.schemas import OutModel, UtcTimestamp, parse
+from waybill.web import query
 from waybill.web.auth import authenticate, requires
 from waybill.web.context import db_session
 from waybill.web.merchant import json_body
@@ -74,18 +71,10 @@ def _hold_out(hold: LegalHold) -> HoldOut:
                   ("cursor", {"type": "string", "pattern": "^dsr_[0-9A-HJKMNP-TV-Z]{26}$"}, "上一页的 next_cursor")))
 @requires(Permission.DESTRUCTION_READ)
 def destructions() -> Response:
-    unknown = set(request.args) - {"limit", "cursor"}
-    if unknown:
-        raise ValidationFailed("不支持的查询参数", field=sorted(unknown)[0])
-    raw = request.args.get("limit", "50")
-    if not re.fullmatch(r"[0-9]{1,3}", raw) or not 1 <= int(raw) <= 200:
-        raise ValidationFailed("limit 须为 1-200 的整数", field="limit")
-    limit = int(raw)
-    cursor = request.args.get("cursor")
+    query.only("limit", "cursor")
+    limit, cursor = query.limit(maximum=200), query.id_cursor("dsr")
     stmt = select(DestructionRecord).order_by(DestructionRecord.id.desc())  # ids grow with time
     if cursor is not None:
-        if not looks_like("dsr", cursor):
-            raise ValidationFailed("分页游标无效", field="cursor")
         stmt = stmt.where(DestructionRecord.id < cursor)
     rows = list(db_session().scalars(stmt.limit(limit + 1)))
     more = len(rows) > limit

@@ -173,14 +173,17 @@ def disable_user(session: Session, actor: Principal, username: str, *,
         raise NotFound("用户不存在")
     if user.disabled_at is None:
         user.disabled_at = now
-    result = session.execute(
-        update(StaffToken).where(StaffToken.user_id == user.id, StaffToken.revoked_at.is_(None))
-        .values(revoked_at=now)
-    )
-    revoked = int(cast("CursorResult[Any]", result).rowcount or 0)
+    revoked = _revoke_tokens(session, user.id, now)
     session.flush()
     audit.record(session, actor, "user.disable", object_type="staff_user", object_id=user.id)
     return user, int(revoked or 0)
+
+
+def _revoke_tokens(session: Session, user_id: str, now: datetime) -> int:
+    """Revoke every live access token of ``user_id``; returns how many."""
+    result = session.execute(update(StaffToken).where(StaffToken.user_id == user_id, StaffToken.revoked_at.is_(None))
+                             .values(revoked_at=now))
+    return int(cast("CursorResult[Any]", result).rowcount or 0)
 
 
 class Enabled(NamedTuple):
@@ -209,11 +212,7 @@ def enable_user(session: Session, actor: Principal, username: str, *, now: datet
     lifted = alert_store.lift(session, actor, f"staff:{user.id}", now=now)
     was_disabled = user.disabled_at is not None
     user.disabled_at = None
-    result = session.execute(
-        update(StaffToken).where(StaffToken.user_id == user.id, StaffToken.revoked_at.is_(None))
-        .values(revoked_at=now)
-    )
-    revoked = int(cast("CursorResult[Any]", result).rowcount or 0)
+    revoked = _revoke_tokens(session, user.id, now)
     session.flush()
     audit.record(session, actor, "user.enable", object_type="staff_user", object_id=user.id,
                  purpose=f"lifted={lifted} was_disabled={was_disabled}")

@@ -19,6 +19,7 @@ from waybill.phones import InvalidPhone, normalize_phone
 from waybill.schemas import OutModel, UtcTimestamp, parse
 from waybill.uow import keep_on_error
 from waybill.waybill_no import is_valid_waybill_no
+from waybill.web import query
 from waybill.web.auth import authenticate, record_failure, refuse_spent_client, requires
 from waybill.web.context import client_address, db_session, services
 from waybill.web.merchant import json_body
@@ -240,15 +241,6 @@ def get_request(request_id: str) -> Response:
     return respond(RequestOut, _request_out(RequestOut, req, content=True))
 
 
-def _limit(raw: str | None) -> int:
-    maximum = services().settings.page_max
-    if raw is None:
-        return min(50, maximum)
-    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw[:6]) <= maximum:
-        raise ValidationFailed(f"limit 须为 1-{maximum} 的整数", field="limit")
-    return int(raw)
-
-
 @bp.get("/v1/privacy/subject-requests")
 @operation(summary="隐私官：个人信息主体申请队列（截止日期、剩余天数、是否逾期）", tags=OFFICE_TAGS,
            response=QueuePage, errors=(422,),
@@ -258,13 +250,9 @@ def _limit(raw: str | None) -> int:
                   ("cursor", "string", "上一页的 next_cursor")))
 @requires(Permission.SUBJECT_REQUEST_DECIDE)
 def office_queue() -> Response:
-    unknown = set(request.args) - {"status", "limit", "cursor"}
-    if unknown:
-        raise ValidationFailed("不支持的查询参数", field=sorted(unknown)[0])
-    status = request.args.get("status")
-    if status is not None and status not in requests.STATUSES:
-        raise ValidationFailed("status 须为 " + " / ".join(requests.STATUSES), field="status")
-    rows, cursor = requests.queue(db_session(), authenticate(), status=status, limit=_limit(request.args.get("limit")),
+    query.only("status", "limit", "cursor")
+    status = query.choice("status", requests.STATUSES, "status 须为 " + " / ".join(requests.STATUSES))
+    rows, cursor = requests.queue(db_session(), authenticate(), status=status, limit=query.limit(),
                                   cursor=request.args.get("cursor"))
     return respond(QueuePage, QueuePage(items=[_request_out(QueueItem, r) for r in rows], next_cursor=cursor))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from datetime import timedelta
 
@@ -13,22 +12,12 @@ from tests.conftest import RECIPIENT
 from tests.courier_api import bearer, login, make_partner, make_staff
 from tests.courier_api.test_delivery_flow import _assign, _printed, crew  # noqa: F401 - fixture
 from tests.limits_clock import limits_clock  # noqa: F401 - fixture
+from tests.redis_service import REDIS_URL, redis_up
 from waybill.models import utcnow
 from waybill.ratelimit import CompositeLimiter, WindowLimiter, memory_storage, quota_limiter, redis_storage
 
-REDIS_URL = os.environ.get("WAYBILL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
-
-def _redis_up() -> bool:
-    try:
-        import redis
-
-        return bool(redis.Redis.from_url(REDIS_URL, socket_timeout=1).ping())
-    except Exception:
-        return False
-
-
-@pytest.mark.skipif(not _redis_up(), reason="Redis is not reachable (.ci/run starts it)")
+@pytest.mark.skipif(not redis_up(), reason="Redis is not reachable (.ci/run starts it)")
 def test_quota_is_shared_between_workers_through_redis():
     name = "test-" + secrets.token_hex(4)
     # Two limiters = two worker processes; they must see one bucket per courier.
@@ -42,14 +31,14 @@ def test_quota_is_shared_between_workers_through_redis():
     assert worker_a.hit("usr_2") is None  # another courier has their own bucket
 
 
-@pytest.mark.skipif(not _redis_up(), reason="Redis is not reachable (.ci/run starts it)")
+@pytest.mark.skipif(not redis_up(), reason="Redis is not reachable (.ci/run starts it)")
 def test_hourly_quota_applies_after_the_burst():
     name = "test-" + secrets.token_hex(4)
     limiter = quota_limiter(REDIS_URL, name=name, per_minute=1000, per_hour=5)
     assert [limiter.hit("usr_1") is None for _ in range(6)] == [True] * 5 + [False]
 
 
-@pytest.mark.skipif(not _redis_up(), reason="Redis is not reachable (.ci/run starts it)")
+@pytest.mark.skipif(not redis_up(), reason="Redis is not reachable (.ci/run starts it)")
 def test_redis_windows_answer_like_the_in_process_ones(limits_clock):  # noqa: F811
     """The same limits on ``limits``' Redis storage and on its in-process storage must agree, step by step,
     under the same clock (same answers, same waits, nothing charged by a refused hit)."""

@@ -3,7 +3,6 @@ client, the off_hours shifts (parsing, validation, evaluation), and the Watch fi
 
 from __future__ import annotations
 
-import os
 import secrets
 from datetime import UTC, datetime
 
@@ -11,6 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.limits_clock import limits_clock  # noqa: F401 - fixture
+from tests.redis_service import REDIS_URL, redis_up
 from waybill.alerts import shifts
 from waybill.alerts.counters import Burst, Distinct, Watch, storage_for
 from waybill.alerts.models import AccountSuspension, Alert
@@ -132,19 +132,10 @@ def test_the_watch_fires_off_hours_only_outside_the_shift(services):
     assert (alert.count, alert.severity, alert.detail) == (2, "warning", "station=021-A001")
 
 
-REDIS_URL = os.environ.get("WAYBILL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-def _redis_up() -> bool:
-    try:
-        import redis
 
-        return bool(redis.Redis.from_url(REDIS_URL, socket_timeout=1).ping())
-    except Exception:
-        return False
-
-
-@pytest.mark.skipif(not _redis_up(), reason="Redis is not reachable (.ci/run starts it)")
+@pytest.mark.skipif(not redis_up(), reason="Redis is not reachable (.ci/run starts it)")
 def test_two_workers_count_one_burst_through_redis(services):
     # Two watches = two worker processes on one Redis: the misses of one account add up across them.
     actor = Principal(kind="staff", id="usr_redis_" + secrets.token_hex(4), role="courier", station="021-A001")

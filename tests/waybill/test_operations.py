@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import RECIPIENT, SENDER, make_merchant, run, shipment_body
 from tests.courier_api import bearer, login, make_staff
+from tests.redis_service import REDIS_URL, redis_up
 from waybill import keyfile
 from waybill.metrics import Metrics
 from waybill.readiness import Readiness
@@ -24,17 +25,8 @@ from waybill.services import build
 from waybill.settings import SettingsError
 from waybill.web.app import create_app
 
-REDIS_URL = os.environ.get("WAYBILL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PASSWORD = "hunter2-not-for-any-answer"
 
-
-def _redis_up() -> bool:
-    try:
-        import redis
-
-        return bool(redis.Redis.from_url(REDIS_URL, socket_timeout=1).ping())
-    except Exception:
-        return False
 
 
 def samples(body: str, name: str) -> list[tuple[dict[str, str], float]]:
@@ -63,7 +55,7 @@ def test_readyz_checks_database_and_key_store(client):
     assert r.get_json() == {"ok": True, "checks": {"database": {"ok": True}, "key_store": {"ok": True}}}
 
 
-@pytest.mark.skipif(not _redis_up(), reason="Redis is not reachable (.ci/run starts it)")
+@pytest.mark.skipif(not redis_up(), reason="Redis is not reachable (.ci/run starts it)")
 def test_readyz_pings_redis_when_configured(base_env, services):
     settings = dataclasses.replace(base_env.settings, redis_url=REDIS_URL)
     svc = build(settings, engine=base_env.engine, session_factory=services.session_factory)

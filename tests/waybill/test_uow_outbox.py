@@ -11,12 +11,12 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.conftest import RECIPIENT, SENDER
+from tests.redis_service import REDIS_URL, redis_up
 from waybill import audit, outbox, tasks
 from waybill.models import AuditEvent, Merchant, OutboxMessage, ScheduledRun, utcnow
 from waybill.permissions import SYSTEM
 from waybill.uow import CommitFailed, UnitOfWork, after_commit, keep_on_error, on_rollback, unit_of_work
 
-REDIS_URL = os.environ.get("WAYBILL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 AMQP_URL = os.environ.get("WAYBILL_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 
 
@@ -214,14 +214,6 @@ def test_unknown_topic_is_not_lost(svc):
         assert row.done_at is None and row.last_error_type == "LookupError"
 
 
-def _redis_up() -> bool:
-    import redis
-
-    try:
-        return bool(redis.Redis.from_url(REDIS_URL, socket_timeout=0.5).ping())
-    except redis.RedisError:
-        return False
-
 
 def _amqp_up() -> bool:
     import socket
@@ -267,7 +259,7 @@ slow = pytest.mark.skipif(not os.environ.get("WAYBILL_TEST_DATABASE_URL"),
 
 
 @slow
-@pytest.mark.skipif(not _redis_up(), reason="Redis is not reachable (.ci/run starts it)")
+@pytest.mark.skipif(not redis_up(), reason="Redis is not reachable (.ci/run starts it)")
 def test_dramatiq_worker_over_redis_runs_relayed_messages(env):
     _run_through_broker(env, REDIS_URL)
 

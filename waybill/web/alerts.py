@@ -7,7 +7,6 @@ encrypted and never answered (the answer says who resolved it and when).
 
 from __future__ import annotations
 
-import re
 from typing import ClassVar, Literal
 
 from flask import Blueprint, Response, request
@@ -16,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from waybill.alerts import review
 from waybill.alerts.models import ALERT_STATES, Alert
 from waybill.alerts.rules import RULES, Severity
-from waybill.errors import ValidationFailed
 from waybill.permissions import Permission
 from waybill.schemas import OutModel, UtcTimestamp, _no_control_chars, parse
+from waybill.web import query
 from waybill.web.auth import authenticate, requires
 from waybill.web.context import db_session, services
 from waybill.web.merchant import json_body
@@ -80,19 +79,10 @@ def _out(row: Alert) -> AlertOut:
                   ("cursor", {"type": "string", "pattern": _ID}, "上一页返回的 next_cursor")))
 @requires(Permission.ALERT_READ)
 def list_alerts() -> Response:
-    unknown = set(request.args) - {"status", "rule", "limit", "cursor"}
-    if unknown:
-        raise ValidationFailed("不支持的查询参数", field=sorted(unknown)[0])
-    status, rule = request.args.get("status"), request.args.get("rule")
-    if status is not None and status not in ALERT_STATES:
-        raise ValidationFailed("status 须为 open 或 resolved", field="status")
-    if rule is not None and rule not in RULES:
-        raise ValidationFailed("未知的告警规则", field="rule")
-    raw = request.args.get("limit", "50")
-    maximum = services().settings.page_max
-    if not re.fullmatch(r"[0-9]{1,6}", raw) or not 1 <= int(raw) <= maximum:
-        raise ValidationFailed(f"limit 须为 1-{maximum} 的整数", field="limit")
-    rows, cursor = review.list_alerts(db_session(), authenticate(), status=status, rule=rule, limit=int(raw),
+    query.only("status", "rule", "limit", "cursor")
+    status = query.choice("status", ALERT_STATES, "status 须为 open 或 resolved")
+    rule = query.choice("rule", RULES, "未知的告警规则")
+    rows, cursor = review.list_alerts(db_session(), authenticate(), status=status, rule=rule, limit=query.limit(),
                                       cursor=request.args.get("cursor"))
     return respond(AlertPage, AlertPage(items=[_out(r) for r in rows], next_cursor=cursor))
 

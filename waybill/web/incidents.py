@@ -6,7 +6,6 @@ counts; the officer's own free texts are answered to privacy officers and audito
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -14,11 +13,11 @@ from flask import Blueprint, Response, request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from waybill.errors import ValidationFailed
-from waybill.ids import looks_like
 from waybill.incidents import domain, report
 from waybill.incidents.models import Incident
 from waybill.permissions import Permission
 from waybill.schemas import OutModel, UtcTimestamp, _no_control_chars, iso_utc, parse
+from waybill.web import query
 from waybill.web.auth import authenticate, requires
 from waybill.web.context import db_session, services
 from waybill.web.merchant import json_body
@@ -239,16 +238,8 @@ def create() -> Response:
                   ("cursor", {"type": "string", "pattern": "^inc_[0-9A-HJKMNP-TV-Z]{26}$"}, "上一页的 next_cursor")))
 @requires(Permission.INCIDENT_READ)
 def list_() -> Response:
-    unknown = set(request.args) - {"limit", "cursor"}
-    if unknown:
-        raise ValidationFailed("不支持的查询参数", field=sorted(unknown)[0])
-    raw = request.args.get("limit", "50")
-    if not re.fullmatch(r"[0-9]{1,3}", raw) or not 1 <= int(raw) <= 200:
-        raise ValidationFailed("limit 须为 1-200 的整数", field="limit")
-    cursor = request.args.get("cursor")
-    if cursor is not None and not looks_like("inc", cursor):
-        raise ValidationFailed("分页游标无效", field="cursor")
-    limit = int(raw)
+    query.only("limit", "cursor")
+    limit, cursor = query.limit(maximum=200), query.id_cursor("inc")
     rows = domain.list_incidents(db_session(), authenticate(), limit=limit, before=cursor)
     more, rows = len(rows) > limit, rows[:limit]
     items = [{"id": r.id, "kind": r.kind, "severity": r.severity, "status": r.status, "detected_at": r.detected_at,

@@ -26,6 +26,7 @@ from waybill.schemas import (
     ShipmentPage,
     parse,
 )
+from waybill.web import query
 from waybill.web.auth import authenticate, charge, hold_heavy_slot, requires
 from waybill.web.context import db_session, services
 from waybill.web.errors import classify
@@ -151,15 +152,6 @@ def get(shipment_id: str) -> Response:
     return respond(ShipmentOut, shipment_out(shipments.get_shipment(db_session(), authenticate(), shipment_id)))
 
 
-def _limit() -> int:
-    raw = request.args.get("limit", "50")
-    maximum = services().settings.page_max
-    # ASCII digits only: str.isdigit() also accepts '²' and other scripts' digits.
-    if not re.fullmatch(r"[0-9]{1,6}", raw) or not 1 <= int(raw) <= maximum:
-        raise ValidationFailed(f"limit 须为 1-{maximum} 的整数", field="limit")
-    return int(raw)
-
-
 @bp.get("/v1/shipments")
 @operation(summary="列出本商户运单（游标分页）", tags=TAGS, response=ShipmentPage,
            query=(("limit", lambda st: {"type": "integer", "minimum": 1, "maximum": st.page_max, "default": 50},
@@ -168,11 +160,9 @@ def _limit() -> int:
            errors=(422,))
 @requires(Permission.SHIPMENT_LIST)
 def list_() -> Response:
-    unknown = set(request.args) - {"limit", "cursor"}
-    if unknown:
-        raise ValidationFailed("不支持的查询参数", field=sorted(unknown)[0])
+    query.only("limit", "cursor")
     rows, cursor = shipments.list_shipments(db_session(), services().shipment_deps, authenticate(),
-                                            limit=_limit(), cursor=request.args.get("cursor") or None)
+                                            limit=query.limit(), cursor=request.args.get("cursor") or None)
     return respond(ShipmentPage, ShipmentPage(items=[shipment_out(r) for r in rows], next_cursor=cursor))
 
 

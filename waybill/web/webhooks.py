@@ -6,7 +6,6 @@ appears in two answers only (creation and rotation), never in a list, a log or a
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import ClassVar, Literal
 
@@ -14,9 +13,9 @@ from flask import Blueprint, Response, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from waybill import webhooks
-from waybill.errors import ValidationFailed
 from waybill.permissions import Permission
 from waybill.schemas import OutModel, UtcTimestamp, parse
+from waybill.web import query
 from waybill.web.auth import authenticate, requires
 from waybill.web.context import db_session, services
 from waybill.web.merchant import json_body
@@ -131,13 +130,7 @@ def rotate_secret(webhook_id: str) -> Response:
            errors=(404, 422))
 @requires(Permission.WEBHOOK_MANAGE)
 def deliveries(webhook_id: str) -> Response:
-    unknown = set(request.args) - {"limit", "cursor"}
-    if unknown:
-        raise ValidationFailed("不支持的查询参数", field=sorted(unknown)[0])
-    raw = request.args.get("limit", "50")
-    maximum = services().settings.page_max
-    if not re.fullmatch(r"[0-9]{1,6}", raw) or not 1 <= int(raw) <= maximum:
-        raise ValidationFailed(f"limit 须为 1-{maximum} 的整数", field="limit")
-    rows, cursor = webhooks.attempts(db_session(), authenticate(), webhook_id, limit=int(raw),
+    query.only("limit", "cursor")
+    rows, cursor = webhooks.attempts(db_session(), authenticate(), webhook_id, limit=query.limit(),
                                      cursor=request.args.get("cursor") or None)
     return respond(AttemptPage, {"items": rows, "next_cursor": cursor})
