@@ -158,6 +158,17 @@ def create_user(session: Session, actor: Principal, username: str, role: str, st
     return NewUser(user, password, secret)
 
 
+def _managed_user(session: Session, actor: Principal, username: str) -> StaffUser:
+    """The account ``actor`` manages (the CLI's system principal, or a holder of ``user:manage``), locked for the
+    change; an unknown username is ``NotFound`` naming ``username``."""
+    if actor.kind != "system":
+        actor.require(Permission.USER_MANAGE)
+    user = _by_username(session, username, lock=True)
+    if user is None:
+        raise NotFound("用户不存在", field="username")
+    return user
+
+
 def disable_user(session: Session, actor: Principal, username: str, *,
                  now: datetime | None = None) -> tuple[StaffUser, int]:
     """Disable an account and revoke every token it holds, in the same transaction.
@@ -165,12 +176,8 @@ def disable_user(session: Session, actor: Principal, username: str, *,
     Returns the user and the number of tokens revoked. Disabling twice keeps the first
     ``disabled_at``.
     """
-    if actor.kind != "system":
-        actor.require(Permission.USER_MANAGE)
+    user = _managed_user(session, actor, username)
     now = now or utcnow()
-    user = _by_username(session, username, lock=True)
-    if user is None:
-        raise NotFound("用户不存在")
     if user.disabled_at is None:
         user.disabled_at = now
     revoked = _revoke_tokens(session, user.id, now)
@@ -203,12 +210,8 @@ def enable_user(session: Session, actor: Principal, username: str, *, now: datet
     handheld's) works again: the owner logs in afresh. Enabling an account that is neither is a no-op but for that.
     Audited (``user.enable``).
     """
-    if actor.kind != "system":
-        actor.require(Permission.USER_MANAGE)
+    user = _managed_user(session, actor, username)
     now = now or utcnow()
-    user = _by_username(session, username, lock=True)
-    if user is None:
-        raise NotFound("用户不存在", field="username")
     lifted = alert_store.lift(session, actor, f"staff:{user.id}", now=now)
     was_disabled = user.disabled_at is not None
     user.disabled_at = None
@@ -223,12 +226,8 @@ def set_password(session: Session, actor: Principal, username: str, password: st
                  now: datetime | None = None) -> tuple[StaffUser, str, int]:
     """Give an account a new password (generated when ``password`` is None; checked against the policy
     otherwise) and revoke every token it holds. Returns the user, the password and the tokens revoked."""
-    if actor.kind != "system":
-        actor.require(Permission.USER_MANAGE)
+    user = _managed_user(session, actor, username)
     now = now or utcnow()
-    user = _by_username(session, username, lock=True)
-    if user is None:
-        raise NotFound("用户不存在", field="username")
     if password is None:
         password = generate_password(user.username, user.role, user.station)
     else:

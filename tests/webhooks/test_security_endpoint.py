@@ -18,7 +18,6 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from tests.conftest import RECIPIENT, SENDER, shipment_body
-from tests.webhooks.receiver import Receiver
 from waybill import outbox, tasks
 from waybill.alerts import store
 from waybill.alerts.models import Alert
@@ -31,13 +30,6 @@ from waybill.webhooks.security import AlertDeliveryFailed, signing_secret
 COURIER = Principal(kind="staff", id="usr_secendpoint", role="courier", station="755-W012")
 PERSONAL = [RECIPIENT["name"], RECIPIENT["phone"], RECIPIENT["address"], SENDER["name"], SENDER["phone"],
             SENDER["address"]]
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    made = Receiver()
-    yield made
-    made.close()
 
 
 @pytest.fixture
