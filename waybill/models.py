@@ -21,6 +21,8 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Sequence,
+    SmallInteger,
     String,
     TypeDecorator,
     UniqueConstraint,
@@ -276,13 +278,25 @@ class QrToken(Base):
     revoke_reason: Mapped[str | None] = mapped_column(String(40), nullable=True)
 
 
+#: Gives audit events their place in the whole log on PostgreSQL (SQLite: the rowid); no lock, unlike a head row.
+AUDIT_SEQ = Sequence("audit_event_seq")
+
+
 class AuditEvent(Base):
-    """One entry of the hash-chained audit log. Never holds personal data."""
+    """One entry of the hash-chained audit log. Never holds personal data.
+
+    The log is ``WAYBILL_AUDIT_SHARDS`` independent chains. ``shard_seq`` is the event's place in its
+    ``shard``'s chain (1, 2, 3...; covered by the hash); ``seq`` is a position in the whole log, from a sequence
+    that needs no lock (PostgreSQL) or the rowid (SQLite), for listing in arrival order. It is not part of any
+    chain: the chains are what is verified.
+    """
 
     __tablename__ = "audit_events"
+    __table_args__ = (UniqueConstraint("shard", "shard_seq"),)
 
-    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-                                     autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), AUDIT_SEQ, primary_key=True)
+    shard: Mapped[int] = mapped_column(SmallInteger, server_default="0")
+    shard_seq: Mapped[int] = mapped_column(BigInteger)
     # Indexed (migration 0027): the monthly privacy report reads one month of the log by time.
     at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     actor: Mapped[str] = mapped_column(String(80))
@@ -300,7 +314,8 @@ class AuditEvent(Base):
 
 
 class AuditHead(Base):
-    """The single row holding the chain's tip; updating it serialises appends across processes."""
+    """One row per audit chain (``id`` is the shard) holding its tip; updating it serialises that chain's appends
+    across processes, and only that chain's."""
 
     __tablename__ = "audit_head"
 

@@ -173,7 +173,7 @@ def build(settings: Settings, *, engine: Engine | None = None, codec: FieldCodec
     # WAYBILL_ALERTS_ENABLED=0 (never in production): alert.* events are still audited, but no alert is stored,
     # delivered or suspends anyone.
     audit.install(factory, keys.secret("audit_chain"), observer=metrics.audit_appended,
-                  alert_sink=alert_store.ingest if settings.alerts.enabled else None)
+                  alert_sink=alert_store.ingest if settings.alerts.enabled else None, shards=settings.audit_shards)
     # On SQLite the vault reads data keys through its own non-locking engine (the request's transaction may
     # already hold the write lock); long reads (audit verify) use it too, so they hold no write lock.
     key_engine = db.make_engine(settings.database_url, write_lock=False) if settings.is_sqlite else engine

@@ -78,6 +78,10 @@ class Settings:
     batch_max_items: int = 1000
     max_request_bytes: int = 8 * 1024 * 1024
     page_max: int = 200
+    # Independent audit hash chains: an event goes to the chain of its object (else of its actor), so appends on
+    # different chains never wait for each other (waybill/audit.py). Changing it moves objects' new events to
+    # other chains; what was written stays verifiable where it is.
+    audit_shards: int = 16
     # Width of the phone blind index in bits: selective within a merchant, yet each value stands for
     # >= ~100 mobile numbers even within one small city (the arithmetic: waybill/crypto/vault.py).
     blind_index_bits: int = 14
@@ -441,6 +445,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         values["merchant_burst"] = _int("merchant_burst", raw, 1, 10**7)
     if (raw := get("batch_max_items")) is not None:
         values["batch_max_items"] = _int("batch_max_items", raw, 1, 1000)
+    if (raw := get("audit_shards")) is not None:
+        values["audit_shards"] = _int("audit_shards", raw, 1, 256)
     if (raw := get("page_max")) is not None:
         values["page_max"] = _int("page_max", raw, 1, 1000)
     if (raw := get("reprint_max")) is not None:

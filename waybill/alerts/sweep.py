@@ -1,7 +1,8 @@
 """The alert sweep: rules that need history, evaluated periodically over the audit log (``volume_baseline``).
 
-The sweep reads the audit log incrementally, from the ``seq`` its cursor row holds (``alert_sweep_cursors``) up
-to the chain's head, in chunks of :data:`CHUNK` sequence numbers, one transaction each. A chunk is one
+The sweep reads the audit log incrementally: for each audit shard, from the place its cursor row holds
+(``alert_sweep_cursors``) up to that chain's head, in chunks of :data:`CHUNK` places (in all), one transaction
+each. A chunk is one
 ``INSERT ... SELECT ... GROUP BY ... ON CONFLICT DO UPDATE``: the database counts the chunk's personal-data
 accesses per account and Asia/Shanghai day and adds them to ``alert_volume_counts``; Python sees only one row
 per (account, day) the chunk touched. The cursor moves in the same transaction, so an event is counted exactly
@@ -84,6 +85,7 @@ class ChunkResult:
     accesses: int
     account_days: int
     fired: int
+    full: bool = False  # some shard had a whole chunk to read: there may be more
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,13 +127,18 @@ def _insert(session: Session) -> Any:
     return postgresql.insert if dialect == "postgresql" else sqlite.insert  # the two supported backends
 
 
-def _cursor(session: Session, now: datetime) -> AlertSweepCursor:
-    """The cursor row, locked (created at 0 on first use)."""
+def _cursor(session: Session, now: datetime, name: str = CURSOR) -> AlertSweepCursor:
+    """A cursor row, locked (created at 0 on first use)."""
     session.execute(_insert(session)(cast(Table, AlertSweepCursor.__table__))
-                    .values(name=CURSOR, last_seq=0, swept_at=now).on_conflict_do_nothing(index_elements=["name"]))
-    row = session.scalars(select(AlertSweepCursor).where(AlertSweepCursor.name == CURSOR).with_for_update()
+                    .values(name=name, last_seq=0, swept_at=now).on_conflict_do_nothing(index_elements=["name"]))
+    row = session.scalars(select(AlertSweepCursor).where(AlertSweepCursor.name == name).with_for_update()
                           .execution_options(populate_existing=True)).one()
     return row
+
+
+def _cursor_name(shard: int) -> str:
+    # Shard 0 keeps the name of the one cursor of before shards (it was the one chain's, now shard 0's).
+    return CURSOR if shard == 0 else f"{CURSOR}:{shard}"
 
 
 def _accesses_clause() -> Any:
@@ -145,19 +152,34 @@ def sweep_chunk(session: Session, baseline: Baseline, *, limit: int = CHUNK,
     the daily counts, fire ``volume_baseline`` where a touched day now crosses the baseline; flushes, never
     commits (the caller's unit of work does)."""
     now = now or utcnow()
-    cursor = _cursor(session, now)
-    head = int(session.scalar(select(AuditHead.seq).where(AuditHead.id == 1)) or 0)
-    start = cursor.last_seq
-    end = min(head, start + limit)
-    if end <= start:
-        cursor.swept_at = now
+    # One cursor per audit shard (a place in that shard's chain), each read up to its head: a chain's places
+    # are given out under its head row's lock, so nothing can commit behind a cursor.
+    cursors = {shard: _cursor(session, now, _cursor_name(shard))
+               for shard in session.scalars(select(AuditHead.id).order_by(AuditHead.id))}
+    heads = {int(k): int(v) for k, v in session.execute(select(AuditHead.id, AuditHead.seq))}
+    # At most ``limit`` places per chunk in all, taken shard after shard.
+    ranges: dict[int, tuple[int, int]] = {}
+    budget = limit
+    for shard, c in cursors.items():
+        take = min(heads[shard] - c.last_seq, budget)
+        if take > 0:
+            ranges[shard] = (c.last_seq, c.last_seq + take)
+            budget -= take
+    start = sum(c.last_seq for c in cursors.values())
+    if not ranges:
+        for c in cursors.values():
+            c.swept_at = now
         session.flush()
         return ChunkResult(start, start, 0, 0, 0)
+    end = start + sum(e - b for b, e in ranges.values())
+    full = budget == 0  # the chunk was cut short: there may be more
+    in_chunk = or_(*(and_(_EVENTS.c.shard == shard, _EVENTS.c.shard_seq > b, _EVENTS.c.shard_seq <= e)
+                     for shard, (b, e) in ranges.items()))
     dialect = session.connection().dialect.name
     day = _day_expr(dialect).label("day")
     counted = (select(_EVENTS.c.actor, day, func.max(_EVENTS.c.role).label("role"),
                       func.count().label("accesses"))
-               .where(_EVENTS.c.seq > start, _EVENTS.c.seq <= end, _accesses_clause())
+               .where(in_chunk, _accesses_clause())
                .group_by(_EVENTS.c.actor, day))
     upsert = _insert(session)(_COUNTS).from_select(["actor", "day", "role", "accesses"], counted)
     upsert = upsert.on_conflict_do_update(
@@ -167,16 +189,18 @@ def sweep_chunk(session: Session, baseline: Baseline, *, limit: int = CHUNK,
                                                _COUNTS.c.accesses, _COUNTS.c.alerted_at)).all()
     # The chunk's own access count (the upsert returns cumulative counts): one more aggregate over the range.
     accesses = int(session.scalar(select(func.count()).select_from(_EVENTS).where(
-        _EVENTS.c.seq > start, _EVENTS.c.seq <= end, _accesses_clause())) or 0) if touched else 0
-    if cursor.first_day is None and touched:
-        cursor.first_day = min(_as_date(r.day) for r in touched)
+        in_chunk, _accesses_clause())) or 0) if touched else 0
+    first = cursors[0] if 0 in cursors else next(iter(cursors.values()))  # the log's first day is kept on one
+    if first.first_day is None and touched:
+        first.first_day = min(_as_date(r.day) for r in touched)
     fired = _evaluate(session, baseline, [(r.actor, _as_date(r.day), r.role, int(r.accesses)) for r in touched
                                           if r.alerted_at is None and r.accesses >= baseline.min_events],
-                      cursor.first_day, now)
-    cursor.last_seq = end
-    cursor.swept_at = now
+                      first.first_day, now)
+    for shard, c in cursors.items():
+        c.last_seq = ranges.get(shard, (0, c.last_seq))[1]
+        c.swept_at = now
     session.flush()
-    return ChunkResult(start, end, accesses, len(touched), fired)
+    return ChunkResult(start, end, accesses, len(touched), fired, full)
 
 
 def _as_date(value: Any) -> date:
@@ -235,7 +259,7 @@ def run(factory: sessionmaker[Session], alerts: AlertSettings, *, limit: int = C
         with unit_of_work(factory) as tx:
             chunk = sweep_chunk(tx.session, baseline, limit=limit, now=now)
         chunks.append(chunk)
-        if chunk.seq_to - chunk.seq_from < limit:
+        if not chunk.full:
             break
     with unit_of_work(factory) as tx:
         pruned = prune(tx.session, now or utcnow())
