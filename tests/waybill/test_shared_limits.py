@@ -124,7 +124,7 @@ def private_redis(tmp_path: Path):
     server.stop()
 
 
-def test_redis_down_fails_closed_and_recovers_without_a_restart(base_env, session_factory, private_redis):
+def test_redis_down_fails_closed_and_recovers_without_a_restart(base_env, session_factory, private_redis, caplog):
     client, svc = _node(base_env, session_factory, private_redis.url)
     m = make_merchant(svc, "故障商户")
     with svc.session_factory() as s:
@@ -153,6 +153,10 @@ def test_redis_down_fails_closed_and_recovers_without_a_restart(base_env, sessio
     assert db_count(svc, Shipment) == shipments_before and db_count(svc, AuditEvent) == events_before
     ready = client.get("/readyz")
     assert ready.status_code == 503 and ready.get_json()["checks"]["redis"]["ok"] is False
+    # The log says the store failed, by error type only: never the URL (it may carry a password).
+    unavailable = [r for r in caplog.records if r.getMessage() == "limit store unavailable"]
+    assert unavailable and all(getattr(r, "error_type", "") == "ConnectionError" for r in unavailable)
+    assert f":{private_redis.port}" not in caplog.text
 
     private_redis.start()  # the same port, an empty Redis: no restart of the service
     scan = client.post("/v1/courier/scan", json={"token": qr}, headers=h["courier"])
