@@ -29,6 +29,7 @@ from waybill.models import AuditEvent, Shipment
 from waybill.permissions import SYSTEM
 from waybill.services import Services, build
 from waybill.virtual_numbers import add_numbers
+from waybill.waybill_no import new_waybill_no
 from waybill.web.app import create_app
 
 
@@ -165,3 +166,23 @@ def test_redis_down_fails_closed_and_recovers_without_a_restart(base_env, sessio
     assert create.status_code == 201, create.get_json()
     assert db_count(svc, Shipment) == shipments_before + 1
     assert client.get("/readyz").status_code == 200
+
+
+@needs_redis
+def test_subject_challenge_throttle_holds_across_two_nodes(base_env, session_factory):
+    a, _ = _node(base_env, session_factory, REDIS_URL, subject_challenges_per_client_per_hour=2)
+    b, _ = _node(base_env, session_factory, REDIS_URL, subject_challenges_per_client_per_hour=2)
+    addr = _addr()
+    codes = [(a if i % 2 else b).post("/v1/subject/challenge", environ_base=addr, json={
+        "waybill_no": new_waybill_no(), "phone": f"139{secrets.randbelow(10**8):08d}"}).status_code for i in range(4)]
+    assert codes == [202, 202, 429, 429]  # per process each node would allow its own two
+
+
+def test_the_document_names_the_503_and_the_budget_headers(client):
+    doc = client.get("/openapi.json").get_json()
+    create = doc["paths"]["/v1/shipments"]["post"]["responses"]
+    assert "503" in create and "429" in create
+    assert set(create["201"]["headers"]) == set(create["429"]["headers"]) == {
+        "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"}
+    assert "503" in doc["paths"]["/v1/auth/token"]["post"]["responses"]  # a public route with a limit
+    assert "503" not in doc["paths"]["/v1/privacy-notice"]["get"]["responses"]  # no limit, no Redis needed
