@@ -147,8 +147,8 @@ def build_document(app: Flask) -> dict[str, Any]:
                                     "content": {"application/json": {"schema": ref(ErrorOut)}}}
         if op.security:
             # Merchant callers: every answer (429 included) carries the budget.
-            for code, answer in list(responses.items()):
-                responses[code] = {**answer, "headers": RATE_LIMIT_HEADERS}
+            for status, answer in list(responses.items()):
+                responses[status] = {**answer, "headers": RATE_LIMIT_HEADERS}
         entry: dict[str, Any] = {"summary": op.summary, "operationId": f"{method}_{path}",
                                  "tags": list(op.tags), "parameters": params, "responses": responses}
         if op.body is not None:
