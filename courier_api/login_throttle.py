@@ -14,8 +14,9 @@ weapon). Instead failures slow down only the client that makes them:
   writes one alert, not one per failure.
 
 Attempts are checked (:meth:`LoginThrottle.begin`) before the password is; the right password gives back
-what its attempt took (:meth:`LoginThrottle.succeeded`), so it never costs budget. Counters are per
-worker process (``limits`` MemoryStorage) until the scale issue moves them to Redis.
+what its attempt took (:meth:`LoginThrottle.succeeded`), so it never costs budget. Counters are in the
+registry's limit store: Redis when ``WAYBILL_REDIS_URL`` is set (every process and node counts together; Redis
+down: logins answer ``503``), else each worker process's memory.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from courier_api.delivery import DeliveryDeps
 from courier_api.deps import delivery_deps, privacy_deps
 from courier_api.login_throttle import LoginLimits, LoginThrottle
 from courier_api.privacy import PrivacyDeps
-from waybill.alerts.counters import Distinct, Watch, storage_for
+from waybill.alerts.counters import Distinct, Watch
 from waybill.ratelimit import RateLimiter, quota_limiter
 from waybill.services import Services
 
@@ -29,7 +29,7 @@ class CourierServices:
     delivery: DeliveryDeps
     privacy: PrivacyDeps
     scan_quota: RateLimiter  # per courier: a burst per minute and an hourly quota (Redis when configured)
-    login: LoginThrottle  # per (username, client) backoff, per client budget, alerts; one set per worker process
+    login: LoginThrottle  # per (username, client) backoff, per client budget, alerts (Redis when configured)
     # The write-path alert rules' counters (Redis when configured), shared by delivery and privacy; None when
     # WAYBILL_ALERTS_ENABLED=0 (the benchmark's "rules off").
     watch: Watch | None
@@ -47,17 +47,19 @@ def credential_stuffing(svc: Services) -> Distinct:
     """The ``credential_stuffing`` rule's counter: distinct failing usernames per client (Redis when configured)."""
     alerts = svc.settings.alerts
     return Distinct("credential_stuffing", alerts.threshold("credential_stuffing", "usernames"),
-                    alerts.threshold("credential_stuffing", "window_s"), storage=storage_for(svc.settings.redis_url))
+                    alerts.threshold("credential_stuffing", "window_s"), storage=svc.limit_storage)
 
 
 def build_courier(svc: Services) -> CourierServices:
     settings = svc.settings
-    watch = Watch(settings.alerts, storage=storage_for(settings.redis_url)) if settings.alerts.enabled else None
+    # Every counter below is in the registry's one limit store (Redis when configured): one pool per process.
+    watch = Watch(settings.alerts, storage=svc.limit_storage) if settings.alerts.enabled else None
     return CourierServices(
         base=svc, delivery=delivery_deps(svc, watch), privacy=privacy_deps(svc, watch), watch=watch,
         scan_quota=quota_limiter(settings.redis_url, name="scan", per_minute=settings.scan_per_minute,
-                                 per_hour=settings.scan_per_hour),
-        login=LoginThrottle(login_limits(svc), stuffing=credential_stuffing(svc) if settings.alerts.enabled else None),
+                                 per_hour=settings.scan_per_hour, storage=svc.limit_storage),
+        login=LoginThrottle(login_limits(svc), storage=svc.limit_storage,
+                            stuffing=credential_stuffing(svc) if settings.alerts.enabled else None),
     )
 
 

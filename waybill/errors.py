@@ -159,6 +159,17 @@ class RateLimited(DomainError):
         self.retry_after = retry_after
 
 
+class LimitsUnavailable(DomainError):
+    """The store of the shared limits (Redis) cannot be reached: the request is refused, not let through unlimited
+    (a limit counted in each process would multiply by the number of processes). ``retry_after`` in seconds."""
+
+    default_message = "限流计数服务（Redis）暂不可用，请稍后重试"
+
+    def __init__(self, retry_after: float = 5.0) -> None:
+        super().__init__()
+        self.retry_after = retry_after
+
+
 class TooManyConcurrentRequests(RateLimited):
     """The caller already has as many heavy requests in flight as allowed; refused at once, not queued."""
 

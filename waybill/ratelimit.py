@@ -3,23 +3,62 @@
 Every throttle of the service is a :class:`WindowLimiter` (or several of them, :class:`CompositeLimiter`):
 at most ``amount`` units per ``window_s`` seconds and key, counted exactly over the last ``window_s`` seconds
 (``limits``' moving-window strategy). The storage is ``limits``' in-process ``MemoryStorage`` (one set of
-counters per worker process) unless a Redis URL is given; the scale issue moves the rest to Redis.
+counters per worker process) unless ``WAYBILL_REDIS_URL`` is set: then every process of every node counts in
+one Redis, so each limit holds across all of them (:func:`limit_storage`, one per process).
 
-:class:`ConcurrencyLimiter` is the one thing here that is not a rate: how many heavy requests a caller may
-have in flight at once (per process).
+A shared limit fails closed: when Redis cannot be reached (refused, timed out: short timeouts, one retry),
+every operation raises :class:`waybill.errors.LimitsUnavailable` (``503`` with ``Retry-After``) instead of
+counting in process, which would multiply each limit by the number of processes. The next operation after
+Redis is back simply succeeds (the client reconnects; nothing to restart).
+
+How many heavy requests a caller may have in flight is not a rate: see :mod:`waybill.inflight`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import threading
 import time
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Iterator
+from typing import NamedTuple, Protocol
 
 from limits import RateLimitItemPerSecond
+from limits.errors import StorageError
 from limits.storage import MemoryStorage, Storage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from waybill.errors import LimitsUnavailable
+
+log = logging.getLogger("waybill.ratelimit")
+# Redis answers a limit's script in well under a millisecond: a request waiting longer is better refused (503)
+# at once than holding a worker thread. One retry (no backoff) covers a pooled connection Redis closed meanwhile.
+REDIS_TIMEOUT_S = 0.5
+REDIS_RETRIES = 1
+
+
+class WindowState(NamedTuple):
+    """What a limit's headers say: ``limit`` units per window, ``remaining`` now, ``reset_at`` (Unix time) when
+    the oldest unit counted ages out."""
+
+    limit: int
+    remaining: int
+    reset_at: float
+
+
+@contextlib.contextmanager
+def shared_store() -> Iterator[None]:
+    """Turn a storage failure (Redis down, timed out) into :class:`LimitsUnavailable`: the limit fails closed."""
+    try:
+        yield
+    except (RedisError, StorageError) as exc:
+        # The type only: a connection error's text may quote the URL, password included.
+        log.warning("limit store unavailable", extra={"error_type": type(exc).__name__})
+        raise LimitsUnavailable() from None
 
 
 class RateLimiter(Protocol):
@@ -33,6 +72,10 @@ class RateLimiter(Protocol):
         """Like :meth:`hit` without consuming anything."""
         ...
 
+    def state(self, key: str) -> WindowState:
+        """The limit, what remains of it for ``key`` and when its oldest unit ages out (the answer's headers)."""
+        ...
+
 
 def memory_storage() -> Storage:
     """A fresh in-process storage (counters of one worker process)."""
@@ -40,10 +83,18 @@ def memory_storage() -> Storage:
 
 
 def redis_storage(redis_url: str) -> Storage:
-    """``limits``' Redis storage: every process using the same URL shares the counters."""
-    storage = storage_from_string(redis_url, socket_timeout=2)
+    """``limits``' Redis storage: every process using the same URL shares the counters. Nothing is contacted
+    yet (a node starts while Redis is down, and serves ``503`` until it is back)."""
+    storage = storage_from_string(redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S,
+                                  retry=Retry(NoBackoff(), REDIS_RETRIES))  # type: ignore[arg-type]
     assert isinstance(storage, Storage)  # a redis:// URL names the synchronous storage
     return storage
+
+
+def limit_storage(redis_url: str | None) -> Storage:
+    """The one storage of a process's limits: Redis (shared by every process and node) when configured, else
+    this process's memory (each process then enforces every limit on its own)."""
+    return redis_storage(redis_url) if redis_url else memory_storage()
 
 
 class WindowLimiter:
@@ -70,21 +121,29 @@ class WindowLimiter:
         units = math.ceil(cost)
         if units > self.amount:
             return math.inf
-        if units <= 0 or self._strategy.hit(self._item, key, cost=units):
-            return None
-        return self._wait(key, units)
+        with shared_store():
+            if units <= 0 or self._strategy.hit(self._item, key, cost=units):
+                return None
+            return self._wait(key, units)
 
     def peek(self, key: str, cost: float = 1.0) -> float | None:
         units = math.ceil(cost)
         if units > self.amount:
             return math.inf
-        if units <= 0 or self._strategy.test(self._item, key, cost=units):
-            return None
-        return self._wait(key, units)
+        with shared_store():
+            if units <= 0 or self._strategy.test(self._item, key, cost=units):
+                return None
+            return self._wait(key, units)
+
+    def state(self, key: str) -> WindowState:
+        with shared_store():
+            stats = self._strategy.get_window_stats(self._item, key)
+        return WindowState(self.amount, max(0, stats.remaining), stats.reset_time)
 
     def clear(self, key: str) -> None:
         """Forget ``key``'s hits (a success that ends a run of failures)."""
-        self._strategy.clear(self._item, key)
+        with shared_store():
+            self._strategy.clear(self._item, key)
 
     def _wait(self, key: str, units: int) -> float:
         stats = self._strategy.get_window_stats(self._item, key)
@@ -122,10 +181,16 @@ class CompositeLimiter:
             waits = [w for w in (lim.hit(key, cost) for lim in self._limiters) if w is not None]
             return max(waits) if waits else None
 
+    def state(self, key: str) -> WindowState:
+        """The tightest of the limits (the fewest units remaining)."""
+        return min((lim.state(key) for lim in self._limiters), key=lambda st: (st.remaining, -st.reset_at))
 
-def quota_limiter(redis_url: str | None, *, name: str, per_minute: int, per_hour: int) -> RateLimiter:
-    """A burst (per minute) plus an hourly quota, in Redis when configured, in-process otherwise."""
-    storage = redis_storage(redis_url) if redis_url else memory_storage()
+
+def quota_limiter(redis_url: str | None, *, name: str, per_minute: int, per_hour: int,
+                  storage: Storage | None = None) -> RateLimiter:
+    """A burst (per minute) plus an hourly quota, in ``storage`` if given, else in Redis when configured, else
+    in process."""
+    storage = storage if storage is not None else limit_storage(redis_url)
     return CompositeLimiter(WindowLimiter(per_minute, 60, name=f"{name}:m", storage=storage),
                             WindowLimiter(per_hour, 3600, name=f"{name}:h", storage=storage))
 
@@ -137,6 +202,9 @@ class FailureThrottle:
     request of that client is refused at once (``429``, no lookup, no database write) and only counted. The
     count is written as one aggregated event when the client's budget next allows a failure — so a flood of
     guesses costs one row per window, not one per request, and still leaves its size in the audit log.
+
+    The budget is in ``storage`` (Redis: shared by every process). The suppressed counts are this process's:
+    each process writes the count it suppressed with its next recorded failure, so the rows still add up.
     """
 
     def __init__(self, rate: float, burst: int, *, storage: Storage | None = None, max_keys: int = 100_000) -> None:
@@ -168,44 +236,3 @@ class FailureThrottle:
             # Bounded: past max_keys distinct clients, new ones are refused without being counted.
             if key in self._suppressed or len(self._suppressed) < self._max_keys:
                 self._suppressed[key] = self._suppressed.get(key, 0) + 1
-
-
-class ConcurrencyLimiter:
-    """At most ``limit`` requests in flight per key, in this process (a counter per key, not a rate).
-
-    :meth:`try_acquire` answers at once — a caller over the limit is refused, never queued — with a release
-    function to call exactly once (later calls do nothing).
-    """
-
-    def __init__(self, limit: int) -> None:
-        if limit < 1:
-            raise ValueError("limit must be at least 1")
-        self.limit = limit
-        self._in_flight: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def in_flight(self, key: str) -> int:
-        with self._lock:
-            return self._in_flight.get(key, 0)
-
-    def try_acquire(self, key: str) -> Callable[[], None] | None:
-        with self._lock:
-            held = self._in_flight.get(key, 0)
-            if held >= self.limit:
-                return None
-            self._in_flight[key] = held + 1
-        released = threading.Event()
-
-        def release() -> None:
-            with self._lock:
-                if released.is_set():
-                    return
-                released.set()
-                left = self._in_flight.get(key, 1) - 1
-                # Idle keys are dropped, so the map holds only callers with requests in flight.
-                if left > 0:
-                    self._in_flight[key] = left
-                else:
-                    self._in_flight.pop(key, None)
-
-        return release

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from limits.storage import RedisStorage, Storage
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -15,10 +16,11 @@ from waybill.consent import PrivacyNotice
 from waybill.crypto.keystore import LocalKeyStore
 from waybill.crypto.subject_keys import SubjectKeyring
 from waybill.crypto.vault import FieldCodec, Vault, ensure_active_data_key
+from waybill.inflight import ConcurrencyLimiter, InFlightLimiter, RedisConcurrencyLimiter
 from waybill.labels import LabelDeps
 from waybill.messages.base import MessageProvider
 from waybill.metrics import Metrics
-from waybill.ratelimit import ConcurrencyLimiter, FailureThrottle, RateLimiter, WindowLimiter, memory_storage
+from waybill.ratelimit import FailureThrottle, RateLimiter, WindowLimiter, limit_storage
 from waybill.readiness import Readiness
 from waybill.regions import RegionTable
 from waybill.routing import RoutingTable
@@ -51,9 +53,12 @@ class Services:
     routing: RoutingTable
     regions: RegionTable  # GB/T 2260 divisions every party's region is checked against
     stations: StationRegister  # every station and hub; staff of station roles name one of them
+    # Where every limit of this process counts: Redis when WAYBILL_REDIS_URL is set (shared by every process and
+    # node; down: the limits fail closed with 503), else this process's memory. The courier side uses it too.
+    limit_storage: Storage
     merchant_limiter: RateLimiter  # per merchant, in units: a request 1, a batch item batch_item_cost
-    # Heavy requests (batches) in flight per merchant, in this process (the scale issue shares it).
-    heavy_requests: ConcurrencyLimiter
+    # Heavy requests (batches) in flight per merchant: leases in Redis when configured, else in this process.
+    heavy_requests: InFlightLimiter
     provider: VirtualNumberProvider
     messages: MessageProvider  # SMS to people: the built-in encrypted outbox or Aliyun SendSms
     privacy_notice: PrivacyNotice  # the notice shown at collection; shipments record its version and consents
@@ -182,15 +187,19 @@ def build(settings: Settings, *, engine: Engine | None = None, codec: FieldCodec
                            blind_index_bits=settings.blind_index_bits, material=keys, keystore=keystore)
     # The bench's identity codec has no keyring of its own: the keys are still made (their cost is real).
     keyring = vault.subject_keys if isinstance(vault, Vault) else SubjectKeyring(keystore, settings.cipher, key_engine)
-    # One in-process store for every limit of this process (each limit has its own namespace in it).
-    limits = memory_storage()
+    # One store for every limit of this process (each limit has its own namespace in it): one Redis pool.
+    limits = limit_storage(settings.redis_url)
+    heavy: InFlightLimiter = ConcurrencyLimiter(settings.heavy_concurrency_per_merchant)
+    if isinstance(limits, RedisStorage):
+        heavy = RedisConcurrencyLimiter(limits.storage, settings.heavy_concurrency_per_merchant,
+                                        lease_s=settings.heavy_lease_s)
     return Services(
         settings=settings, engine=engine, session_factory=factory, keys=keys, codec=vault, subject_keys=keyring,
         routing=routing, stations=stations,
-        regions=RegionTable.load(settings.regions_extra_file),
+        regions=RegionTable.load(settings.regions_extra_file), limit_storage=limits,
         merchant_limiter=WindowLimiter.per_rate(settings.merchant_rate_per_s, settings.merchant_burst,
                                                 name="merchant", storage=limits),
-        heavy_requests=ConcurrencyLimiter(settings.heavy_concurrency_per_merchant),
+        heavy_requests=heavy,
         # Built now, so a bad credentials file fails the start of a worker, not its first call.
         provider=make_provider(settings, vault, keys),
         messages=messages.make_provider(settings),

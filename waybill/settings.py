@@ -62,8 +62,10 @@ class Settings:
     merchant_rate_per_s: float = 200.0
     merchant_burst: int = 1000
     batch_item_cost: float = 0.5
-    # Heavy requests (batches) one merchant may have in flight at once, per worker process.
+    # Heavy requests (batches) one merchant may have in flight at once: per worker process, or across every
+    # process and node when redis_url is set (leases that expire after heavy_lease_s if their process dies).
     heavy_concurrency_per_merchant: int = 2
+    heavy_lease_s: int = 120
     # Staff login: per (username, client) a few free failures, then a wait that doubles up to a cap; per client
     # a failure budget across usernames; alerts (alert.login_failures) at most once per window and pattern.
     login_free_failures: int = 5
@@ -480,7 +482,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         values["print_job_max"] = _int("print_job_max", raw, 1, 10_000)
     if (raw := get("batch_item_cost")) is not None:
         values["batch_item_cost"] = _float("batch_item_cost", raw, 0.01, 10.0)
-    for name, lo, hi in (("heavy_concurrency_per_merchant", 1, 1000), ("login_free_failures", 1, 1000),
+    for name, lo, hi in (("heavy_concurrency_per_merchant", 1, 1000), ("heavy_lease_s", 1, 86400),
+                         ("login_free_failures", 1, 1000),
                          ("login_backoff_base_s", 1, 86400), ("login_backoff_max_s", 1, 7 * 86400),
                          ("login_client_failures_per_minute", 1, 100_000), ("login_user_alert_failures", 1, 10**6),
                          ("login_alert_window_s", 1, 86400)):

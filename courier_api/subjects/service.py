@@ -19,7 +19,7 @@ from courier_api.subjects.verify import VerifyDeps, throttle_key
 from waybill.crypto.vault import CryptoError
 from waybill.errors import DomainError, RateLimited
 from waybill.models import Shipment
-from waybill.ratelimit import WindowLimiter, memory_storage, redis_storage
+from waybill.ratelimit import WindowLimiter
 from waybill.services import Services
 
 EXTENSION_KEY = "courier_api.subjects"
@@ -48,7 +48,7 @@ class SubjectServices:
 
 def build(svc: Services) -> SubjectServices:
     s = svc.settings
-    storage = redis_storage(s.redis_url) if s.redis_url else memory_storage()
+    storage = svc.limit_storage  # Redis when configured (shared by every node), else this process's
     verify = VerifyDeps(codec=svc.codec, keyring=svc.subject_keys, code_key=svc.keys.secret("subject_code"),
                         token_key=svc.keys.secret("subject_token"),
                         code_ttl=timedelta(seconds=s.subject_code_ttl_s),

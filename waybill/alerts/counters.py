@@ -24,7 +24,7 @@ from waybill.alerts import store
 from waybill.alerts.settings import AlertSettings
 from waybill.models import utcnow
 from waybill.permissions import Principal
-from waybill.ratelimit import WindowLimiter, memory_storage, redis_storage
+from waybill.ratelimit import WindowLimiter, limit_storage, memory_storage
 
 
 class Burst:
@@ -64,7 +64,7 @@ class Distinct:
 
 def storage_for(redis_url: str | None) -> Storage:
     """Shared counters when Redis is configured, this process's otherwise."""
-    return redis_storage(redis_url) if redis_url else memory_storage()
+    return limit_storage(redis_url)
 
 
 class Watch:

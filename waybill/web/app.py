@@ -26,7 +26,7 @@ from waybill.services import Services, build
 from waybill.settings import Settings, load_settings
 from waybill.uow import CommitFailed, UnitOfWork
 from waybill.web import errors as api_errors
-from waybill.web.auth import release_heavy_slots
+from waybill.web.auth import rate_limit_headers, release_heavy_slots
 from waybill.web.context import EXTENSION_KEY, services
 from waybill.web.openapi import build_document
 
@@ -99,6 +99,7 @@ def create_app(settings: Settings | None = None, *, services_override: Services 
         if tx is not None:
             response = _end_transaction(tx, response)
         response.headers["X-Request-Id"] = g.get("request_id", "")
+        rate_limit_headers(response)
         response.headers.setdefault("Cache-Control", "no-store")
         # Every answer: no content sniffing, no referrer leaks, and a CSP that allows nothing the API does not
         # serve (JSON and label files; the OpenAPI document is data, not a page).

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import current_app, g, request
+from flask import Response, current_app, g, request
 from sqlalchemy.orm import Session
 
 from waybill import audit, merchants
@@ -85,10 +86,25 @@ def authenticate() -> Principal:
 
 
 def charge(principal: Principal, cost: float) -> None:
-    """Take ``cost`` units from the merchant's budget, or refuse with ``429`` (nothing taken, nothing done)."""
-    wait = services().merchant_limiter.hit(principal.id, cost)
+    """Take ``cost`` units from the merchant's budget, or refuse with ``429`` (nothing taken, nothing done).
+
+    Either way the answer carries the budget's state (:func:`rate_limit_headers`)."""
+    limiter = services().merchant_limiter
+    wait = limiter.hit(principal.id, cost)
+    g.rate_limit = limiter.state(principal.id)
     if wait is not None:
         raise RateLimited(wait)
+
+
+def rate_limit_headers(response: Response) -> None:
+    """``after_request``: a merchant's answer (a ``429`` too) says its budget: ``X-RateLimit-Limit`` (units per
+    window), ``X-RateLimit-Remaining`` and ``X-RateLimit-Reset`` (Unix time, seconds, when the oldest unit
+    counted ages out: Flask-Limiter's convention)."""
+    state = g.pop("rate_limit", None)
+    if state is not None:
+        response.headers["X-RateLimit-Limit"] = str(state.limit)
+        response.headers["X-RateLimit-Remaining"] = str(state.remaining)
+        response.headers["X-RateLimit-Reset"] = str(math.ceil(state.reset_at))
 
 
 def hold_heavy_slot(principal: Principal) -> None:

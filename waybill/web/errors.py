@@ -23,6 +23,7 @@ from waybill.errors import (
     InvalidRegion,
     InvalidStatusTransition,
     LegallyHeld,
+    LimitsUnavailable,
     NotApproved,
     NotFound,
     ObligationsLapsed,
@@ -48,6 +49,7 @@ ERROR_TABLE: list[tuple[type[Exception], int, str]] = [
     (InvalidRegion, 422, "invalid_region"),
     (ValidationFailed, 422, "validation_error"),
     (NoAvailableNumber, 503, "no_available_number"),
+    (LimitsUnavailable, 503, "limits_unavailable"),
     (ProviderError, 502, "provider_error"),
     (MessageProviderError, 502, "provider_error"),
     (NotFound, 404, "not_found"),
@@ -108,7 +110,7 @@ def domain_error_response(exc: DomainError) -> Response:
     resp = jsonify(error_payload(code, exc.message, exc.field, **extra))
     note_code(code)
     resp.status_code = status
-    if isinstance(exc, RateLimited):
+    if isinstance(exc, RateLimited | LimitsUnavailable):
         resp.headers["Retry-After"] = str(max(1, math.ceil(min(exc.retry_after, 86400))))
     if status == 401:
         resp.headers["WWW-Authenticate"] = 'Bearer realm="waybill"'

@@ -79,6 +79,11 @@ def respond(model: type[BaseModel], value: object, status: int | None = None) ->
 
 
 _PARAM = re.compile(r"<(?:[a-z_]+:)?([a-zA-Z_]+)>")
+RATE_LIMIT_HEADERS: dict[str, Any] = {
+    name: {"description": text, "required": False, "schema": {"type": "integer"}} for name, text in (
+        ("X-RateLimit-Limit", "Merchant callers: units per window of the merchant's budget"),
+        ("X-RateLimit-Remaining", "Merchant callers: units left in the window after this request"),
+        ("X-RateLimit-Reset", "Merchant callers: Unix time (s) when the oldest unit counted ages out"))}
 
 
 def query_schema(schema: QuerySchema, settings: Settings) -> dict[str, Any]:
@@ -134,9 +139,16 @@ def build_document(app: Flask) -> dict[str, Any]:
         error_codes = set(op.errors) | {422} if op.body else set(op.errors)
         if op.security:
             error_codes |= {401, 403, 429}
+        if 429 in error_codes and "503" not in responses:
+            # A limited route needs its limit's store: with Redis configured and unreachable, 503 limits_unavailable.
+            error_codes.add(503)
         for code in sorted(error_codes):
             responses[str(code)] = {"description": "Error",
                                     "content": {"application/json": {"schema": ref(ErrorOut)}}}
+        if op.security:
+            # Merchant callers: every answer (429 included) carries the budget.
+            for status, answer in list(responses.items()):
+                responses[status] = {**answer, "headers": RATE_LIMIT_HEADERS}
         entry: dict[str, Any] = {"summary": op.summary, "operationId": f"{method}_{path}",
                                  "tags": list(op.tags), "parameters": params, "responses": responses}
         if op.body is not None:
