@@ -1,10 +1,11 @@
 """A `waybill worker` killed (SIGKILL) mid-task: the task is redelivered and runs once in effect.
 
-The broker is a private Redis (tests/private_services.py). The task is a webhook delivery to a receiver that holds
-its first request open, so the worker is killed with the request out and its answer never recorded. A second worker
-gets the message again (Redis: once the dead worker's heartbeat is stale), the delivery's lease keeps it from being
-sent while the dead worker could still be sending, and then it is sent once more with the same ``webhook-id`` and
-body: the receiver deduplicates by that id, and the database shows one delivery, succeeded, with one recorded answer.
+The broker is a private Redis (tests/private_services.py), or RabbitMQ in a virtual host of the test's own. The task
+is a webhook delivery to a receiver that holds its first request open, so the worker is killed with the request out
+and its answer never recorded. A second worker gets the message again (RabbitMQ: when the dead worker's connection
+drops; Redis: once its heartbeat is stale), the delivery's lease keeps it from being sent while the dead worker
+could still be sending, and then it is sent once more with the same ``webhook-id`` and body: the receiver
+deduplicates by that id, and the database shows one delivery, succeeded, with one recorded answer.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +31,7 @@ from standardwebhooks import Webhook
 
 from tests.conftest import Env, make_merchant, shipment_body
 from tests.faults.served import child_env
-from tests.private_services import PrivateRedis, private_redis
+from tests.private_services import private_redis
 from waybill import tracking
 from waybill.models import OutboxMessage, Shipment
 from waybill.permissions import SYSTEM
@@ -84,10 +87,35 @@ class StallingReceiver:
         self.server.server_close()
 
 
-@pytest.fixture
-def broker() -> Iterator[PrivateRedis]:
-    with private_redis() as server:
-        yield server
+def _rabbitmqctl(*args: str) -> None:
+    proc = subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@contextlib.contextmanager
+def _rabbitmq_vhost() -> Iterator[str]:
+    """A virtual host of this test's own on the shared RabbitMQ (its queues and messages are nobody else's), removed
+    afterwards; the broker itself is never stopped or reconfigured otherwise."""
+    if shutil.which("rabbitmqctl") is None:
+        pytest.fail("the RabbitMQ fault test needs rabbitmqctl (.ci/run's RabbitMQ)", pytrace=False)
+    vhost = f"waybill_faults_{secrets.token_hex(4)}"
+    _rabbitmqctl("add_vhost", vhost)
+    try:
+        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    finally:
+        _rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The broker's URL: a private Redis, or a vhost of the test's own on the shared RabbitMQ."""
+    if request.param == "redis":
+        with private_redis() as server:
+            yield server.url
+    else:
+        with _rabbitmq_vhost() as url:
+            yield url
 
 
 @pytest.fixture
@@ -135,10 +163,10 @@ def _wait(predicate: Callable[[], bool], seconds: float, what: str) -> None:
 
 
 def test_a_worker_killed_mid_delivery_is_redelivered_and_the_delivery_happens_once(
-        fresh_env: Callable[..., Env], broker: PrivateRedis, receiver: StallingReceiver, tmp_path: Path) -> None:
+        fresh_env: Callable[..., Env], broker: str, receiver: StallingReceiver, tmp_path: Path) -> None:
     from waybill.web.app import create_app
 
-    env = fresh_env(webhook_allow_private=True, broker_url=broker.url)
+    env = fresh_env(webhook_allow_private=True, broker_url=broker)
     svc = env.services()
     client = create_app(env.settings, services_override=svc).test_client()
     merchant = make_merchant(svc, "杀进程商户")
