@@ -154,6 +154,9 @@ def _rollback(session: Session) -> None:
         session.rollback()
     except DBAPIError as exc:
         log.warning("rollback on a lost connection", extra={"error_type": type(exc).__name__})
+        # Discarded, not handed back to the pool: its reset (one more ROLLBACK) would fail the same way.
+        with contextlib.suppress(DBAPIError):
+            session.invalidate()
 
 
 def _close(session: Session) -> None:

@@ -5,6 +5,8 @@ line exits 3 on them. Fast, on both databases: the dead database is a PostgreSQL
 from __future__ import annotations
 
 import json
+import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,31 @@ def test_requests_against_an_unreachable_database_answer_503_with_retry_after(ba
         assert client.get("/healthz").status_code == 200  # liveness never asks the database
     finally:
         dead.dispose()
+
+
+def test_a_server_that_accepts_and_never_answers_costs_the_connect_timeout_not_a_hung_thread(base_env: Env) -> None:
+    """A half-dead host (the TCP handshake done by its kernel, PostgreSQL never answering): without
+    ``connect_timeout`` the request would wait for the kernel's TCP timeout, minutes, holding a server thread."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # never accepted, never answered
+    dead = make_engine(f"postgresql+psycopg://postgres@127.0.0.1:{silent.getsockname()[1]}/nothing")
+    answers: list[Any] = []
+    try:
+        app = create_app(base_env.settings,
+                         services_override=base_env.services(session_factory=make_session_factory(dead)))
+
+        def ask() -> None:
+            answers.append(app.test_client().get("/v1/shipments", headers={"Authorization": "Bearer wb_live_x"}))
+
+        worker = threading.Thread(target=ask, daemon=True)
+        worker.start()
+        worker.join(60)  # a bound against hanging, not a speed claim (connect_timeout is 3 s)
+        assert not worker.is_alive(), "the request hung on a silent database server"
+        assert answers[0].status_code == 503 and answers[0].get_json()["error"]["code"] == "database_unavailable"
+    finally:
+        dead.dispose()
+        silent.close()
 
 
 def test_only_connection_failures_are_503_other_database_errors_stay_bugs() -> None:
