@@ -37,6 +37,10 @@ def owner_only(path: Path, mode: int) -> bool:
     return False
 
 
+#: Seconds a PostgreSQL connection attempt may take (libpq's ``connect_timeout``).
+CONNECT_TIMEOUT_S = 3
+
+
 def make_engine(url: str, *, write_lock: bool = True, **kwargs: Any) -> Engine:
     """Create an engine; SQLite gets WAL, foreign keys, a busy timeout and (if ``write_lock``)
     transactions that take the write lock when they begin.
@@ -80,7 +84,16 @@ def make_engine(url: str, *, write_lock: bool = True, **kwargs: Any) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if write_lock else "BEGIN")
 
         return engine
+    # A checked-out connection is pinged first: one the server dropped (a restart, a failover, an idle timeout) is
+    # replaced instead of failing the request; a disconnect seen mid-statement invalidates the whole pool.
     kwargs.setdefault("pool_pre_ping", True)
+    if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+        # An unreachable server fails a connection attempt in seconds, not the OS's minutes-long TCP timeout:
+        # requests answer 503 at once (waybill/web/errors.py) instead of holding every thread. The URL's own
+        # ``?connect_timeout=`` wins.
+        connect_args = dict(kwargs.pop("connect_args", None) or {})
+        connect_args.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
+        kwargs["connect_args"] = connect_args
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     return create_engine(url, hide_parameters=True, **kwargs)

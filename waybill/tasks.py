@@ -144,12 +144,31 @@ class DramatiqQueue:
         self.actor.send(message_id)
 
 
+#: Redis broker: a worker none of whose broker commands (fetches, acks: each is a heartbeat) arrived for this long
+#: is taken for dead, and the messages it had taken but not acknowledged go back to the queue (Dramatiq's default).
+#: Longer than a live worker's longest silence (every thread on a task, nothing prefetched left to ask for); a
+#: task that outlasts it may run a second time meanwhile, which the outbox makes harmless (run_message: the row
+#: lock, the done marker; the handlers' own leases and cursors).
+BROKER_HEARTBEAT_TIMEOUT_MS = 60_000
+#: Per million broker commands, how many also look for dead workers. Dramatiq's default (1,000) left a killed
+#: worker's task waiting ~7 minutes on average behind an idle queue (~2 commands a second per worker), i.e. until
+#: the outbox's own REDELIVER_AFTER; at 100,000 it is requeued within seconds of the heartbeat timeout, for one
+#: cheap sorted-set range query per ten commands.
+BROKER_MAINTENANCE_CHANCE = 100_000
+
+
 def make_broker(url: str) -> Any:
-    """A Dramatiq broker for ``redis://``/``rediss://`` or ``amqp://``/``amqps://`` URLs."""
+    """A Dramatiq broker for ``redis://``/``rediss://`` or ``amqp://``/``amqps://`` URLs.
+
+    Either way a message is acknowledged only after its actor returned (Dramatiq acks late): a worker killed
+    mid-task leaves it unacknowledged, and the broker hands it to another worker — RabbitMQ as soon as the dead
+    worker's connection drops, Redis once its heartbeat is :data:`BROKER_HEARTBEAT_TIMEOUT_MS` old.
+    """
     if url.startswith(("redis://", "rediss://")):
         from dramatiq.brokers.redis import RedisBroker
 
-        return RedisBroker(url=url)  # type: ignore[no-untyped-call]
+        return RedisBroker(url=url, heartbeat_timeout=BROKER_HEARTBEAT_TIMEOUT_MS,  # type: ignore[no-untyped-call]
+                           maintenance_chance=BROKER_MAINTENANCE_CHANCE)
     if url.startswith(("amqp://", "amqps://")):
         from dramatiq.brokers.rabbitmq import RabbitmqBroker
 

@@ -87,10 +87,10 @@ class UnitOfWork:
         try:
             session.commit()
         except IntegrityError:
-            session.rollback()
+            _rollback(session)
             raise CommitFailed("conflict") from None
         except DBAPIError as exc:
-            session.rollback()
+            _rollback(session)
             log.error("commit failed", extra={"error_type": type(exc).__name__})
             raise CommitFailed("unavailable") from None
 
@@ -121,16 +121,16 @@ class UnitOfWork:
                     session.commit()
                     committed = True
                 except IntegrityError:
-                    session.rollback()
+                    _rollback(session)
                     failure = CommitFailed("conflict")
                 except DBAPIError as exc:
-                    session.rollback()
+                    _rollback(session)
                     log.error("commit failed", extra={"error_type": type(exc).__name__})
                     failure = CommitFailed("unavailable")
             else:
-                session.rollback()
+                _rollback(session)
         finally:
-            session.close()
+            _close(session)
         if committed:
             for callback in self._after_commit:
                 _safely(callback, "after-commit callback failed")
@@ -144,6 +144,26 @@ class UnitOfWork:
             failure = failure or CommitFailed("unavailable")
         if failure is not None:
             raise failure
+
+
+def _rollback(session: Session) -> None:
+    """Roll back; on a connection the database dropped (a restart mid-request) there is nothing left to undo (the
+    server ended the transaction with the session), so the driver's error is logged, not raised: the request's
+    own answer (a 503 naming the database, waybill/web/errors.py) stays the answer."""
+    try:
+        session.rollback()
+    except DBAPIError as exc:
+        log.warning("rollback on a lost connection", extra={"error_type": type(exc).__name__})
+        # Discarded, not handed back to the pool: its reset (one more ROLLBACK) would fail the same way.
+        with contextlib.suppress(DBAPIError):
+            session.invalidate()
+
+
+def _close(session: Session) -> None:
+    try:
+        session.close()
+    except DBAPIError as exc:  # as above: the connection is gone, the pool discards it
+        log.warning("close on a lost connection", extra={"error_type": type(exc).__name__})
 
 
 def write_durable(factory: sessionmaker[Session], events: Sequence[audit.PendingEvent]) -> None:

@@ -7,6 +7,7 @@ import sys
 from typing import Any, NoReturn
 
 import click
+from sqlalchemy import exc as sa_exc
 
 from waybill import db, keyfile
 from waybill.services import Services, build, initialise
@@ -20,6 +21,33 @@ def emit(doc: dict[str, Any]) -> None:
 def fail(doc: dict[str, Any], code: int = 1) -> NoReturn:
     emit(doc)
     sys.exit(code)
+
+
+#: The exit status of a command that found the database unreachable (a retry may succeed; 1 and 2 may not).
+EXIT_DATABASE_UNAVAILABLE = 3
+
+
+class CommandLine(click.Group):
+    """The `waybill` group: a command that meets a dead database (refused, restarting, timed out) exits
+    :data:`EXIT_DATABASE_UNAVAILABLE` with one JSON line naming the problem, never a traceback.
+
+    The same classification as the HTTP answers' 503 (waybill/web/errors.py, imported here lazily: the command
+    line must not load Flask for it).
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
+            from waybill.web.errors import dependency_failure
+
+            row = dependency_failure(exc)
+            code = row[1] if row is not None else "database_unavailable"
+            # The error's type only: its text may quote the host, the user or a statement.
+            kind = type(getattr(exc, "orig", None) or exc).__name__
+            fail({"ok": False, "error": {"code": code, "message": (
+                f"the database did not answer ({kind}): check WAYBILL_DATABASE_URL and that PostgreSQL is up, "
+                "then run the command again")}}, EXIT_DATABASE_UNAVAILABLE)
 
 
 def read_settings() -> Settings:

@@ -8,6 +8,7 @@ import click
 
 from waybill import audit, db, keyfile, logs
 from waybill.commands.common import (
+    CommandLine,
     Progress,
     emit,
     existing_services,
@@ -29,7 +30,7 @@ from waybill.uow import unit_of_work
 _settings, _ready, _existing = read_settings, ready_services, existing_services
 
 
-@click.group()
+@click.group(cls=CommandLine)
 @click.version_option(package_name="privacy-waybill", prog_name="waybill", message="%(prog)s %(version)s")
 def main() -> None:
     """privacy-waybill: encrypted shipment store, privacy labels, audited courier access."""

@@ -167,7 +167,5 @@ def _log_db_error(message: str, exc: Exception) -> None:
 
 
 def _unavailable() -> Response:
-    resp = jsonify(api_errors.error_payload("unavailable", "服务暂时不可用，请重试"))
-    resp.status_code = 503
-    resp.headers["Retry-After"] = "1"
-    return resp
+    # The commit itself failed on a database error (logged by the unit of work): the dependency table's answer.
+    return api_errors.unavailable_response()

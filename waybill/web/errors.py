@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from flask import Flask, Response, g, has_request_context, jsonify
+from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
 from printing.errors import LabelError
@@ -77,6 +78,22 @@ ERROR_TABLE: list[tuple[type[Exception], int, str]] = [
     (DomainError, 400, "bad_request"),
 ]
 
+# A dependency that is down, restarting or saturated: answered at once with 503 and Retry-After (seconds), never
+# a 500 or a hang; nothing of the request committed (its transaction rolled back, or never began), so the client
+# retries (a create with its Idempotency-Key gets the original answer if the commit did land). Most specific first.
+# The pool discards the dead connections (waybill/db.py: pre-ping, a disconnect invalidates the pool), so the
+# first request after the database is back is served again without a restart.
+DEPENDENCY_TABLE: list[tuple[type[Exception], str, str, int]] = [
+    # Cannot connect, the server shut down or restarted mid-transaction, a connection dropped (psycopg raises
+    # OperationalError for each; SQLite's "database is locked" after its busy timeout is one too).
+    (sa_exc.OperationalError, "database_unavailable", "数据库暂时不可用，请稍后重试", 2),
+    # A connection that was closed under the driver (a socket the server dropped between statements).
+    (sa_exc.InterfaceError, "database_unavailable", "数据库暂时不可用，请稍后重试", 2),
+    # Every pooled connection busy for pool_timeout: the database is too slow to keep up (overload).
+    (sa_exc.TimeoutError, "database_busy", "数据库繁忙，请稍后重试", 2),
+]
+DATABASE_UNAVAILABLE = DEPENDENCY_TABLE[0]
+
 HTTP_CODES = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
               405: "method_not_allowed", 406: "not_acceptable", 409: "conflict", 411: "length_required",
               413: "payload_too_large", 415: "unsupported_media_type", 429: "rate_limited"}
@@ -117,8 +134,43 @@ def domain_error_response(exc: DomainError) -> Response:
     return resp
 
 
+def dependency_failure(exc: BaseException) -> tuple[type[Exception], str, str, int] | None:
+    """The :data:`DEPENDENCY_TABLE` row for ``exc`` (a database error that means "down, try again"), or None.
+
+    Any other DBAPI error whose connection SQLAlchemy found dead (``connection_invalidated``) is the database's
+    unavailability too; the rest (an integrity or programming error) are bugs and stay 500s.
+    """
+    for row in DEPENDENCY_TABLE:
+        if isinstance(exc, row[0]):
+            return row
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return DATABASE_UNAVAILABLE
+    return None
+
+
+def unavailable_response(row: tuple[type[Exception], str, str, int] = DATABASE_UNAVAILABLE,
+                         exc: BaseException | None = None) -> Response:
+    """``503`` with ``Retry-After`` for a failed dependency; the log names the error type only (its text may
+    quote a host or a statement)."""
+    _cls, code, message, retry_after = row
+    log.error("dependency unavailable", extra={"error_code": code,
+                                               "error_type": type(exc).__name__ if exc is not None else None})
+    resp = jsonify(error_payload(code, message))
+    note_code(code)
+    resp.status_code = 503
+    resp.headers["Retry-After"] = str(retry_after)
+    return resp
+
+
 def register(app: Flask) -> None:
     app.register_error_handler(DomainError, domain_error_response)
+
+    @app.errorhandler(sa_exc.SQLAlchemyError)
+    def _database(exc: sa_exc.SQLAlchemyError) -> Response:
+        row = dependency_failure(exc)
+        if row is None:
+            return _internal("unhandled exception", exc, "internal_error", "服务内部错误", stack=True)
+        return unavailable_response(row, exc)
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:

@@ -138,7 +138,8 @@ def build_document(app: Flask) -> dict[str, Any]:
         responses: dict[str, Any] = {str(code): ok for code in (op.status, *op.also)}
         error_codes = set(op.errors) | {422} if op.body else set(op.errors)
         if op.security:
-            error_codes |= {401, 403, 429}
+            # 503: the database is down or restarting (waybill/web/errors.py DEPENDENCY_TABLE), with Retry-After.
+            error_codes |= {401, 403, 429, 503}
         if 429 in error_codes and "503" not in responses:
             # A limited route needs its limit's store: with Redis configured and unreachable, 503 limits_unavailable.
             error_codes.add(503)
