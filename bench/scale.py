@@ -57,7 +57,7 @@ from scan import (  # noqa: E402 - bench/scan.py's setup and servers, the same a
     waybill_command,
 )
 
-from tests.private_redis import PrivateRedis  # noqa: E402
+from tests.private_services import PrivateRedis  # noqa: E402
 from waybill.merchants import create_merchant  # noqa: E402
 from waybill.permissions import SYSTEM  # noqa: E402
 from waybill.services import build, initialise  # noqa: E402

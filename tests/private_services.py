@@ -96,11 +96,12 @@ def private_postgres() -> Iterator[PrivatePostgres]:
 class PrivateRedis:
     """A ``redis-server`` of the test's own on ``127.0.0.1:port``, no persistence."""
 
-    def __init__(self) -> None:
+    def __init__(self, workdir: Path | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.fail("fault tests need redis-server in PATH", pytrace=False)
         self._binary = binary
+        self.workdir = workdir
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -108,15 +109,20 @@ class PrivateRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> None:
+    def start(self) -> PrivateRedis:
+        """Start it (again, on the same port: an empty Redis, as after a crash without persistence)."""
+        where = ["--dir", str(self.workdir)] if self.workdir is not None else []
+        if self.workdir is not None:
+            self.workdir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen([self._binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no", "--daemonize", "no"],
+                                      "--appendonly", "no", "--daemonize", "no", *where],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
         while not _listening(self.port):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("redis-server did not start")
             time.sleep(0.05)
+        return self
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

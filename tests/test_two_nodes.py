@@ -33,7 +33,7 @@ from tests.conftest import PG_URL, Env, _drop, _new_env, make_merchant, run, shi
 from tests.courier_api import make_staff
 from tests.courier_api.last_mile_helpers import STATION
 from tests.printing.label_helpers import decode, pdf_pages_as_images
-from tests.private_redis import PrivateRedis, free_port
+from tests.private_services import PrivateRedis, free_port
 from waybill.alerts import store as alert_store
 from waybill.models import Shipment
 from waybill.permissions import SYSTEM, Principal

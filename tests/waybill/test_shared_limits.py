@@ -21,7 +21,7 @@ from courier_api.staff import set_phone
 from tests.conftest import make_merchant, shipment_body
 from tests.courier_api import bearer, login, make_staff
 from tests.courier_api.last_mile_helpers import STATION, assign, printed
-from tests.private_redis import PrivateRedis
+from tests.private_services import PrivateRedis
 from tests.redis_service import REDIS_URL, needs_redis
 from tests.waybill.test_merchant_api import assert_error, db_count
 from waybill.inflight import ConcurrencyLimiter, RedisConcurrencyLimiter
