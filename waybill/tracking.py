@@ -9,10 +9,11 @@ what committed with the change. Events hold statuses, stations and times only, n
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, inspect, select, update
+from sqlalchemy import Table, insert, inspect, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -86,6 +87,25 @@ def started(session: Session, principal: Principal, shipment: Shipment, *, at: d
     """The first event of a new shipment (status ``created``)."""
     return _append(session, shipment, kind="status", status=shipment.status, previous=None, event=None,
                    station=shipment.origin_station, actor=principal.actor, at=at)
+
+
+#: The sequence number of a shipment's first event: a shipment is written with it (``event_seq``) and the event.
+FIRST_SEQ = 1
+_events = cast(Table, TrackingEvent.__table__)
+
+
+def started_many(session: Session, principal: Principal,
+                 shipments: Iterable[tuple[str, str, str | None, datetime]]) -> None:
+    """The first events of new shipments, one statement for them all: ``(shipment id, status, origin station,
+    created at)`` each, what :func:`started` records for one.
+
+    Only for shipments this transaction has just inserted with ``event_seq`` :data:`FIRST_SEQ`: nobody else
+    can see them before the commit, so the number needs neither a lock nor an increment."""
+    rows = [{"id": new_id("trk"), "shipment_id": sid, "seq": FIRST_SEQ, "kind": "status", "status": status,
+             "previous_status": None, "event": None, "station": station, "actor": principal.actor, "at": at}
+            for sid, status, station, at in shipments]
+    if rows:
+        session.connection().execute(insert(_events), rows)
 
 
 def move(session: Session, principal: Principal, shipment: Shipment, to: str, *, station: str | None = None,

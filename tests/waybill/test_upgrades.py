@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -145,6 +145,10 @@ class _Format1:
     def encrypt(self, plaintext: str, *, table: str, column: str, row_id: str,
                 subject_key: int | None = None) -> bytes:
         return self._vault.encrypt(plaintext, table=table, column=column, row_id=row_id)
+
+    def encrypt_fields(self, fields: Sequence[tuple[str, str]], *, table: str, row_id: str,
+                       subject_key: int) -> list[bytes]:
+        return [self.encrypt(text, table=table, column=column, row_id=row_id) for column, text in fields]
 
     def decrypt(self, blob: bytes, *, table: str, column: str, row_id: str) -> str:
         return self._vault.decrypt(blob, table=table, column=column, row_id=row_id)
