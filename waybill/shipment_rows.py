@@ -18,14 +18,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from sqlalchemy import Table, insert, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session, make_transient_to_detached
-from sqlalchemy.sql.dml import Insert
 
 from waybill import masked, tracking
+from waybill.bulk import BulkInsert
 from waybill.errors import ValidationFailed
 from waybill.ids import new_id
 from waybill.masking import mask_address, mask_name, mask_phone
@@ -95,11 +95,16 @@ class ShipmentRow:
     personal_data_destroyed_at: datetime | None = None
 
     def values(self) -> dict[str, Any]:
-        """The row's column values (every column, so every row of a statement has the same keys)."""
+        """The row's column values (every column)."""
         return {name: getattr(self, name) for name in COLUMNS}
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        """The row's values in :data:`COLUMNS` order."""
+        return _ALL(self)
 
 
 COLUMNS = tuple(f.name for f in fields(ShipmentRow))
+_ALL = attrgetter(*COLUMNS)
 # A column added to the model and not here would be written with its default by the set-based insert, and left
 # expired on the object `attach` makes: refuse to start instead.
 if set(COLUMNS) != set(_SHIPMENTS.c.keys()):  # pragma: no cover - a programming error, caught at import
@@ -232,18 +237,9 @@ class RowBuilder:
         return Built(row, [sender_key, recipient_key])
 
 
-def _insert_new(dialect: str) -> Insert:
-    """``INSERT INTO shipments ... ON CONFLICT DO NOTHING RETURNING id`` for ``dialect`` (built once each)."""
-    found = _STATEMENTS.get(dialect)
-    if found is None:
-        module = postgresql if dialect == "postgresql" else sqlite
-        found = _STATEMENTS[dialect] = (module.insert(_SHIPMENTS).on_conflict_do_nothing()
-                                        .returning(_SHIPMENTS.c.id))
-    return found
-
-
-_STATEMENTS: dict[str, Insert] = {}
-_INSERT_KEYS = insert(_SUBJECT_KEYS)
+_KEY_COLUMNS = tuple(_SUBJECT_KEYS.c.keys())
+_NEW_SHIPMENTS = BulkInsert(_SHIPMENTS, COLUMNS, ignore_conflicts=True)
+_NEW_KEYS = BulkInsert(_SUBJECT_KEYS, _KEY_COLUMNS)
 
 
 def write(session: Session, principal: Principal, built: Sequence[Built]) -> list[Built]:
@@ -254,14 +250,18 @@ def write(session: Session, principal: Principal, built: Sequence[Built]) -> lis
     if not built:
         return []
     conn = session.connection()
-    stmt = _insert_new(conn.dialect.name)
     written: set[str] = set()
     pending = list(built)
     for attempt in range(WAYBILL_NO_ATTEMPTS):
-        ids = set(conn.execute(stmt, [b.row.values() for b in pending]).scalars())
+        if _NEW_SHIPMENTS.execute(conn, [b.row.as_tuple() for b in pending]) == len(pending):
+            written.update(b.row.id for b in pending)
+            break
+        # Some rows conflicted (skipped, the transaction still usable): find which went in.
+        ids = set(conn.execute(select(_SHIPMENTS.c.id).where(
+            _SHIPMENTS.c.id.in_([b.row.id for b in pending]))).scalars())
         written |= ids
         failed = [b for b in pending if b.row.id not in ids]
-        if not failed or attempt + 1 == WAYBILL_NO_ATTEMPTS:
+        if attempt + 1 == WAYBILL_NO_ATTEMPTS:
             break
         taken = set(conn.execute(select(_SHIPMENTS.c.waybill_no).where(
             _SHIPMENTS.c.waybill_no.in_([b.row.waybill_no for b in failed]))).scalars())
@@ -273,7 +273,7 @@ def write(session: Session, principal: Principal, built: Sequence[Built]) -> lis
             b.row.waybill_no = new_waybill_no()
     done = [b for b in built if b.row.id in written]
     if done:
-        conn.execute(_INSERT_KEYS, [key for b in done for key in b.keys])
+        _NEW_KEYS.execute(conn, [tuple(key[c] for c in _KEY_COLUMNS) for b in done for key in b.keys])
         tracking.started_many(session, principal, ((b.row.id, b.row.status, b.row.origin_station, b.row.created_at)
                                                    for b in done))
     return done

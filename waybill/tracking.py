@@ -13,10 +13,11 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, insert, inspect, select, update
+from sqlalchemy import Table, inspect, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from waybill.bulk import BulkInsert
 from waybill.errors import InvalidStatusTransition, ValidationFailed
 from waybill.ids import new_id
 from waybill.models import Shipment, TrackingEvent, utcnow
@@ -91,7 +92,8 @@ def started(session: Session, principal: Principal, shipment: Shipment, *, at: d
 
 #: The sequence number of a shipment's first event: a shipment is written with it (``event_seq``) and the event.
 FIRST_SEQ = 1
-_events = cast(Table, TrackingEvent.__table__)
+_FIRST_EVENTS = BulkInsert(cast(Table, TrackingEvent.__table__), (
+    "id", "shipment_id", "seq", "kind", "status", "previous_status", "event", "station", "actor", "at"))
 
 
 def started_many(session: Session, principal: Principal,
@@ -101,11 +103,10 @@ def started_many(session: Session, principal: Principal,
 
     Only for shipments this transaction has just inserted with ``event_seq`` :data:`FIRST_SEQ`: nobody else
     can see them before the commit, so the number needs neither a lock nor an increment."""
-    rows = [{"id": new_id("trk"), "shipment_id": sid, "seq": FIRST_SEQ, "kind": "status", "status": status,
-             "previous_status": None, "event": None, "station": station, "actor": principal.actor, "at": at}
+    actor = principal.actor
+    rows = [(new_id("trk"), sid, FIRST_SEQ, "status", status, None, None, station, actor, at)
             for sid, status, station, at in shipments]
-    if rows:
-        session.connection().execute(insert(_events), rows)
+    _FIRST_EVENTS.execute(session.connection(), rows)
 
 
 def move(session: Session, principal: Principal, shipment: Shipment, to: str, *, station: str | None = None,

@@ -45,7 +45,8 @@ from waybill.routing import RoutingTable
 from waybill.schemas import ShipmentIn
 from waybill.services import initialise
 from waybill.settings import Settings, load_settings
-from waybill.shipments import ShipmentDeps, _build, _fingerprint
+from waybill.shipment_rows import Built, RowBuilder, ShipmentRow
+from waybill.shipments import ShipmentDeps, _fingerprint
 from waybill.virtual_numbers import add_numbers
 
 SCRIPTS = db.script_directory()
@@ -157,6 +158,15 @@ class _Format1:
         return self._vault.blind_index(field, normalised)
 
 
+def _build(deps: ShipmentDeps, merchant: Principal, data: ShipmentIn, idem_key: str | None,
+           fingerprint: bytes | None) -> ShipmentRow:
+    """A shipment row as the head code builds it, seeded without its first tracking event (event_seq 0)."""
+    (built,) = RowBuilder(deps, merchant).build([(data, idem_key, fingerprint)])
+    assert isinstance(built, Built)
+    built.row.event_seq = 0
+    return built.row
+
+
 def _seed(env: Env, revision: str) -> Seeded:
     settings: Settings = env.settings
     db.upgrade(env.engine, revision)
@@ -191,7 +201,7 @@ def _seed(env: Env, revision: str) -> Seeded:
     has_qr = "qr_tokens" in tables
     ship_rows = []
     for shp in ([plain, printed] if has_qr else [plain]):
-        values = {c.key: getattr(shp, c.key) for c in shp.__table__.columns}
+        values = shp.values()
         if "sender_masked" in tables["shipments"].c:
             # Before 0015 the masked snapshot was plaintext JSON, and the phone index 24 bits wide (the old
             # default): the upgrade must seal the one and recompute the other.
