@@ -26,9 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from werkzeug.serving import make_server
-
 from _env import body, database_url
+from werkzeug.serving import make_server
 
 from waybill import db
 from waybill.crypto.vault import IdentityCodec

@@ -45,7 +45,8 @@ class BulkInsert:
         quote = dialect.identifier_preparer.quote
         names = ", ".join(quote(c) for c in self.columns)
         mark = "?" if dialect.paramstyle == "qmark" else "%s"
-        sql = (f"INSERT INTO {quote(self.table.name)} ({names}) VALUES ({', '.join(mark for _ in self.columns)})"
+        # Only the table's own identifiers, quoted by the dialect, go into the text; values are always bound.
+        sql = (f"INSERT INTO {quote(self.table.name)} ({names}) VALUES ({', '.join(mark for _ in self.columns)})"  # noqa: S608
                + (" ON CONFLICT DO NOTHING" if self.ignore_conflicts else ""))
         processors = []
         for i, name in enumerate(self.columns):

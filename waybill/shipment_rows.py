@@ -16,30 +16,30 @@ collided are drawn again, the rest (an order id or idempotency key taken) are le
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Table, select
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 from waybill import masked, tracking
 from waybill.bulk import BulkInsert
+from waybill.consent import PrivacyNotice
+from waybill.crypto.subject_keys import SubjectKeyring
+from waybill.crypto.vault import FieldCodec
 from waybill.errors import ValidationFailed
 from waybill.ids import new_id
-from waybill.masking import mask_address, mask_name, mask_phone
+from waybill.masking import MaskPolicy, mask_address, mask_name, mask_phone
 from waybill.models import Shipment, SubjectKey, utcnow
 from waybill.permissions import Principal
 from waybill.phone_index import phone_index
-from waybill.regions import Region
-from waybill.routing import Route, UnknownProvince
+from waybill.regions import Region, RegionTable
+from waybill.routing import Route, RoutingTable, UnknownProvince
 from waybill.schemas import PartyIn, ShipmentIn
 from waybill.stations import station_code
 from waybill.waybill_no import new_waybill_no
-
-if TYPE_CHECKING:  # shipments imports this module
-    from waybill.shipments import ShipmentDeps
 
 TABLE = "shipments"
 PARTIES = ("sender", "recipient")
@@ -48,6 +48,19 @@ _SHIPMENTS = cast(Table, Shipment.__table__)
 _SUBJECT_KEYS = cast(Table, SubjectKey.__table__)
 K = TypeVar("K")
 V = TypeVar("V")
+
+
+@dataclass(frozen=True)
+class ShipmentDeps:
+    """What the shipment store needs besides the session: codec, routing, divisions, masking, fingerprint key."""
+
+    codec: FieldCodec
+    routing: RoutingTable
+    policy: MaskPolicy
+    fingerprint_key: bytes
+    keyring: SubjectKeyring
+    regions: RegionTable = field(default_factory=RegionTable.load)
+    notice: PrivacyNotice = field(default_factory=PrivacyNotice.load)  # what ``consents`` are checked against
 
 
 @dataclass(slots=True)

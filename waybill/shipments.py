@@ -13,15 +13,14 @@ import hashlib
 import hmac
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from waybill import audit, shipment_rows, tracking
-from waybill.consent import PrivacyNotice
 from waybill.crypto.subject_keys import SubjectKeyring
-from waybill.crypto.vault import FieldCodec, subject_key_of
+from waybill.crypto.vault import subject_key_of
 from waybill.errors import (
     DomainError,
     DuplicateMerchantOrder,
@@ -32,33 +31,18 @@ from waybill.errors import (
 )
 from waybill.ids import looks_like
 from waybill.labels import revoke_tokens
-from waybill.masking import MaskPolicy
 from waybill.models import Shipment, TrackingEvent
 from waybill.permissions import Permission, Principal
 from waybill.phone_index import phone_index
 from waybill.phones import normalize_phone
-from waybill.regions import RegionTable
-from waybill.routing import RoutingTable
 from waybill.schemas import ShipmentIn
 from waybill.shipment_rows import Built, RowBuilder, ShipmentRow
+from waybill.shipment_rows import ShipmentDeps as ShipmentDeps  # where it is defined; imported from here
 
 TABLE = "shipments"
 PARTIES = ("sender", "recipient")
 PD_FIELDS = tuple(f"{p}.{f}" for p in PARTIES for f in ("name", "phone", "address"))
 CANCELLABLE = frozenset({"created", "printed"})
-
-
-@dataclass(frozen=True)
-class ShipmentDeps:
-    """What the shipment store needs besides the session: codec, routing, divisions, masking, fingerprint key."""
-
-    codec: FieldCodec
-    routing: RoutingTable
-    policy: MaskPolicy
-    fingerprint_key: bytes
-    keyring: SubjectKeyring
-    regions: RegionTable = field(default_factory=RegionTable.load)
-    notice: PrivacyNotice = field(default_factory=PrivacyNotice.load)  # what ``consents`` are checked against
 
 
 @dataclass(frozen=True)
