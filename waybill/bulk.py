@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Dialect, Table
+from sqlalchemy.exc import DBAPIError
 
 Processor = Callable[[Any], Any]
 
@@ -80,9 +81,16 @@ class BulkInsert:
             # COPY: one stream for the lot, the cheapest way into PostgreSQL (nothing to skip, so nothing lost).
             driver = conn.connection.driver_connection
             assert driver is not None
-            with driver.cursor() as cursor, cursor.copy(prepared.copy_sql) as copy:
-                for values in tuples:
-                    copy.write_row(values)
+            error: type[Exception] = conn.dialect.loaded_dbapi.Error
+            try:
+                with driver.cursor() as cursor, cursor.copy(prepared.copy_sql) as copy:
+                    for values in tuples:
+                        copy.write_row(values)
+            except error as exc:
+                # Past SQLAlchemy, so wrapped as it wraps a driver error: callers catch its classes (a lost
+                # connection is an OperationalError, a broken constraint an IntegrityError), never the driver's.
+                raise DBAPIError.instance(prepared.copy_sql, None, exc, error, hide_parameters=True,
+                                          dialect=conn.dialect) from exc
             return len(tuples)
         result = conn.exec_driver_sql(prepared.sql, tuples)
         return int(result.rowcount)

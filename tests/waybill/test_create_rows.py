@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from tests.conftest import RECIPIENT, SENDER, make_merchant, shipment_body
-from waybill import masked, shipment_rows, shipments
-from waybill.models import AuditEvent, Shipment, SubjectKey, TrackingEvent
+from waybill import masked, shipment_rows, shipments, tracking
+from waybill.models import AuditEvent, Shipment, SubjectKey, TrackingEvent, utcnow
 from waybill.permissions import Principal
 from waybill.schemas import ShipmentIn, parse
 from waybill.shipment_rows import Built, RowBuilder
@@ -105,3 +107,13 @@ def test_a_colliding_waybill_number_is_drawn_again_for_that_row_only(services: A
         assert len(done) == 2
         assert done[0].row.waybill_no == kept and done[1].row.waybill_no not in (taken, kept)
         s.commit()
+
+
+def test_a_bulk_insert_that_breaks_a_constraint_raises_what_sqlalchemy_raises(services: Any) -> None:
+    # A tracking event of a shipment that does not exist: on PostgreSQL this goes through COPY, past SQLAlchemy,
+    # and must still surface as SQLAlchemy's IntegrityError (what the error handling catches), not the driver's.
+    row = ("trk_" + "0" * 26, "shp_" + "0" * 26, 1, "status", "created", None, None, None, "system:test", utcnow())
+    with services.session_factory() as s:
+        with pytest.raises(IntegrityError):
+            tracking._FIRST_EVENTS.execute(s.connection(), [row])
+        s.rollback()
