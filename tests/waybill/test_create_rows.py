@@ -117,3 +117,18 @@ def test_a_bulk_insert_that_breaks_a_constraint_raises_what_sqlalchemy_raises(se
         with pytest.raises(IntegrityError):
             tracking._FIRST_EVENTS.execute(s.connection(), [row])
         s.rollback()
+
+
+def test_the_single_create_object_is_persistent_and_its_changes_are_written(services: Any) -> None:
+    principal = _merchant(services)
+    with services.session_factory() as s:
+        shipment, created = shipments.create_shipment(s, services.shipment_deps, principal,
+                                                      parse(ShipmentIn, shipment_body("ATT-1")))
+        assert created and shipment in s and not s.dirty
+        tracking.move(s, principal, shipment, "cancelled")  # the next number builds on the stored one
+        s.commit()
+        sid = shipment.id
+    with services.session_factory() as s:
+        assert s.scalar(select(Shipment.status).where(Shipment.id == sid)) == "cancelled"
+        assert list(s.scalars(select(TrackingEvent.seq).where(TrackingEvent.shipment_id == sid)
+                              .order_by(TrackingEvent.seq))) == [1, 2]
