@@ -13,16 +13,14 @@ import hashlib
 import hmac
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from waybill import audit, masked, tracking
-from waybill.consent import PrivacyNotice
+from waybill import audit, shipment_rows, tracking
 from waybill.crypto.subject_keys import SubjectKeyring
-from waybill.crypto.vault import FieldCodec, subject_key_of
+from waybill.crypto.vault import subject_key_of
 from waybill.errors import (
     DomainError,
     DuplicateMerchantOrder,
@@ -31,48 +29,29 @@ from waybill.errors import (
     ShipmentNotFound,
     ValidationFailed,
 )
-from waybill.ids import looks_like, new_id
+from waybill.ids import looks_like
 from waybill.labels import revoke_tokens
-from waybill.masking import MaskPolicy, mask_address, mask_name, mask_phone
-from waybill.models import Shipment, TrackingEvent, utcnow
+from waybill.models import Shipment, TrackingEvent
 from waybill.permissions import Permission, Principal
 from waybill.phone_index import phone_index
 from waybill.phones import normalize_phone
-from waybill.regions import Region, RegionTable
-from waybill.routing import RoutingTable, UnknownProvince
-from waybill.schemas import PartyIn, ShipmentIn
-from waybill.stations import station_code
-from waybill.waybill_no import new_waybill_no
+from waybill.schemas import ShipmentIn
+from waybill.shipment_rows import Built, RowBuilder, ShipmentRow
+from waybill.shipment_rows import ShipmentDeps as ShipmentDeps  # where it is defined; imported from here
 
 TABLE = "shipments"
 PARTIES = ("sender", "recipient")
 PD_FIELDS = tuple(f"{p}.{f}" for p in PARTIES for f in ("name", "phone", "address"))
 CANCELLABLE = frozenset({"created", "printed"})
-WAYBILL_NO_ATTEMPTS = 3
-
-
-@dataclass(frozen=True)
-class ShipmentDeps:
-    """What the shipment store needs besides the session: codec, routing, divisions, masking, fingerprint key."""
-
-    codec: FieldCodec
-    routing: RoutingTable
-    policy: MaskPolicy
-    fingerprint_key: bytes
-    keyring: SubjectKeyring
-    regions: RegionTable = field(default_factory=RegionTable.load)
-    notice: PrivacyNotice = field(default_factory=PrivacyNotice.load)  # what ``consents`` are checked against
 
 
 @dataclass(frozen=True)
 class BatchItemResult:
+    """One batch item's outcome: the row as written, or the error naming the field."""
+
     index: int
-    shipment: Shipment | None = None
+    shipment: ShipmentRow | None = None
     error: DomainError | None = None
-
-
-def _waybill_no_taken(session: Session, waybill_no: str) -> bool:
-    return session.execute(select(Shipment.id).where(Shipment.waybill_no == waybill_no)).first() is not None
 
 
 def _duplicate() -> DuplicateMerchantOrder:
@@ -91,66 +70,6 @@ def _fingerprint(deps: ShipmentDeps, data: ShipmentIn) -> bytes:
         body.pop("consents", None)
     canonical = json.dumps(body, sort_keys=True, ensure_ascii=False)
     return hmac.new(deps.fingerprint_key, canonical.encode(), hashlib.sha256).digest()
-
-
-def _region(deps: ShipmentDeps, role: str, party: PartyIn) -> Region:
-    """The party's region checked against the divisions: `InvalidRegion` names ``<role>.province|city|district``.
-
-    City and district are stored and printed in full, so only the list's canonical names ever reach a label
-    (never a phone number or a name written where a district belongs)."""
-    return deps.regions.resolve(party.province, party.city, party.district, field_prefix=role)
-
-
-def _build(deps: ShipmentDeps, principal: Principal, data: ShipmentIn, idempotency_key: str | None,
-           fingerprint: bytes | None) -> Shipment:
-    """Check the regions, then encrypt, mask and route one validated shipment into an unsaved row."""
-    regions = {role: _region(deps, role, getattr(data, role)) for role in PARTIES}
-    recipient = regions["recipient"]
-    try:
-        route = deps.routing.route(recipient.province, recipient.city, recipient.district)
-    except UnknownProvince as exc:  # a division the routing table does not cover (a custom table)
-        raise ValidationFailed(str(exc), field="recipient.province") from None
-    sender = regions["sender"]
-    try:
-        origin = deps.routing.route(sender.province, sender.city, sender.district)
-    except UnknownProvince:
-        raise ValidationFailed("未知的省份", field="sender.province") from None
-    notice_version, consent_purposes = deps.notice.record(data.consents)
-    sid = new_id("shp")
-    now = utcnow()
-    values: dict[str, object] = {}
-    keys = {role: deps.keyring.new(sid, role, now) for role in PARTIES}
-    for role in PARTIES:
-        party: PartyIn = getattr(data, role)
-        # Each party's data under its own key: destroying one party's key destroys exactly its data.
-        kid = keys[role].id
-
-        def enc(value: str, column: str, kid: int = kid) -> bytes:
-            return deps.codec.encrypt(value, table=TABLE, column=column, row_id=sid, subject_key=kid)
-
-        values[f"{role}_name_ct"] = enc(party.name, f"{role}_name")
-        values[f"{role}_phone_ct"] = enc(party.phone, f"{role}_phone")
-        values[f"{role}_address_ct"] = enc(party.address, f"{role}_address")
-        values[f"{role}_phone_bidx"] = phone_index(deps.codec, principal.id, role, party.phone)
-        values[f"{role}_region"] = regions[role].as_json()
-        values[f"{role}_masked_ct"] = masked.seal(deps.codec, sid, role, {
-            "name": mask_name(party.name, deps.policy),
-            "phone": mask_phone(party.phone, deps.policy),
-            "address": mask_address(party.address, deps.policy),
-        }, subject_key=kid)
-    description = data.parcel.description
-    return Shipment(subject_keys=list(keys.values()),
-        id=sid, merchant_id=principal.id, merchant_order_id=data.merchant_order_id,
-        waybill_no=new_waybill_no(), status="created", sorting_code=route.sorting_code,
-        consolidation=route.consolidation, origin_station=station_code(origin),
-        destination_station=station_code(route), weight_g=data.parcel.weight_g, pieces=data.parcel.pieces,
-        # What someone bought says something about them: the recipient's key.
-        description_ct=None if not description else deps.codec.encrypt(
-            description, table=TABLE, column="description", row_id=sid, subject_key=keys["recipient"].id),
-        idempotency_key=idempotency_key, request_fingerprint=fingerprint, test_mode=principal.test_mode,
-        notice_version=notice_version, consent_purposes=consent_purposes,
-        created_at=now, updated_at=now, **values,
-    )
 
 
 def _own(session: Session, principal: Principal, shipment_id: str, action: str, *,
@@ -193,24 +112,17 @@ def create_shipment(session: Session, deps: ShipmentDeps, principal: Principal, 
             audit.record(session, principal, "shipment.read", object_type="shipment", object_id=replay.id,
                          fields=["masked"], purpose="idempotent replay")
             return replay, False
-    shipment = _build(deps, principal, data, idempotency_key, fingerprint)
-    for attempt in range(WAYBILL_NO_ATTEMPTS):
-        try:
-            with session.begin_nested():
-                session.add(shipment)
-            break
-        except IntegrityError:
-            if attempt + 1 < WAYBILL_NO_ATTEMPTS and _waybill_no_taken(session, shipment.waybill_no):
-                # A random waybill number collided (rare, but certain at scale): draw another.
-                shipment.waybill_no = new_waybill_no()
-                continue
-            # A concurrent request won the race for the key or the order id: answer as it would have.
-            if idempotency_key:
-                replay = _idempotent_replay(session, principal, idempotency_key, fingerprint)
-                if replay is not None:
-                    return replay, False
-            raise DuplicateMerchantOrder(field="merchant_order_id") from None
-    tracking.started(session, principal, shipment, at=shipment.created_at)
+    (built,) = RowBuilder(deps, principal).build([(data, idempotency_key, fingerprint)])
+    if isinstance(built, ValidationFailed):
+        raise built
+    if not shipment_rows.write(session, principal, [built]):
+        # A concurrent request won the race for the key or the order id: answer as it would have.
+        if idempotency_key:
+            replay = _idempotent_replay(session, principal, idempotency_key, fingerprint)
+            if replay is not None:
+                return replay, False
+        raise DuplicateMerchantOrder(field="merchant_order_id")
+    shipment = shipment_rows.attach(session, built.row)
     audit.record(session, principal, "shipment.create", object_type="shipment", object_id=shipment.id,
                  fields=PD_FIELDS)
     return shipment, True
@@ -233,14 +145,16 @@ def _idempotent_replay(session: Session, principal: Principal, key: str,
 
 def create_batch(session: Session, deps: ShipmentDeps, principal: Principal,
                  items: Sequence[ShipmentIn | ValidationFailed], *,
-                 chunk: int = 250) -> Iterator[BatchItemResult]:
+                 chunk: int = 500) -> Iterator[BatchItemResult]:
     """Create many shipments, each standing or failing alone; yields results in input order.
 
-    Work is done in chunks: one query finds already-used order ids, one multi-row insert writes
-    the chunk, and objects are expunged afterwards so memory stays bounded by the chunk size.
+    Work is done in chunks: one query finds already-used order ids, and a few set-based statements write the
+    chunk (:func:`waybill.shipment_rows.write`); no ORM object is made per row, so memory stays bounded by the
+    chunk size.
     """
     principal.require(Permission.SHIPMENT_CREATE)
     seen: set[str] = set()
+    builder = RowBuilder(deps, principal)  # one per batch: what repeats across its items is worked out once
     for start in range(0, len(items), chunk):
         part = items[start:start + chunk]
         order_ids = [it.merchant_order_id for it in part if isinstance(it, ShipmentIn)]
@@ -248,61 +162,34 @@ def create_batch(session: Session, deps: ShipmentDeps, principal: Principal,
             select(Shipment.merchant_order_id).where(Shipment.merchant_id == principal.id,
                                                      Shipment.merchant_order_id.in_(order_ids))
         ).scalars()) if order_ids else set()
+        # Built before the order ids are claimed: an item that fails its checks leaves its order id free for a
+        # later item of the batch, as when items were built one at a time.
+        fresh = [(offset, item) for offset, item in enumerate(part)
+                 if isinstance(item, ShipmentIn) and item.merchant_order_id not in taken]
+        built = dict(zip((offset for offset, _ in fresh),
+                         builder.build([(item, None, None) for _, item in fresh]), strict=True))
         results: list[BatchItemResult] = []
-        rows: list[Shipment] = []
+        good: list[tuple[int, Built]] = []
         for offset, item in enumerate(part):
             index = start + offset
             if isinstance(item, ValidationFailed):
                 results.append(BatchItemResult(index, error=item))
-                continue
-            if item.merchant_order_id in taken or item.merchant_order_id in seen:
+            elif item.merchant_order_id in taken or item.merchant_order_id in seen:
                 results.append(BatchItemResult(index, error=_duplicate()))
-                continue
-            try:
-                row = _build(deps, principal, item, None, None)
-            except ValidationFailed as exc:
-                results.append(BatchItemResult(index, error=exc))
-                continue
-            seen.add(item.merchant_order_id)
-            rows.append(row)
-            results.append(BatchItemResult(index, shipment=row))
-        _insert_rows(session, principal, rows, results)
-        for row in rows:
-            if row in session:
-                tracking.started(session, principal, row, at=row.created_at)
-                audit.record(session, principal, "shipment.create", object_type="shipment",
-                             object_id=row.id, fields=PD_FIELDS)
+            elif isinstance(b := built[offset], ValidationFailed):
+                results.append(BatchItemResult(index, error=b))
+            else:
+                seen.add(item.merchant_order_id)
+                good.append((offset, b))
+                results.append(BatchItemResult(index, shipment=b.row))
+        written = {b.row.id for b in shipment_rows.write(session, principal, [b for _, b in good])}
+        for offset, b in good:
+            if b.row.id in written:
+                audit.record(session, principal, "shipment.create", object_type="shipment", object_id=b.row.id,
+                             fields=PD_FIELDS)
+            else:  # a concurrent request took the order id meanwhile
+                results[offset] = BatchItemResult(start + offset, error=_duplicate())
         yield from results
-        session.flush()
-        for row in rows:
-            if row in session:
-                session.expunge(row)
-
-
-def _insert_rows(session: Session, principal: Principal, rows: list[Shipment],
-                 results: list[BatchItemResult]) -> None:
-    if not rows:
-        return
-    try:
-        with session.begin_nested():
-            session.add_all(rows)
-    except IntegrityError:
-        # Rare: a concurrent request took an order id (or a waybill number collided). Fall back to
-        # one savepoint per row so only the offending rows fail.
-        for i, res in enumerate(results):
-            if res.shipment is None:
-                continue
-            for attempt in range(WAYBILL_NO_ATTEMPTS):
-                try:
-                    with session.begin_nested():
-                        session.add(res.shipment)
-                    break
-                except IntegrityError:
-                    if attempt + 1 < WAYBILL_NO_ATTEMPTS and _waybill_no_taken(session, res.shipment.waybill_no):
-                        res.shipment.waybill_no = new_waybill_no()
-                        continue
-                    results[i] = BatchItemResult(res.index, error=_duplicate())
-                    break
 
 
 def get_shipment(session: Session, principal: Principal, shipment_id: str) -> Shipment:

@@ -9,6 +9,7 @@ what committed with the change. Events hold statuses, stations and times only, n
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import cast
 
@@ -16,6 +17,7 @@ from sqlalchemy import Table, inspect, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from waybill.bulk import BulkInsert
 from waybill.errors import InvalidStatusTransition, ValidationFailed
 from waybill.ids import new_id
 from waybill.models import Shipment, TrackingEvent, utcnow
@@ -86,6 +88,25 @@ def started(session: Session, principal: Principal, shipment: Shipment, *, at: d
     """The first event of a new shipment (status ``created``)."""
     return _append(session, shipment, kind="status", status=shipment.status, previous=None, event=None,
                    station=shipment.origin_station, actor=principal.actor, at=at)
+
+
+#: The sequence number of a shipment's first event: a shipment is written with it (``event_seq``) and the event.
+FIRST_SEQ = 1
+_FIRST_EVENTS = BulkInsert(cast(Table, TrackingEvent.__table__), (
+    "id", "shipment_id", "seq", "kind", "status", "previous_status", "event", "station", "actor", "at"))
+
+
+def started_many(session: Session, principal: Principal,
+                 shipments: Iterable[tuple[str, str, str | None, datetime]]) -> None:
+    """The first events of new shipments, one statement for them all: ``(shipment id, status, origin station,
+    created at)`` each, what :func:`started` records for one.
+
+    Only for shipments this transaction has just inserted with ``event_seq`` :data:`FIRST_SEQ`: nobody else
+    can see them before the commit, so the number needs neither a lock nor an increment."""
+    actor = principal.actor
+    rows = [(new_id("trk"), sid, FIRST_SEQ, "status", status, None, None, station, actor, at)
+            for sid, status, station, at in shipments]
+    _FIRST_EVENTS.execute(session.connection(), rows)
 
 
 def move(session: Session, principal: Principal, shipment: Shipment, to: str, *, station: str | None = None,

@@ -49,7 +49,7 @@ def test_same_order_id_in_parallel_creates_one(fresh_env):
 
 
 def test_waybill_number_collision_is_retried_not_reported_as_duplicate(client, merchant, monkeypatch):
-    import waybill.shipments as shipments_mod
+    import waybill.shipment_rows as shipments_mod  # where new rows draw their numbers
     from waybill.waybill_no import new_waybill_no
 
     first = client.post("/v1/shipments", json=shipment_body("WB-1"), headers=merchant.headers).get_json()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -45,7 +45,8 @@ from waybill.routing import RoutingTable
 from waybill.schemas import ShipmentIn
 from waybill.services import initialise
 from waybill.settings import Settings, load_settings
-from waybill.shipments import ShipmentDeps, _build, _fingerprint
+from waybill.shipment_rows import Built, RowBuilder, ShipmentRow
+from waybill.shipments import ShipmentDeps, _fingerprint
 from waybill.virtual_numbers import add_numbers
 
 SCRIPTS = db.script_directory()
@@ -146,11 +147,24 @@ class _Format1:
                 subject_key: int | None = None) -> bytes:
         return self._vault.encrypt(plaintext, table=table, column=column, row_id=row_id)
 
+    def encrypt_fields(self, fields: Sequence[tuple[str, str]], *, table: str, row_id: str,
+                       subject_key: int) -> list[bytes]:
+        return [self.encrypt(text, table=table, column=column, row_id=row_id) for column, text in fields]
+
     def decrypt(self, blob: bytes, *, table: str, column: str, row_id: str) -> str:
         return self._vault.decrypt(blob, table=table, column=column, row_id=row_id)
 
     def blind_index(self, field: str, normalised: str) -> int:
         return self._vault.blind_index(field, normalised)
+
+
+def _build(deps: ShipmentDeps, merchant: Principal, data: ShipmentIn, idem_key: str | None,
+           fingerprint: bytes | None) -> ShipmentRow:
+    """A shipment row as the head code builds it, seeded without its first tracking event (event_seq 0)."""
+    (built,) = RowBuilder(deps, merchant).build([(data, idem_key, fingerprint)])
+    assert isinstance(built, Built)
+    built.row.event_seq = 0
+    return built.row
 
 
 def _seed(env: Env, revision: str) -> Seeded:
@@ -187,7 +201,7 @@ def _seed(env: Env, revision: str) -> Seeded:
     has_qr = "qr_tokens" in tables
     ship_rows = []
     for shp in ([plain, printed] if has_qr else [plain]):
-        values = {c.key: getattr(shp, c.key) for c in shp.__table__.columns}
+        values = shp.values()
         if "sender_masked" in tables["shipments"].c:
             # Before 0015 the masked snapshot was plaintext JSON, and the phone index 24 bits wide (the old
             # default): the upgrade must seal the one and recompute the other.

@@ -19,15 +19,16 @@ import re
 import secrets
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import date, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.orm import Session
 
-from waybill.crypto.aead import open_key, seal_key
+from waybill.crypto.aead import key_sealer, open_key, seal_key
 from waybill.crypto.keystore import KeyDestroyed, KeyStore
 from waybill.models import Shipment, SubjectKey
 
@@ -116,16 +117,34 @@ class SubjectKeyring:
     # -- making and finding -----------------------------------------------------------------------------------
     def new(self, shipment_id: str, party: str, now: datetime) -> SubjectKey:
         """A fresh data key for ``party`` of ``shipment_id`` (a row for the caller to add; usable at once)."""
-        if party not in PARTIES:
+        return SubjectKey(**self.new_rows([(shipment_id, party, now)])[0])
+
+    def new_rows(self, parties: Sequence[tuple[str, str, datetime]]) -> list[dict[str, Any]]:
+        """Fresh data keys for ``(shipment id, party, created at)`` triples, as ``subject_keys`` column values for
+        the caller to insert (usable at once): each day's wrapping key is fetched, and its cipher made, once."""
+        if any(party not in PARTIES for _, party, _ in parties):
             raise ValueError("party must be sender or recipient")
-        key = os.urandom(_KEY_LEN[self.algorithm])
-        key_id = secrets.randbits(62) + 1  # random: an id of a rolled-back key is never handed out again
-        wrapping = active_key_id(day_of(now))
-        sealed = self._seal(self.store.ensure(wrapping), key_id, shipment_id, party, self.algorithm, key)
-        row = SubjectKey(id=key_id, shipment_id=shipment_id, party=party, algorithm=self.algorithm,
-                         wrapping_key_id=wrapping, created_under=wrapping, wrapped=sealed, created_at=now)
-        self._remember(key_id, self.algorithm, key)
-        return row
+        algorithm, size = self.algorithm, _KEY_LEN[self.algorithm]
+        sealers: dict[str, Callable[[bytes, bytes], bytes]] = {}
+        rows: list[dict[str, Any]] = []
+        made: list[tuple[int, bytes]] = []
+        for shipment_id, party, now in parties:
+            wrapping = active_key_id(day_of(now))
+            seal = sealers.get(wrapping)
+            if seal is None:
+                seal = sealers[wrapping] = key_sealer(self.store.ensure(wrapping), algorithm)
+            key = os.urandom(size)
+            key_id = secrets.randbits(62) + 1  # random: an id of a rolled-back key is never handed out again
+            rows.append({"id": key_id, "shipment_id": shipment_id, "party": party, "algorithm": algorithm,
+                         "wrapping_key_id": wrapping, "created_under": wrapping,
+                         "wrapped": seal(key, _aad(key_id, shipment_id, party, algorithm)), "created_at": now})
+            made.append((key_id, key))
+        with self._lock:
+            for key_id, key in made:
+                self._cache[key_id] = (algorithm, key)
+            while len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return rows
 
     @staticmethod
     def key_id(session: Session, shipment_id: str, party: str) -> int | None:

@@ -27,6 +27,7 @@ import os
 import struct
 import threading
 import time
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from waybill.crypto.aead import (
     KEY_LEN,
     NONCE,
     TAG,
+    Sealer,
     _hkdf,
     _open,
     _seal,
@@ -103,6 +105,11 @@ class FieldCodec(Protocol):
     def decrypt(self, blob: bytes, *, table: str, column: str, row_id: str) -> str: ...
 
     def blind_index(self, field: str, normalised: str) -> int: ...
+
+    def encrypt_fields(self, fields: Sequence[tuple[str, str]], *, table: str, row_id: str,
+                       subject_key: int) -> list[bytes]:
+        """What :meth:`encrypt` gives for each ``(column, plaintext)`` of one row under one subject key."""
+        ...
 
 
 def key_id_of(blob: bytes) -> int:
@@ -268,6 +275,22 @@ class Vault:
         return header + nonce + _seal(dek.algorithm, dek.key, nonce, plaintext.encode(),
                                       _aad(header, table, column, row_id))
 
+    def encrypt_fields(self, fields: Sequence[tuple[str, str]], *, table: str, row_id: str,
+                       subject_key: int) -> list[bytes]:
+        """:meth:`encrypt` of each ``(column, plaintext)`` of one row under one subject key (format 2), the
+        key looked up and its cipher made once for them all: a party's fields cost one AES-GCM object."""
+        try:
+            algorithm, key = self.subject_keys.get(subject_key)
+        except SubjectKeyGone:
+            raise DataDestroyed("the party's data key is destroyed") from None
+        header = _HEADER2.pack(SUBJECT_VERSION, ALGORITHMS[algorithm], subject_key)
+        sealer = Sealer(algorithm, key)
+        out: list[bytes] = []
+        for column, plaintext in fields:
+            nonce = os.urandom(_NONCE)
+            out.append(header + nonce + sealer.seal(nonce, plaintext.encode(), _aad(header, table, column, row_id)))
+        return out
+
     def decrypt(self, blob: bytes, *, table: str, column: str, row_id: str) -> str:
         """Decrypt a field value; any mismatch is a typed :class:`CryptoError`, never garbage."""
         blob = bytes(blob)
@@ -374,6 +397,10 @@ class IdentityCodec:
 
     def decrypt(self, blob: bytes, *, table: str, column: str, row_id: str) -> str:
         return bytes(blob).decode()
+
+    def encrypt_fields(self, fields: Sequence[tuple[str, str]], *, table: str, row_id: str,
+                       subject_key: int) -> list[bytes]:
+        return [plaintext.encode() for _, plaintext in fields]
 
     def blind_index(self, field: str, normalised: str) -> int:
         return int.from_bytes(hashlib.sha256(normalised.encode()).digest()[:4], "big")

@@ -26,6 +26,7 @@ from waybill.schemas import (
     ShipmentPage,
     parse,
 )
+from waybill.shipment_rows import ShipmentRow
 from waybill.web import query
 from waybill.web.auth import authenticate, charge, hold_heavy_slot, requires
 from waybill.web.context import db_session, services
@@ -55,10 +56,11 @@ def party_out(masked: dict[str, str], region: dict[str, str]) -> PartyOut:
                     district=region["district"], address=masked["address"])
 
 
-def shipment_out(s: Shipment, codec: FieldCodec | None = None) -> ShipmentOut:
+def shipment_out(s: Shipment | ShipmentRow, codec: FieldCodec | None = None) -> ShipmentOut:
     """The merchant view: masked parties only (same masks as the printed label), decrypted from the snapshot.
 
-    ``codec`` defaults to the request's services' (views pass nothing).
+    ``s`` is a stored shipment or a row a batch has just written. ``codec`` defaults to the request's
+    services' (views pass nothing).
     """
     codec = codec or services().codec
     parties: dict[str, PartyOut | None] = {}
