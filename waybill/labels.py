@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from printing.model import ORDER_TAIL_MAX, LabelModel, MaskedParty
 from waybill import audit, masked, reprint_caps, tracking
+from waybill.crypto.subject_keys import SubjectKeyring
 from waybill.crypto.vault import FieldCodec
 from waybill.errors import (
     InvalidStatusTransition,
@@ -65,6 +66,9 @@ class LabelDeps:
     routing: RoutingTable | None = None  # routes shipments created before they stored their 集包地
     reprints_per_job: int = 20  # shipments in one print job with a reprint reason
     reprints_per_hour: int = 60  # reprints by one sorter in any hour
+    # The parties' data keys, loaded many at a time for a print job (a node that did not create the shipments has
+    # none of their keys cached: one query per 500 shipments, not one per party).
+    keyring: SubjectKeyring | None = None
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from printing.model import LabelModel
 from waybill import audit, reprint_caps, tracking
+from waybill.crypto.vault import subject_key_of
 from waybill.errors import (
     DomainError,
     IdempotencyConflict,
@@ -65,11 +66,11 @@ FIRST_CHUNK = 50  # the first chunk: small, so the first page is out after a few
 PLACEHOLDER_TOKEN = "0" * 32
 _IN = 500  # ids per IN list (SQLite's bound-variable limit; PostgreSQL plans short lists better too)
 _TOKENS, _SHIPMENTS, _JOBS = (cast(Table, m.__table__) for m in (QrToken, Shipment, PrintJob))
-# What a label is made of that can change after the job's check (a correction re-seals the snapshot and re-routes):
-# a chunk compares these with the check's and rebuilds a label whose shipment changed in between.
-_LABEL_COLUMNS = (Shipment.recipient_masked_ct, Shipment.sender_masked_ct, Shipment.recipient_region,
-                  Shipment.sender_region, Shipment.recipient_phone_bidx, Shipment.sender_phone_bidx,
-                  Shipment.sorting_code, Shipment.consolidation, Shipment.weight_g, Shipment.pieces)
+# What a label is made of that can change after the job's check: a correction re-seals the masked snapshot (a new
+# ciphertext, as it does when it changes the region or the phone's index) and re-routes, a destruction clears it. A
+# chunk compares these with the check's and rebuilds the label of a shipment that changed in between.
+_LABEL_COLUMNS = (Shipment.recipient_masked_ct, Shipment.sender_masked_ct, Shipment.sorting_code,
+                  Shipment.consolidation, Shipment.weight_g, Shipment.pieces)
 _LOCKED = (Shipment.id, Shipment.status, Shipment.test_mode, Shipment.merchant_id, Shipment.waybill_no,
            Shipment.merchant_order_id, *_LABEL_COLUMNS)
 
@@ -209,6 +210,9 @@ def _job_rows(session: Session, deps: LabelDeps, principal: Principal, shipment_
         found = {s.id: s for s in session.execute(
             select(Shipment).where(Shipment.id.in_(chunk), scope).with_for_update()).scalars()}
         rows.update(found)
+        if deps.keyring is not None:
+            deps.keyring.prefetch(k for r in found.values() for blob in (r.sender_masked_ct, r.recipient_masked_ct)
+                                  if blob is not None and (k := subject_key_of(blob)) is not None)
         live.update({t.shipment_id: t for t in session.execute(select(QrToken).where(
             QrToken.shipment_id.in_(list(found)), QrToken.revoked_at.is_(None))).scalars()})
     for index, sid in enumerate(ids):
