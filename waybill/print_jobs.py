@@ -71,6 +71,11 @@ _TOKENS, _SHIPMENTS, _JOBS = (cast(Table, m.__table__) for m in (QrToken, Shipme
 # chunk compares these with the check's and rebuilds the label of a shipment that changed in between.
 _LABEL_COLUMNS = (Shipment.recipient_masked_ct, Shipment.sender_masked_ct, Shipment.sorting_code,
                   Shipment.consolidation, Shipment.weight_g, Shipment.pieces)
+# Everything label_model reads of a shipment, and what the checks read: a plan's rows.
+_PLANNED = tuple(dict.fromkeys((*_LABEL_COLUMNS, Shipment.id, Shipment.status, Shipment.test_mode,
+                                Shipment.merchant_id, Shipment.waybill_no, Shipment.merchant_order_id,
+                                Shipment.recipient_region, Shipment.sender_region, Shipment.recipient_phone_bidx,
+                                Shipment.sender_phone_bidx)))
 _LOCKED = (Shipment.id, Shipment.status, Shipment.test_mode, Shipment.merchant_id, Shipment.waybill_no,
            Shipment.merchant_order_id, *_LABEL_COLUMNS)
 
@@ -167,7 +172,7 @@ def issue_tokens(session: Session, deps: LabelDeps, principal: Principal, target
 @dataclass(frozen=True)
 class _JobRows:
     ids: list[str]
-    rows: dict[str, Shipment]
+    rows: dict[str, Any]  # Shipment entities, or rows of _PLANNED
     live: dict[str, QrToken]
     mine: frozenset[str]  # shipments whose live token this job issued (an earlier attempt of it)
 
@@ -191,9 +196,10 @@ def _refuse(session: Session, principal: Principal, sid: str, index: int, shipme
 
 
 def _job_rows(session: Session, deps: LabelDeps, principal: Principal, shipment_ids: Sequence[str],
-              reprint_reason: str | None, job_id: str | None) -> _JobRows:
+              reprint_reason: str | None, job_id: str | None, *, columns: bool = False) -> _JobRows:
     """Every check of a print job (permission, duplicates, job size, scope and existence, status, reprint
-    caps), audited, with the shipments locked; nothing is issued yet."""
+    caps), audited, with the shipments locked; nothing is issued yet. ``columns``: the shipments as rows of the
+    columns a label is made of (:data:`_PLANNED`), not entities (nothing will be written through them)."""
     principal.require(Permission.PRINT_JOB_CREATE)
     if reprint_reason is not None:
         _check_reason(reprint_reason, "reprint_reason")
@@ -202,13 +208,18 @@ def _job_rows(session: Session, deps: LabelDeps, principal: Principal, shipment_
         raise ValidationFailed("shipment_ids 中有重复", field="shipment_ids")
     if reprint_reason is not None:  # before any lookup: a mass reprint is refused whatever it names
         reprint_caps.check_job_size(session, principal, deps.reprints_per_job, len(ids))
-    rows: dict[str, Shipment] = {}
+    rows: dict[str, Any] = {}
     live: dict[str, QrToken] = {}
     scope = label_scope(principal)
     for start in range(0, len(ids), _IN):
         chunk = [i for i in ids[start:start + _IN] if looks_like("shp", i)]
-        found = {s.id: s for s in session.execute(
-            select(Shipment).where(Shipment.id.in_(chunk), scope).with_for_update()).scalars()}
+        found: dict[str, Any]
+        if columns:  # the plan of a streamed job: plain rows, a fraction of an entity's cost
+            found = {r.id: r for r in session.execute(
+                select(*_PLANNED).where(Shipment.id.in_(chunk), scope).with_for_update())}
+        else:
+            found = {s.id: s for s in session.execute(
+                select(Shipment).where(Shipment.id.in_(chunk), scope).with_for_update()).scalars()}
         rows.update(found)
         if deps.keyring is not None:
             deps.keyring.prefetch(k for r in found.values() for blob in (r.sender_masked_ct, r.recipient_masked_ct)
@@ -244,7 +255,7 @@ class JobPlan:
 def plan_print_job(session: Session, deps: LabelDeps, principal: Principal, shipment_ids: Sequence[str], *,
                    reprint_reason: str | None = None, job_id: str | None = None) -> JobPlan:
     """Check a whole job before anything is issued or sent (see :func:`_job_rows`)."""
-    job = _job_rows(session, deps, principal, shipment_ids, reprint_reason, job_id)
+    job = _job_rows(session, deps, principal, shipment_ids, reprint_reason, job_id, columns=True)
     now = utcnow()
     return JobPlan(job.ids, {sid: label_model(deps, job.rows[sid], PLACEHOLDER_TOKEN, now) for sid in job.ids},
                    {sid: _fingerprint(job.rows[sid]) for sid in job.ids})
