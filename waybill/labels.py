@@ -338,11 +338,3 @@ def resolve_token(session: Session, key: bytes, raw: str, *, max_age: timedelta 
     row = session.execute(_RESOLVE, params).first()
     return row.Shipment if row is not None and token_matches(row, params) else None
 
-
-# Print jobs (set-based, chunked, resumable) live in waybill/print_jobs.py, which builds on this module; their
-# entry points stay importable from here, where callers have always found them.
-from waybill.print_jobs import PLACEHOLDER_TOKEN as PLACEHOLDER_TOKEN  # noqa: E402
-from waybill.print_jobs import PRINT_CHUNK as PRINT_CHUNK  # noqa: E402
-from waybill.print_jobs import check_print_job as check_print_job  # noqa: E402
-from waybill.print_jobs import issue_in_chunks as issue_in_chunks  # noqa: E402
-from waybill.print_jobs import issue_print_job as issue_print_job  # noqa: E402

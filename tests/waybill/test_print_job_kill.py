@@ -59,7 +59,8 @@ def _node(env: Any, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     env.engine.dispose()
     port = _free_port()
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("WAYBILL_")}
-    child_env.update({"WAYBILL_DATA_DIR": str(env.settings.data_dir), "WAYBILL_DATABASE_URL": env.settings.database_url})
+    child_env.update({"WAYBILL_DATA_DIR": str(env.settings.data_dir),
+                      "WAYBILL_DATABASE_URL": env.settings.database_url})
     with log.open("ab") as err:
         proc = subprocess.Popen([sys.executable, "-m", "waybill.commands.main", "serve", "--port", str(port),
                                  "--workers", "1"], env=child_env, stdout=subprocess.DEVNULL, stderr=err,

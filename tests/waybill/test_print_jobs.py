@@ -51,7 +51,8 @@ def test_job_row_progress_and_one_audit_event_per_label(client: Any, merchant: A
 def test_reprint_job_retried_with_its_key_reissues_nothing(client: Any, merchant: Any, services: Any) -> None:
     ids = [create(client, merchant, f"PR-{i}")["id"] for i in range(3)]
     headers = _sorter_headers(client, services, "sorter-pr")
-    assert client.post("/v1/print-jobs", json={"shipment_ids": ids, "format": "zpl"}, headers=headers).status_code == 200
+    first_print = client.post("/v1/print-jobs", json={"shipment_ids": ids, "format": "zpl"}, headers=headers)
+    assert first_print.status_code == 200
     body = {"shipment_ids": ids, "format": "zpl", "reprint_reason": "printer_jam"}
     keyed = {**headers, "Idempotency-Key": "jam-2026-12-02-a"}
     first = client.post("/v1/print-jobs", json=body, headers=keyed)
@@ -101,7 +102,7 @@ def test_a_shipment_changed_after_the_check_prints_as_it_is_now(fresh_env: Any) 
         assert row is not None
         row.weight_g = 4321
         s.commit()
-    models = list(labels.issue_in_chunks(svc.session_factory, deps, SORTER, ids, plan=plan))
+    models = list(print_jobs.issue_in_chunks(svc.session_factory, deps, SORTER, ids, plan=plan))
     assert [m.weight_g for m in models] == [plan.models[ids[0]].weight_g, 4321, plan.models[ids[2]].weight_g]
     assert all(m.token != print_jobs.PLACEHOLDER_TOKEN for m in models)
     with svc.session_factory() as s:
