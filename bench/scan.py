@@ -54,7 +54,7 @@ from sqlalchemy import Engine, func, select, text
 
 from courier_api import delivery, staff
 from courier_api.deps import delivery_deps
-from waybill import db, labels
+from waybill import db, print_jobs
 from waybill.merchants import create_merchant
 from waybill.models import AuditEvent, Shipment
 from waybill.permissions import SYSTEM, Principal
@@ -147,7 +147,7 @@ def setup(svc: Services, settings: Any, n_shipments: int, n_couriers: int) -> Fi
     tokens: list[str] = []
     for start in range(0, len(ids), BATCH):
         with svc.session_factory() as s:
-            models = labels.issue_print_job(s, svc.label_deps, sorter_p, ids[start:start + BATCH])
+            models = print_jobs.issue_print_job(s, svc.label_deps, sorter_p, ids[start:start + BATCH])
             s.commit()
         tokens.extend(m.token for m in models)
     # Round-robin dispatch, through the domain's own checks (station, role, status).

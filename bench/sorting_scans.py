@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import select, text
 
 from courier_api.staff import create_user
-from waybill import db, labels, shipments
+from waybill import db, print_jobs, shipments
 from waybill.merchants import create_merchant
 from waybill.models import Shipment
 from waybill.permissions import SYSTEM, Principal
@@ -54,7 +54,7 @@ def seed(svc: Services, merchant: Principal, sorter: Principal, start: int) -> l
         items = [parse(ShipmentIn, body(i)) for i in range(start, start + BATCH)]
         ids = [r.shipment.id for r in shipments.create_batch(tx.session, svc.shipment_deps, merchant, items)
                if r.shipment is not None]
-        labels.issue_print_job(tx.session, svc.label_deps, sorter, ids)
+        print_jobs.issue_print_job(tx.session, svc.label_deps, sorter, ids)
         return list(tx.session.scalars(select(Shipment.waybill_no).where(Shipment.id.in_(ids))))
 
 

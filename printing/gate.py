@@ -29,6 +29,20 @@ def _violations(name: str, phone: str, address: str) -> tuple[str, ...]:
     return bad
 
 
+# Region names are a few thousand official names: their verdicts are memoised the same way.
+_REGION_VERDICTS: dict[str, bool] = {}
+
+
+def _region_violates(text: str) -> bool:
+    bad = _REGION_VERDICTS.get(text)
+    if bad is None:
+        bad = region_violates(text)
+        if len(_REGION_VERDICTS) >= _VERDICTS_MAX:
+            _REGION_VERDICTS.clear()
+        _REGION_VERDICTS[text] = bad
+    return bad
+
+
 def _check_party(role: str, party: MaskedParty) -> None:
     name, phone, address = party.name, party.phone, party.address
     # Type check first (and every time): a memo hit must never stand in for a field that is not a string.
@@ -43,7 +57,8 @@ def _check_party(role: str, party: MaskedParty) -> None:
     # Region names print in full: the service stores only official names, and none of them spells a number, so
     # one that does (a phone written as a district) is refused here too.
     for field in ("province", "city", "district"):
-        if region_violates(getattr(party, field)):
+        value = getattr(party, field)
+        if not isinstance(value, str) or _region_violates(value):
             raise UnmaskedField(f"{role}.{field}")
 
 

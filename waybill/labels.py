@@ -22,15 +22,14 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, LargeBinary, and_, bindparam, func, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from printing.model import ORDER_TAIL_MAX, LabelModel, MaskedParty
 from waybill import audit, masked, reprint_caps, tracking
+from waybill.crypto.subject_keys import SubjectKeyring
 from waybill.crypto.vault import FieldCodec
 from waybill.errors import (
-    DomainError,
     InvalidStatusTransition,
-    NotFound,
     PersonalDataDestroyed,
     ReprintLimitReached,
     SandboxShipment,
@@ -44,13 +43,11 @@ from waybill.phone_index import phone_index
 from waybill.phones import InvalidPhone, normalize_phone
 from waybill.routing import RoutingTable, UnknownProvince
 from waybill.scope import label_scope
-from waybill.uow import unit_of_work
 
 TOKEN_BYTES = 20  # 160 bits: above the 128-bit floor, and 32 base32 characters fit QR alphanumeric mode
 # Reprints carry a reason code, not free text: the reason lands in the audit log, which holds no personal data.
 REPRINT_REASONS = {"damaged": "面单污损", "lost": "面单丢失", "printer_jam": "打印机卡纸", "misprint": "打印错误",
                    "relabel": "更换面单规格"}
-PRINT_CHUNK = 200  # labels issued (and committed) per unit of work in a streamed print job
 # A parcel under way, on its way out or back (a failed attempt or a return may need a new label: a torn one, or
 # one whose token expired during the attempts); never one whose contract ended.
 PRINTABLE = frozenset({"created", "printed", "in_transit", "out_for_delivery", "delivery_failed", "returning"})
@@ -69,6 +66,9 @@ class LabelDeps:
     routing: RoutingTable | None = None  # routes shipments created before they stored their 集包地
     reprints_per_job: int = 20  # shipments in one print job with a reprint reason
     reprints_per_hour: int = 60  # reprints by one sorter in any hour
+    # The parties' data keys, loaded many at a time for a print job (a node that did not create the shipments has
+    # none of their keys cached: one query per 500 shipments, not one per party).
+    keyring: SubjectKeyring | None = None
 
 
 @dataclass(frozen=True)
@@ -282,116 +282,6 @@ def reprint_label(session: Session, deps: LabelDeps, principal: Principal, shipm
     return IssuedLabel(shipment, model)
 
 
-@dataclass(frozen=True)
-class _JobRows:
-    ids: list[str]
-    rows: dict[str, Shipment]
-    live: dict[str, QrToken]
-
-
-def _job_rows(session: Session, deps: LabelDeps, principal: Principal, shipment_ids: Sequence[str],
-              reprint_reason: str | None) -> _JobRows:
-    """Every check of a print job (permission, duplicates, job size, scope and existence, status, reprint
-    caps), audited, with the shipments locked; nothing is issued yet."""
-    principal.require(Permission.PRINT_JOB_CREATE)
-    if reprint_reason is not None:
-        _check_reason(reprint_reason, "reprint_reason")
-    ids = list(shipment_ids)
-    if len(set(ids)) != len(ids):
-        raise ValidationFailed("shipment_ids 中有重复", field="shipment_ids")
-    if reprint_reason is not None:  # before any lookup: a mass reprint is refused whatever it names
-        reprint_caps.check_job_size(session, principal, deps.reprints_per_job, len(ids))
-    rows: dict[str, Shipment] = {}
-    live: dict[str, QrToken] = {}
-    scope = label_scope(principal)
-    for start in range(0, len(ids), 500):
-        chunk = [i for i in ids[start:start + 500] if looks_like("shp", i)]
-        found = {s.id: s for s in session.execute(
-            select(Shipment).where(Shipment.id.in_(chunk), scope).with_for_update()).scalars()}
-        rows.update(found)
-        live.update({t.shipment_id: t for t in session.execute(select(QrToken).where(
-            QrToken.shipment_id.in_(list(found)), QrToken.revoked_at.is_(None))).scalars()})
-    for index, sid in enumerate(ids):
-        shipment = rows.get(sid)
-        error: DomainError | None = None
-        if shipment is None:
-            error = NotFound("运单不存在", field=f"shipment_ids[{index}]")
-        elif shipment.test_mode:
-            error = SandboxShipment(field=f"shipment_ids[{index}]")
-        elif shipment.status not in PRINTABLE:
-            error = InvalidStatusTransition("当前状态不可打印面单", field=f"shipment_ids[{index}]")
-        if error is not None:
-            outcome = ("test_mode" if shipment.test_mode else "invalid_status") if shipment is not None else (
-                "denied" if looks_like("shp", sid) and _exists(session, sid) else "not_found")
-            audit.record(session, principal, "print_job.create", object_type="shipment",
-                         object_id=sid if looks_like("shp", sid) else None, outcome=outcome, durable=True)
-            raise error
-    if reprint_reason is not None:
-        counts = _reprints(session, list(live))
-        for index, sid in enumerate(ids):
-            if sid in live and counts.get(sid, 0) >= deps.reprint_max:
-                raise ReprintLimitReached(field=f"shipment_ids[{index}]")
-        reprint_caps.check_hourly(session, principal, deps.reprints_per_hour, len(live), utcnow())
-    return _JobRows(ids, rows, live)
-
-
-def check_print_job(session: Session, deps: LabelDeps, principal: Principal, shipment_ids: Sequence[str], *,
-                    reprint_reason: str | None = None) -> list[LabelModel]:
-    """Check a whole job before anything is issued or sent; returns its labels as they will print, with a
-    placeholder token (for the release gate: the masked fields are what the gate judges)."""
-    job = _job_rows(session, deps, principal, shipment_ids, reprint_reason)
-    now = utcnow()
-    return [label_model(deps, job.rows[sid], PLACEHOLDER_TOKEN, now) for sid in job.ids]
-
-
-PLACEHOLDER_TOKEN = "0" * 32
-
-
-def issue_print_job(session: Session, deps: LabelDeps, principal: Principal, shipment_ids: Sequence[str], *,
-                    reprint_reason: str | None = None) -> list[LabelModel]:
-    """A sorter's batch, in request order: unprinted shipments get their first token, printed ones
-    their live token again — or, with ``reprint_reason``, a new token each (a recorded, capped reprint).
-
-    All or nothing: an unknown or unprintable shipment fails the whole job, naming the item (and the
-    attempt is audited) before any label is issued.
-    """
-    job = _job_rows(session, deps, principal, shipment_ids, reprint_reason)
-    ids, rows, live = job.ids, job.rows, job.live
-    now = utcnow()
-    if reprint_reason is not None:
-        revoke_many(session, principal, list(live), "reprint", now=now)
-    models = []
-    for sid in ids:
-        token = live.get(sid)
-        if token is None:
-            models.append(_issue(session, deps, principal, rows[sid], reason="first_print", reprint=False, now=now))
-        elif reprint_reason is not None:
-            models.append(_issue(session, deps, principal, rows[sid], reason=reprint_reason, reprint=True, now=now))
-        else:
-            models.append(_again(session, deps, principal, rows[sid], token, now))
-    session.flush()
-    return models
-
-
-def issue_in_chunks(factory: sessionmaker[Session], deps: LabelDeps, principal: Principal,
-                    shipment_ids: Sequence[str], *, reprint_reason: str | None = None,
-                    context: audit.AuditContext | None = None, chunk: int = PRINT_CHUNK) -> Iterator[LabelModel]:
-    """Issue a big job ``chunk`` labels at a time, each chunk in a unit of work that commits before its
-    labels are yielded (and so before they are rendered and sent). The documented exception to "commit
-    before the answer": a job that breaks off leaves the chunks before it issued, and a retry prints their
-    live tokens again (no reprint is counted for them)."""
-    ids = list(shipment_ids)
-    if reprint_reason is not None and len(ids) > deps.reprints_per_job and reprint_caps.capped(principal):
-        # The cap is the whole job's, not a chunk's: refused (and alerted) before the first chunk.
-        with unit_of_work(factory, context=context) as tx:
-            reprint_caps.check_job_size(tx.session, principal, deps.reprints_per_job, len(ids))
-    for start in range(0, len(ids), chunk):
-        with unit_of_work(factory, context=context) as tx:
-            models = issue_print_job(tx.session, deps, principal, ids[start:start + chunk],
-                                     reprint_reason=reprint_reason)
-        yield from models
-
-
 def revoke_tokens(session: Session, principal: Principal, shipment_id: str, reason: str, *,
                   now: datetime | None = None) -> int:
     """Revoke the shipment's live token (reprint, delivery, cancellation). Returns how many were revoked."""
@@ -447,3 +337,4 @@ def resolve_token(session: Session, key: bytes, raw: str, *, max_age: timedelta 
         return None
     row = session.execute(_RESOLVE, params).first()
     return row.Shipment if row is not None and token_matches(row, params) else None
+

@@ -276,6 +276,33 @@ class QrToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_by: Mapped[str | None] = mapped_column(String(80), nullable=True)
     revoke_reason: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    # The print job whose chunk issued this token (migration 0033), so a retried job reuses it (waybill/print_jobs.py).
+    print_job_id: Mapped[str | None] = mapped_column(ForeignKey("print_jobs.id"), nullable=True)
+
+
+class PrintJob(Base):
+    """A sorter's print job (``POST /v1/print-jobs``): its request and how far its issuing got.
+
+    ``issued`` is the number of the job's labels (in request order) whose tokens have committed: each chunk's
+    transaction advances it with its own tokens, so it never counts a chunk that did not commit. A retry with
+    the same ``Idempotency-Key`` (per actor) finds the job and reuses every token it issued. Ids and counts only.
+    """
+
+    __tablename__ = "print_jobs"
+    __table_args__ = (UniqueConstraint("actor", "idempotency_key"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    actor: Mapped[str] = mapped_column(String(80))
+    idempotency_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # SHA-256 of the shipment ids (in order) and the reprint reason: a retry must ask for the same job.
+    request_digest: Mapped[bytes] = mapped_column(LargeBinary(32))
+    total: Mapped[int] = mapped_column(Integer)
+    issued: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    reprint_reason: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 #: Gives audit events their place in the whole log on PostgreSQL (SQLite: the rowid); no lock, unlike a head row.

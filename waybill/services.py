@@ -76,7 +76,7 @@ class Services:
         return LabelDeps(token_key=self.keys.secret("qr_token"), reprint_max=self.settings.reprint_max,
                          carrier=self.settings.carrier_name, routing=self.routing, codec=self.codec,
                          reprints_per_job=self.settings.reprints_per_job,
-                         reprints_per_hour=self.settings.reprints_per_sorter_per_hour)
+                         reprints_per_hour=self.settings.reprints_per_sorter_per_hour, keyring=self.subject_keys)
 
     @property
     def shipment_deps(self) -> ShipmentDeps:

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from courier_api.staff import set_phone
 from tests.conftest import shipment_body
 from tests.courier_api import bearer, login, make_staff
-from waybill import labels, shipments
+from waybill import print_jobs, shipments
 from waybill.models import QrToken, Shipment, TrackingEvent
 from waybill.permissions import SYSTEM, Principal
 from waybill.schemas import ShipmentIn, parse
@@ -68,7 +68,7 @@ def make_shipments(services: Any, merchant: Any, n: int, *, prefix: str = "MV", 
         assert len(ids) == n
         if printed:
             sorter = Principal("staff", "mv-printer", "sorter", STATION)
-            labels.issue_print_job(s, services.label_deps, sorter, ids)
+            print_jobs.issue_print_job(s, services.label_deps, sorter, ids)
         s.commit()
         rows = list(s.scalars(select(Shipment).where(Shipment.id.in_(ids))))
     by_id = {r.id: r for r in rows}

@@ -16,7 +16,7 @@ from courier_api.deps import delivery_deps
 from tests.conftest import BACKEND, RECIPIENT, SENDER, shipment_body
 from tests.courier_api import bearer, login, make_staff
 from tests.courier_api.subjects_helpers import direct_token
-from waybill import labels, messages
+from waybill import messages, print_jobs
 from waybill.incidents import month_summary
 from waybill.incidents.models import Incident, IncidentSubject
 from waybill.models import utcnow
@@ -69,7 +69,7 @@ def scene(client, services, merchant, officers):
         ids.append(r.get_json()["id"])
     with services.session_factory() as s:
         sorter = Principal("staff", "inc-printer", "sorter", STATION)
-        tokens = [m.token for m in labels.issue_print_job(s, services.label_deps, sorter, ids)]
+        tokens = [m.token for m in print_jobs.issue_print_job(s, services.label_deps, sorter, ids)]
         disp = Principal("staff", dispatcher.user.id, "dispatcher", STATION)
         for sid in ids:
             delivery.assign(s, disp, sid, "inc_courier", provider=services.provider,

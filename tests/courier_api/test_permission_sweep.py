@@ -44,7 +44,7 @@ from courier_api.subjects import requests as subject_requests
 from courier_api.subjects.models import SubjectRequest
 from tests.conftest import RECIPIENT, _drop, _new_env, make_merchant, shipment_body
 from tests.courier_api import bearer, login, make_partner, make_staff
-from waybill import audit, labels, lifecycle, retention, shipments, webhooks
+from waybill import audit, labels, lifecycle, print_jobs, retention, shipments, webhooks
 from waybill.alerts import review as alert_review
 from waybill.alerts import store
 from waybill.alerts.models import Alert
@@ -389,7 +389,7 @@ class World:
         if state in ("printed", "assigned", "dispatched"):
             with self.svc.session_factory() as s:
                 sorter = self.principals["sorter" if owner == "merchant" else "sorter_far"]
-                (model,) = labels.issue_print_job(s, self.svc.label_deps, sorter, [made.id])
+                (model,) = print_jobs.issue_print_job(s, self.svc.label_deps, sorter, [made.id])
                 s.commit()
             made.token = model.token
         if state in ("assigned", "dispatched") and obj != "A_unassigned":
@@ -817,7 +817,7 @@ DOMAIN_OPS: dict[str, tuple[Permission, DomainCall]] = {
     "issue_label": (Permission.LABEL_READ, lambda s, svc, p, sid: labels.issue_label(s, svc.label_deps, p, sid)),
     "reprint_label": (Permission.LABEL_REPRINT, lambda s, svc, p, sid: labels.reprint_label(
         s, svc.label_deps, p, sid, "damaged")),
-    "issue_print_job": (Permission.PRINT_JOB_CREATE, lambda s, svc, p, sid: labels.issue_print_job(
+    "issue_print_job": (Permission.PRINT_JOB_CREATE, lambda s, svc, p, sid: print_jobs.issue_print_job(
         s, svc.label_deps, p, [sid])),
     "assign": (Permission.DISPATCH_ASSIGN, lambda s, svc, p, sid: delivery.assign(
         s, p, sid, STAFF["courier_same"][0], provider=svc.provider, pickup=delivery_deps(svc).pickup)),

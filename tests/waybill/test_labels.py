@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from tests.conftest import RECIPIENT, SENDER, shipment_body
 from tests.printing.label_helpers import decode, pdf_pages_as_images, png_image
-from waybill import labels
+from waybill import labels, print_jobs
 from waybill.errors import InvalidStatusTransition, NotFound, ValidationFailed
 from waybill.models import AuditEvent, QrToken, Shipment
 from waybill.permissions import Principal
@@ -136,25 +136,25 @@ def test_print_job_domain_order_conflicts_and_reprints(client, merchant, service
     ids = [create(client, merchant, f"J-{i}")["id"] for i in range(4)]
     deps = services.label_deps
     with services.session_factory() as s:
-        models = labels.issue_print_job(s, deps, SORTER, ids[:3])
+        models = print_jobs.issue_print_job(s, deps, SORTER, ids[:3])
         s.commit()
     assert [m.waybill_no for m in models] == [
         client.get(f"/v1/shipments/{i}", headers=merchant.headers).get_json()["waybill_no"] for i in ids[:3]]
     with services.session_factory() as s:
-        again = labels.issue_print_job(s, deps, SORTER, [ids[3], ids[1]])
+        again = print_jobs.issue_print_job(s, deps, SORTER, [ids[3], ids[1]])
         s.commit()
     assert again[1].token == models[1].token  # printed before: the live token again
     assert len(tokens_of(services, ids[1])) == 1
     with services.session_factory() as s:
-        reprinted = labels.issue_print_job(s, deps, SORTER, [ids[3], ids[1]], reprint_reason="misprint")
+        reprinted = print_jobs.issue_print_job(s, deps, SORTER, [ids[3], ids[1]], reprint_reason="misprint")
         s.commit()
     assert reprinted[1].token != models[1].token
     assert len(tokens_of(services, ids[1])) == 2
     with services.session_factory() as s:
         with pytest.raises(NotFound):
-            labels.issue_print_job(s, deps, SORTER, ["shp_01M84W6YCHMGSJGX88D78TFZGM", ids[0]])
+            print_jobs.issue_print_job(s, deps, SORTER, ["shp_01M84W6YCHMGSJGX88D78TFZGM", ids[0]])
         with pytest.raises(ValidationFailed):
-            labels.issue_print_job(s, deps, SORTER, [ids[0], ids[0]])
+            print_jobs.issue_print_job(s, deps, SORTER, [ids[0], ids[0]])
 
 
 def test_other_staff_roles_cannot_print(client, merchant, services):
@@ -274,7 +274,7 @@ def test_big_print_job_commits_chunk_by_chunk_before_streaming(fresh_env):
     merchant = make_merchant(svc)
     ids = [create(client, merchant, f"CH-{i}")["id"] for i in range(5)]
     deps = svc.label_deps
-    stream = labels.issue_in_chunks(svc.session_factory, deps, SORTER, ids, chunk=2)
+    stream = print_jobs.issue_in_chunks(svc.session_factory, deps, SORTER, ids, chunk=2)
     first = [next(stream), next(stream)]
     assert len(tokens_of(svc, ids[0])) == 1 and len(tokens_of(svc, ids[1])) == 1  # committed, seen elsewhere
     assert tokens_of(svc, ids[2]) == []  # the next chunk is not issued yet
@@ -283,7 +283,7 @@ def test_big_print_job_commits_chunk_by_chunk_before_streaming(fresh_env):
     with pytest.raises(Invalid):
         next(stream)
     assert tokens_of(svc, ids[2]) == []  # the failed chunk rolled back as a whole
-    retry = list(labels.issue_in_chunks(svc.session_factory, deps, SORTER, ids[:2], chunk=2))
+    retry = list(print_jobs.issue_in_chunks(svc.session_factory, deps, SORTER, ids[:2], chunk=2))
     assert [m.token for m in retry] == [m.token for m in first]
     assert len(tokens_of(svc, ids[0])) == 1  # no reprint, no second token
 

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from tests.conftest import run, shipment_body
 from tests.courier_api import bearer, login, make_staff
-from waybill import labels
+from waybill import labels, print_jobs
 from waybill.errors import NotFound, RateLimited, ValidationFailed
 from waybill.models import AuditEvent, QrToken, Shipment
 from waybill.permissions import Principal
@@ -80,7 +80,7 @@ def _age(services, shipment_id, minutes):
 
 def _first_print(services, ids, station=DESTINATION):
     principal = Principal(kind="staff", id="usr_firstprint", role="sorter", station=station)
-    list(labels.issue_in_chunks(services.session_factory, services.label_deps, principal, ids))
+    list(print_jobs.issue_in_chunks(services.session_factory, services.label_deps, principal, ids))
 
 
 # --- the register -----------------------------------------------------------------------------------------
@@ -227,10 +227,10 @@ def test_sorter_scope_by_station_and_hub(client, merchant, services, station, al
     deps, principal = services.label_deps, Principal(kind="staff", id="usr_dom", role="sorter", station=station)
     with services.session_factory() as s:  # the domain checks the object itself, without the route
         if allowed:
-            assert labels.issue_print_job(s, deps, principal, [sid])
+            assert print_jobs.issue_print_job(s, deps, principal, [sid])
         else:
             with pytest.raises(NotFound):
-                labels.issue_print_job(s, deps, principal, [sid])
+                print_jobs.issue_print_job(s, deps, principal, [sid])
             with pytest.raises(NotFound):
                 labels.reprint_label(s, deps, principal, sid, "damaged")
         s.rollback()
@@ -264,9 +264,9 @@ def test_a_print_job_of_2000_reprints_is_refused_and_revokes_nothing(client, mer
     # The domain refuses it too (a caller without the route), also in chunks.
     principal = Principal(kind="staff", id="usr_mass", role="sorter", station=DESTINATION)
     with services.session_factory() as s, pytest.raises(ValidationFailed):
-        labels.issue_print_job(s, services.label_deps, principal, ids, reprint_reason="damaged")
+        print_jobs.issue_print_job(s, services.label_deps, principal, ids, reprint_reason="damaged")
     with pytest.raises(ValidationFailed):
-        next(labels.issue_in_chunks(services.session_factory, services.label_deps, principal, ids,
+        next(print_jobs.issue_in_chunks(services.session_factory, services.label_deps, principal, ids,
                                     reprint_reason="damaged"))
     assert _revoked(services, ids) == 0 and len(_alerts(services)) == 2
     # Printing the same 2,000 again without a reprint reason (same live tokens) is not a reprint: allowed.
@@ -338,7 +338,7 @@ def test_retry_after_names_when_enough_reprints_age_out(services, merchant, clie
     _first_print(svc, ids)
     principal = Principal(kind="staff", id="usr_ra", role="sorter", station=DESTINATION)
     with svc.session_factory() as s:
-        labels.issue_print_job(s, svc.label_deps, principal, ids[:3], reprint_reason="damaged")
+        print_jobs.issue_print_job(s, svc.label_deps, principal, ids[:3], reprint_reason="damaged")
         s.commit()
     for sid, minutes in zip(ids[:3], (50, 40, 30), strict=True):  # reprinted 50, 40 and 30 minutes ago
         _age(svc, sid, minutes)
@@ -346,7 +346,7 @@ def test_retry_after_names_when_enough_reprints_age_out(services, merchant, clie
         with pytest.raises(RateLimited) as one:
             labels.reprint_label(s, svc.label_deps, principal, ids[3], "lost")
         with pytest.raises(RateLimited) as two:
-            labels.issue_print_job(s, svc.label_deps, principal, ids[3:5], reprint_reason="lost")
+            print_jobs.issue_print_job(s, svc.label_deps, principal, ids[3:5], reprint_reason="lost")
         s.rollback()
     assert 9 * 60 < one.value.retry_after <= 10 * 60  # the oldest (50 min) frees one slot in 10 minutes
     assert 19 * 60 < two.value.retry_after <= 20 * 60  # two slots: the second oldest, in 20 minutes
@@ -358,8 +358,9 @@ def test_cli_operator_is_not_scoped_or_capped(services, merchant, client):
     ids = _batch(client, merchant, "CLI", 25)
     operator = Principal(kind="cli", id="floor-1", role="sorter")
     with services.session_factory() as s:
-        assert len(labels.issue_print_job(s, services.label_deps, operator, ids)) == 25
-        assert len(labels.issue_print_job(s, services.label_deps, operator, ids, reprint_reason="printer_jam")) == 25
+        assert len(print_jobs.issue_print_job(s, services.label_deps, operator, ids)) == 25
+        reprinted = print_jobs.issue_print_job(s, services.label_deps, operator, ids, reprint_reason="printer_jam")
+        assert len(reprinted) == 25
         s.rollback()
 
 

@@ -13,7 +13,7 @@ import click
 import printing
 from printing.model import LabelModel
 from printing.transport import PrintFailed, connect, parse_printer_url, send
-from waybill import audit, labels
+from waybill import audit, labels, print_jobs
 from waybill.commands import common as cli  # the shared helpers: settings, services, emit, fail
 from waybill.errors import DomainError
 from waybill.permissions import Principal
@@ -64,7 +64,7 @@ def print_cmd(printer: str, shipments: tuple[str, ...], ids_file: Any, fmt: str,
     try:
         # Committed before anything is sent: a retry prints the same live tokens (no reprint).
         with unit_of_work(svc.session_factory) as tx:
-            models = labels.issue_print_job(tx.session, svc.label_deps, principal, ids,
+            models = print_jobs.issue_print_job(tx.session, svc.label_deps, principal, ids,
                                             reprint_reason=reprint_reason)
             for model in models:
                 printing.check_release(model)

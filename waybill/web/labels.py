@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from typing import Annotated, Literal
 
@@ -11,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from werkzeug.exceptions import MethodNotAllowed
 
 import printing
-from waybill import audit, labels
+from waybill import audit, labels, print_jobs
 from waybill.errors import ValidationFailed
 from waybill.permissions import Permission
 from waybill.schemas import parse
@@ -27,6 +28,7 @@ log = logging.getLogger("waybill.labels")
 Size = Literal["100x150", "100x180", "76x130"]
 DEFAULT_SIZE: Size = "100x180"
 LABEL_TYPES = ("application/pdf", "image/png", "application/zpl")
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")  # as for creating shipments
 
 
 ReasonCode = Literal["damaged", "lost", "printer_jam", "misprint", "relabel"]
@@ -103,31 +105,42 @@ def reprint(shipment_id: str) -> Response:
 
 
 @bp.post("/v1/print-jobs")
-@operation(summary="分拣中心批量打印：一个文档按请求顺序包含全部面单，逐页流式输出", tags=TAGS,
-           body=PrintJobIn, errors=(404, 409, 410, 429), content_types=("application/pdf", "application/zpl"))
+@operation(summary="分拣中心批量打印：一个文档按请求顺序包含全部面单，逐页流式输出；可凭 Idempotency-Key 重试",
+           tags=TAGS, body=PrintJobIn, errors=(404, 409, 410, 429),
+           content_types=("application/pdf", "application/zpl"),
+           headers=(("Idempotency-Key", "幂等键：中断后以相同键与相同内容重试，已签发的令牌原样重用，不重复签发"),))
 @requires(Permission.PRINT_JOB_CREATE)
 def print_job() -> Response:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not _IDEMPOTENCY_KEY.match(key):
+        raise ValidationFailed("Idempotency-Key 须为 1-128 个可见 ASCII 字符", field="Idempotency-Key")
     data: PrintJobIn = parse(PrintJobIn, json_body())
     if len(data.shipment_ids) > services().settings.print_job_max:
         raise ValidationFailed(f"单个打印任务最多 {services().settings.print_job_max} 张", field="shipment_ids")
-    svc, principal = services(), authenticate()
+    svc, principal, session = services(), authenticate(), db_session()
+    # The job's row (or, same key, the earlier attempt's): committed with the checks, before the first byte.
+    job = print_jobs.open_job(session, principal, data.shipment_ids, reprint_reason=data.reprint_reason,
+                              idempotency_key=key)
     models: Iterator[printing.LabelModel]
     if data.reprint_reason is not None:
         # A reprint job is small (at most WAYBILL_REPRINTS_PER_JOB <= 200 labels, or it is refused): issued whole in
         # the request's own transaction, so the sorter's hourly allowance is checked and charged under one lock
         # (two concurrent jobs cannot both spend it) and committed before the first byte, like any answer.
-        planned = labels.issue_print_job(db_session(), svc.label_deps, principal, data.shipment_ids,
-                                         reprint_reason=data.reprint_reason)
+        planned = print_jobs.issue_print_job(session, svc.label_deps, principal, data.shipment_ids,
+                                             reprint_reason=data.reprint_reason, job_id=job.id)
+        print_jobs.record_progress(session, job.id, len(planned), len(planned))
         models = iter(planned)
     else:
         # Every check of the whole job before the first byte goes out: a stream cannot change its status later.
-        planned = labels.check_print_job(db_session(), svc.label_deps, principal, data.shipment_ids)
-        # The one documented exception to "commit before the answer": tokens are issued PRINT_CHUNK labels at a
-        # time, each chunk's unit of work committing before its labels are rendered and streamed (so a
-        # 10,000-label job holds no long transaction); a job cut off part-way prints the same tokens when retried.
+        plan = print_jobs.plan_print_job(session, svc.label_deps, principal, data.shipment_ids, job_id=job.id)
+        planned = plan.labels()
+        # The one documented exception to "commit before the answer": tokens are issued a chunk at a time, each
+        # chunk's unit of work committing before its labels are rendered and streamed (so a 10,000-label job holds
+        # no long transaction, and no label leaves with a token that is not durable); a job cut off part-way prints
+        # the same tokens when retried (with the same Idempotency-Key, the job's own tokens even for a reprint).
         context = audit.AuditContext(request_id=g.get("request_id"), client_addr=client_address())
-        models = labels.issue_in_chunks(svc.session_factory, svc.label_deps, principal, data.shipment_ids,
-                                        context=context)
+        models = print_jobs.issue_in_chunks(svc.session_factory, svc.label_deps, principal, data.shipment_ids,
+                                            context=context, plan=plan, job_id=job.id)
     for model in planned:  # the release gate on every label, before anything is sent
         printing.check_release(model)
     # Counted when the job is handed to the stream (a failure part-way is logged and audited in _guarded).
@@ -136,6 +149,7 @@ def print_job() -> Response:
                     mimetype=printing.MEDIA_TYPES[data.format])
     resp.headers["Content-Disposition"] = f'attachment; filename="print-job.{data.format}"'
     resp.headers["X-Label-Count"] = str(len(planned))
+    resp.headers["X-Print-Job-Id"] = job.id
     return resp
 
 

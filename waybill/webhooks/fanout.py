@@ -64,6 +64,11 @@ def _subscribed(session: Session, merchant_id: str) -> list[str]:
     return found
 
 
+def has_endpoints(session: Session, merchant_id: str) -> bool:
+    """Whether the merchant has a live endpoint subscribed to status changes (read once per transaction)."""
+    return bool(_subscribed(session, merchant_id))
+
+
 def forget_cache(session: Session) -> None:
     """Drop the per-transaction endpoint cache (an endpoint was created or removed in this transaction)."""
     session.info.pop(_CACHE, None)
