@@ -90,12 +90,12 @@ def rotate(engine: Engine, keys: Path | MasterKeys, algorithm: str, *,
                            DataKey.previous_wrapped).where(DataKey.id == dek_id).with_for_update()
                 ).one()
                 # The wrapping kept as "previous" is one the master keys were just seen to open.
-                used_id, used_wrapped, new_id, new_wrapped = _rewrap(master_keys, dek_id, row.algorithm, [
+                used_id, used_wrapped, new_mk, new_wrapped = _rewrap(master_keys, dek_id, row.algorithm, [
                     (row.master_key_id, bytes(row.wrapped)),
                     (row.previous_master_key_id, None if row.previous_wrapped is None else bytes(row.previous_wrapped)),
                 ])
                 conn.execute(update(DataKey).where(DataKey.id == dek_id).values(
-                    wrapped=new_wrapped, master_key_id=new_id,
+                    wrapped=new_wrapped, master_key_id=new_mk,
                     previous_master_key_id=used_id, previous_wrapped=used_wrapped, rewrapped_at=utcnow()))
                 count += 1
             if progress is not None:
@@ -104,8 +104,8 @@ def rotate(engine: Engine, keys: Path | MasterKeys, algorithm: str, *,
             conn.execute(update(DataKey).where(DataKey.algorithm == algorithm).values(active=False))
             # The new data key is wrapped under the old primary too: if the key file loses the new master key (or
             # another host's file does not have it yet), what is encrypted after the rotation stays readable.
-            new_id = _insert_data_key(conn, master_keys, algorithm, previous_master_key_id=old_primary)
-        return RotationReport(new_master_key=mk, rewrapped=count, new_data_key=new_id)
+            new_dek = _insert_data_key(conn, master_keys, algorithm, previous_master_key_id=old_primary)
+        return RotationReport(new_master_key=mk, rewrapped=count, new_data_key=new_dek)
 
 
 def retire(engine: Engine, keys: Path | MasterKeys, key_ids: Sequence[str] = ()) -> RetireReport:
