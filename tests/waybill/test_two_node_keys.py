@@ -146,3 +146,25 @@ def test_period_keys_are_one_store_for_every_node(fresh_env: Any, tmp_path: Path
         assert b.check_all(m, []) == 1
         assert [p for p in kms.kv if p.startswith("waybill/period-keys/ap-")]
         assert not b_settings.period_key_file.exists() and not env.settings.period_key_file.exists()
+
+
+def test_a_sealed_kms_is_a_503_with_nothing_written_and_recovers(fresh_env: Any, tmp_path: Path) -> None:
+    with running_vault() as kms:
+        kms.create_transit_key("waybill-data-keys")
+        env = fresh_env(key_provider="vault", vault_addr=kms.url,
+                        vault_token_file=str(_token_file(tmp_path, kms.token)), key_cache_ttl_s=0.05)
+        b_settings = _other_host(env.settings, tmp_path, "node-b")
+        node = Node(b_settings, build(b_settings))
+        m = make_merchant(node.svc).headers
+        node.create(m, "before")
+        kms.down = True
+        time.sleep(0.1)  # past the TTL: the period key must be read from the KMS again
+        r = node.client.post("/v1/shipments", json=shipment_body("while-sealed"), headers=m)
+        assert r.status_code == 503 and r.headers["Retry-After"] == "5"
+        assert r.get_json()["error"]["code"] == "key_service_unavailable"
+        assert node.client.get("/readyz").status_code == 503
+        with env.engine.connect() as conn:
+            assert conn.execute(select(Shipment.merchant_order_id)).scalars().all() == ["before"]
+        kms.down = False
+        node.create(m, "while-sealed")  # the same request again, once the KMS is back: no restart
+        assert node.client.get("/readyz").status_code == 200
