@@ -14,9 +14,9 @@ from waybill.alerts import store as alert_store
 from waybill.consent import PrivacyNotice
 from waybill.crypto.keystore import KeyStore
 from waybill.crypto.kms import MasterKeys
-from waybill.crypto.providers import make_keystore, make_master_keys
 from waybill.crypto.subject_keys import SubjectKeyring
 from waybill.crypto.vault import FieldCodec, Vault, ensure_active_data_key
+from waybill.key_sources import make_keystore, make_master_keys
 from waybill.labels import LabelDeps
 from waybill.messages.base import MessageProvider
 from waybill.metrics import Metrics
@@ -50,7 +50,7 @@ class Services:
     codec: FieldCodec
     # Each party's own data key (waybill/crypto/subject_keys.py): what retention and deletions destroy.
     subject_keys: SubjectKeyring
-    # Where the keys come from (waybill/crypto/providers.py): the data keys' master keys and the period-key store,
+    # Where the keys come from (waybill/key_sources.py): the data keys' master keys and the period-key store,
     # the key file's and a local file, or Vault/OpenBao shared by every node.
     master_keys: MasterKeys
     keystore: KeyStore

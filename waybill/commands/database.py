@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 
 from waybill import db, keyfile
 from waybill.commands import common as cli
-from waybill.crypto.providers import make_keystore
+from waybill.key_sources import make_keystore
 from waybill.settings import Settings
 
 
