@@ -117,7 +117,8 @@ def test_rotation_on_one_node_with_a_shared_kms(fresh_env: Any, tmp_path: Path) 
 
         done = retire(env.engine, a.svc.master_keys)
         # The old data key's previous wrapping, and the new one's second wrapping under the old primary.
-        assert done.retired == ("vault:waybill-data-keys:v1",) and done.dropped_previous == 2
+        assert done.retired[0] == "vault:waybill-data-keys:v1" and done.dropped_previous == 2
+        assert all(k.startswith("mk-") for k in done.retired[1:])  # the key file's, never used here
         assert kms.transit["waybill-data-keys"].min_decryption_version == 2
         with env.engine.connect() as conn:
             assert {r.master_key_id for r in conn.execute(select(DataKey))} == {"vault:waybill-data-keys:v2"}

@@ -222,6 +222,36 @@ def keys_add_secrets() -> None:
     emit({"ok": True, "added": added})
 
 
+@keys.command("copy-period-keys")
+def keys_copy_period_keys() -> None:
+    """Copy the local period-key store (WAYBILL_PERIOD_KEY_FILE) into the shared one (WAYBILL_KEY_PROVIDER=vault).
+
+    Run once when an installation moves to Vault/OpenBao, before the first node starts with the new settings;
+    then delete the local file and its copies (README "Keys on more than one machine").
+    """
+    from waybill.crypto.keystore import KeyStoreError, LocalKeyStore
+    from waybill.crypto.vault_kms import KvKeyStore
+    from waybill.key_sources import make_keystore
+
+    settings = _settings()
+    target = make_keystore(settings)
+    if not isinstance(target, KvKeyStore):
+        fail({"ok": False, "error": {"code": "key_provider", "message": "WAYBILL_KEY_PROVIDER is not vault"}}, 2)
+    source = LocalKeyStore(settings.period_key_file)
+    copied = already = 0
+    try:
+        for key_id in source.ids():
+            if target.put(key_id, source.get(key_id)):
+                copied += 1
+            else:
+                already += 1
+    except KeyServiceUnavailable as exc:
+        fail({"ok": False, "error": {"code": "kms_unavailable", "message": str(exc)}})
+    except KeyStoreError as exc:
+        fail({"ok": False, "error": {"code": "key_store", "message": str(exc)}})
+    emit({"ok": True, "copied": copied, "already_there": already})
+
+
 @keys.command("retire")
 @click.argument("master_key_ids", nargs=-1)
 def keys_retire(master_key_ids: tuple[str, ...]) -> None:

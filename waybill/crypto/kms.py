@@ -124,6 +124,10 @@ class FileMasterKeys:
         self._reload()
         return self._material.primary_master_key
 
+    def ids(self) -> list[str]:
+        """Every master key id of the key file."""
+        return sorted(self._material.master_keys)
+
     def wrap(self, dek_id: int, algorithm: str, key: bytes) -> tuple[str, bytes]:
         mk = self._material.primary_master_key
         return mk, wrap_local(self._key(mk), dek_id, algorithm, key)

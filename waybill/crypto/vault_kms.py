@@ -257,10 +257,15 @@ class TransitMasterKeys:
             if version >= lowest_used:
                 raise RetireRefused("key_in_use", "data keys still use it (or a version below it); rotate first")
         top = max((self._version(k) for k in key_ids), default=lowest_used - 1)
-        return tuple(self.version_id(v) for v in range(floor, top + 1))
+        retiring = [self.version_id(v) for v in range(floor, top + 1)]
+        if not key_ids and self.legacy is not None:
+            # After a move from the key file: its master keys no data key uses any more are retired too (their
+            # previous wrappings dropped); the key file itself is left as it is (it still holds the secrets).
+            retiring += sorted(k for k in self.legacy.ids() if k not in in_use)
+        return tuple(retiring)
 
     def remove(self, key_ids: Iterable[str]) -> None:
-        versions = [self._version(k) for k in key_ids]
+        versions = [self._version(k) for k in key_ids if not self._is_legacy(k)]
         if versions:
             self.client.request("POST", f"{self.mount}/keys/{self.key}/config",
                                 {"min_decryption_version": max(versions) + 1})
@@ -334,6 +339,22 @@ class KvKeyStore:
             if key is None:
                 raise KeyStoreError(f"key store could not make {key_id}")
         return self._remember(key_id, key)
+
+    def put(self, key_id: str, key: bytes) -> bool:
+        """Store a key made elsewhere (a move from the local store); False when the store has it already.
+
+        A different key under the same id is a :class:`KeyStoreError` (nothing is overwritten)."""
+        if len(key) != 32:
+            raise ValueError("period keys are 32 bytes")
+        try:
+            self.client.request("POST", self._path("data", key_id), {"options": {"cas": 0}, "data": {"key": _b64(key)}})
+        except VaultError as exc:
+            if exc.status != 400:
+                raise
+            if self._read(key_id) != key:
+                raise KeyStoreError(f"key store already holds a different {key_id}") from None
+            return False
+        return True
 
     def destroy(self, key_ids: Iterable[str]) -> list[str]:
         gone: list[str] = []
