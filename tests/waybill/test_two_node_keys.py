@@ -169,3 +169,29 @@ def test_a_sealed_kms_is_a_503_with_nothing_written_and_recovers(fresh_env: Any,
         kms.down = False
         node.create(m, "while-sealed")  # the same request again, once the KMS is back: no restart
         assert node.client.get("/readyz").status_code == 200
+
+
+def test_rotation_on_one_host_with_key_file_copies(fresh_env: Any, tmp_path: Path) -> None:
+    """The embedded default on two hosts (each its own copy of the key file; the period-key file on a volume both
+    mount): between `keys rotate` on A and the new key file reaching B, B works on the second wrapping under the
+    previous master key, restarts included; the file reaches B before `keys retire`, as README says."""
+    env = fresh_env(key_cache_ttl_s=TTL)
+    a = Node(env.settings, env.services())
+    b_settings = dataclasses.replace(_other_host(env.settings, tmp_path, "node-b"),
+                                     period_key_file=env.settings.period_key_file)
+    b = Node(b_settings, build(b_settings))
+    m = make_merchant(a.svc).headers
+    sealed = [a.seal("a-0"), b.seal("b-0")]
+    a.create(m, "A-0")
+    report = rotate(env.engine, env.settings.key_file, env.settings.cipher)
+    assert report.new_master_key not in b_settings.key_file.read_text()  # B's copy is the old file
+    b.create(m, "B-0")
+    time.sleep(TTL + 0.2)
+    sealed.append(b.seal("b-late"))
+    assert key_id_of(sealed[-1][1]) == report.new_data_key  # B follows within the TTL, on its old key file
+    assert b.check_all(m, sealed) == 2
+    restarted = Node(b_settings, build(b_settings))
+    assert restarted.check_all(m, sealed) == 2
+    shutil.copy(env.settings.key_file, b_settings.key_file)  # step 2 of the protocol: the file reaches B
+    retire(env.engine, env.settings.key_file)
+    assert Node(b_settings, build(b_settings)).check_all(m, sealed) == a.check_all(m, sealed) == 2
