@@ -142,7 +142,8 @@ def _upgrade_phone_hashes(settings: Settings, engine: Engine, keys: keyfile.KeyM
         key_engine = db.make_engine(settings.database_url, write_lock=False) if settings.is_sqlite else engine
         try:
             codec = Vault(key_engine, settings.key_file, settings.cipher,
-                          blind_index_bits=settings.blind_index_bits, material=keys)
+                          blind_index_bits=settings.blind_index_bits, material=keys,
+                          master_keys=make_master_keys(settings, keys))
             done = upgrade_legacy_hashes(session, codec, derive_endpoint_key(keys))
         finally:
             if key_engine is not engine:
