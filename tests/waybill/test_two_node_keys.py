@@ -195,3 +195,33 @@ def test_rotation_on_one_host_with_key_file_copies(fresh_env: Any, tmp_path: Pat
     shutil.copy(env.settings.key_file, b_settings.key_file)  # step 2 of the protocol: the file reaches B
     retire(env.engine, env.settings.key_file)
     assert Node(b_settings, build(b_settings)).check_all(m, sealed) == a.check_all(m, sealed) == 2
+
+
+def test_retention_on_one_node_destroys_in_the_shared_store(fresh_env: Any, tmp_path: Path) -> None:
+    """Retention run on A destroys the period keys in KV (every version, the metadata): B, restarted, cannot open
+    the destroyed shipments' data and still opens the rest."""
+    from datetime import timedelta
+
+    from waybill import retention
+    from waybill.models import utcnow
+    from waybill.permissions import SYSTEM
+
+    with running_vault() as kms:
+        kms.create_transit_key("waybill-data-keys")
+        env = fresh_env(key_provider="vault", vault_addr=kms.url, retention_days=30,
+                        vault_token_file=str(_token_file(tmp_path, kms.token)), key_cache_ttl_s=TTL)
+        a = Node(env.settings, env.services())
+        b_settings = _other_host(env.settings, tmp_path, "node-b")
+        m = make_merchant(a.svc).headers
+        due = a.create(m, "due")
+        assert a.client.post(f"/v1/shipments/{due}/cancel", headers=m).status_code == 200
+        active = a.create(m, "active")
+        result = retention.run(a.svc, SYSTEM, now=utcnow() + timedelta(days=32))
+        assert result.destroyed == 1 and result.keys_destroyed
+        for key_id in result.keys_destroyed:
+            assert f"waybill/period-keys/{key_id}" not in kms.kv
+            assert ("DELETE", f"/v1/secret/metadata/waybill/period-keys/{key_id}") in kms.requests
+        b = Node(b_settings, build(b_settings))
+        assert b.client.get(f"/v1/shipments/{due}", headers=m).get_json()["personal_data"] == "destroyed"
+        doc = b.client.get(f"/v1/shipments/{active}", headers=m).get_json()
+        assert doc["personal_data"] == "present" and doc["recipient"]["phone"] == "138******78"
