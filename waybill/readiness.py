@@ -17,7 +17,9 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from waybill import db, keyfile
-from waybill.crypto.keystore import KeyStoreError, LocalKeyStore
+from waybill.crypto.aead import CryptoError
+from waybill.crypto.keystore import KeyStore, KeyStoreError, LocalKeyStore
+from waybill.crypto.kms import MasterKeys
 from waybill.crypto.subject_keys import active_key_id, day_of
 from waybill.models import utcnow
 from waybill.settings import Settings
@@ -39,9 +41,12 @@ class Readiness:
     """The checks of one process; their clients (a small engine, a Redis client) are made on first use."""
 
     def __init__(self, settings: Settings, keys: keyfile.KeyMaterial, *, database_url: str | None = None,
-                 redis_url: str | None = None) -> None:
+                 redis_url: str | None = None, keystore: KeyStore | None = None,
+                 master_keys: MasterKeys | None = None) -> None:
         self._settings = settings
         self._keys = keys
+        self._keystore = keystore
+        self._master_keys = master_keys
         self._database_url = database_url or settings.database_url
         self._redis_url = redis_url if redis_url is not None else settings.redis_url
         self._engine: Engine | None = None
@@ -82,10 +87,19 @@ class Readiness:
                 return CheckResult(False, "key_file_replaced")
         # The period-key store: today's key made or read (every new shipment needs it), so a store the process
         # cannot write (a read-only directory, a full disk) fails readiness instead of every create.
+        # A fresh local store each probe (it re-reads and may write the file); a shared one is the service's own.
+        store = (self._keystore if self._keystore is not None and self._settings.key_provider == "vault"
+                 else LocalKeyStore(self._settings.period_key_file))
         try:
-            LocalKeyStore(self._settings.period_key_file).ensure(active_key_id(day_of(utcnow())))
-        except (OSError, KeyStoreError):
+            store.ensure(active_key_id(day_of(utcnow())))
+        except (OSError, KeyStoreError, CryptoError):
             return CheckResult(False, "period_key_store_unusable")
+        # A KMS: its transit key answers (the primary is read from it, not from a cache).
+        if self._master_keys is not None and self._settings.key_provider == "vault":
+            try:
+                self._master_keys.primary()
+            except CryptoError:
+                return CheckResult(False, "kms_unavailable")
         return CheckResult(True)
 
     def check_redis(self) -> CheckResult:

@@ -13,10 +13,12 @@ import printing
 from waybill import audit, db, keyfile, messages
 from waybill.alerts import store as alert_store
 from waybill.consent import PrivacyNotice
-from waybill.crypto.keystore import LocalKeyStore
+from waybill.crypto.keystore import KeyStore
+from waybill.crypto.kms import MasterKeys
 from waybill.crypto.subject_keys import SubjectKeyring
 from waybill.crypto.vault import FieldCodec, Vault, ensure_active_data_key
 from waybill.inflight import ConcurrencyLimiter, InFlightLimiter, RedisConcurrencyLimiter
+from waybill.key_sources import make_keystore, make_master_keys
 from waybill.labels import LabelDeps
 from waybill.messages.base import MessageProvider
 from waybill.metrics import Metrics
@@ -50,6 +52,10 @@ class Services:
     codec: FieldCodec
     # Each party's own data key (waybill/crypto/subject_keys.py): what retention and deletions destroy.
     subject_keys: SubjectKeyring
+    # Where the keys come from (waybill/key_sources.py): the data keys' master keys and the period-key store,
+    # the key file's and a local file, or Vault/OpenBao shared by every node.
+    master_keys: MasterKeys
+    keystore: KeyStore
     routing: RoutingTable
     regions: RegionTable  # GB/T 2260 divisions every party's region is checked against
     stations: StationRegister  # every station and hub; staff of station roles name one of them
@@ -100,12 +106,13 @@ def initialise(settings: Settings) -> tuple[keyfile.KeyMaterial, Engine, bool]:
     try:
         # The keys go along: a data migration may have to encrypt or re-index existing rows.
         db.upgrade(engine, keys=keys, cipher=settings.cipher, blind_index_bits=settings.blind_index_bits,
-                   keystore=LocalKeyStore(settings.period_key_file))
+                   keystore=make_keystore(settings))
         db.check_schema(engine)
+        # The first data key goes under the configured master keys (a KMS's transit key when there is one).
+        ensure_active_data_key(engine, make_master_keys(settings, keys), settings.cipher)
     except BaseException:
         engine.dispose()
         raise
-    ensure_active_data_key(engine, keys, settings.cipher)
     _upgrade_phone_hashes(settings, engine, keys)
     if settings.phone_provider == "builtin":
         _check_builtin_pool(settings, engine)
@@ -140,7 +147,8 @@ def _upgrade_phone_hashes(settings: Settings, engine: Engine, keys: keyfile.KeyM
         key_engine = db.make_engine(settings.database_url, write_lock=False) if settings.is_sqlite else engine
         try:
             codec = Vault(key_engine, settings.key_file, settings.cipher,
-                          blind_index_bits=settings.blind_index_bits, material=keys)
+                          blind_index_bits=settings.blind_index_bits, material=keys,
+                          master_keys=make_master_keys(settings, keys))
             done = upgrade_legacy_hashes(session, codec, derive_endpoint_key(keys))
         finally:
             if key_engine is not engine:
@@ -182,9 +190,11 @@ def build(settings: Settings, *, engine: Engine | None = None, codec: FieldCodec
     # On SQLite the vault reads data keys through its own non-locking engine (the request's transaction may
     # already hold the write lock); long reads (audit verify) use it too, so they hold no write lock.
     key_engine = db.make_engine(settings.database_url, write_lock=False) if settings.is_sqlite else engine
-    keystore = LocalKeyStore(settings.period_key_file)
+    keystore = make_keystore(settings)
+    master_keys = make_master_keys(settings, keys)
     vault = codec or Vault(key_engine, settings.key_file, settings.cipher,
-                           blind_index_bits=settings.blind_index_bits, material=keys, keystore=keystore)
+                           blind_index_bits=settings.blind_index_bits, material=keys, keystore=keystore,
+                           master_keys=master_keys, key_cache_ttl_s=settings.key_cache_ttl_s)
     # The bench's identity codec has no keyring of its own: the keys are still made (their cost is real).
     keyring = vault.subject_keys if isinstance(vault, Vault) else SubjectKeyring(keystore, settings.cipher, key_engine)
     # One store for every limit of this process (each limit has its own namespace in it): one Redis pool.
@@ -195,6 +205,7 @@ def build(settings: Settings, *, engine: Engine | None = None, codec: FieldCodec
                                         lease_s=settings.heavy_lease_s)
     return Services(
         settings=settings, engine=engine, session_factory=factory, keys=keys, codec=vault, subject_keys=keyring,
+        master_keys=master_keys, keystore=keystore,
         routing=routing, stations=stations,
         regions=RegionTable.load(settings.regions_extra_file), limit_storage=limits,
         merchant_limiter=WindowLimiter.per_rate(settings.merchant_rate_per_s, settings.merchant_burst,
@@ -205,7 +216,7 @@ def build(settings: Settings, *, engine: Engine | None = None, codec: FieldCodec
         messages=messages.make_provider(settings),
         privacy_notice=PrivacyNotice.load(settings.privacy_notice_file),
         metrics=metrics,
-        readiness=Readiness(settings, keys),
+        readiness=Readiness(settings, keys, keystore=keystore, master_keys=master_keys),
         auth_failures=FailureThrottle(settings.auth_failure_rate_per_s, settings.auth_failure_burst, storage=limits),
         read_session_factory=session_factory or (db.make_session_factory(key_engine) if settings.is_sqlite
                                                  else factory),

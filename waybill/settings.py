@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from printing.config import ZPL_TEXT_MODES
+from waybill import key_settings
 from waybill.alerts import settings as alert_settings
 from waybill.alerts.settings import AlertSettings
 from waybill.masking import MaskPolicy
@@ -49,6 +50,22 @@ class Settings:
     # The key store of the destroyable period keys (waybill/crypto/keystore.py); default: in the data dir.
     # It has its own backup rule (README "Retention"): a backup of it outlives the keys it destroyed.
     period_key_file: Path = Path("var/period-keys.json")
+    # Where the keys come from (waybill/key_settings.py, README "Keys on more than one machine"): "builtin" (the key
+    # file's master keys, the local period-key store) or "vault" (Vault/OpenBao: transit for the master keys, KV v2
+    # for the period keys; one source for every node). The token is in a 0600 file; the settings say where.
+    key_provider: str = "builtin"
+    vault_addr: str | None = None
+    vault_token_file: Path | None = None
+    vault_namespace: str | None = None
+    vault_ca_file: Path | None = None
+    vault_transit_mount: str = "transit"
+    vault_transit_key: str = "waybill-data-keys"
+    vault_kv_mount: str = "secret"
+    vault_kv_prefix: str = "waybill/period-keys"
+    # How long a process trusts what it cached of the keys: the active data key (after a rotation elsewhere a node
+    # writes under the previous one at most this long) and a period key (destroyed elsewhere: handed out at most
+    # this long). Seconds, 0.05-600.
+    key_cache_ttl_s: float = 60.0
     # Personal data is destroyed this many days after a shipment's contract ends (delivery, cancellation);
     # 0: at the first retention run after it ends. Whole days of China Standard Time (see waybill/lifecycle.py).
     retention_days: int = 180
@@ -409,7 +426,12 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     if multiproc_dir is not None and not multiproc_dir.is_dir():
         raise SettingsError("PROMETHEUS_MULTIPROC_DIR must be an existing directory")
 
+    try:
+        keys_values = key_settings.load(get, mode)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
     values: dict[str, Any] = {
+        **keys_values,
         **_sms_settings(get),
         "regions_extra_file": _data_file("regions_extra_file", get("regions_extra_file"), RegionTable.load),
         "metrics_token_file": Path(metrics_token_raw) if metrics_token_raw else None,

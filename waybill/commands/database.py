@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 
 from waybill import db, keyfile
 from waybill.commands import common as cli
-from waybill.crypto.keystore import LocalKeyStore
+from waybill.key_sources import make_keystore
 from waybill.settings import Settings
 
 
@@ -74,7 +74,7 @@ def db_upgrade(revision: str) -> None:
             keys = None  # enough for the schema; a data migration that needs them says so
         try:
             db.upgrade(engine, revision, keys=keys, cipher=settings.cipher, blind_index_bits=settings.blind_index_bits,
-                       keystore=LocalKeyStore(settings.period_key_file))
+                       keystore=make_keystore(settings))
         except CommandError as exc:  # an unknown revision, or one that would be a downgrade
             cli.fail({"ok": False, "error": {"code": "migration_error", "message": str(exc)}}, 2)
         with engine.connect() as conn:

@@ -18,6 +18,7 @@ from waybill.commands.common import (
     schema_mismatch_doc,
 )
 from waybill.crypto import rotation
+from waybill.crypto.kms import KeyServiceUnavailable
 from waybill.errors import DomainError
 from waybill.extensions import load_extensions
 from waybill.merchants import create_merchant
@@ -184,20 +185,26 @@ def _data_key_count(svc: Services) -> int:
 def keys_rotate() -> None:
     """Promote a new master key and re-wrap every data key; ciphertexts stay readable.
 
-    The old wrappings (and master keys) are kept until `waybill keys retire`, so an interrupted rotation, a key
-    file that lost the new key, or a database restored from before the rotation still decrypts.
+    The master keys are the key file's, or with WAYBILL_KEY_PROVIDER=vault the transit key (rotated there and
+    re-wrapped with transit `rewrap`). The old wrappings (and master keys) are kept until `waybill keys retire`,
+    so an interrupted rotation, a key file that lost the new key, another node's older key file, or a database
+    restored from before the rotation still decrypts.
     """
     settings = _settings()
     svc = _ready(settings)
     bar = Progress(_data_key_count(svc), "re-wrapping data keys")
     try:
-        report = rotation.rotate(svc.engine, settings.key_file, settings.cipher, progress=bar.set)
+        report = rotation.rotate(svc.engine, svc.master_keys, settings.cipher, progress=bar.set)
+    except KeyServiceUnavailable as exc:  # the data keys re-wrapped so far keep their previous wrapping: rerun
+        fail({"ok": False, "error": {"code": "kms_unavailable", "message": str(exc)}})
     finally:
         bar.close()
     with unit_of_work(svc.session_factory) as tx:
         audit.record(tx.session, SYSTEM, "keys.rotate", object_type="master_key", object_id=report.new_master_key)
+    # Every node writes under the new data key within the cache TTL (README "Keys on more than one machine").
     emit({"ok": True, "new_master_key": report.new_master_key, "rewrapped_data_keys": report.rewrapped,
-          "new_data_key": report.new_data_key})
+          "new_data_key": report.new_data_key, "nodes_switch_within_s": settings.key_cache_ttl_s,
+          "key_provider": settings.key_provider})
 
 
 @keys.command("add-secrets")
@@ -216,6 +223,36 @@ def keys_add_secrets() -> None:
     emit({"ok": True, "added": added})
 
 
+@keys.command("copy-period-keys")
+def keys_copy_period_keys() -> None:
+    """Copy the local period-key store (WAYBILL_PERIOD_KEY_FILE) into the shared one (WAYBILL_KEY_PROVIDER=vault).
+
+    Run once when an installation moves to Vault/OpenBao, before the first node starts with the new settings;
+    then delete the local file and its copies (README "Keys on more than one machine").
+    """
+    from waybill.crypto.keystore import KeyStoreError, LocalKeyStore
+    from waybill.crypto.vault_kms import KvKeyStore
+    from waybill.key_sources import make_keystore
+
+    settings = _settings()
+    target = make_keystore(settings)
+    if not isinstance(target, KvKeyStore):
+        fail({"ok": False, "error": {"code": "key_provider", "message": "WAYBILL_KEY_PROVIDER is not vault"}}, 2)
+    source = LocalKeyStore(settings.period_key_file)
+    copied = already = 0
+    try:
+        for key_id in source.ids():
+            if target.put(key_id, source.get(key_id)):
+                copied += 1
+            else:
+                already += 1
+    except KeyServiceUnavailable as exc:
+        fail({"ok": False, "error": {"code": "kms_unavailable", "message": str(exc)}})
+    except KeyStoreError as exc:
+        fail({"ok": False, "error": {"code": "key_store", "message": str(exc)}})
+    emit({"ok": True, "copied": copied, "already_there": already})
+
+
 @keys.command("retire")
 @click.argument("master_key_ids", nargs=-1)
 def keys_retire(master_key_ids: tuple[str, ...]) -> None:
@@ -227,11 +264,13 @@ def keys_retire(master_key_ids: tuple[str, ...]) -> None:
     settings = _settings()
     svc = _ready(settings)
     try:
-        report = rotation.retire(svc.engine, settings.key_file, master_key_ids)
+        report = rotation.retire(svc.engine, svc.master_keys, master_key_ids)
     except rotation.RetireRefused as exc:
         fail({"ok": False, "error": {"code": exc.code, "message": str(exc)}})
     except keyfile.KeyFileError as exc:
         fail({"ok": False, "error": {"code": "key_file", "message": str(exc)}})
+    except KeyServiceUnavailable as exc:
+        fail({"ok": False, "error": {"code": "kms_unavailable", "message": str(exc)}})
     with unit_of_work(svc.session_factory) as tx:
         for key_id in report.retired:
             audit.record(tx.session, SYSTEM, "keys.retire", object_type="master_key", object_id=key_id)

@@ -12,8 +12,8 @@ Key ids name what a key is for:
   generation ``N+1`` replaces a generation whose day lost a shipment early (a subject's deletion, a hold).
 
 :class:`KeyStore` is the one interface; :class:`LocalKeyStore` keeps the keys in a file beside the key file
-(owner-only, replaced atomically, changes serialised by a lock). A shared store or a KMS goes behind the same
-Protocol.
+(owner-only, replaced atomically, changes serialised by a lock): one host's. The store every node shares is
+:class:`waybill.crypto.vault_kms.KvKeyStore` (Vault/OpenBao KV v2).
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ from waybill import keyfile
 
 KEY_ID = re.compile(r"(ap-[0-9]{8}|ed-[0-9]{8}-g[0-9]{1,6})")
 FORMAT = 1
-# Re-read the file this often for keys this process has cached: another process may have destroyed one.
-_REFRESH_S = 60.0
+# Re-read the file this often for keys this process has cached: another process may have destroyed one
+# (WAYBILL_KEY_CACHE_TTL_S sets it).
+REFRESH_S = 60.0
 
 
 class KeyStoreError(RuntimeError):
@@ -74,8 +75,9 @@ class LocalKeyStore:
     copies of the file exist elsewhere (backups) is the operator's part: see README "Retention".
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, refresh_s: float = REFRESH_S) -> None:
         self.path = path
+        self._refresh_s = refresh_s
         self._lock = threading.Lock()
         self._keys: dict[str, bytes] = {}
         self._loaded_at = float("-inf")
@@ -133,7 +135,7 @@ class LocalKeyStore:
 
     # -- KeyStore -----------------------------------------------------------------------------------------------
     def get(self, key_id: str) -> bytes:
-        if time.monotonic() - self._loaded_at > _REFRESH_S or key_id not in self._keys:
+        if time.monotonic() - self._loaded_at > self._refresh_s or key_id not in self._keys:
             self._reload()
         key = self._keys.get(key_id)
         if key is None:
@@ -146,7 +148,7 @@ class LocalKeyStore:
         # The cache answers only while fresh (as for get): another process may have destroyed the key since,
         # and wrapping new data under a destroyed key would lose that data.
         key = self._keys.get(key_id)
-        if key is not None and time.monotonic() - self._loaded_at <= _REFRESH_S:
+        if key is not None and time.monotonic() - self._loaded_at <= self._refresh_s:
             return key
         with self._exclusive():
             keys = self._read()

@@ -9,8 +9,8 @@ row id``, so a ciphertext copied to another row or column, or with any header bi
 authentication instead of decrypting to something wrong.
 
 Data keys (DEKs) are random, stored in the ``data_keys`` table wrapped (AEAD) by a master key
-from the key file. Rotation (:mod:`waybill.crypto.rotation`) adds a master key and re-wraps the DEKs,
-keeping the previous wrapping until retired; ciphertexts never change.
+(:mod:`waybill.crypto.kms`: the key file's, or a KMS's transit key). Rotation (:mod:`waybill.crypto.rotation`)
+adds a master key and re-wraps the DEKs, keeping the previous wrapping until retired; ciphertexts never change.
 
 Format 2 is the same with an 8-byte id of a *subject key* (one party's own data key,
 :mod:`waybill.crypto.subject_keys`) in place of the 4-byte data-key id: every party's personal data is sealed
@@ -44,7 +44,6 @@ from waybill.crypto.aead import (
     _hkdf,
     _open,
     _seal,
-    _wrap_key,
 )
 
 # The errors are the vault's API: re-exported for the modules that catch them.
@@ -54,6 +53,12 @@ from waybill.crypto.aead import KeyUnavailable as KeyUnavailable
 from waybill.crypto.aead import MalformedCiphertext as MalformedCiphertext
 from waybill.crypto.aead import UnknownKeyId as UnknownKeyId
 from waybill.crypto.keystore import KeyStore, LocalKeyStore, NoKeyStore
+from waybill.crypto.kms import FileMasterKeys, MasterKeys
+
+# The key file's wrapping under its names of before waybill.crypto.kms (tests build old revisions' rows with it).
+from waybill.crypto.kms import unwrap_local as _unwrap  # noqa: F401
+from waybill.crypto.kms import wrap_aad as _wrap_aad  # noqa: F401
+from waybill.crypto.kms import wrap_local as _wrap  # noqa: F401
 from waybill.crypto.subject_keys import SubjectKeyGone, SubjectKeyring, connect
 from waybill.models import DataKey, utcnow
 
@@ -88,8 +93,9 @@ _TAG = TAG
 BLIND_INDEX_BITS = 14
 BLIND_INDEX_MIN_BITS = 10
 BLIND_INDEX_MAX_BITS = 16
-# Re-read the active data key this often, so servers pick up a rotation without a restart.
-_ACTIVE_TTL_S = 60.0
+# Re-read the active data key this often, so servers pick up a rotation without a restart: the bound on how long
+# a node keeps writing under a data key a rotation deactivated (WAYBILL_KEY_CACHE_TTL_S sets it).
+ACTIVE_TTL_S = 60.0
 
 
 class DataDestroyed(UnknownKeyId):
@@ -132,20 +138,6 @@ def _aad(header: bytes, table: str, column: str, row_id: str) -> bytes:
     return b"".join((header, table.encode(), b"\0", column.encode(), b"\0", row_id.encode()))
 
 
-def _wrap_aad(dek_id: int, algorithm: str) -> bytes:
-    return f"waybill-dek|{dek_id}|{algorithm}".encode()
-
-
-def _wrap(master: bytes, dek_id: int, algorithm: str, key: bytes) -> bytes:
-    nonce = os.urandom(_NONCE)
-    return nonce + _seal(algorithm, _wrap_key(master, algorithm), nonce, key, _wrap_aad(dek_id, algorithm))
-
-
-def _unwrap(master: bytes, dek_id: int, algorithm: str, wrapped: bytes) -> bytes:
-    return _open(algorithm, _wrap_key(master, algorithm), wrapped[:_NONCE], wrapped[_NONCE:],
-                 _wrap_aad(dek_id, algorithm))
-
-
 @dataclass(frozen=True)
 class _Dek:
     id: int
@@ -154,11 +146,12 @@ class _Dek:
 
 
 class Vault:
-    """AEAD field encryption with data keys wrapped by the key file's master keys."""
+    """AEAD field encryption with data keys wrapped by master keys (the key file's, or a KMS's)."""
 
     def __init__(self, engine: Engine | None, key_file: Path | None, algorithm: str, *,
                  blind_index_bits: int = BLIND_INDEX_BITS, material: keyfile.KeyMaterial | None = None,
-                 connection: Connection | None = None, keystore: KeyStore | None = None) -> None:
+                 connection: Connection | None = None, keystore: KeyStore | None = None,
+                 master_keys: MasterKeys | None = None, key_cache_ttl_s: float = ACTIVE_TTL_S) -> None:
         if algorithm not in ALGORITHMS:
             raise ValueError(f"unknown algorithm {algorithm}")
         if not BLIND_INDEX_MIN_BITS <= blind_index_bits <= BLIND_INDEX_MAX_BITS:
@@ -172,8 +165,10 @@ class Vault:
         self._engine = engine
         # A data migration's vault reads the data keys through the migration's own connection (and transaction).
         self._connection = connection
-        self._key_file = key_file
         self._material = material
+        #: Where the data keys' wrapping keys are: the key file's master keys unless a KMS is given.
+        self.master_keys: MasterKeys = master_keys or FileMasterKeys(key_file, material)
+        self._ttl_s = key_cache_ttl_s
         self.algorithm = algorithm
         self._bidx_bits = blind_index_bits
         self._deks: dict[int, _Dek] = {}
@@ -189,27 +184,18 @@ class Vault:
 
     @classmethod
     def over_connection(cls, connection: Connection, material: keyfile.KeyMaterial, algorithm: str, *,
-                        blind_index_bits: int = BLIND_INDEX_BITS, keystore: KeyStore | None = None) -> Vault:
+                        blind_index_bits: int = BLIND_INDEX_BITS, keystore: KeyStore | None = None,
+                        master_keys: MasterKeys | None = None) -> Vault:
         """A vault that reads data keys through ``connection`` (a data migration's), never opening its own."""
         return cls(None, None, algorithm, blind_index_bits=blind_index_bits, material=material,
-                   connection=connection, keystore=keystore)
+                   connection=connection, keystore=keystore, master_keys=master_keys)
 
     # -- data keys ---------------------------------------------------------------------------
     def _connect(self) -> AbstractContextManager[Connection]:
         return connect(self._engine, self._connection)
 
-    def _master(self, key_id: str) -> bytes:
-        key = self._material.master_keys.get(key_id)
-        if key is None and self._key_file is not None:
-            # A rotation by another process may have added it: re-read the file once.
-            self._material = keyfile.load(self._key_file)
-            key = self._material.master_keys.get(key_id)
-        if key is None:
-            raise KeyUnavailable("the master key protecting this data key is not available")
-        return key
-
     def _unwrap(self, dek_id: int, algorithm: str, master_key_id: str, wrapped: bytes) -> _Dek:
-        return _Dek(dek_id, algorithm, _unwrap(self._master(master_key_id), dek_id, algorithm, wrapped))
+        return _Dek(dek_id, algorithm, self.master_keys.unwrap(master_key_id, dek_id, algorithm, wrapped))
 
     def _dek(self, dek_id: int) -> _Dek:
         dek = self._deks.get(dek_id)
@@ -239,7 +225,7 @@ class Vault:
 
     def _active_dek(self) -> _Dek:
         now = time.monotonic()
-        if self._active is not None and now - self._active_checked < _ACTIVE_TTL_S:
+        if self._active is not None and now - self._active_checked < self._ttl_s:
             return self._active
         with self._connect() as conn:
             dek_id = conn.execute(
@@ -362,26 +348,26 @@ def blind_index_value(key: bytes, normalised: str, bits: int) -> int:
     return int.from_bytes(digest[:8], "big") >> (64 - bits)
 
 
-def ensure_active_data_key(engine: Engine, material: keyfile.KeyMaterial, algorithm: str) -> int:
+def ensure_active_data_key(engine: Engine, keys: keyfile.KeyMaterial | MasterKeys, algorithm: str) -> int:
     """Create a data key for ``algorithm`` under the primary master key if none is active."""
+    master_keys = FileMasterKeys(None, keys) if isinstance(keys, keyfile.KeyMaterial) else keys
     with engine.begin() as conn:
         existing = conn.execute(
             select(func.max(DataKey.id)).where(DataKey.active.is_(True), DataKey.algorithm == algorithm)
         ).scalar()
         if existing is not None:
             return int(existing)
-        return _insert_data_key(conn, material, algorithm)
+        return _insert_data_key(conn, master_keys, algorithm)
 
 
-def _insert_data_key(conn: Connection, material: keyfile.KeyMaterial, algorithm: str, *,
+def _insert_data_key(conn: Connection, master_keys: MasterKeys, algorithm: str, *,
                      previous_master_key_id: str | None = None) -> int:
     """A new active data key under the primary master key (and, if named, also under a previous one)."""
     dek_id = int(conn.execute(select(func.coalesce(func.max(DataKey.id), 0))).scalar_one()) + 1
-    mk = material.primary_master_key
     key = os.urandom(_KEY_LEN[algorithm])
-    wrapped = _wrap(material.master_keys[mk], dek_id, algorithm, key)
-    previous = (None if previous_master_key_id is None
-                else _wrap(material.master_keys[previous_master_key_id], dek_id, algorithm, key))
+    mk, wrapped = master_keys.wrap(dek_id, algorithm, key)
+    previous = (None if previous_master_key_id is None or previous_master_key_id == mk
+                else master_keys.wrap_under(previous_master_key_id, dek_id, algorithm, key))
     conn.execute(insert(DataKey).values(
         id=dek_id, algorithm=algorithm, master_key_id=mk, wrapped=wrapped, active=True, created_at=utcnow(),
         previous_master_key_id=None if previous is None else previous_master_key_id, previous_wrapped=previous))

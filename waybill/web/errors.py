@@ -11,6 +11,7 @@ from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
 from printing.errors import LabelError
+from waybill.crypto.kms import KeyServiceUnavailable
 from waybill.crypto.vault import CryptoError, DataDestroyed
 from waybill.errors import (
     AlertResolved,
@@ -192,6 +193,16 @@ def register(app: Flask) -> None:
     def _destroyed(exc: DataDestroyed) -> Response:
         # A path that reached for destroyed data: the data is gone, which is the caller's answer (never a 500).
         return domain_error_response(PersonalDataDestroyed())
+
+    @app.errorhandler(KeyServiceUnavailable)
+    def _kms_down(exc: KeyServiceUnavailable) -> Response:
+        # The KMS did not answer: nothing is wrong with the request or the data, so a retry later succeeds.
+        log.error("key service unavailable", extra={"error_type": type(exc).__name__})
+        resp = jsonify(error_payload("key_service_unavailable", "密钥服务暂不可用，请稍后重试"))
+        note_code("key_service_unavailable")
+        resp.status_code = 503
+        resp.headers["Retry-After"] = "5"
+        return resp
 
     @app.errorhandler(CryptoError)
     def _crypto(exc: CryptoError) -> Response:
