@@ -192,9 +192,11 @@ PROCESS_WALK_MIN = 200_000
 
 def _process_url(source: VerifySource) -> str | None:
     """The database URL a walker process can open for ``source``: a session factory bound to an engine of a
-    server or file database (not an in-memory one, nor one connection)."""
+    PostgreSQL database. Not SQLite: the embedded single-node store, whose logs are small; and a second process
+    closing its connection to a WAL-mode file may checkpoint under this process's open read (seen as "disk I/O
+    error")."""
     bind = source.kw.get("bind") if isinstance(source, sessionmaker) else None
-    if not isinstance(bind, Engine) or bind.url.database in (None, "", ":memory:"):
+    if not isinstance(bind, Engine) or bind.dialect.name != "postgresql":
         return None
     return bind.url.render_as_string(hide_password=False)
 
