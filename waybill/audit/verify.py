@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import DateTime, Engine, Table, Text, and_, exists, func, or_, select, type_coerce
+from sqlalchemy import Connection, DateTime, Engine, Table, Text, and_, exists, func, or_, select, type_coerce
 from sqlalchemy import cast as sa_cast
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -201,6 +201,11 @@ def _process_url(source: VerifySource) -> str | None:
     return bind.url.render_as_string(hide_password=False)
 
 
+def _one_connection(source: VerifySource) -> bool:
+    """Whether ``source``'s sessions all use one connection (a factory bound to a Connection: tests)."""
+    return isinstance(source, sessionmaker) and isinstance(source.kw.get("bind"), Connection)
+
+
 def head_to_json(head: _Head, from_seq: int, from_hash: bytes) -> list[Any]:
     return [head.shard, head.seq, head.hash.hex(), head.top, from_seq, from_hash.hex()]
 
@@ -279,8 +284,8 @@ def verify(source: VerifySource, key: bytes, *, batch: int = 10_000,
     url = _process_url(source) if processes > 1 and len(heads) > 1 and after_chunk is None else None
     if url is not None:
         results = _walk_in_processes(url, key, [(h, *place(h)) for h in heads], batch, processes)
-    elif isinstance(source, Session) or workers <= 1 or len(heads) <= 1:
-        results = [one(h) for h in heads]  # one session cannot be shared by threads
+    elif isinstance(source, Session) or _one_connection(source) or workers <= 1 or len(heads) <= 1:
+        results = [one(h) for h in heads]  # one session, or one connection, cannot be shared by threads
         if isinstance(source, Session):
             source.expunge_all()
     else:
