@@ -8,8 +8,9 @@ lock a writer waits for (on SQLite the factory's sessions must begin deferred tr
 :attr:`waybill.services.Services.read_session_factory`).
 
 A walk may start from a known-good place of a shard (``start``: a verified checkpoint's (seq, hash)), so a daily
-verify reads a day of events, not all of them. Rows are read with Core, not the ORM: building an object per
-event cost most of the walk.
+verify reads a day of events, not all of them. Rows are read with Core, not the ORM, and without the models'
+type conversions: building an object, decoding JSON and converting a datetime per event cost most of the walk.
+Hashing is CPU-bound, so a big walk on PostgreSQL is split over walker processes (:mod:`waybill.audit.walk`).
 """
 
 from __future__ import annotations
