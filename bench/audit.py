@@ -255,7 +255,7 @@ def load_shards(url: str, key: bytes, events: int, shards: int, part: int, parts
     tips: dict[int, tuple[int, bytes]] = {}
     raw = engine.raw_connection()
     try:
-        cur = raw.cursor()  # type: ignore[attr-defined]
+        cur = raw.cursor()
         with cur.copy(f"COPY audit_events ({', '.join(COLUMNS)}) FROM STDIN") as copy:
             for n in range(events):
                 object_id = f"shp_{n:024x}"
