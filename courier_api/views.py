@@ -86,7 +86,9 @@ class PickupCodeOut(OutModel):
 class AuditItem(OutModel):
     """From :class:`waybill.models.AuditEvent`."""
 
-    seq: int
+    seq: int = Field(description="在整个审计日志中的位置（按写入顺序；分页游标用它）")
+    shard: int = Field(description="所属哈希链（分片）编号：同一对象的事件总在同一条链上")
+    shard_seq: int = Field(description="在该分片哈希链中的序号（1、2、3……，受哈希保护）")
     at: UtcTimestamp
     actor: str
     role: str
@@ -104,13 +106,26 @@ class AuditPage(OutModel):
     next_cursor: str | None
 
 
+class ShardVerifyOut(OutModel):
+    """From :class:`waybill.audit.verify.ShardResult`."""
+
+    shard: int = Field(description="分片编号")
+    ok: bool
+    events: int = Field(description="本次校验的该分片事件数")
+    head_seq: int = Field(description="该分片链头的序号（链上事件数）")
+    from_seq: int = Field(description="从该分片的哪个序号之后开始校验（0：从头）")
+    first_bad: dict[str, Any] | None = Field(description="该分片第一个有问题的事件：shard、seq（分片内序号）、reason")
+
+
 class VerifyOut(OutModel):
     """From :class:`waybill.audit.VerifyResult`."""
 
     ok: bool
-    events: int
-    head_seq: int
-    first_bad: dict[str, Any] | None
+    events: int = Field(description="本次校验的事件总数")
+    head_seq: int = Field(description="各分片链头序号之和（完好日志中的事件数）")
+    first_bad: dict[str, Any] | None = Field(
+        description="编号最小的有问题分片中第一个有问题的事件：shard（分片）、seq（分片内序号）、reason")
+    shards: list[ShardVerifyOut] = Field(description="每个分片（哈希链）的校验结果")
 
 
 def install(app: Flask) -> None:

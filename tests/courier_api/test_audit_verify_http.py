@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from sqlalchemy import text
+
 from tests.courier_api import bearer, login, make_staff
-from tests.waybill.test_audit import _audited_write, _writer, write_events
+from tests.waybill.test_audit import OBJECT, _audited_write, _writer, write_events
 from waybill import audit
+from waybill.audit.chain import shard_of
+from waybill.permissions import SYSTEM
 from waybill.web.app import create_app
 
 
@@ -36,3 +40,22 @@ def test_writers_commit_while_the_endpoint_walks_the_chain(fresh_env, monkeypatc
     # Everything since is in the chain: the writes, the first verify's own event and the logins' events.
     assert again["ok"] is True and again["head_seq"] >= body["head_seq"] + len(writes) + 1
     engine.dispose()
+
+
+def test_verify_answers_each_shard_and_names_the_bad_one(fresh_env):
+    env = fresh_env(audit_shards=16)
+    svc = write_events(env, 5)
+    client = create_app(env.settings, services_override=svc).test_client()
+    auditor = bearer(login(client, make_staff(svc, "aud_shards", "auditor")).get_json()["access_token"])
+    body = client.get("/v1/audit/verify", headers=auditor).get_json()
+    assert body["ok"] is True and len(body["shards"]) >= 2
+    assert {tuple(sorted(s)) for s in body["shards"]} == {
+        ("events", "first_bad", "from_seq", "head_seq", "ok", "shard")}
+    assert sum(s["events"] for s in body["shards"]) == body["events"] == body["head_seq"]
+    k = shard_of(OBJECT, SYSTEM.actor, 16)
+    with env.engine.begin() as c:
+        c.execute(text("UPDATE audit_events SET outcome = 'denied' WHERE shard = :k AND shard_seq = 2"), {"k": k})
+    body = client.get("/v1/audit/verify", headers=auditor).get_json()
+    assert body["ok"] is False and body["first_bad"] == {"shard": k, "seq": 2, "reason": "content altered"}
+    bad = [s for s in body["shards"] if not s["ok"]]
+    assert [s["shard"] for s in bad] == [k] and bad[0]["first_bad"] == body["first_bad"]

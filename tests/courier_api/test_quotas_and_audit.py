@@ -109,6 +109,17 @@ def test_audit_events_filters_and_cursor(client, merchant, services):
         if cursor is None:
             break
     assert ids == seen[-5:] and len(seen) == len(set(seen))
+    # Each item names its chain and its place there: one shipment's events are one chain, places 1, 2, 3...
+    every = client.get("/v1/audit/events?limit=500", headers=headers).get_json()["items"]
+    from waybill.audit.chain import shard_of
+
+    for e in every:
+        assert e["shard"] == shard_of(e["object_id"], e["actor"], services.settings.audit_shards)
+    by_shard: dict[int, list[int]] = {}
+    for e in every:
+        by_shard.setdefault(e["shard"], []).append(e["shard_seq"])
+    assert all(places == list(range(1, len(places) + 1)) for places in by_shard.values())
+    assert [e["seq"] for e in every] == sorted(e["seq"] for e in every)
     mine = client.get(f"/v1/audit/events?limit=500&actor=merchant:{merchant.id}", headers=headers).get_json()
     assert mine["items"] and all(e["actor"] == f"merchant:{merchant.id}" for e in mine["items"])
     for bad in ("limit=0", "limit=abc", "cursor=-1", "sort=asc"):

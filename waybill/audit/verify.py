@@ -8,29 +8,57 @@ lock a writer waits for (on SQLite the factory's sessions must begin deferred tr
 :attr:`waybill.services.Services.read_session_factory`).
 
 A walk may start from a known-good place of a shard (``start``: a verified checkpoint's (seq, hash)), so a daily
-verify reads a day of events, not all of them. Rows are read with Core, not the ORM: building an object per
-event cost most of the walk.
+verify reads a day of events, not all of them. Rows are read with Core, not the ORM, and without the models'
+type conversions: building an object, decoding JSON and converting a datetime per event cost most of the walk.
+Hashing is CPU-bound, so a big walk on PostgreSQL is split over walker processes (:mod:`waybill.audit.walk`).
 """
 
 from __future__ import annotations
 
 import hmac
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, exists, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, DateTime, Engine, Table, Text, and_, exists, func, or_, select, type_coerce
+from sqlalchemy import cast as sa_cast
+from sqlalchemy.orm import Session, sessionmaker
 
-from waybill.audit.chain import GENESIS, chain_hash
+from waybill.audit.chain import GENESIS, canonical_values, link_hash
 from waybill.models import AuditEvent, AuditHead
 
 _HEAD, _EVENTS = cast(Table, AuditHead.__table__), cast(Table, AuditEvent.__table__)
 #: Shard numbers the settings allow (``WAYBILL_AUDIT_SHARDS`` is at most 256).
 MAX_SHARDS = 256
-_WALK_COLUMNS = [c for c in _EVENTS.c if c.name not in ("seq", "shard")]
+# What the walk reads, in this order, without the models' type conversions (their cost per row was most of
+# the fetch): ``at`` as the driver's datetime (made UTC by _utc_iso, as UTCDateTime would), ``fields`` as its
+# stored JSON text (decoded by _json_list, which remembers the few distinct values a log holds).
+_WALK_COLUMNS = [_EVENTS.c.shard_seq, type_coerce(_EVENTS.c.at, DateTime(timezone=True)), _EVENTS.c.actor,
+                 _EVENTS.c.role, _EVENTS.c.action, _EVENTS.c.object_type, _EVENTS.c.object_id, _EVENTS.c.purpose,
+                 sa_cast(_EVENTS.c.fields, Text), _EVENTS.c.outcome, _EVENTS.c.client_addr, _EVENTS.c.request_id,
+                 _EVENTS.c.prev_hash, _EVENTS.c.hash]
+
+
+def _utc_iso(at: datetime) -> str:
+    """``isoformat()`` of the time in UTC, as the append hashed it (``UTCDateTime``'s reading of the value)."""
+    offset = at.utcoffset()
+    if offset is None:  # SQLite keeps no offset: the value is UTC
+        return at.replace(tzinfo=UTC).isoformat()
+    return at.isoformat() if not offset else at.astimezone(UTC).isoformat()
+
+
+@lru_cache(maxsize=4096)
+def _json_list(text: str) -> Any:
+    """The stored ``fields`` decoded (kept: a log holds few distinct lists; the walk copies what it hashes)."""
+    return json.loads(text)
 
 
 @dataclass
@@ -48,6 +76,15 @@ class ShardResult:
     def as_dict(self) -> dict[str, Any]:
         return {"shard": self.shard, "ok": self.ok, "events": self.events, "head_seq": self.head_seq,
                 "from_seq": self.from_seq, "first_bad": self.first_bad}
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything, for a walker process's answer (:func:`from_json`)."""
+        return {**self.as_dict(), "head_hash": self.head_hash.hex()}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ShardResult:
+        return cls(int(d["shard"]), bool(d["ok"]), int(d["events"]), int(d["head_seq"]), d["first_bad"],
+                   bytes.fromhex(d["head_hash"]), int(d["from_seq"]))
 
 
 @dataclass
@@ -123,20 +160,23 @@ def verify_shard(source: VerifySource, key: bytes, head: _Head, *, from_seq: int
             rows = s.execute(
                 select(*_WALK_COLUMNS).where(and_(_EVENTS.c.shard == shard, _EVENTS.c.shard_seq > last,
                                                   _EVENTS.c.shard_seq <= head.seq))
-                .order_by(_EVENTS.c.shard_seq).limit(batch)).all()
+                .order_by(_EVENTS.c.shard_seq).limit(batch)).tuples().all()
         if not rows:
             break
-        for ev in rows:
+        for (seq, at, actor, role, action, object_type, object_id, purpose, fields, outcome, client_addr,
+             request_id, prev_hash, stored_hash) in rows:
             count += 1
-            if ev.shard_seq != expected:
-                reason = "missing events before this one" if ev.shard_seq > expected else "out of order"
-                return bad(reason, expected, found_seq=ev.shard_seq)
-            if bytes(ev.prev_hash) != prev:
-                return bad("broken link", ev.shard_seq)
-            digest = chain_hash(key, prev, ev.shard_seq, ev, shard)
-            if not hmac.compare_digest(digest, bytes(ev.hash)):
-                return bad("content altered", ev.shard_seq)
-            prev, expected, last = digest, expected + 1, ev.shard_seq
+            if seq != expected:
+                reason = "missing events before this one" if seq > expected else "out of order"
+                return bad(reason, expected, found_seq=seq)
+            if bytes(prev_hash) != prev:
+                return bad("broken link", seq)
+            digest = link_hash(key, prev, canonical_values(
+                shard, seq, _utc_iso(at), actor, role, action, object_type, object_id, purpose,
+                _json_list(fields), outcome, client_addr, request_id))
+            if not hmac.compare_digest(digest, bytes(stored_hash)):
+                return bad("content altered", seq)
+            prev, expected, last = digest, expected + 1, seq
         if after_chunk is not None:
             after_chunk(last)
     if head.seq != last or not hmac.compare_digest(head.hash, prev):
@@ -146,25 +186,107 @@ def verify_shard(source: VerifySource, key: bytes, head: _Head, *, from_seq: int
     return ShardResult(shard, True, count, head.seq, None, head.hash, from_seq)
 
 
-def verify(source: VerifySource, key: bytes, *, batch: int = 5000,
+#: A walk of at least this many events is split over processes (when the source allows it): below it, starting
+#: the processes (each imports the models) costs more than a second core saves.
+PROCESS_WALK_MIN = 200_000
+
+
+def _process_url(source: VerifySource) -> str | None:
+    """The database URL a walker process can open for ``source``: a session factory bound to an engine of a
+    PostgreSQL database. Not SQLite: the embedded single-node store, whose logs are small; and a second process
+    closing its connection to a WAL-mode file may checkpoint under this process's open read (seen as "disk I/O
+    error")."""
+    bind = source.kw.get("bind") if isinstance(source, sessionmaker) else None
+    if not isinstance(bind, Engine) or bind.dialect.name != "postgresql":
+        return None
+    return bind.url.render_as_string(hide_password=False)
+
+
+def _one_connection(source: VerifySource) -> bool:
+    """Whether ``source``'s sessions all use one connection (a factory bound to a Connection: tests)."""
+    return isinstance(source, sessionmaker) and isinstance(source.kw.get("bind"), Connection)
+
+
+def head_to_json(head: _Head, from_seq: int, from_hash: bytes) -> list[Any]:
+    return [head.shard, head.seq, head.hash.hex(), head.top, from_seq, from_hash.hex()]
+
+
+def head_from_json(task: list[Any]) -> tuple[_Head, int, bytes]:
+    shard, seq, hash_hex, top, from_seq, from_hex = task
+    return _Head(int(shard), int(seq), bytes.fromhex(hash_hex), None if top is None else int(top)), int(from_seq), \
+        bytes.fromhex(from_hex)
+
+
+def _walk_in_processes(url: str, key: bytes, tasks: list[tuple[_Head, int, bytes]], batch: int,
+                       processes: int) -> list[ShardResult]:
+    """Walk the shards in ``processes`` fresh interpreters (``python -m waybill.audit.walk``), the biggest
+    shards first, each to the least loaded process. Fresh interpreters rather than multiprocessing: forking a
+    server's process copies its threads' locks, and spawning re-runs its main module."""
+    loads: list[list[list[Any]]] = [[] for _ in range(min(processes, len(tasks)))]
+    size = [0] * len(loads)
+    for head, from_seq, from_hash in sorted(tasks, key=lambda t: t[1] - t[0].seq):
+        i = size.index(min(size))
+        loads[i].append(head_to_json(head, from_seq, from_hash))
+        size[i] += max(0, head.seq - from_seq)
+    walkers: list[subprocess.Popen[bytes]] = []
+    results: list[ShardResult] = []
+    try:
+        for load in loads:
+            # The URL (it may hold a password) and the key go through a pipe, never the command line.
+            p = subprocess.Popen([sys.executable, "-m", "waybill.audit.walk"], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE)
+            walkers.append(p)
+            assert p.stdin is not None
+            p.stdin.write(json.dumps({"url": url, "key": key.hex(), "batch": batch, "tasks": load}).encode())
+            p.stdin.close()
+        for p in walkers:
+            assert p.stdout is not None
+            out = p.stdout.read()
+            if p.wait() != 0:
+                raise RuntimeError(f"an audit walker process failed (exit status {p.returncode})")
+            results.extend(ShardResult.from_json(r) for r in json.loads(out))
+    finally:
+        for p in walkers:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            if p.stdout is not None:
+                p.stdout.close()
+    return results
+
+
+def verify(source: VerifySource, key: bytes, *, batch: int = 10_000,
            after_chunk: Callable[[int], None] | None = None,
-           start: Mapping[int, tuple[int, bytes]] | None = None, workers: int = 4) -> VerifyResult:
-    """Verify every shard (in parallel over ``workers`` threads when given a session factory); report each
-    shard's first edited, deleted, inserted or moved event.
+           start: Mapping[int, tuple[int, bytes]] | None = None, workers: int = 4,
+           processes: int | None = None) -> VerifyResult:
+    """Verify every shard, in parallel when given a session factory; report each shard's first edited, deleted,
+    inserted or moved event.
 
     ``start`` maps a shard to a known-good (seq, hash) to walk from (incremental verify). ``after_chunk`` is told
-    the last place checked after each chunk (progress; tests commit a write there).
+    the last place checked after each chunk (progress; tests commit a write there). The shards are walked by
+    ``processes`` processes (default: one per CPU when the walk has ``PROCESS_WALK_MIN`` events or more; ``0``:
+    never), since hashing is CPU-bound and threads share one interpreter lock; else by ``workers`` threads (they
+    overlap the reads' waits).
     """
     heads, stray = read_heads(source)
     start = start or {}
 
+    def place(head: _Head) -> tuple[int, bytes]:
+        return start.get(head.shard, (0, GENESIS))
+
     def one(head: _Head) -> ShardResult:
-        from_seq, from_hash = start.get(head.shard, (0, GENESIS))
+        from_seq, from_hash = place(head)
         return verify_shard(source, key, head, from_seq=from_seq, from_hash=from_hash, batch=batch,
                             after_chunk=after_chunk)
 
-    if isinstance(source, Session) or workers <= 1 or len(heads) <= 1:
-        results = [one(h) for h in heads]  # one session cannot be shared by threads
+    to_walk = sum(max(0, h.seq - place(h)[0]) for h in heads)
+    if processes is None:
+        processes = (os.cpu_count() or 1) if to_walk >= PROCESS_WALK_MIN else 0
+    url = _process_url(source) if processes > 1 and len(heads) > 1 and after_chunk is None else None
+    if url is not None:
+        results = _walk_in_processes(url, key, [(h, *place(h)) for h in heads], batch, processes)
+    elif isinstance(source, Session) or _one_connection(source) or workers <= 1 or len(heads) <= 1:
+        results = [one(h) for h in heads]  # one session, or one connection, cannot be shared by threads
         if isinstance(source, Session):
             source.expunge_all()
     else:
