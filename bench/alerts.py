@@ -222,7 +222,7 @@ def run_scans(args: argparse.Namespace) -> list[str]:
 # -- 3: the sweep ------------------------------------------------------------------------------------------
 
 COLUMNS = ("seq", "at", "actor", "role", "action", "object_type", "object_id", "purpose", "fields", "outcome",
-           "client_addr", "request_id", "prev_hash", "hash")
+           "client_addr", "request_id", "prev_hash", "hash", "shard_seq")
 ROLES = ("courier", "courier", "courier", "sorter", "dispatcher", "privacy_officer", "merchant")
 PD = {"courier": ("courier.scan", '["recipient.address"]'), "sorter": ("label.print", '["masked"]'),
       "dispatcher": ("shipment.read", '["masked"]'), "privacy_officer": ("privacy.read", '["recipient.phone"]'),
@@ -288,10 +288,11 @@ def copy_events(engine: Any, rows: Any) -> tuple[int, int]:
         cur = raw.cursor()
         with cur.copy(f"COPY audit_events ({', '.join(COLUMNS)}) FROM STDIN") as copy:
             for row in rows:
-                copy.write_row(row)
+                copy.write_row((*row, row[0]))  # shard_seq: the whole fixture is one chain, shard 0
                 n += 1
                 last, last_hash = row[0], row[-1]
-        cur.execute("UPDATE audit_head SET seq = %s, hash = %s WHERE id = 1", (last, last_hash))
+        cur.execute("UPDATE audit_head SET seq = %s, hash = %s WHERE id = 0", (last, last_hash))
+        cur.execute("SELECT setval('audit_event_seq', %s)", (last,))  # later appends take positions after these
         raw.commit()
     finally:
         raw.close()
@@ -306,7 +307,7 @@ def run_sweep(args: argparse.Namespace) -> list[str]:
         try:
             svc = build(settings, engine=engine)
             with engine.connect() as c:
-                head = int(c.execute(text("SELECT seq FROM audit_head WHERE id = 1")).scalar_one())
+                head = int(c.execute(text("SELECT COALESCE(max(seq), 0) FROM audit_events")).scalar_one())
             now = utcnow()
             accounts = args.accounts or max(50, args.events // 500)
             log(f"sweep: COPY {args.events} synthetic audit events ({accounts} accounts, {args.days} days) ...")
@@ -335,7 +336,7 @@ def run_sweep(args: argparse.Namespace) -> list[str]:
                          + ("" if ok else f" (got {sorted(fired_for)[:10]})"))
             if args.more:
                 with engine.connect() as c:
-                    head = int(c.execute(text("SELECT seq FROM audit_head WHERE id = 1")).scalar_one())
+                    head = int(c.execute(text("SELECT COALESCE(max(seq), 0) FROM audit_events")).scalar_one())
                 more = synthetic_events(args.more, head, accounts, 1, 0, utcnow(), seed=9)
                 copy_events(engine, more)
                 again = sweep.run(svc.session_factory, settings.alerts)
