@@ -112,7 +112,9 @@ def test_a_second_sweep_reads_only_the_new_events(services):
     _record(factory, STEADY, 5)
     first = sweep.run(factory, ALERTS)
     with factory() as s:
-        assert first.seq_to == _head(s) and first.accesses >= 5
+        # Caught up: the cursors together stand at every chain's head (places, not log positions: a sequence
+        # on PostgreSQL leaves gaps).
+        assert first.seq_to == int(s.scalar(select(func.sum(AuditHead.seq)))) and first.accesses >= 5
     _record(factory, STEADY, 3)
     second = sweep.run(factory, ALERTS)
     assert (second.seq_from, second.accesses) == (first.seq_to, 3)
