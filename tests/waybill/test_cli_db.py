@@ -92,4 +92,4 @@ def test_db_commands_are_registered_with_the_cli() -> None:
     from waybill.commands.main import main
 
     group = main.commands["db"]
-    assert sorted(group.commands) == ["check", "current", "history", "upgrade"]  # type: ignore[attr-defined]
+    assert sorted(group.commands) == ["check", "current", "history", "partitions", "upgrade"]  # type: ignore[attr-defined]
