@@ -261,9 +261,9 @@ def partitioned_forms(conn: Connection, metadata: MetaData) -> set[tuple[str, st
         key = partitions.PARTITIONED[table]
         live = {u["name"]: list(u["column_names"]) for u in inspector.get_unique_constraints(table)}
         for constraint in metadata.tables[table].constraints:
-            if isinstance(constraint, UniqueConstraint) and isinstance(constraint.name, str):
-                if live.get(constraint.name) == [c.name for c in constraint.columns] + [key]:
-                    forms.add((table, constraint.name))
+            if isinstance(constraint, UniqueConstraint) and isinstance(constraint.name, str) \
+                    and live.get(constraint.name) == [c.name for c in constraint.columns] + [key]:
+                forms.add((table, constraint.name))
     return forms
 
 
