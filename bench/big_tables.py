@@ -148,7 +148,8 @@ def explain(svc: Any, sql: str, params: Any) -> tuple[str, int, float]:
 def timed(svc: Any, call: Callable[[Any], Any], repeat: int) -> tuple[float, str, int, float]:
     """Best ms of ``repeat`` calls of ``call(session)``, a fresh session each time (the shared machine's other load
     only ever adds to it), and the plan of the first SELECT it ran on a big table. The session is rolled back,
-    not committed: the one audit event a listing appends at its commit costs the same at any table size (bench/audit.py measures appends) and would only add the disk's fsync."""
+    not committed: the one audit event a listing appends at its commit costs the same at any table size
+    (bench/audit.py measures appends) and would only add the disk's fsync."""
     captured: list[tuple[str, Any]] = []
 
     def grab(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
