@@ -270,16 +270,26 @@ def partitioned_forms(conn: Connection, metadata: MetaData) -> set[tuple[str, st
 def include_object_for(conn: Connection, metadata: MetaData) -> Any:
     """The ``include_object`` hook of the comparison (``waybill db check``, ``migrations/env.py``): run-time
     partitions and the partitioned form of a unique constraint (:func:`partitioned_forms`) are not drift."""
+    from waybill import partitions
+
     forms = partitioned_forms(conn, metadata)
+    # PostgreSQL: a partition is a table attached to its parent, not merely one named like it (a stray copy named
+    # audit_events_p2026_12 is drift there). Elsewhere there are no partitions to ask about: the name decides.
+    attached: set[str] | None = None
+    if conn.dialect.name == "postgresql":
+        attached = {p.name for t in partitions.partitioned_tables(conn) for p in partitions.partitions(conn, t)}
+
+    def known(table_name: str | None) -> bool:
+        return is_partition(table_name, metadata) and (attached is None or table_name in attached)
 
     def include_object(obj: Any, name: str | None, type_: str, reflected: bool, _compare_to: Any) -> bool:
-        if type_ == "table" and reflected and is_partition(name, metadata):
+        if type_ == "table" and reflected and known(name):
             return False
         table = getattr(obj, "table", None)
         table_name = getattr(table, "name", None)
         if type_ in ("unique_constraint", "index") and (table_name, name) in forms:
             return False
-        return not (reflected and table is not None and is_partition(table_name, metadata))
+        return not (reflected and table is not None and known(table_name))
 
     return include_object
 
