@@ -169,14 +169,19 @@ def droppable_tracking(conn: Connection, before: datetime) -> list[Partition]:
 
 
 def drop_tracking(conn: Connection, before: datetime) -> list[Dropped]:
-    """Detach and drop the partitions :func:`droppable_tracking` names, in the caller's transaction (the check
-    and the drop under the same lock: a detach locks the table, so no event joins the month in between)."""
-    if not droppable_tracking(conn, before):
+    """Detach and drop the partitions :func:`droppable_tracking` names, in the caller's transaction.
+
+    The check reads a whole old month and takes no table lock (holding one meanwhile would stop every status
+    change for that long); the detach then locks the table for a moment, within :data:`LOCK_TIMEOUT`. An event
+    written between the two would have to carry a time in a month that ended before the retention cutoff (never
+    later than now), and every tracking event carries the server's time of its step: none lands there.
+    """
+    candidates = droppable_tracking(conn, before)
+    if not candidates:
         return []  # the usual day: nothing to drop, and no lock taken
     conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
-    conn.execute(text("LOCK TABLE tracking_events IN SHARE ROW EXCLUSIVE MODE"))  # no insert meanwhile
     dropped: list[Dropped] = []
-    for part in droppable_tracking(conn, before):
+    for part in candidates:
         rows = int(conn.execute(text(f"SELECT count(*) FROM {part.name}")).scalar_one())  # noqa: S608
         conn.execute(text(f"ALTER TABLE tracking_events DETACH PARTITION {part.name}"))
         conn.execute(text(f"DROP TABLE {part.name}"))
