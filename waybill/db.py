@@ -7,6 +7,7 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,10 @@ def upgrade(engine: Engine, revision: str = "head", *, keys: KeyMaterial | None 
     cfg = alembic_config(engine)
     cfg.attributes.update(keys=keys, cipher=cipher, blind_index_bits=blind_index_bits, keystore=keystore)
     command.upgrade(cfg, revision)
+    from waybill import partitions
+
+    with engine.begin() as conn:  # the month partitions ahead (PostgreSQL; nothing to do elsewhere)
+        partitions.ensure(conn, datetime.now(UTC))
 
 
 # --- is the live schema the one the models expect? (what `alembic check` compares) -------------------------
@@ -252,20 +257,64 @@ def is_partition(name: str | None, metadata: MetaData) -> bool:
     return found is not None and found.group("parent") in metadata.tables
 
 
+def partitioned_forms(conn: Connection, metadata: MetaData) -> set[tuple[str, str]]:
+    """(table, constraint) pairs that a partitioned table holds in its partitioned form: PostgreSQL wants the
+    partition key in every unique constraint, so the models' ``uq`` of ``(a, b)`` is ``(a, b, at)`` there
+    (migration 0030). Those are not drift; any other difference of those constraints still is."""
+    from sqlalchemy import UniqueConstraint, inspect
+
+    from waybill import partitions
+
+    forms: set[tuple[str, str]] = set()
+    tables = partitions.partitioned_tables(conn)
+    if not tables:
+        return forms
+    inspector = inspect(conn)
+    for table in tables:
+        key = partitions.PARTITIONED[table]
+        live = {u["name"]: list(u["column_names"]) for u in inspector.get_unique_constraints(table)}
+        for constraint in metadata.tables[table].constraints:
+            if isinstance(constraint, UniqueConstraint) and isinstance(constraint.name, str) \
+                    and live.get(constraint.name) == [c.name for c in constraint.columns] + [key]:
+                forms.add((table, constraint.name))
+    return forms
+
+
+def include_object_for(conn: Connection, metadata: MetaData) -> Any:
+    """The ``include_object`` hook of the comparison (``waybill db check``, ``migrations/env.py``): run-time
+    partitions and the partitioned form of a unique constraint (:func:`partitioned_forms`) are not drift."""
+    from waybill import partitions
+
+    forms = partitioned_forms(conn, metadata)
+    # PostgreSQL: a partition is a table attached to its parent, not merely one named like it (a stray copy named
+    # audit_events_p2026_12 is drift there). Elsewhere there are no partitions to ask about: the name decides.
+    attached: set[str] | None = None
+    if conn.dialect.name == "postgresql":
+        attached = {p.name for t in partitions.partitioned_tables(conn) for p in partitions.partitions(conn, t)}
+
+    def known(table_name: str | None) -> bool:
+        return is_partition(table_name, metadata) and (attached is None or table_name in attached)
+
+    def include_object(obj: Any, name: str | None, type_: str, reflected: bool, _compare_to: Any) -> bool:
+        if type_ == "table" and reflected and known(name):
+            return False
+        table = getattr(obj, "table", None)
+        table_name = getattr(table, "name", None)
+        if type_ in ("unique_constraint", "index") and (table_name, name) in forms:
+            return False
+        return not (reflected and table is not None and known(table_name))
+
+    return include_object
+
+
 def schema_report(engine: Engine) -> SchemaReport:
     """Compare the live schema with the head revision and the models (``alembic check``'s comparison)."""
     head = head_revision()
     metadata = model_metadata()
-
-    def include_object(obj: Any, name: str | None, type_: str, reflected: bool, _compare_to: Any) -> bool:
-        if type_ == "table" and reflected and is_partition(name, metadata):
-            return False
-        table = getattr(obj, "table", None)
-        return not (reflected and table is not None and is_partition(getattr(table, "name", None), metadata))
-
     with engine.connect() as conn:
         current = current_revisions(conn)
-        ctx = MigrationContext.configure(conn, opts={"compare_type": True, "include_object": include_object})
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True,
+                                                     "include_object": include_object_for(conn, metadata)})
         diffs: Sequence[Any] = compare_metadata(ctx, metadata)
     return SchemaReport(current, head, tuple(describe_difference(d) for d in diffs))
 

@@ -276,7 +276,7 @@ class QrToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_by: Mapped[str | None] = mapped_column(String(80), nullable=True)
     revoke_reason: Mapped[str | None] = mapped_column(String(40), nullable=True)
-    # The print job whose chunk issued this token (migration 0033), so a retried job reuses it (waybill/print_jobs.py).
+    # The print job whose chunk issued this token (migration 0031), so a retried job reuses it (waybill/print_jobs.py).
     print_job_id: Mapped[str | None] = mapped_column(ForeignKey("print_jobs.id"), nullable=True)
 
 
@@ -319,7 +319,12 @@ class AuditEvent(Base):
     """
 
     __tablename__ = "audit_events"
-    __table_args__ = (UniqueConstraint("shard", "shard_seq"),)
+    # On PostgreSQL the table is partitioned by month of ``at`` (migration 0030, waybill/partitions.py): there the
+    # primary key and the unique constraint also hold ``at`` (the partition key must be in both).
+    __table_args__ = (UniqueConstraint("shard", "shard_seq"),
+                      # The listing's keysets (GET /v1/audit/events?action=|actor=, in seq order).
+                      Index("ix_audit_events_action_seq", "action", "seq"),
+                      Index("ix_audit_events_actor_seq", "actor", "seq"))
 
     seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), AUDIT_SEQ, primary_key=True)
     shard: Mapped[int] = mapped_column(SmallInteger, server_default="0")
@@ -328,7 +333,7 @@ class AuditEvent(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     actor: Mapped[str] = mapped_column(String(80))
     role: Mapped[str] = mapped_column(String(40))
-    action: Mapped[str] = mapped_column(String(60), index=True)
+    action: Mapped[str] = mapped_column(String(60))
     object_type: Mapped[str | None] = mapped_column(String(40), nullable=True)
     object_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     purpose: Mapped[str | None] = mapped_column(String(120), nullable=True)
@@ -360,6 +365,7 @@ class TrackingEvent(Base):
     """
 
     __tablename__ = "tracking_events"
+    # Partitioned by month of ``at`` on PostgreSQL, like the audit events (the key joins the PK and unique there).
     __table_args__ = (UniqueConstraint("shipment_id", "seq"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)

@@ -12,7 +12,10 @@ ended), unless a legal hold or an open subject request holds it. A run:
    Keys still in use today (today's active-period key, today's end-day key) are destroyed by the next run;
 3. retires active-period keys older than ``WAYBILL_ACTIVE_KEY_DAYS`` the same way, and destroys what
    earlier deletions queued (:class:`~waybill.models.PendingKeyDestruction`);
-4. writes one destruction record and one audit event (counts and key ids, no personal data).
+4. writes one destruction record and one audit event (counts and key ids, no personal data);
+5. on PostgreSQL, drops whole month partitions of tracking events that are past the retention period and
+   de-identified (:func:`waybill.partitions.drop_tracking`), one audit event per partition with its row count.
+   Audit events are kept: their partitions are never dropped (README "Big tables").
 
 Runs are serialised (an advisory lock on PostgreSQL, a file lock beside the key store on SQLite) and
 idempotent: a run cut short is finished by the next.
@@ -28,7 +31,7 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import Table, bindparam, delete, select, text, update
 from sqlalchemy.orm import Session
 
-from waybill import audit, keyfile
+from waybill import audit, keyfile, partitions
 from waybill.crypto.subject_keys import active_key_id, day_of, end_key_day, key_day
 from waybill.ids import new_id
 from waybill.lifecycle import METHOD_RETENTION, held_clause, queue_key_destruction, scrub_rows
@@ -53,6 +56,7 @@ class RetentionResult:
     keys_destroyed: list[str] = field(default_factory=list)
     keys_deferred: list[str] = field(default_factory=list)
     rewrapped: int = 0
+    partitions_dropped: list[partitions.Dropped] = field(default_factory=list)
 
 
 def _due_ids(session: Session, now: datetime, days: int) -> list[str]:
@@ -210,4 +214,10 @@ def run(svc: Services, principal: Principal, *, dry_run: bool = False, now: date
                          object_id=record_id,
                          purpose=f"destroyed={result.destroyed} keys={len(result.keys_destroyed)} "
                                  f"deferred={len(result.keys_deferred)}")
+        with unit_of_work(svc.session_factory) as tx:
+            # Whole months of de-identified tracking history, past retention: a detach and a drop, no row deletes.
+            result.partitions_dropped = partitions.drop_tracking(tx.session.connection(), cutoff(now, days))
+            for dropped in result.partitions_dropped:
+                audit.record(tx.session, principal, "retention.partition_drop", object_type="partition",
+                             object_id=dropped.name, purpose=f"rows={dropped.rows}")
     return result

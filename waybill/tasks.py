@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from waybill import messages, outbox, retention, webhooks
+from waybill import messages, outbox, partitions, retention, webhooks
 from waybill.alerts import sweep as alert_sweep
 from waybill.alerts.store import DELIVER_TOPIC as ALERT_TOPIC
 from waybill.extensions import load_extensions
@@ -31,6 +31,7 @@ ACTOR_NAME = "waybill_outbox_message"
 QUEUE_NAME = "waybill"
 RELAY_INTERVAL_S = 1.0
 RETENTION_TOPIC = "retention.run"
+PARTITIONS_TOPIC = "db.partitions"
 
 
 def _expire_bindings(svc: Services) -> Handler:
@@ -63,6 +64,14 @@ def _retention_run(svc: Services) -> Handler:
     return handler
 
 
+def _make_partitions(tx: UnitOfWork, _payload: Mapping[str, Any]) -> None:
+    # The month partitions ahead (PostgreSQL; nothing on SQLite). A lock not had within partitions.LOCK_TIMEOUT
+    # fails the run, which is retried; the months ahead leave weeks for that.
+    made = partitions.ensure(tx.session.connection(), utcnow())
+    if made:
+        log.info("partitions made", extra={"count": len(made)})
+
+
 def _alert_sweep(svc: Services) -> Handler:
     def handler(tx: UnitOfWork, _payload: Mapping[str, Any]) -> None:
         # Chunk by chunk in transactions of its own (the cursor moves with each), like the retention run: the
@@ -82,7 +91,8 @@ def handlers(svc: Services) -> dict[str, Handler]:
                                  messages.EXPIRE_TOPIC: messages.expire_handler(svc),
                                  messages.SUPPRESSED_TOPIC: messages.suppressed_handler(svc),
                                  webhooks.TOPIC: webhooks.handler(svc), webhooks.PRUNE_TOPIC: webhooks.prune_handler(),
-                                 ALERT_TOPIC: alert_delivery.handler(svc), alert_sweep.TOPIC: _alert_sweep(svc)}
+                                 ALERT_TOPIC: alert_delivery.handler(svc), alert_sweep.TOPIC: _alert_sweep(svc),
+                                 PARTITIONS_TOPIC: _make_partitions}
     for ext in load_extensions():
         for topic, handler in ext.task_handlers(svc).items():
             if topic in found:
@@ -99,7 +109,9 @@ def jobs() -> list[Job]:
              Job(messages.EXPIRE_TOPIC, 3600, messages.EXPIRE_TOPIC, {}),
              Job(webhooks.PRUNE_TOPIC, 3600, webhooks.PRUNE_TOPIC, {}),
              # The alert rules that need history (volume_baseline): every 5 minutes, incremental.
-             Job(alert_sweep.TOPIC, alert_sweep.EVERY_S, alert_sweep.TOPIC, {})]
+             Job(alert_sweep.TOPIC, alert_sweep.EVERY_S, alert_sweep.TOPIC, {}),
+             # The month partitions of the big tables, MONTHS_AHEAD months ahead (daily: months have weeks).
+             Job(PARTITIONS_TOPIC, 86400, PARTITIONS_TOPIC, {})]
     for ext in load_extensions():
         found.extend(ext.periodic_jobs())
     return found

@@ -92,4 +92,25 @@ def test_db_commands_are_registered_with_the_cli() -> None:
     from waybill.commands.main import main
 
     group = main.commands["db"]
-    assert sorted(group.commands) == ["check", "current", "history", "upgrade"]  # type: ignore[attr-defined]
+    assert sorted(group.commands) == ["check", "current", "history", "partitions", "upgrade"]  # type: ignore[attr-defined]
+
+
+def test_partitions_are_made_ahead_and_listed(cli_env: dict[str, str]) -> None:
+    """`waybill db partitions`: the months ahead on PostgreSQL (made already by the upgrade), nothing on SQLite."""
+    from waybill import partitions
+    from waybill.models import utcnow
+
+    _json(["db", "upgrade"], cli_env)
+    doc = _json(["db", "partitions", "--months", "5"], cli_env)
+    if not PG_URL:
+        assert doc == {"ok": True, "partitioned": False, "created": [], "tables": {}}
+        return
+    last = partitions.add_months(partitions.month_start(utcnow()), 5)
+    # The upgrade made three months ahead; --months 5 adds the fourth and fifth, of both tables.
+    assert {partitions.month_name("audit_events", last), partitions.month_name("tracking_events", last)} \
+        <= set(doc["created"])
+    names = [p["name"] for p in doc["tables"]["audit_events"]]
+    assert names[-1] == "audit_events_pdefault" and doc["tables"]["audit_events"][-1]["from"] is None
+    assert _json(["db", "partitions", "--months", "5"], cli_env)["created"] == []  # made once
+    assert _json(["db", "check"], cli_env)["ok"] is True
+    assert run(["db", "partitions", "--months", "-1"], cli_env, check=False).returncode == 2

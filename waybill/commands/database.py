@@ -1,4 +1,5 @@
-"""`waybill db current|upgrade|history|check`: the schema's revision, its migrations, and drift.
+"""`waybill db current|upgrade|history|check|partitions`: the schema's revision, its migrations, drift, and the
+month partitions of the big tables (PostgreSQL).
 
 These commands need the database only, so an operator can inspect and upgrade a database before the keys
 are in place; `upgrade` reads the key file when it can, for the data migrations that encrypt existing rows
@@ -16,9 +17,10 @@ from alembic.util import CommandError
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
-from waybill import db, keyfile
+from waybill import db, keyfile, partitions
 from waybill.commands import common as cli
 from waybill.key_sources import make_keystore
+from waybill.models import utcnow
 from waybill.settings import Settings
 
 
@@ -119,3 +121,24 @@ def db_check() -> None:
     message = ("the tables differ from the head revision" if report.at_head
                else "the database is not at the head revision: run `waybill db upgrade`")
     cli.fail({**report.as_dict(), "error": {"code": code, "message": message}}, 1)
+
+
+@db_group.command("partitions")
+@click.option("--months", type=click.IntRange(0, 120), default=partitions.MONTHS_AHEAD, show_default=True,
+              help="Months to have ahead of the current one.")
+def db_partitions(months: int) -> None:
+    """Make the month partitions of the big tables up to MONTHS ahead (PostgreSQL), and list them.
+
+    The daily ``db.partitions`` job does the same; on SQLite the tables are not partitioned and nothing is done.
+    """
+    engine = _engine(cli.read_settings(), create=False)
+    try:
+        with engine.begin() as conn:
+            made = partitions.ensure(conn, utcnow(), months)
+            listed = {table: [{"name": p.name, "from": p.lower.isoformat() if p.lower else None,
+                               "to": p.upper.isoformat() if p.upper else None, "rows_estimate": p.rows_estimate}
+                              for p in partitions.partitions(conn, table)]
+                      for table in sorted(partitions.partitioned_tables(conn))}
+    finally:
+        engine.dispose()
+    cli.emit({"ok": True, "partitioned": bool(listed), "created": made, "tables": listed})

@@ -33,4 +33,5 @@ def run(dry_run: bool) -> None:
         return
     cli.emit({"destroyed": result.destroyed, "record_id": result.record_id,
               "keys_destroyed": result.keys_destroyed, "keys_deferred": result.keys_deferred,
-              "rewrapped": result.rewrapped})
+              "rewrapped": result.rewrapped,
+              "partitions_dropped": [{"name": d.name, "rows": d.rows} for d in result.partitions_dropped]})

@@ -1,8 +1,8 @@
 """Print jobs: a row per ``POST /v1/print-jobs`` with its progress (labels whose tokens committed), and the job
 that issued each QR token, so a job retried with the same ``Idempotency-Key`` reissues nothing.
 
-Revision ID: 0033
-Revises: 0027
+Revision ID: 0031
+Revises: 0030
 Create Date: 2026-12-02
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0033"
-down_revision = "0027"
+revision = "0031"
+down_revision = "0030"
 branch_labels = None
 depends_on = None
 TS = sa.DateTime(timezone=True)
