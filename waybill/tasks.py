@@ -17,10 +17,13 @@ from typing import Any
 from waybill import messages, outbox, retention, webhooks
 from waybill.alerts import sweep as alert_sweep
 from waybill.alerts.store import DELIVER_TOPIC as ALERT_TOPIC
+from waybill.audit import checkpoints as audit_checkpoints
+from waybill.audit import witness as audit_witness
 from waybill.extensions import load_extensions
 from waybill.models import utcnow
 from waybill.outbox import Handler, Job, TaskQueue
 from waybill.services import Services
+from waybill.settings import Settings
 from waybill.uow import UnitOfWork
 from waybill.virtual_numbers.store import RELEASE_TOPIC, StoredProvider
 from waybill.webhooks import security as alert_delivery
@@ -31,6 +34,7 @@ ACTOR_NAME = "waybill_outbox_message"
 QUEUE_NAME = "waybill"
 RELAY_INTERVAL_S = 1.0
 RETENTION_TOPIC = "retention.run"
+CHECKPOINT_TOPIC = "audit.checkpoint"
 
 
 def _expire_bindings(svc: Services) -> Handler:
@@ -74,6 +78,16 @@ def _alert_sweep(svc: Services) -> Handler:
     return handler
 
 
+def _audit_checkpoint(svc: Services) -> Handler:
+    signer = audit_checkpoints.Signer(svc.keys)
+
+    def handler(tx: UnitOfWork, _payload: Mapping[str, Any]) -> None:
+        # A refusal (a chain rewound behind the last checkpoint) is logged and audited by issue(); the next slot
+        # tries again. A witness that failed raises: the outbox retries, and a file witness catches up then.
+        audit_witness.issue(tx, signer, audit_witness.make(svc.settings.audit_witness), outbox.TASK_PRINCIPAL)
+    return handler
+
+
 def handlers(svc: Services) -> dict[str, Handler]:
     """Every topic's handler: waybill's own and those of the installed extensions."""
     found: dict[str, Handler] = {"virtual_numbers.expire": _expire_bindings(svc),
@@ -82,7 +96,8 @@ def handlers(svc: Services) -> dict[str, Handler]:
                                  messages.EXPIRE_TOPIC: messages.expire_handler(svc),
                                  messages.SUPPRESSED_TOPIC: messages.suppressed_handler(svc),
                                  webhooks.TOPIC: webhooks.handler(svc), webhooks.PRUNE_TOPIC: webhooks.prune_handler(),
-                                 ALERT_TOPIC: alert_delivery.handler(svc), alert_sweep.TOPIC: _alert_sweep(svc)}
+                                 ALERT_TOPIC: alert_delivery.handler(svc), alert_sweep.TOPIC: _alert_sweep(svc),
+                                 CHECKPOINT_TOPIC: _audit_checkpoint(svc)}
     for ext in load_extensions():
         for topic, handler in ext.task_handlers(svc).items():
             if topic in found:
@@ -91,8 +106,9 @@ def handlers(svc: Services) -> dict[str, Handler]:
     return found
 
 
-def jobs() -> list[Job]:
-    """The periodic jobs (each runs once per period across every process of every node)."""
+def jobs(settings: Settings | None = None) -> list[Job]:
+    """The periodic jobs (each runs once per period across every process of every node); ``settings`` give the
+    configurable periods (the audit checkpoints')."""
     found = [Job("virtual_numbers.expire", 300, "virtual_numbers.expire", {}),
              # Daily (slots of whole UTC days: 08:00 China Standard Time, off the evening peak).
              Job(RETENTION_TOPIC, 86400, RETENTION_TOPIC, {}),
@@ -100,6 +116,9 @@ def jobs() -> list[Job]:
              Job(webhooks.PRUNE_TOPIC, 3600, webhooks.PRUNE_TOPIC, {}),
              # The alert rules that need history (volume_baseline): every 5 minutes, incremental.
              Job(alert_sweep.TOPIC, alert_sweep.EVERY_S, alert_sweep.TOPIC, {})]
+    minutes = (settings or Settings()).audit_checkpoint_minutes
+    if minutes:
+        found.append(Job(CHECKPOINT_TOPIC, minutes * 60, CHECKPOINT_TOPIC, {}))
     for ext in load_extensions():
         found.extend(ext.periodic_jobs())
     return found
@@ -180,7 +199,7 @@ class BackgroundRunner:
     def __init__(self, svc: Services, queue: TaskQueue, job_list: Sequence[Job] | None = None,
                  interval_s: float = RELAY_INTERVAL_S, clock: Callable[[], Any] = utcnow) -> None:
         self._svc, self._queue = svc, queue
-        self._jobs = list(job_list) if job_list is not None else jobs()
+        self._jobs = list(job_list) if job_list is not None else jobs(svc.settings)
         self._interval = interval_s
         self._clock = clock
         self._stop = threading.Event()

@@ -107,17 +107,26 @@ def read_heads(source: VerifySource) -> tuple[list[_Head], list[int]]:
 
 
 def verify_shard(source: VerifySource, key: bytes, head: _Head, *, from_seq: int = 0, from_hash: bytes = GENESIS,
-                 batch: int = 5000, after_chunk: Callable[[int], None] | None = None) -> ShardResult:
-    """Walk ``head.shard``'s chain from place ``from_seq`` (whose hash is ``from_hash``) to its head."""
+                 batch: int = 5000, after_chunk: Callable[[int], None] | None = None,
+                 marks: Mapping[int, bytes] | None = None) -> ShardResult:
+    """Walk ``head.shard``'s chain from place ``from_seq`` (whose hash is ``from_hash``) to its head.
+
+    ``marks`` maps places to the hash a signed checkpoint gives them: the chain must reach each (a head behind one
+    is a truncated and rewound chain) and have that hash there (else it was rewritten after the checkpoint).
+    """
     shard = head.shard
     expected, prev, count, last = from_seq + 1, from_hash, 0, from_seq
+    marks = {seq: h for seq, h in (marks or {}).items() if seq > from_seq}
 
     def bad(reason: str, seq: int, **extra: Any) -> ShardResult:
         return ShardResult(shard, False, count, head.seq, {"shard": shard, "seq": seq, "reason": reason, **extra},
                            head.hash, from_seq)
 
     if head.seq < from_seq:
-        return bad("head behind a checkpoint", head.seq, checkpoint_seq=from_seq)
+        return bad("head behind a checkpoint", head.seq + 1, checkpoint_seq=from_seq)
+    if marks and head.seq < max(marks):
+        # The events up to the checkpoint's place were there when it was signed: the first missing one is bad.
+        return bad("head behind a checkpoint", head.seq + 1, checkpoint_seq=max(marks))
     while last < head.seq:
         with _reading(source) as s:
             rows = s.execute(
@@ -136,6 +145,9 @@ def verify_shard(source: VerifySource, key: bytes, head: _Head, *, from_seq: int
             digest = chain_hash(key, prev, ev.shard_seq, ev, shard)
             if not hmac.compare_digest(digest, bytes(ev.hash)):
                 return bad("content altered", ev.shard_seq)
+            signed = marks.get(ev.shard_seq)
+            if signed is not None and not hmac.compare_digest(digest, signed):
+                return bad("differs from a checkpoint", ev.shard_seq, checkpoint_seq=ev.shard_seq)
             prev, expected, last = digest, expected + 1, ev.shard_seq
         if after_chunk is not None:
             after_chunk(last)
@@ -148,20 +160,23 @@ def verify_shard(source: VerifySource, key: bytes, head: _Head, *, from_seq: int
 
 def verify(source: VerifySource, key: bytes, *, batch: int = 5000,
            after_chunk: Callable[[int], None] | None = None,
-           start: Mapping[int, tuple[int, bytes]] | None = None, workers: int = 4) -> VerifyResult:
+           start: Mapping[int, tuple[int, bytes]] | None = None, workers: int = 4,
+           marks: Mapping[int, Mapping[int, bytes]] | None = None) -> VerifyResult:
     """Verify every shard (in parallel over ``workers`` threads when given a session factory); report each
     shard's first edited, deleted, inserted or moved event.
 
-    ``start`` maps a shard to a known-good (seq, hash) to walk from (incremental verify). ``after_chunk`` is told
-    the last place checked after each chunk (progress; tests commit a write there).
+    ``start`` maps a shard to a known-good (seq, hash) to walk from (incremental verify). ``marks`` maps a shard to
+    the places and hashes signed checkpoints give it (see :func:`verify_shard`). ``after_chunk`` is told the last
+    place checked after each chunk (progress; tests commit a write there).
     """
     heads, stray = read_heads(source)
     start = start or {}
+    marks = marks or {}
 
     def one(head: _Head) -> ShardResult:
         from_seq, from_hash = start.get(head.shard, (0, GENESIS))
         return verify_shard(source, key, head, from_seq=from_seq, from_hash=from_hash, batch=batch,
-                            after_chunk=after_chunk)
+                            after_chunk=after_chunk, marks=marks.get(head.shard))
 
     if isinstance(source, Session) or workers <= 1 or len(heads) <= 1:
         results = [one(h) for h in heads]  # one session cannot be shared by threads
@@ -173,10 +188,16 @@ def verify(source: VerifySource, key: bytes, *, batch: int = 5000,
     for shard in stray:
         results.append(ShardResult(shard, False, 0, 0,
                                    {"shard": shard, "seq": 1, "reason": "events of a shard without a head"}))
-    for shard, (from_seq, _hash) in start.items():
-        if shard not in {h.shard for h in heads}:
-            results.append(ShardResult(shard, False, 0, 0, {"shard": shard, "seq": from_seq,
-                                                            "reason": "head missing"}, from_seq=from_seq))
+    known = {h.shard for h in heads}
+    expected = {shard: from_seq for shard, (from_seq, _hash) in start.items()}
+    for shard, places in marks.items():
+        if places and max(places) > 0:
+            expected[shard] = max(expected.get(shard, 0), max(places))
+    for shard, seq in sorted(expected.items()):
+        if shard not in known and seq > 0:  # a chain a checkpoint signed (or a verify started in) lost its head
+            results.append(ShardResult(shard, False, 0, 0, {"shard": shard, "seq": 1, "reason": "head missing",
+                                                            "checkpoint_seq": seq},
+                                       from_seq=start.get(shard, (0, GENESIS))[0]))
     results.sort(key=lambda r: r.shard)
     bad = [r for r in results if not r.ok]
     return VerifyResult(not bad, sum(r.events for r in results), sum(r.head_seq for r in results),
