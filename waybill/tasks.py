@@ -15,10 +15,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from waybill import messages, outbox, retention, webhooks
+from waybill import witnesses as audit_witness
 from waybill.alerts import sweep as alert_sweep
 from waybill.alerts.store import DELIVER_TOPIC as ALERT_TOPIC
 from waybill.audit import checkpoints as audit_checkpoints
-from waybill.audit import witness as audit_witness
 from waybill.extensions import load_extensions
 from waybill.models import utcnow
 from waybill.outbox import Handler, Job, TaskQueue

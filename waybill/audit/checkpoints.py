@@ -29,10 +29,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, cast
 
 from cryptography.exceptions import InvalidSignature
@@ -46,6 +48,7 @@ from waybill.audit.chain import GENESIS
 from waybill.audit.models import AuditCheckpoint, AuditVerification
 from waybill.keyfile import KeyMaterial
 from waybill.models import AuditEvent, AuditHead, utcnow
+from waybill.permissions import Permission, Principal
 
 HEADER = "waybill-audit-checkpoint/v1"
 VERIFIED_HEADER = "waybill-audit-verified/v1"
@@ -204,6 +207,21 @@ def check_document(doc: Mapping[str, Any], public_key: bytes) -> Checkpoint:
     return cp
 
 
+def read_witness_file(path: Path) -> list[dict[str, Any] | None]:
+    """The documents of a witness file, in order (``None`` for a line that is not a JSON object)."""
+    docs: list[dict[str, Any] | None] = []
+    with path.open("rb") as fh:
+        for raw in fh:
+            if not raw.strip():
+                continue
+            try:
+                doc = json.loads(raw)
+            except ValueError:
+                doc = None
+            docs.append(doc if isinstance(doc, dict) else None)
+    return docs
+
+
 def latest(session: Session) -> AuditCheckpoint | None:
     return session.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.id.desc()).limit(1)).first()
 
@@ -278,3 +296,19 @@ def last_confirmed(session: Session, public_key: bytes) -> tuple[Checkpoint | No
     if bytes(row.checkpoint_hash) != cp.hash or not check_signature(public_key, message, bytes(row.signature)):
         return None, {**problem, "reason": "bad confirmation signature"}
     return cp, None
+
+
+def list_checkpoints(session: Session, principal: Principal, signer: Signer, *, limit: int,
+                     before: int | None = None) -> tuple[list[dict[str, Any]], str | None]:
+    """Checkpoints newest first for auditors (no personal data), as documents; the read is itself audited."""
+    from waybill.audit import record
+
+    principal.require(Permission.AUDIT_READ)
+    stmt = select(AuditCheckpoint).order_by(AuditCheckpoint.id.desc()).limit(limit + 1)
+    if before is not None:
+        stmt = stmt.where(AuditCheckpoint.id < before)
+    rows = list(session.scalars(stmt))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    record(session, principal, "audit.checkpoints_read")
+    return [document(r) for r in rows], str(rows[-1].id) if more and rows else None

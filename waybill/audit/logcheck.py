@@ -28,10 +28,18 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from waybill.audit.chain import GENESIS
-from waybill.audit.checkpoints import Checkpoint, CheckpointInvalid, check_document, check_row, last_confirmed
+from waybill.audit.checkpoints import (
+    Checkpoint,
+    CheckpointInvalid,
+    Signer,
+    check_document,
+    check_row,
+    confirm,
+    last_confirmed,
+    read_witness_file,
+)
 from waybill.audit.models import AuditCheckpoint
 from waybill.audit.verify import VerifyResult, VerifySource, _reading, verify
-from waybill.audit.witness import read_file
 
 
 @dataclass
@@ -99,7 +107,7 @@ def _witness(path: Path, public_key: bytes, table: dict[int, Checkpoint], last_i
              problems: list[dict[str, Any]]) -> tuple[int, list[Checkpoint]]:
     """Compare a witness file with the table; returns how many documents it held, and those validly signed."""
     try:
-        docs = read_file(path)
+        docs = read_witness_file(path)
     except OSError:
         problems.append({"witness": str(path.name), "reason": "witness unreadable"})
         return 0, []
@@ -163,3 +171,13 @@ def check_log(source: VerifySource, key: bytes, public_key: bytes, *, witness: P
                     start=start_cp.places() if start_cp else None, marks=marks)
     latest = checked[-1] if checked else None
     return LogVerdict(result, len(checked), latest, start_cp.id if start_cp else None, witnessed, problems)
+
+
+def record_confirmation(session: Session, signer: Signer, verdict: LogVerdict) -> int | None:
+    """Confirm (signed, in ``session``'s transaction) the latest checkpoint a sound verify checked against; returns
+    its id, or ``None`` when there is nothing to confirm (the log is not sound, or has no checkpoint yet)."""
+    checkpoint = verdict.confirmable
+    if checkpoint is None:
+        return None
+    confirm(session, signer, checkpoint, from_id=verdict.from_checkpoint, events=verdict.result.events)
+    return checkpoint.id

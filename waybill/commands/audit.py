@@ -10,7 +10,9 @@ from typing import Any
 
 import click
 
-from waybill.audit import checkpoints, logcheck, witness
+from waybill import audit
+from waybill import witnesses as witness
+from waybill.audit import checkpoints, logcheck
 from waybill.commands.common import emit, existing_services, fail, read_settings
 from waybill.permissions import SYSTEM
 from waybill.services import Services
@@ -30,13 +32,8 @@ def run_verify(svc: Services, *, since_checkpoint: bool, witness_file: Path | No
     signer = checkpoints.Signer(svc.keys)
     verdict = logcheck.check_log(svc.read_session_factory, svc.keys.secret("audit_chain"), signer.public_key,
                                  witness=witness_file, since_checkpoint=since_checkpoint)
-    confirmed = verdict.confirmable
     with unit_of_work(svc.session_factory) as tx:
-        if confirmed is not None:
-            checkpoints.confirm(tx.session, signer, confirmed, from_id=verdict.from_checkpoint,
-                                events=verdict.result.events)
-        from waybill import audit
-
+        logcheck.record_confirmation(tx.session, signer, verdict)
         audit.record(tx.session, SYSTEM, "audit.verify", outcome="ok" if verdict.ok else "broken",
                      purpose="since checkpoint" if since_checkpoint else "full")
     return verdict
@@ -95,7 +92,7 @@ def register(group: click.Group) -> None:
             page = json.loads(text)
             docs: list[Any] = page["items"] if isinstance(page, dict) and "items" in page else [page]
         except ValueError:
-            docs = [d for d in witness.read_file(source)]
+            docs = [d for d in checkpoints.read_witness_file(source)]
         problems: list[dict[str, Any]] = []
         found: dict[int, checkpoints.Checkpoint] = {}
         for n, doc in enumerate(docs, start=1):

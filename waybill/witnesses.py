@@ -1,4 +1,4 @@
-"""Witnesses: copies of the checkpoints outside the database, so deleting checkpoint rows is caught.
+"""Audit checkpoint witnesses: copies of the checkpoints outside the database, so deleting checkpoint rows is caught.
 
 ``WAYBILL_AUDIT_WITNESS`` is a file path or an ``http(s)://`` URL:
 
@@ -19,15 +19,18 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from waybill.audit.checkpoints import CheckpointRefused, Signer, create, document
+from waybill import audit
+from waybill.audit.checkpoints import CheckpointRefused, Signer, create, document, read_witness_file
 from waybill.audit.models import AuditCheckpoint
 from waybill.permissions import Principal
 from waybill.uow import UnitOfWork
+from waybill.webhooks import guard
+from waybill.webhooks.transport import HttpTransport, Transport
 
 log = logging.getLogger("waybill.audit")
 
@@ -46,21 +49,6 @@ class Witness(Protocol):
         ...
 
 
-def read_file(path: Path) -> list[dict[str, Any] | None]:
-    """The documents of a witness file, in order (``None`` for a line that is not a JSON object)."""
-    docs: list[dict[str, Any] | None] = []
-    with path.open("rb") as fh:
-        for raw in fh:
-            if not raw.strip():
-                continue
-            try:
-                doc = json.loads(raw)
-            except ValueError:
-                doc = None
-            docs.append(doc if isinstance(doc, dict) else None)
-    return docs
-
-
 class FileWitness:
     """Appends JSON lines to a file (see the module docstring)."""
 
@@ -70,7 +58,7 @@ class FileWitness:
     def _last_id(self) -> int:
         if not self.path.exists():
             return 0
-        ids = [d["id"] for d in read_file(self.path) if d is not None and isinstance(d.get("id"), int)]
+        ids = [d["id"] for d in read_witness_file(self.path) if d is not None and isinstance(d.get("id"), int)]
         return max(ids, default=0)
 
     def publish(self, session: Session, row: AuditCheckpoint) -> int:
@@ -95,15 +83,11 @@ class FileWitness:
 class UrlWitness:
     """POSTs each checkpoint to an endpoint of the operator's (see the module docstring)."""
 
-    def __init__(self, url: str, transport: Any = None) -> None:
-        from waybill.webhooks.transport import HttpTransport
-
+    def __init__(self, url: str, transport: Transport | None = None) -> None:
         self.url = url
         self._transport = transport or HttpTransport()
 
     def publish(self, session: Session, row: AuditCheckpoint) -> int:
-        from waybill.webhooks import guard
-
         try:
             target = guard.resolve(self.url, allow_private=True)
         except guard.BlockedAddress as exc:
@@ -131,8 +115,6 @@ def issue(tx: UnitOfWork, signer: Signer, witness: Witness | None,
     """Make the next checkpoint, commit it, then hand it to the witness (`waybill audit checkpoint` and the
     scheduled task): ``(row, None, given to the witness)``, or ``(None, refusal, 0)`` when a chain no longer
     extends the last checkpoint (logged as critical and audited ``audit.checkpoint`` outcome ``refused``)."""
-    from waybill import audit
-
     try:
         row = create(tx.session, signer)
     except CheckpointRefused as exc:
