@@ -5,13 +5,16 @@ checkpoint. Per shard: one chain (``WAYBILL_AUDIT_SHARDS=1``) and 16, tampering 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select, text
 
-from waybill import audit, keyfile, witnesses
+from tests.conftest import run
+from tests.webhooks.receiver import Receiver
+from waybill import audit, keyfile, outbox, tasks, witnesses
 from waybill.audit import checkpoints, logcheck
 from waybill.audit.chain import GENESIS, shard_of
 from waybill.audit.models import AuditCheckpoint, AuditVerification
@@ -97,7 +100,8 @@ def test_a_checkpoint_signs_every_head_and_an_outsider_checks_it_with_the_public
     write_events(env, 5, others=20)
     svc = env.services()
     with svc.session_factory() as s:
-        heads = {int(r[0]): (int(r[1]), bytes(r[2]).hex()) for r in s.execute(text("SELECT id, seq, hash FROM audit_head"))}
+        rows = s.execute(text("SELECT id, seq, hash FROM audit_head")).all()
+    heads = {int(r[0]): (int(r[1]), bytes(r[2]).hex()) for r in rows}
     doc = checkpoint(env)  # (its own audit event joins a chain after the heads were read)
     assert {h["shard"]: (h["seq"], h["hash"]) for h in doc["heads"]} == {k: v for k, v in heads.items() if v[0]}
     assert doc["id"] == 1 and doc["prev_hash"] == GENESIS.hex() and doc["tree_size"] == 25
@@ -408,3 +412,98 @@ def test_a_sound_incremental_verify_confirms_the_new_checkpoint(env):
     with svc.read_session_factory() as s:
         cp, problem = checkpoints.last_confirmed(s, checkpoints.Signer(svc.keys).public_key)
     assert problem is None and cp is not None and cp.id == 2
+
+
+# --- the schedule, the URL witness, the command line -------------------------------------------------------------
+
+
+def test_the_scheduled_checkpoint_runs_once_per_slot_and_feeds_the_witness(fresh_env, tmp_path):
+    path = tmp_path / "witness.jsonl"
+    env = fresh_env(audit_checkpoint_minutes=10, audit_witness=str(path))
+    (job,) = [j for j in tasks.jobs(env.settings) if j.topic == tasks.CHECKPOINT_TOPIC]
+    assert job.every_s == 600
+    off = dataclasses.replace(env.settings, audit_checkpoint_minutes=0)
+    assert tasks.CHECKPOINT_TOPIC not in {j.topic for j in tasks.jobs(off)}
+    write_events(env, 3)
+    svc, other_node = env.services(), env.services()
+    now = datetime(2026, 12, 2, 3, 0, 5, tzinfo=UTC)
+    started = outbox.schedule_due(svc.session_factory, [job], now=now)
+    assert len(started) == 1
+    assert outbox.schedule_due(other_node.session_factory, [job], now=now + timedelta(minutes=5)) == []
+    assert outbox.run_message(svc.session_factory, tasks.handlers(svc), started[0])
+    (line,) = path.read_text().splitlines()
+    assert json.loads(line)["id"] == 1 and check(env, witness=path).ok
+    # The next slot makes the next one, linked to the first.
+    (later,) = outbox.schedule_due(svc.session_factory, [job], now=now + timedelta(minutes=10))
+    assert outbox.run_message(svc.session_factory, tasks.handlers(svc), later)
+    docs = [json.loads(x) for x in path.read_text().splitlines()]
+    assert [d["id"] for d in docs] == [1, 2] and docs[1]["prev_hash"] == docs[0]["hash"]
+
+
+def test_a_url_witness_gets_each_checkpoint_and_a_refusal_raises(fresh_env):
+    env = fresh_env()
+    write_events(env, 2)
+    receiver = Receiver()
+    try:
+        witness = witnesses.make(receiver.url)
+        assert isinstance(witness, witnesses.UrlWitness)
+        doc = checkpoint(env, witness)
+        (got,) = receiver.received
+        assert got.headers["content-type"] == "application/json" and got.json == doc
+        public = checkpoints.Signer(env.services().keys).public_key
+        assert checkpoints.check_document(got.json, public).id == 1
+        receiver.answer(503)
+        with pytest.raises(witnesses.WitnessFailed, match="status_503"):
+            checkpoint(env, witness)
+    finally:
+        receiver.close()
+    # Stored before the witness was asked: the failed POST left checkpoint 2 in the table (the task is retried).
+    with env.engine.connect() as c:
+        assert c.execute(select(func.count()).select_from(AuditCheckpoint)).scalar_one() == 2
+
+
+def test_settings_of_the_checkpoints(tmp_path):
+    from waybill.settings import SettingsError, load_settings
+
+    base = {"data_dir": tmp_path}
+    assert load_settings(environ={}, **base).audit_checkpoint_minutes == 15
+    got = load_settings(environ={"WAYBILL_AUDIT_CHECKPOINT_MINUTES": "0", "WAYBILL_AUDIT_WITNESS": "/w/a.jsonl"},
+                        **base)
+    assert got.audit_checkpoint_minutes == 0 and got.audit_witness == "/w/a.jsonl"
+    with pytest.raises(SettingsError, match="WAYBILL_AUDIT_CHECKPOINT_MINUTES"):
+        load_settings(environ={"WAYBILL_AUDIT_CHECKPOINT_MINUTES": "-1"}, **base)
+    with pytest.raises(SettingsError, match="WAYBILL_AUDIT_WITNESS"):
+        load_settings(environ={"WAYBILL_AUDIT_WITNESS": "ftp://x/y"}, **base)
+
+
+def test_the_command_line(cli_env, tmp_path):
+    witness_file = tmp_path / "witness.jsonl"
+    cli_env = {**cli_env, "WAYBILL_AUDIT_WITNESS": str(witness_file)}
+    run(["init"], cli_env)
+    run(["merchants", "create", "甲"], cli_env)
+    made = json.loads(run(["audit", "checkpoint"], cli_env).stdout)
+    assert made["ok"] and made["checkpoint"]["id"] == 1 and made["witness"] == 1
+    full = json.loads(run(["audit", "verify"], cli_env).stdout)
+    assert full["ok"] and full["checkpoints"]["latest"] == 1 and full["checkpoints"]["witness"] == 1
+    run(["merchants", "create", "乙"], cli_env)
+    run(["audit", "checkpoint"], cli_env)
+    inc = json.loads(run(["audit", "verify", "--since-checkpoint"], cli_env).stdout)
+    assert inc["ok"] and inc["checkpoints"]["from_checkpoint"] == 1 and inc["events"] < full["events"] + 6
+    key = json.loads(run(["audit", "public-key"], cli_env).stdout)
+    # The outsider's check: the public key and the witness file, no database and no key file.
+    outsider = {"WAYBILL_DATA_DIR": str(tmp_path / "nothing-here")}
+    checked = json.loads(run(["audit", "check-checkpoints", "--public-key", key["public_key"], str(witness_file)],
+                             outsider).stdout)
+    assert checked == {"ok": True, "checked": 2, "problems": []}
+    lines = witness_file.read_text().splitlines()
+    forged = json.loads(lines[1])
+    forged["signature"] = base64.b64encode(bytes(64)).decode()
+    witness_file.write_text(lines[0] + "\n" + json.dumps(forged) + "\n")
+    proc = run(["audit", "check-checkpoints", "--public-key", key["public_key"], str(witness_file)], outsider,
+               check=False)
+    assert proc.returncode == 1 and json.loads(proc.stdout)["problems"] == [{"item": 2, "reason": "bad signature"}]
+    # The table and the witness now disagree on checkpoint 2: verify fails (and names it).
+    proc = run(["audit", "verify", "--witness", str(witness_file)], cli_env, check=False)
+    assert proc.returncode == 1
+    assert json.loads(proc.stdout)["checkpoints"]["problems"][0] == {"witness_line": 2,
+                                                                     "reason": "witness: bad signature"}
