@@ -8,6 +8,7 @@ import base64
 import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text
@@ -117,6 +118,15 @@ def test_a_checkpoint_signs_every_head_and_an_outsider_checks_it_with_the_public
     Ed25519PublicKey.from_public_bytes(public).verify(base64.b64decode(doc["signature"]), doc["signed"].encode())
     assert hashlib.sha256(doc["signed"].encode()).hexdigest() == doc["hash"]
     assert checkpoints.check_document(doc, public).id == 1
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Audit checkpoints"):]
+    snippet = section[section.index("```python\n") + 10:section.index("```", section.index("```python\n") + 10)]
+    namespace: dict = {}
+    exec(snippet, namespace)  # noqa: S102 (the README's own example, run as written)
+    namespace["check"](doc, base64.b64encode(public).decode())
+    forged = {**doc, "heads": [{**doc["heads"][0], "seq": doc["heads"][0]["seq"] - 1}, *doc["heads"][1:]]}
+    with pytest.raises(AssertionError):
+        namespace["check"](forged, base64.b64encode(public).decode())
     second = checkpoint(env)
     assert second["id"] == 2 and second["prev_hash"] == doc["hash"]
 
