@@ -259,6 +259,11 @@ def test_a_bad_signature_is_caught(env):
         sig[10] ^= 1
         c.execute(text("UPDATE audit_checkpoints SET signature = :s WHERE id = 2"), {"s": bytes(sig)})
     assert _problem(env) == {"checkpoint": 2, "reason": "bad signature"}
+    sql(env, "DELETE FROM audit_checkpoints WHERE id = 3")
+    svc = env.services()  # nothing is linked to a forged last checkpoint
+    with unit_of_work(svc.session_factory) as tx:
+        row, refused, _ = witnesses.issue(tx, checkpoints.Signer(svc.keys), None, SYSTEM)
+    assert row is None and (refused.shard, refused.seq) == (-1, 2) and "bad signature" in refused.reason
 
 
 def test_edited_heads_are_caught(env):

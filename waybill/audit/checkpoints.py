@@ -70,7 +70,8 @@ class CheckpointInvalid(ValueError):
 
 
 class CheckpointRefused(RuntimeError):
-    """A chain no longer extends the previous checkpoint: signing its head now would bless a rewound chain."""
+    """A chain no longer extends the previous checkpoint: signing its head now would bless a rewound chain
+    (``shard`` -1, ``seq`` the checkpoint's id: the previous checkpoint itself does not check)."""
 
     def __init__(self, shard: int, seq: int, reason: str) -> None:
         self.shard, self.seq, self.reason = shard, seq, reason
@@ -240,7 +241,10 @@ def create(session: Session, signer: Signer, *, now: datetime | None = None) -> 
     last = latest(session)
     prev = GENESIS
     if last is not None:
-        previous = check_row(last, signer.public_key)
+        try:
+            previous = check_row(last, signer.public_key)
+        except CheckpointInvalid as exc:  # a forged or damaged last row: nothing can be linked to it
+            raise CheckpointRefused(-1, last.id, f"the last checkpoint does not check ({exc.reason})") from None
         prev = previous.hash
         current = {h.shard: h for h in heads}
         for signed in previous.heads:
