@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, exists, func, or_, select
+from sqlalchemy import Connection, Table, and_, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from waybill.audit.chain import GENESIS, chain_hash
@@ -178,7 +178,10 @@ def verify(source: VerifySource, key: bytes, *, batch: int = 5000,
         return verify_shard(source, key, head, from_seq=from_seq, from_hash=from_hash, batch=batch,
                             after_chunk=after_chunk, marks=marks.get(head.shard))
 
-    if isinstance(source, Session) or workers <= 1 or len(heads) <= 1:
+    # A factory bound to one connection (a caller's transaction, its sessions savepoints on it) cannot be shared
+    # by threads either: their savepoints would interleave on the one connection.
+    one_connection = isinstance(getattr(source, "kw", {}).get("bind"), Connection)
+    if isinstance(source, Session) or one_connection or workers <= 1 or len(heads) <= 1:
         results = [one(h) for h in heads]  # one session cannot be shared by threads
         if isinstance(source, Session):
             source.expunge_all()
