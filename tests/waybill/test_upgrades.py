@@ -255,10 +255,12 @@ def _seed(env: Env, revision: str) -> Seeded:
             rows.append(_row(tables["audit_events"], {
                 "seq": seq, "at": ev.at, "actor": ev.actor, "role": ev.role, "action": ev.action,
                 "object_type": ev.object_type, "object_id": ev.object_id, "purpose": None, "fields": ev.fields,
-                "outcome": ev.outcome, "client_addr": None, "request_id": None, "prev_hash": prev, "hash": digest}))
+                "outcome": ev.outcome, "client_addr": None, "request_id": None, "prev_hash": prev, "hash": digest,
+                "shard": 0, "shard_seq": seq}))  # (from 0028 on: the one chain is shard 0, its head row 0)
             prev = digest
         conn.execute(insert(tables["audit_events"]), rows)
-        conn.execute(update(tables["audit_head"]).where(tables["audit_head"].c.id == 1)
+        head_id = 0 if "shard_seq" in tables["audit_events"].c else 1
+        conn.execute(update(tables["audit_head"]).where(tables["audit_head"].c.id == head_id)
                      .values(seq=len(rows), hash=prev))
         seeded.audit_events = len(rows)
     return seeded
