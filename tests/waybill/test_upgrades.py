@@ -260,6 +260,9 @@ def _seed(env: Env, revision: str) -> Seeded:
             prev = digest
         conn.execute(insert(tables["audit_events"]), rows)
         head_id = 0 if "shard_seq" in tables["audit_events"].c else 1
+        if head_id == 0 and conn.dialect.name == "postgresql":
+            # From 0028 on the code leaves seq to a sequence; rows given their seq here must move it past them.
+            conn.execute(text("SELECT setval('audit_event_seq', (SELECT max(seq) FROM audit_events))"))
         conn.execute(update(tables["audit_head"]).where(tables["audit_head"].c.id == head_id)
                      .values(seq=len(rows), hash=prev))
         seeded.audit_events = len(rows)
