@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import logging
+import re
+from pathlib import Path
 from typing import Any, Literal
 
 from flask import Blueprint, Flask, Response, request
@@ -11,9 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from courier_api import delivery
 from courier_api.services import courier_services
 from waybill import audit
+from waybill import witnesses as witness
+from waybill.audit import checkpoints, logcheck
 from waybill.errors import RateLimited, ValidationFailed
 from waybill.permissions import Permission
 from waybill.schemas import OutModel, ShipmentOut, UtcTimestamp, parse
+from waybill.web import query
 from waybill.web.auth import authenticate, requires
 from waybill.web.context import current_uow, db_session, services
 from waybill.web.merchant import json_body, shipment_out
@@ -117,8 +123,16 @@ class ShardVerifyOut(OutModel):
     first_bad: dict[str, Any] | None = Field(description="该分片第一个有问题的事件：shard、seq（分片内序号）、reason")
 
 
+class CheckpointVerdict(OutModel):
+    checked: int = Field(description="校验过的检查点数")
+    latest: int | None = Field(description="对照的最新检查点编号")
+    from_checkpoint: int | None = Field(description="增量校验的起点（已确认的检查点），全量校验为 null")
+    witness: int | None = Field(description="见证文件中的检查点数；未配置见证文件为 null")
+    problems: list[dict[str, Any]]
+
+
 class VerifyOut(OutModel):
-    """From :class:`waybill.audit.VerifyResult`."""
+    """From :meth:`waybill.audit.logcheck.LogVerdict.as_dict`."""
 
     ok: bool
     events: int = Field(description="本次校验的事件总数")
@@ -126,6 +140,34 @@ class VerifyOut(OutModel):
     first_bad: dict[str, Any] | None = Field(
         description="编号最小的有问题分片中第一个有问题的事件：shard（分片）、seq（分片内序号）、reason")
     shards: list[ShardVerifyOut] = Field(description="每个分片（哈希链）的校验结果")
+    checkpoints: CheckpointVerdict
+
+
+class CheckpointHeadOut(OutModel):
+    shard: int
+    seq: int = Field(description="该分片链中的位置")
+    hash: str = Field(description="该位置事件的哈希（十六进制）")
+
+
+class CheckpointItem(OutModel):
+    """From :func:`waybill.audit.checkpoints.document`."""
+
+    id: int
+    at: str = Field(description="签名时间（UTC，精确到秒）")
+    tree_size: int = Field(description="各分片位置之和：日志中的事件数")
+    heads: list[CheckpointHeadOut]
+    prev_hash: str = Field(description="上一个检查点的哈希（十六进制；第一个为 64 个 0）")
+    hash: str = Field(description="本检查点签名报文的 SHA-256（十六进制）")
+    key_id: str
+    signature: str = Field(description="Ed25519 签名（base64），签名对象为 signed 的 UTF-8 字节")
+    signed: str = Field(description="被签名的报文原文（格式见 README「Audit checkpoints」）")
+
+
+class CheckpointPage(OutModel):
+    public_key: str = Field(description="检查点签名公钥（Ed25519 原始 32 字节，base64）")
+    key_id: str
+    items: list[CheckpointItem]
+    next_cursor: str | None
 
 
 def install(app: Flask) -> None:
@@ -221,14 +263,42 @@ def audit_events() -> Response:
 
 
 @bp.get("/v1/audit/verify")
-@operation(summary="校验审计日志哈希链", tags=("audit",), response=VerifyOut)
+@operation(summary="校验审计日志哈希链及已签名的检查点", tags=("audit",), response=VerifyOut, errors=(422,),
+           query=(("since_checkpoint", {"type": "string", "enum": ["0", "1"], "default": "0"},
+                   "1：从上次校验确认的检查点开始（增量）"),))
 @requires(Permission.AUDIT_READ)
 def audit_verify() -> Response:
+    query.only("since_checkpoint")
+    since = query.choice("since_checkpoint", ("0", "1"), "since_checkpoint 须为 0 或 1") == "1"
     principal = authenticate()
     # The walk reads in short transactions of its own; the request's transaction (on SQLite it holds the write
     # lock from authentication on) ends first, so no writer waits for a long walk.
     current_uow().commit_so_far()
-    result = audit.verify(services().read_session_factory, services().keys.secret("audit_chain"))
-    audit.record(db_session(), principal, "audit.verify", outcome="ok" if result.ok else "broken")
-    return respond(VerifyOut, result)
+    svc = services()
+    signer = checkpoints.Signer(svc.keys)
+    setting = svc.settings.audit_witness
+    witness_file = Path(setting) if setting and not witness.is_url(setting) else None
+    verdict = logcheck.check_log(svc.read_session_factory, svc.keys.secret("audit_chain"), signer.public_key,
+                                 witness=witness_file, since_checkpoint=since)
+    logcheck.record_confirmation(db_session(), signer, verdict)
+    audit.record(db_session(), principal, "audit.verify", outcome="ok" if verdict.ok else "broken",
+                 purpose="since checkpoint" if since else "full")
+    return respond(VerifyOut, verdict.as_dict())
 
+
+@bp.get("/v1/audit/checkpoints")
+@operation(summary="已签名的审计检查点（最新在前）及签名公钥", tags=("audit",), response=CheckpointPage, errors=(422,),
+           query=(("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}, "每页条数"),
+                  ("cursor", {"type": "string", "pattern": "^[0-9]{1,9}$"}, "上一页的 next_cursor")))
+@requires(Permission.AUDIT_READ)
+def audit_checkpoints() -> Response:
+    query.only("limit", "cursor")
+    limit = query.limit(default=50, maximum=200)
+    cursor = request.args.get("cursor")
+    if cursor is not None and not re.fullmatch(r"[0-9]{1,9}", cursor):
+        raise ValidationFailed("分页游标无效", field="cursor")
+    signer = checkpoints.Signer(services().keys)
+    items, next_cursor = checkpoints.list_checkpoints(db_session(), authenticate(), signer, limit=limit,
+                                                      before=int(cursor) if cursor else None)
+    return respond(CheckpointPage, {"public_key": base64.b64encode(signer.public_key).decode(),
+                                    "key_id": signer.key_id, "items": items, "next_cursor": next_cursor})

@@ -186,6 +186,7 @@ def model_metadata() -> MetaData:
     """``Base.metadata`` with every model module loaded, as ``migrations/env.py`` loads them."""
     import waybill.alerts.models  # noqa: F401  (registers the alert and suspension tables)
     import waybill.alerts.sweep_models  # noqa: F401  (registers the alert sweep's cursor and counts)
+    import waybill.audit.models  # noqa: F401  (registers the audit checkpoint log)
     import waybill.canaries.models  # noqa: F401  (registers the canaries table)
     import waybill.incidents.models  # noqa: F401  (registers the incident register's tables)
     import waybill.messages.models  # noqa: F401  (registers the message table)

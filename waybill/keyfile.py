@@ -25,11 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PURPOSES = ("blind_index", "audit_chain", "api_key", "idempotency", "qr_token", "session_token", "phone_hash",
-            "sms_phone", "subject_code", "subject_token", "pickup_code", "alert_webhook")
+            "sms_phone", "subject_code", "subject_token", "pickup_code", "alert_webhook", "audit_checkpoint")
 #: Purposes added after key files were first written. A key file without them is completed by
 #: :func:`add_missing_secrets`: automatically outside production, by `waybill keys add-secrets` in production
 #: (a secret generated separately on each node would make the nodes disagree).
-ADDED_PURPOSES = ("phone_hash", "sms_phone", "subject_code", "subject_token", "pickup_code", "alert_webhook")
+ADDED_PURPOSES = ("phone_hash", "sms_phone", "subject_code", "subject_token", "pickup_code", "alert_webhook",
+                  "audit_checkpoint")
 FORMAT = 1
 
 

@@ -101,6 +101,10 @@ class Settings:
     # different chains never wait for each other (waybill/audit.py). Changing it moves objects' new events to
     # other chains; what was written stays verifiable where it is.
     audit_shards: int = 16
+    # Signed checkpoints of every chain's head (waybill/audit/checkpoints.py): every this many minutes (0: only
+    # by `waybill audit checkpoint`); and a witness outside the database, a file path or an http(s) URL.
+    audit_checkpoint_minutes: int = 15
+    audit_witness: str | None = None
     # Width of the phone blind index in bits: selective within a merchant, yet each value stands for
     # >= ~100 mobile numbers even within one small city (the arithmetic: waybill/crypto/vault.py).
     blind_index_bits: int = 14
@@ -471,6 +475,12 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         values["batch_max_items"] = _int("batch_max_items", raw, 1, 1000)
     if (raw := get("audit_shards")) is not None:
         values["audit_shards"] = _int("audit_shards", raw, 1, 256)
+    if (raw := get("audit_checkpoint_minutes")) is not None:
+        values["audit_checkpoint_minutes"] = _int("audit_checkpoint_minutes", raw, 0, 7 * 24 * 60)
+    if (raw := get("audit_witness")) is not None:
+        if "://" in raw and not raw.startswith(("https://", "http://")):
+            raise SettingsError("WAYBILL_AUDIT_WITNESS must be a file path or an http(s) URL")
+        values["audit_witness"] = raw
     if (raw := get("page_max")) is not None:
         values["page_max"] = _int("page_max", raw, 1, 1000)
     if (raw := get("reprint_max")) is not None:

@@ -15,12 +15,15 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from waybill import messages, outbox, partitions, retention, webhooks
+from waybill import witnesses as audit_witness
 from waybill.alerts import sweep as alert_sweep
 from waybill.alerts.store import DELIVER_TOPIC as ALERT_TOPIC
+from waybill.audit import checkpoints as audit_checkpoints
 from waybill.extensions import load_extensions
 from waybill.models import utcnow
 from waybill.outbox import Handler, Job, TaskQueue
 from waybill.services import Services
+from waybill.settings import Settings
 from waybill.uow import UnitOfWork
 from waybill.virtual_numbers.store import RELEASE_TOPIC, StoredProvider
 from waybill.webhooks import security as alert_delivery
@@ -32,6 +35,7 @@ QUEUE_NAME = "waybill"
 RELAY_INTERVAL_S = 1.0
 RETENTION_TOPIC = "retention.run"
 PARTITIONS_TOPIC = "db.partitions"
+CHECKPOINT_TOPIC = "audit.checkpoint"
 
 
 def _expire_bindings(svc: Services) -> Handler:
@@ -83,6 +87,16 @@ def _alert_sweep(svc: Services) -> Handler:
     return handler
 
 
+def _audit_checkpoint(svc: Services) -> Handler:
+    signer = audit_checkpoints.Signer(svc.keys)
+
+    def handler(tx: UnitOfWork, _payload: Mapping[str, Any]) -> None:
+        # A refusal (a chain rewound behind the last checkpoint) is logged and audited by issue(); the next slot
+        # tries again. A witness that failed raises: the outbox retries, and a file witness catches up then.
+        audit_witness.issue(tx, signer, audit_witness.make(svc.settings.audit_witness), outbox.TASK_PRINCIPAL)
+    return handler
+
+
 def handlers(svc: Services) -> dict[str, Handler]:
     """Every topic's handler: waybill's own and those of the installed extensions."""
     found: dict[str, Handler] = {"virtual_numbers.expire": _expire_bindings(svc),
@@ -92,7 +106,7 @@ def handlers(svc: Services) -> dict[str, Handler]:
                                  messages.SUPPRESSED_TOPIC: messages.suppressed_handler(svc),
                                  webhooks.TOPIC: webhooks.handler(svc), webhooks.PRUNE_TOPIC: webhooks.prune_handler(),
                                  ALERT_TOPIC: alert_delivery.handler(svc), alert_sweep.TOPIC: _alert_sweep(svc),
-                                 PARTITIONS_TOPIC: _make_partitions}
+                                 PARTITIONS_TOPIC: _make_partitions, CHECKPOINT_TOPIC: _audit_checkpoint(svc)}
     for ext in load_extensions():
         for topic, handler in ext.task_handlers(svc).items():
             if topic in found:
@@ -101,8 +115,9 @@ def handlers(svc: Services) -> dict[str, Handler]:
     return found
 
 
-def jobs() -> list[Job]:
-    """The periodic jobs (each runs once per period across every process of every node)."""
+def jobs(settings: Settings | None = None) -> list[Job]:
+    """The periodic jobs (each runs once per period across every process of every node); ``settings`` give the
+    configurable periods (the audit checkpoints')."""
     found = [Job("virtual_numbers.expire", 300, "virtual_numbers.expire", {}),
              # Daily (slots of whole UTC days: 08:00 China Standard Time, off the evening peak).
              Job(RETENTION_TOPIC, 86400, RETENTION_TOPIC, {}),
@@ -112,6 +127,9 @@ def jobs() -> list[Job]:
              Job(alert_sweep.TOPIC, alert_sweep.EVERY_S, alert_sweep.TOPIC, {}),
              # The month partitions of the big tables, MONTHS_AHEAD months ahead (daily: months have weeks).
              Job(PARTITIONS_TOPIC, 86400, PARTITIONS_TOPIC, {})]
+    minutes = (settings or Settings()).audit_checkpoint_minutes
+    if minutes:
+        found.append(Job(CHECKPOINT_TOPIC, minutes * 60, CHECKPOINT_TOPIC, {}))
     for ext in load_extensions():
         found.extend(ext.periodic_jobs())
     return found
@@ -211,7 +229,7 @@ class BackgroundRunner:
     def __init__(self, svc: Services, queue: TaskQueue, job_list: Sequence[Job] | None = None,
                  interval_s: float = RELAY_INTERVAL_S, clock: Callable[[], Any] = utcnow) -> None:
         self._svc, self._queue = svc, queue
-        self._jobs = list(job_list) if job_list is not None else jobs()
+        self._jobs = list(job_list) if job_list is not None else jobs(svc.settings)
         self._interval = interval_s
         self._clock = clock
         self._stop = threading.Event()

@@ -20,7 +20,7 @@ Both backends: the audit listing's filters get keyset indexes ``(action, seq)`` 
 listing is an index range, not a scan of everything before it.
 
 Revision ID: 0030
-Revises: 0028
+Revises: 0029
 Create Date: 2026-12-02
 """
 
@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0030"
-down_revision = "0028"
+down_revision = "0029"
 branch_labels = None
 depends_on = None
 

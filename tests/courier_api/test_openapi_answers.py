@@ -24,11 +24,13 @@ from tests.courier_api.subjects_helpers import codes_sent_to
 from tests.openapi_check import AnswerRecorder, check_answer, documented_json_routes
 from tests.printing.label_helpers import decode, pdf_pages_as_images
 from tests.webhooks.receiver import Receiver
-from waybill import outbox, tasks, webhooks
+from waybill import outbox, tasks, webhooks, witnesses
 from waybill.alerts import store as alert_store
+from waybill.audit import checkpoints
 from waybill.models import OutboxMessage
 from waybill.permissions import SYSTEM, Principal
 from waybill.readiness import Readiness
+from waybill.uow import unit_of_work
 from waybill.virtual_numbers import add_numbers
 from waybill.web.app import create_app
 
@@ -203,6 +205,13 @@ def test_every_documented_answer_matches_the_document(recorded, app, client, mer
     # Auditor, operations.
     _ok(client.get("/v1/audit/events?limit=5", headers=h["auditor"]))
     _ok(client.get("/v1/audit/verify", headers=h["auditor"]))
+    with unit_of_work(services.session_factory) as tx:
+        assert witnesses.issue(tx, checkpoints.Signer(services.keys), None, SYSTEM)[0] is not None
+    page = _ok(client.get("/v1/audit/checkpoints?limit=5", headers=h["auditor"]))
+    assert page["items"][0]["heads"] and page["next_cursor"] is None
+    assert client.get("/v1/audit/checkpoints?cursor=x", headers=h["auditor"]).status_code == 422
+    _ok(client.get("/v1/audit/verify?since_checkpoint=1", headers=h["auditor"]))
+    assert client.get("/v1/audit/verify?since_checkpoint=yes", headers=h["auditor"]).status_code == 422
     _ok(client.get("/healthz"))
     _ok(client.get("/v1/privacy-notice"))
     _ok(client.get("/readyz"))

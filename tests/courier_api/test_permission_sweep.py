@@ -48,6 +48,7 @@ from waybill import audit, labels, lifecycle, print_jobs, retention, shipments, 
 from waybill.alerts import review as alert_review
 from waybill.alerts import store
 from waybill.alerts.models import Alert
+from waybill.audit import checkpoints as audit_checkpoints
 from waybill.errors import DomainError, PermissionDenied
 from waybill.ids import new_id
 from waybill.incidents import domain as incident_domain
@@ -146,6 +147,7 @@ partners.list_partners   -             401   403   403   ok    ok    ok    ok   
 partners.disclosures     -             401   403   403   403   403   403   403   403   403   ok    ok    403   403
 courier.audit_events     -             401   403   403   403   403   403   403   403   403   ok    403   403   403
 courier.audit_verify     -             401   403   403   403   403   403   403   403   403   ok    403   403   403
+courier.audit_checkpoints -            401   403   403   403   403   403   403   403   403   ok    403   403   403
 privacy.file_request     A             401   403   403   403   403   403   403   403   403   403   ok    403   403
 privacy.file_request     B             401   403   403   403   403   403   403   403   403   403   ok    403   403
 privacy.file_request     missing       401   403   403   403   403   403   403   403   403   403   404   403   403
@@ -265,6 +267,7 @@ ENDPOINTS: dict[str, Endpoint] = {
     "partners.disclosures": Endpoint("GET", "/v1/privacy/disclosures", Permission.DISCLOSURE_READ, None),
     "courier.audit_events": Endpoint("GET", "/v1/audit/events", Permission.AUDIT_READ, None),
     "courier.audit_verify": Endpoint("GET", "/v1/audit/verify", Permission.AUDIT_READ, None),
+    "courier.audit_checkpoints": Endpoint("GET", "/v1/audit/checkpoints", Permission.AUDIT_READ, None),
     "privacy.file_request": Endpoint("POST", "/v1/privacy/requests", Permission.PERSONAL_DATA_REQUEST, "created"),
     "privacy.read_request": Endpoint("GET", "/v1/privacy/requests/<request_id>/personal-data",
                                      Permission.PERSONAL_DATA_REQUEST, "requested"),
@@ -546,6 +549,7 @@ CALLS: dict[str, Call] = {
     "partners.disclosures": lambda w, h, who, o: w.client.get("/v1/privacy/disclosures?limit=5", headers=h),
     "courier.audit_events": lambda w, h, who, o: w.client.get("/v1/audit/events?limit=5", headers=h),
     "courier.audit_verify": lambda w, h, who, o: w.client.get("/v1/audit/verify", headers=h),
+    "courier.audit_checkpoints": lambda w, h, who, o: w.client.get("/v1/audit/checkpoints?limit=5", headers=h),
     "privacy.file_request": lambda w, h, who, o: w.client.post("/v1/privacy/requests", json={
         "shipment_id": o.id, "purpose": "complaint", "reference": "CASE-2026-0001", "fields": ["recipient.phone"]},
         headers=h),
@@ -648,6 +652,8 @@ def _check_allowed(endpoint: str, who: str, obj: Obj | None, r: Any, world: Worl
         assert r.status_code == 200 and isinstance(body["items"], list) and body["items"]
     elif endpoint == "courier.audit_verify":
         assert r.status_code == 200 and body["ok"] is True
+    elif endpoint == "courier.audit_checkpoints":
+        assert r.status_code == 200 and isinstance(body["items"], list) and len(body["public_key"]) == 44
     elif endpoint == "privacy.file_request":
         assert r.status_code == 201 and body["shipment_id"] == obj.id and body["fields"] == ["recipient.phone"]
     elif endpoint == "privacy.read_request":
@@ -832,6 +838,8 @@ DOMAIN_OPS: dict[str, tuple[Permission, DomainCall]] = {
     "deliver": (Permission.COURIER_DELIVER, lambda s, svc, p, sid: delivery.deliver(
         s, delivery_deps(svc), p, sid, "station")),
     "list_events": (Permission.AUDIT_READ, lambda s, svc, p, sid: audit.list_events(s, p, limit=1)),
+    "list_checkpoints": (Permission.AUDIT_READ, lambda s, svc, p, sid: audit_checkpoints.list_checkpoints(
+        s, p, audit_checkpoints.Signer(svc.keys), limit=1)),
     "create_user": (Permission.USER_MANAGE, lambda s, svc, p, sid: staff.create_user(
         s, p, "sw_new_" + secrets.token_hex(3), "courier", STATION, None, svc.codec)),
     "disable_user": (Permission.USER_MANAGE, lambda s, svc, p, sid: staff.disable_user(
@@ -882,7 +890,7 @@ DOMAIN_ALLOWED = {
     "create_partner": {"admin"}, "list_partners": {"courier", "dispatcher", "admin"},
     "list_disclosures": {"auditor", "privacy_officer"},
     "scan": {"courier"}, "call": {"courier"}, "deliver": {"courier"},
-    "list_events": {"auditor"},
+    "list_events": {"auditor"}, "list_checkpoints": {"auditor"},
     "create_user": {"admin"}, "disable_user": {"admin"}, "set_phone": {"admin"},
     "file_request": {"privacy_officer"}, "read_request": {"privacy_officer"}, "approve_request": {"privacy_officer"},
     "subject_view": {"subject"}, "subject_log": {"subject"}, "subject_request": {"subject"},

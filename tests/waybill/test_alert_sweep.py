@@ -15,7 +15,7 @@ from waybill.alerts import store, sweep
 from waybill.alerts.models import Alert
 from waybill.alerts.settings import AlertSettings
 from waybill.alerts.sweep_models import AlertSweepCursor, VolumeCount
-from waybill.models import AuditEvent, utcnow
+from waybill.models import AuditEvent, AuditHead, utcnow
 from waybill.permissions import Principal
 
 SPIKY = Principal(kind="staff", id="usr_spiky", role="courier", station="755-W012")

@@ -270,10 +270,13 @@ def _seed(env: Env, revision: str) -> Seeded:
                 "seq": seq, "at": ev.at, "actor": ev.actor, "role": ev.role, "action": ev.action,
                 "object_type": ev.object_type, "object_id": ev.object_id, "purpose": None, "fields": ev.fields,
                 "outcome": ev.outcome, "client_addr": None, "request_id": None, "prev_hash": prev, "hash": digest,
-                "shard": 0, "shard_seq": seq}))  # from 0028 on (shards): the one chain is shard 0
+                "shard": 0, "shard_seq": seq}))  # (from 0028 on: the one chain is shard 0, its head row 0)
             prev = digest
         conn.execute(insert(tables["audit_events"]), rows)
-        head_id = 0 if "shard" in tables["audit_events"].c else 1  # 0028 made head row 1 shard 0's
+        head_id = 0 if "shard_seq" in tables["audit_events"].c else 1
+        if head_id == 0 and conn.dialect.name == "postgresql":
+            # From 0028 on the code leaves seq to a sequence; rows given their seq here must move it past them.
+            conn.execute(text("SELECT setval('audit_event_seq', (SELECT max(seq) FROM audit_events))"))
         conn.execute(update(tables["audit_head"]).where(tables["audit_head"].c.id == head_id)
                      .values(seq=len(rows), hash=prev))
         seeded.audit_events = len(rows)

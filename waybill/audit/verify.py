@@ -144,17 +144,26 @@ def read_heads(source: VerifySource) -> tuple[list[_Head], list[int]]:
 
 
 def verify_shard(source: VerifySource, key: bytes, head: _Head, *, from_seq: int = 0, from_hash: bytes = GENESIS,
-                 batch: int = 5000, after_chunk: Callable[[int], None] | None = None) -> ShardResult:
-    """Walk ``head.shard``'s chain from place ``from_seq`` (whose hash is ``from_hash``) to its head."""
+                 batch: int = 5000, after_chunk: Callable[[int], None] | None = None,
+                 marks: Mapping[int, bytes] | None = None) -> ShardResult:
+    """Walk ``head.shard``'s chain from place ``from_seq`` (whose hash is ``from_hash``) to its head.
+
+    ``marks`` maps places to the hash a signed checkpoint gives them: the chain must reach each (a head behind one
+    is a truncated and rewound chain) and have that hash there (else it was rewritten after the checkpoint).
+    """
     shard = head.shard
     expected, prev, count, last = from_seq + 1, from_hash, 0, from_seq
+    marks = {seq: h for seq, h in (marks or {}).items() if seq > from_seq}
 
     def bad(reason: str, seq: int, **extra: Any) -> ShardResult:
         return ShardResult(shard, False, count, head.seq, {"shard": shard, "seq": seq, "reason": reason, **extra},
                            head.hash, from_seq)
 
     if head.seq < from_seq:
-        return bad("head behind a checkpoint", head.seq, checkpoint_seq=from_seq)
+        return bad("head behind a checkpoint", head.seq + 1, checkpoint_seq=from_seq)
+    if marks and head.seq < max(marks):
+        # The events up to the checkpoint's place were there when it was signed: the first missing one is bad.
+        return bad("head behind a checkpoint", head.seq + 1, checkpoint_seq=max(marks))
     while last < head.seq:
         with _reading(source) as s:
             rows = s.execute(
@@ -176,6 +185,9 @@ def verify_shard(source: VerifySource, key: bytes, head: _Head, *, from_seq: int
                 _json_list(fields), outcome, client_addr, request_id))
             if not hmac.compare_digest(digest, bytes(stored_hash)):
                 return bad("content altered", seq)
+            signed = marks.get(seq)
+            if signed is not None and not hmac.compare_digest(digest, signed):
+                return bad("differs from a checkpoint", seq, checkpoint_seq=seq)
             prev, expected, last = digest, expected + 1, seq
         if after_chunk is not None:
             after_chunk(last)
@@ -207,18 +219,20 @@ def _one_connection(source: VerifySource) -> bool:
     return isinstance(source, sessionmaker) and isinstance(source.kw.get("bind"), Connection)
 
 
-def head_to_json(head: _Head, from_seq: int, from_hash: bytes) -> list[Any]:
-    return [head.shard, head.seq, head.hash.hex(), head.top, from_seq, from_hash.hex()]
+def head_to_json(head: _Head, from_seq: int, from_hash: bytes, marks: Mapping[int, bytes] | None = None) -> list[Any]:
+    return [head.shard, head.seq, head.hash.hex(), head.top, from_seq, from_hash.hex(),
+            {str(k): v.hex() for k, v in (marks or {}).items()}]
 
 
-def head_from_json(task: list[Any]) -> tuple[_Head, int, bytes]:
-    shard, seq, hash_hex, top, from_seq, from_hex = task
-    return _Head(int(shard), int(seq), bytes.fromhex(hash_hex), None if top is None else int(top)), int(from_seq), \
-        bytes.fromhex(from_hex)
+def head_from_json(task: list[Any]) -> tuple[_Head, int, bytes, dict[int, bytes]]:
+    """A walker's task: the head, where to start (place, hash) and the checkpoints' marks of that shard."""
+    shard, seq, hash_hex, top, from_seq, from_hex, marks = task
+    return (_Head(int(shard), int(seq), bytes.fromhex(hash_hex), None if top is None else int(top)), int(from_seq),
+            bytes.fromhex(from_hex), {int(k): bytes.fromhex(v) for k, v in marks.items()})
 
 
 def _walk_in_processes(url: str, key: bytes, tasks: list[tuple[_Head, int, bytes]], batch: int,
-                       processes: int) -> list[ShardResult]:
+                       processes: int, marks: Mapping[int, Mapping[int, bytes]]) -> list[ShardResult]:
     """Walk the shards in ``processes`` fresh interpreters (``python -m waybill.audit.walk``), the biggest
     shards first, each to the least loaded process. Fresh interpreters rather than multiprocessing: forking a
     server's process copies its threads' locks, and spawning re-runs its main module."""
@@ -226,7 +240,7 @@ def _walk_in_processes(url: str, key: bytes, tasks: list[tuple[_Head, int, bytes
     size = [0] * len(loads)
     for head, from_seq, from_hash in sorted(tasks, key=lambda t: t[1] - t[0].seq):
         i = size.index(min(size))
-        loads[i].append(head_to_json(head, from_seq, from_hash))
+        loads[i].append(head_to_json(head, from_seq, from_hash, marks.get(head.shard)))
         size[i] += max(0, head.seq - from_seq)
     walkers: list[subprocess.Popen[bytes]] = []
     results: list[ShardResult] = []
@@ -258,11 +272,12 @@ def _walk_in_processes(url: str, key: bytes, tasks: list[tuple[_Head, int, bytes
 def verify(source: VerifySource, key: bytes, *, batch: int = 10_000,
            after_chunk: Callable[[int], None] | None = None,
            start: Mapping[int, tuple[int, bytes]] | None = None, workers: int = 4,
-           processes: int | None = None) -> VerifyResult:
+           processes: int | None = None, marks: Mapping[int, Mapping[int, bytes]] | None = None) -> VerifyResult:
     """Verify every shard, in parallel when given a session factory; report each shard's first edited, deleted,
     inserted or moved event.
 
-    ``start`` maps a shard to a known-good (seq, hash) to walk from (incremental verify). ``after_chunk`` is told
+    ``start`` maps a shard to a known-good (seq, hash) to walk from (incremental verify). ``marks`` maps a shard to
+    the places and hashes signed checkpoints give it (see :func:`verify_shard`). ``after_chunk`` is told
     the last place checked after each chunk (progress; tests commit a write there). The shards are walked by
     ``processes`` processes (default: one per CPU when the walk has ``PROCESS_WALK_MIN`` events or more; ``0``:
     never), since hashing is CPU-bound and threads share one interpreter lock; else by ``workers`` threads (they
@@ -270,6 +285,7 @@ def verify(source: VerifySource, key: bytes, *, batch: int = 10_000,
     """
     heads, stray = read_heads(source)
     start = start or {}
+    marks = marks or {}
 
     def place(head: _Head) -> tuple[int, bytes]:
         return start.get(head.shard, (0, GENESIS))
@@ -277,14 +293,14 @@ def verify(source: VerifySource, key: bytes, *, batch: int = 10_000,
     def one(head: _Head) -> ShardResult:
         from_seq, from_hash = place(head)
         return verify_shard(source, key, head, from_seq=from_seq, from_hash=from_hash, batch=batch,
-                            after_chunk=after_chunk)
+                            after_chunk=after_chunk, marks=marks.get(head.shard))
 
     to_walk = sum(max(0, h.seq - place(h)[0]) for h in heads)
     if processes is None:
         processes = (os.cpu_count() or 1) if to_walk >= PROCESS_WALK_MIN else 0
     url = _process_url(source) if processes > 1 and len(heads) > 1 and after_chunk is None else None
     if url is not None:
-        results = _walk_in_processes(url, key, [(h, *place(h)) for h in heads], batch, processes)
+        results = _walk_in_processes(url, key, [(h, *place(h)) for h in heads], batch, processes, marks)
     elif isinstance(source, Session) or _one_connection(source) or workers <= 1 or len(heads) <= 1:
         results = [one(h) for h in heads]  # one session, or one connection, cannot be shared by threads
         if isinstance(source, Session):
@@ -295,10 +311,16 @@ def verify(source: VerifySource, key: bytes, *, batch: int = 10_000,
     for shard in stray:
         results.append(ShardResult(shard, False, 0, 0,
                                    {"shard": shard, "seq": 1, "reason": "events of a shard without a head"}))
-    for shard, (from_seq, _hash) in start.items():
-        if shard not in {h.shard for h in heads}:
-            results.append(ShardResult(shard, False, 0, 0, {"shard": shard, "seq": from_seq,
-                                                            "reason": "head missing"}, from_seq=from_seq))
+    known = {h.shard for h in heads}
+    expected = {shard: from_seq for shard, (from_seq, _hash) in start.items()}
+    for shard, places in marks.items():
+        if places and max(places) > 0:
+            expected[shard] = max(expected.get(shard, 0), max(places))
+    for shard, seq in sorted(expected.items()):
+        if shard not in known and seq > 0:  # a chain a checkpoint signed (or a verify started in) lost its head
+            results.append(ShardResult(shard, False, 0, 0, {"shard": shard, "seq": 1, "reason": "head missing",
+                                                            "checkpoint_seq": seq},
+                                       from_seq=start.get(shard, (0, GENESIS))[0]))
     results.sort(key=lambda r: r.shard)
     bad = [r for r in results if not r.ok]
     return VerifyResult(not bad, sum(r.events for r in results), sum(r.head_seq for r in results),

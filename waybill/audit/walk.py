@@ -27,9 +27,9 @@ def main() -> None:
     results = []
     try:
         for task in job["tasks"]:
-            head, from_seq, from_hash = head_from_json(task)
+            head, from_seq, from_hash, marks = head_from_json(task)
             results.append(verify_shard(factory, key, head, from_seq=from_seq, from_hash=from_hash,
-                                        batch=int(job["batch"])).to_json())
+                                        batch=int(job["batch"]), marks=marks).to_json())
     finally:
         engine.dispose()
     sys.stdout.write(json.dumps(results))

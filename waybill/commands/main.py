@@ -156,17 +156,6 @@ def audit_group() -> None:
     """Audit log tools."""
 
 
-@audit_group.command("verify")
-def audit_verify() -> None:
-    """Verify the hash chain; exit 1 and name the first bad event if it was tampered with."""
-    svc = _existing(_settings())
-    # Each chunk in a short read of its own, outside any write transaction: writers go on meanwhile.
-    result = audit.verify(svc.read_session_factory, svc.keys.secret("audit_chain"))
-    if not result.ok:
-        fail(result.as_dict(), 1)
-    emit(result.as_dict())
-
-
 @main.group()
 def keys() -> None:
     """Key management."""
@@ -279,9 +268,11 @@ def keys_retire(master_key_ids: tuple[str, ...]) -> None:
 
 def _register_more() -> None:
     from waybill.commands import alerts, canary, database, messages, phone, printer, retention, stations, tasks
+    from waybill.commands import audit as audit_commands
     from waybill.commands import merchants as merchant_commands
 
     merchant_commands.register(merchants)
+    audit_commands.register(audit_group)
     database.register(main)
     printer.register(main)
     phone.register(main)
