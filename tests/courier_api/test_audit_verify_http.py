@@ -6,7 +6,7 @@ from sqlalchemy import text
 
 from tests.courier_api import bearer, login, make_staff
 from tests.waybill.test_audit import OBJECT, _audited_write, _writer, write_events
-from waybill import audit
+from waybill.audit import logcheck
 from waybill.audit.chain import shard_of
 from waybill.permissions import SYSTEM
 from waybill.web.app import create_app
@@ -21,21 +21,22 @@ def test_writers_commit_while_the_endpoint_walks_the_chain(fresh_env, monkeypatc
     client = create_app(env.settings, services_override=svc).test_client()
     auditor = bearer(login(client, make_staff(svc, "aud_verify", "auditor")).get_json()["access_token"])
     engine, writer = _writer(env)
-    real, writes = audit.verify, []
+    real, writes = logcheck.verify, []
 
-    def walk_with_writes(source, key, **_kwargs):
+    def walk_with_writes(source, key, **kwargs):
         def between(last_seq):
             writes.append(last_seq)
             _audited_write(writer, last_seq)
-        return real(source, key, batch=2, after_chunk=between)
+        return real(source, key, **{**kwargs, "batch": 2, "after_chunk": between})
 
-    monkeypatch.setattr(audit, "verify", walk_with_writes)
+    # The endpoint walks through the checkpoint check (waybill/audit/logcheck.py), which calls the walk.
+    monkeypatch.setattr(logcheck, "verify", walk_with_writes)
     r = client.get("/v1/audit/verify", headers=auditor)
     assert r.status_code == 200, r.get_json()
     body = r.get_json()
     assert body["ok"] is True and body["first_bad"] is None and body["events"] == body["head_seq"]
     assert len(writes) >= 4  # a write committed between every two chunks
-    monkeypatch.setattr(audit, "verify", real)
+    monkeypatch.setattr(logcheck, "verify", real)
     again = client.get("/v1/audit/verify", headers=auditor).get_json()
     # Everything since is in the chain: the writes, the first verify's own event and the logins' events.
     assert again["ok"] is True and again["head_seq"] >= body["head_seq"] + len(writes) + 1
