@@ -53,6 +53,7 @@ from _env import database_url
 from sqlalchemy import event, text
 
 from waybill import audit, db
+from waybill.audit import PendingEvent
 from waybill.audit.chain import GENESIS, chain_hash, shard_of
 from waybill.services import build, initialise
 from waybill.settings import load_settings
@@ -227,23 +228,6 @@ COLUMNS = ("seq", "shard", "shard_seq", "at", "actor", "role", "action", "object
            "fields", "outcome", "client_addr", "request_id", "prev_hash", "hash")
 
 
-@dataclass
-class _Ev:
-    """What the chain hash covers (``waybill.audit.chain.ChainedEvent``)."""
-
-    at: datetime
-    actor: str
-    role: str
-    action: str
-    object_type: str | None
-    object_id: str | None
-    purpose: str | None
-    fields: list[str]
-    outcome: str
-    client_addr: str | None
-    request_id: str | None
-
-
 def load_shards(url: str, key: bytes, events: int, shards: int, part: int, parts: int, out: Any) -> None:
     """Loader process ``part`` of ``parts``: COPY the events of its shards (shard % parts == part), chained.
 
@@ -264,9 +248,9 @@ def load_shards(url: str, key: bytes, events: int, shards: int, part: int, parts
                     continue
                 seq, prev = tips.get(shard, (0, GENESIS))
                 seq += 1
-                ev = _Ev(start + timedelta(microseconds=600_000 * n + 17), f"staff:usr_b{n % 997:06d}", "dispatcher",
-                         "shipment.read", "shipment", object_id, "delivery", FIELDS[n % 3],
-                         "ok" if n % 11 else "denied", "10.0.0.1", f"req{n:012x}")
+                ev = PendingEvent(start + timedelta(microseconds=600_000 * n + 17), f"staff:usr_b{n % 997:06d}",
+                                  "dispatcher", "shipment.read", "shipment", object_id, "delivery", FIELDS[n % 3],
+                                  "ok" if n % 11 else "denied", "10.0.0.1", f"req{n:012x}")
                 digest = chain_hash(key, prev, seq, ev, shard)
                 copy.write_row((n + 1, shard, seq, ev.at, ev.actor, ev.role, ev.action, ev.object_type,
                                 ev.object_id, ev.purpose, json.dumps(ev.fields), ev.outcome, ev.client_addr,

@@ -54,6 +54,26 @@ def verify(env):
         return audit.verify(s, svc.keys.secret("audit_chain"))
 
 
+def _in_threads(n, work):
+    """Run ``work(k)`` for k < n in n threads at once; the exceptions they raised."""
+    import threading
+
+    errors = []
+
+    def guarded(k):
+        try:
+            work(k)
+        except Exception as exc:  # pragma: no cover - returned to the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
 def first_bad(env, r):
     assert not r.ok and r.first_bad["shard"] == shard(env)
     return r.first_bad
@@ -173,53 +193,31 @@ def test_a_truncated_and_rewound_chain_verifies_without_a_checkpoint(env):
 def test_appends_on_several_shards_in_one_transaction_and_in_threads(env, shards):
     """Heads are locked in shard order: concurrent transactions each touching many shards neither deadlock nor
     break a chain."""
-    import threading
-
     svc = env.services()
-    errors = []
 
     def work(k):
-        try:
-            for i in range(5):
-                with svc.session_factory() as s:
-                    for j in range(6):
-                        audit.record(s, SYSTEM, "multi", object_id=f"o{(k * 7 + i + j) % 23}")
-                    s.commit()
-        except Exception as exc:  # pragma: no cover - surfaced below
-            errors.append(exc)
+        for i in range(5):
+            with svc.session_factory() as s:
+                for j in range(6):
+                    audit.record(s, SYSTEM, "multi", object_id=f"o{(k * 7 + i + j) % 23}")
+                s.commit()
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    assert _in_threads(4, work) == []
     r = verify(env)
     assert r.ok and r.events == 4 * 5 * 6
 
 
 @pytest.mark.parametrize("n_writers", [4])
 def test_concurrent_appends_keep_chain_linear(env, n_writers):
-    import threading
-
     svc = env.services()
-    errors = []
 
     def work(k):
-        try:
-            for i in range(10):
-                with svc.session_factory() as s:
-                    audit.record(s, SYSTEM, "concurrent", object_id=f"{k}-{i}")
-                    s.commit()
-        except Exception as exc:  # pragma: no cover - surfaced below
-            errors.append(exc)
+        for i in range(10):
+            with svc.session_factory() as s:
+                audit.record(s, SYSTEM, "concurrent", object_id=f"{k}-{i}")
+                s.commit()
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(n_writers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    assert _in_threads(n_writers, work) == []
     r = verify(env)
     assert r.ok and r.events == 10 * n_writers
 

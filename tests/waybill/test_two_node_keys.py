@@ -79,14 +79,24 @@ class Node:
         return len(rows)
 
 
+def _vault_env(fresh_env: Any, tmp_path: Path, kms: Any, **overrides: Any) -> Any:
+    """An installation whose key source is the fake Vault ``kms`` (its transit key made first)."""
+    kms.create_transit_key("waybill-data-keys")
+    return fresh_env(key_provider="vault", vault_addr=kms.url,
+                     vault_token_file=str(_token_file(tmp_path, kms.token)), **{"key_cache_ttl_s": TTL, **overrides})
+
+
+def _host_b(env: Any, tmp_path: Path) -> tuple[Any, Node]:
+    """A second host of ``env``'s installation (its own data directory) and its node."""
+    b_settings = _other_host(env.settings, tmp_path, "node-b")
+    return b_settings, Node(b_settings, build(b_settings))
+
+
 def test_rotation_on_one_node_with_a_shared_kms(fresh_env: Any, tmp_path: Path) -> None:
     with running_vault() as kms:
-        kms.create_transit_key("waybill-data-keys")
-        env = fresh_env(key_provider="vault", vault_addr=kms.url,
-                        vault_token_file=str(_token_file(tmp_path, kms.token)), key_cache_ttl_s=TTL)
+        env = _vault_env(fresh_env, tmp_path, kms)
         a = Node(env.settings, env.services())
-        b_settings = _other_host(env.settings, tmp_path, "node-b")
-        b = Node(b_settings, build(b_settings))
+        b_settings, b = _host_b(env, tmp_path)
         m = make_merchant(a.svc).headers
         with env.engine.connect() as conn:
             first = conn.execute(select(DataKey.id, DataKey.master_key_id)).one()
@@ -136,12 +146,9 @@ def test_period_keys_are_one_store_for_every_node(fresh_env: Any, tmp_path: Path
     """A shipment made on A is read on B: its parties' keys are wrapped by a period key B finds in the KMS, not
     in a file of its own host (which is what fails with the local store on two hosts)."""
     with running_vault() as kms:
-        kms.create_transit_key("waybill-data-keys")
-        env = fresh_env(key_provider="vault", vault_addr=kms.url,
-                        vault_token_file=str(_token_file(tmp_path, kms.token)), key_cache_ttl_s=TTL)
+        env = _vault_env(fresh_env, tmp_path, kms)
         a = Node(env.settings, env.services())
-        b_settings = _other_host(env.settings, tmp_path, "node-b")
-        b = Node(b_settings, build(b_settings))
+        b_settings, b = _host_b(env, tmp_path)
         m = make_merchant(a.svc).headers
         a.create(m, "A-0")
         assert b.check_all(m, []) == 1
@@ -151,11 +158,8 @@ def test_period_keys_are_one_store_for_every_node(fresh_env: Any, tmp_path: Path
 
 def test_a_sealed_kms_is_a_503_with_nothing_written_and_recovers(fresh_env: Any, tmp_path: Path) -> None:
     with running_vault() as kms:
-        kms.create_transit_key("waybill-data-keys")
-        env = fresh_env(key_provider="vault", vault_addr=kms.url,
-                        vault_token_file=str(_token_file(tmp_path, kms.token)), key_cache_ttl_s=0.05)
-        b_settings = _other_host(env.settings, tmp_path, "node-b")
-        node = Node(b_settings, build(b_settings))
+        env = _vault_env(fresh_env, tmp_path, kms, key_cache_ttl_s=0.05)
+        _b_settings, node = _host_b(env, tmp_path)
         m = make_merchant(node.svc).headers
         node.create(m, "before")
         kms.down = True
@@ -207,9 +211,7 @@ def test_retention_on_one_node_destroys_in_the_shared_store(fresh_env: Any, tmp_
     from waybill.permissions import SYSTEM
 
     with running_vault() as kms:
-        kms.create_transit_key("waybill-data-keys")
-        env = fresh_env(key_provider="vault", vault_addr=kms.url, retention_days=30,
-                        vault_token_file=str(_token_file(tmp_path, kms.token)), key_cache_ttl_s=TTL)
+        env = _vault_env(fresh_env, tmp_path, kms, retention_days=30)
         a = Node(env.settings, env.services())
         b_settings = _other_host(env.settings, tmp_path, "node-b")
         m = make_merchant(a.svc).headers
