@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, case, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from printing.model import LabelModel
@@ -103,17 +104,28 @@ def open_job(session: Session, principal: Principal, shipment_ids: Sequence[str]
     the job then reuses. A key used for a different request is refused (409, field ``Idempotency-Key``)."""
     digest, now = request_digest(shipment_ids, reprint_reason), utcnow()
     if idempotency_key is not None:
+        # Claim the key first: two requests with one new key at once (a client's timeout and retry) must not both
+        # insert, the second waiting on the unique index and failing. On a conflict nothing is inserted and the
+        # lookup below, locked, finds the other request's job once it committed.
+        fresh = {"id": new_id("pjb"), "actor": principal.actor, "idempotency_key": idempotency_key,
+                 "request_digest": digest, "total": len(shipment_ids), "issued": 0, "reprint_reason": reprint_reason,
+                 "attempts": 0, "created_at": now, "updated_at": now}
+        dialect = session.connection().dialect.name
+        claim = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_JOBS).values(
+            fresh).on_conflict_do_nothing(index_elements=[_JOBS.c.actor, _JOBS.c.idempotency_key])
+        session.execute(claim)
         job = session.execute(select(PrintJob).where(PrintJob.actor == principal.actor,
                                                      PrintJob.idempotency_key == idempotency_key)
-                              .with_for_update()).scalar_one_or_none()
-        if job is not None:
-            if bytes(job.request_digest) != digest:
-                raise IdempotencyConflict(field="Idempotency-Key")
-            job.attempts += 1
-            job.updated_at = now
+                              .with_for_update().execution_options(populate_existing=True)).scalar_one()
+        if bytes(job.request_digest) != digest:
+            raise IdempotencyConflict(field="Idempotency-Key")
+        job.attempts += 1
+        job.updated_at = now
+        if job.attempts > 1:
             audit.record(session, principal, "print_job.retry", object_type="print_job", object_id=job.id,
                          purpose=f"issued={job.issued} total={job.total} attempt={job.attempts}")
-            return job
+        session.flush()
+        return job
     job = PrintJob(id=new_id("pjb"), actor=principal.actor, idempotency_key=idempotency_key, request_digest=digest,
                    total=len(shipment_ids), issued=0, reprint_reason=reprint_reason, attempts=1, created_at=now,
                    updated_at=now)

@@ -36,14 +36,22 @@ class SubjectServices:
     per_client: WindowLimiter
 
     def throttle(self, waybill_no: str, phone: str, client: str) -> None:
-        """Count one challenge against all three limits, or ``RateLimited`` (nothing counted) if one is spent."""
+        """Count one challenge against all three limits, or ``RateLimited`` if one is spent.
+
+        A peek first (a client already refused charges nothing), then a hit of each whose answer decides: two
+        requests racing past the peek (threads, or nodes sharing Redis) are each counted by the limits' own atomic
+        hit, so the later one is refused. A refused hit may leave the limits before it charged: over-counting a
+        flood, never under-counting it.
+        """
         keys = ((self.per_client, client), (self.per_phone, throttle_key(self.verify, "phone", phone)),
                 (self.per_waybill, throttle_key(self.verify, "waybill", waybill_no)))
         waits = [w for w in (lim.peek(key) for lim, key in keys) if w is not None]
         if waits:
             raise RateLimited(max(waits), "验证请求过于频繁，请稍后再试")
         for lim, key in keys:
-            lim.hit(key)
+            wait = lim.hit(key)
+            if wait is not None:
+                raise RateLimited(wait, "验证请求过于频繁，请稍后再试")
 
 
 def build(svc: Services) -> SubjectServices:

@@ -136,11 +136,11 @@ def _append(session: Session) -> None:
     sink: AlertSink | None = session.info.get(SINK_INFO)
     if sink is not None and any(ev.action.startswith("alert.") for ev in pending):
         pending.extend(sink(session, pending))  # the alert rows join this transaction, before the heads' locks
-    by_shard: dict[int, list[PendingEvent]] = {}
-    for ev in pending:
-        by_shard.setdefault(shard_of(ev.object_id, ev.actor, shards), []).append(ev)
+    by_shard: dict[int, list[tuple[int, PendingEvent]]] = {}
+    for i, ev in enumerate(pending):
+        by_shard.setdefault(shard_of(ev.object_id, ev.actor, shards), []).append((i, ev))
     conn = session.connection()
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = [{} for _ in pending]  # in the order recorded: the log's seq follows it
     tips: list[dict[str, Any]] = []
     # Heads are locked in shard order, so two transactions touching the same shards cannot deadlock. One
     # statement per shard locks its head row (PostgreSQL; SQLite is serialised already by BEGIN IMMEDIATE),
@@ -150,15 +150,15 @@ def _append(session: Session) -> None:
         events = by_shard[shard]
         last, prev = _reserve(conn, shard, len(events))
         seq = last - len(events)
-        for ev in events:
+        for i, ev in events:
             seq += 1
             digest = chain_hash(key, prev, seq, ev, shard)
-            rows.append({
+            rows[i] = {
                 "shard": shard, "shard_seq": seq, "at": ev.at, "actor": ev.actor, "role": ev.role,
                 "action": ev.action, "object_type": ev.object_type, "object_id": ev.object_id,
                 "purpose": ev.purpose, "fields": ev.fields, "outcome": ev.outcome, "client_addr": ev.client_addr,
                 "request_id": ev.request_id, "prev_hash": prev, "hash": digest,
-            })
+            }
             prev = digest
         tips.append({"tip_shard": shard, "tip_hash": prev})
     session.info.setdefault(_APPENDED, []).extend((ev.action, ev.outcome) for ev in pending)

@@ -124,15 +124,26 @@ class _Head:
     seq: int
     hash: bytes
     top: int | None  # the highest stored place of the shard, in the heads' snapshot
+    count: int = -1  # rows of the shard at places 1..seq (same snapshot); -1: not counted
+    low: int | None = None  # the lowest stored place of the shard
 
 
 def read_heads(source: VerifySource) -> tuple[list[_Head], list[int]]:
     """Every shard's head and highest stored place (one snapshot), and shards holding events but no head."""
-    top = (select(func.max(_EVENTS.c.shard_seq)).where(_EVENTS.c.shard == _HEAD.c.id)
-           .correlate(_HEAD).scalar_subquery())
+    of_head = _EVENTS.c.shard == _HEAD.c.id
+    top = select(func.max(_EVENTS.c.shard_seq)).where(of_head).correlate(_HEAD).scalar_subquery()
+    low = select(func.min(_EVENTS.c.shard_seq)).where(of_head).correlate(_HEAD).scalar_subquery()
+    # The census: a walk reads each place once, in order, so a second row at a taken place (PostgreSQL's
+    # partitions cannot enforce (shard, shard_seq) alone), one before a walk's start (incremental verify) or at a
+    # place below 1 would go unread. Counting every shard's rows at places 1..head (an index-only range count)
+    # and its lowest place catches them, whatever the walk skipped.
+    count = (select(func.count()).where(of_head, _EVENTS.c.shard_seq >= 1, _EVENTS.c.shard_seq <= _HEAD.c.seq)
+             .correlate(_HEAD).scalar_subquery())
     with _reading(source) as s:
-        heads = [_Head(int(r[0]), int(r[1]), bytes(r[2]), None if r[3] is None else int(r[3]))
-                 for r in s.execute(select(_HEAD.c.id, _HEAD.c.seq, _HEAD.c.hash, top).order_by(_HEAD.c.id))]
+        heads = [_Head(int(r[0]), int(r[1]), bytes(r[2]), None if r[3] is None else int(r[3]), int(r[4]),
+                       None if r[5] is None else int(r[5]))
+                 for r in s.execute(select(_HEAD.c.id, _HEAD.c.seq, _HEAD.c.hash, top, count, low)
+                                    .order_by(_HEAD.c.id))]
         known = {h.shard for h in heads}
         # Rows of a chain without a head were added behind the log's back: each possible shard is one index
         # probe, plus one range probe for numbers no setting allows.
@@ -247,7 +258,9 @@ def _walk_in_processes(url: str, key: bytes, tasks: list[tuple[_Head, int, bytes
     try:
         for load in loads:
             # The URL (it may hold a password) and the key go through a pipe, never the command line.
-            p = subprocess.Popen([sys.executable, "-m", "waybill.audit.walk"], stdin=subprocess.PIPE,
+            # -P: the working directory is not put on the path, so a "waybill" folder there cannot stand in for
+            # the package and be handed the URL and the key.
+            p = subprocess.Popen([sys.executable, "-P", "-m", "waybill.audit.walk"], stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE)
             walkers.append(p)
             assert p.stdin is not None
@@ -267,6 +280,34 @@ def _walk_in_processes(url: str, key: bytes, tasks: list[tuple[_Head, int, bytes
             if p.stdout is not None:
                 p.stdout.close()
     return results
+
+
+def _census(heads: list[_Head], results: list[ShardResult]) -> list[ShardResult]:
+    """Every head answered for exactly once, and each shard's rows counted against its head.
+
+    A shard a walker process did not answer for (or answered for twice, or for another head) is not verified: it
+    fails, never passes by omission. A sound walk of a shard with a place taken twice, or one below 1, is turned
+    into that shard's failure."""
+    answers: dict[int, list[ShardResult]] = {}
+    for r in results:
+        answers.setdefault(r.shard, []).append(r)
+    out = []
+    for h in heads:
+        got = answers.get(h.shard, [])
+        if len(got) != 1 or got[0].head_seq != h.seq:
+            out.append(ShardResult(h.shard, False, 0, h.seq, {"shard": h.shard, "seq": 1,
+                                   "reason": "not verified: the walk did not answer for this shard"}, h.hash))
+            continue
+        r = got[0]
+        if r.ok and h.low is not None and h.low < 1:
+            r = ShardResult(h.shard, False, r.events, h.seq, {"shard": h.shard, "seq": h.low,
+                            "reason": "events before the chain's first place"}, h.hash, r.from_seq)
+        elif r.ok and h.count not in (-1, h.seq):
+            r = ShardResult(h.shard, False, r.events, h.seq, {"shard": h.shard, "seq": 1, "reason": (
+                "a place taken twice" if h.count > h.seq else "missing events before this one"),
+                "rows": h.count}, h.hash, r.from_seq)
+        out.append(r)
+    return out
 
 
 def verify(source: VerifySource, key: bytes, *, batch: int = 10_000,
@@ -308,6 +349,7 @@ def verify(source: VerifySource, key: bytes, *, batch: int = 10_000,
     else:
         with ThreadPoolExecutor(max_workers=min(workers, len(heads)), thread_name_prefix="audit-verify") as pool:
             results = list(pool.map(one, heads))
+    results = _census(heads, results)
     for shard in stray:
         results.append(ShardResult(shard, False, 0, 0,
                                    {"shard": shard, "seq": 1, "reason": "events of a shard without a head"}))
