@@ -211,7 +211,7 @@ def verify_shard(source: VerifySource, key: bytes, head: _Head, *, from_seq: int
 
 #: A walk of at least this many events is split over processes (when the source allows it): below it, starting
 #: the processes (each imports the models) costs more than a second core saves.
-PROCESS_WALK_MIN = 200_000
+PROCESS_WALK_MIN = 50_000
 
 
 def _process_url(source: VerifySource) -> str | None:
