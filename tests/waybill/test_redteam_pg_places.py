@@ -1,4 +1,4 @@
-"""Red-team finding, fixed (PostgreSQL): a place of a chain taken twice, which the partitioned unique constraint allows."""
+"""Red-team finding, fixed (PostgreSQL): a chain place taken twice, which the partitioned unique constraint allows."""
 
 from __future__ import annotations
 
