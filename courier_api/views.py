@@ -20,7 +20,7 @@ from waybill.errors import RateLimited, ValidationFailed
 from waybill.permissions import Permission
 from waybill.schemas import OutModel, ShipmentOut, UtcTimestamp, parse
 from waybill.web import query
-from waybill.web.auth import authenticate, requires
+from waybill.web.auth import authenticate, hold_heavy_slot, requires
 from waybill.web.context import current_uow, db_session, services
 from waybill.web.merchant import json_body, shipment_out
 from waybill.web.openapi import operation, respond
@@ -271,6 +271,9 @@ def audit_verify() -> Response:
     query.only("since_checkpoint")
     since = query.choice("since_checkpoint", ("0", "1"), "since_checkpoint 须为 0 或 1") == "1"
     principal = authenticate()
+    # A walk reads the whole log and may start a walker process per CPU: an auditor has at most the heavy-request
+    # number of them in flight (429 beyond), as a merchant's heavy batches.
+    hold_heavy_slot(principal)
     # The walk reads in short transactions of its own; the request's transaction (on SQLite it holds the write
     # lock from authentication on) ends first, so no writer waits for a long walk.
     current_uow().commit_so_far()

@@ -170,6 +170,13 @@ class LimitsUnavailable(DomainError):
         self.retry_after = retry_after
 
 
+class AuditWalkFailed(LimitsUnavailable):
+    """A walker process of ``audit verify`` failed (it could not reach the database, or died): the log was not
+    verified, which is neither a sound nor a broken log; try again (``503``)."""
+
+    default_message = "审计日志校验进程失败，请稍后重试"
+
+
 class TooManyConcurrentRequests(RateLimited):
     """The caller already has as many heavy requests in flight as allowed; refused at once, not queued."""
 

@@ -60,3 +60,19 @@ def test_verify_answers_each_shard_and_names_the_bad_one(fresh_env):
     assert body["ok"] is False and body["first_bad"] == {"shard": k, "seq": 2, "reason": "content altered"}
     bad = [s for s in body["shards"] if not s["ok"]]
     assert [s["shard"] for s in bad] == [k] and bad[0]["first_bad"] == body["first_bad"]
+
+
+def test_an_auditor_has_a_bounded_number_of_walks_in_flight(fresh_env):
+    """Each verify reads the whole log (and may start a walker process per CPU): beyond the heavy-request number in
+    flight an auditor's next one is refused at once with 429, not queued."""
+    env = fresh_env(heavy_concurrency_per_merchant=1)
+    svc = write_events(env, 3)
+    client = create_app(env.settings, services_override=svc).test_client()
+    made = make_staff(svc, "aud_busy", "auditor")
+    auditor = bearer(login(client, made).get_json()["access_token"])
+    release = svc.heavy_requests.try_acquire(f"staff:{made.user.id}")  # a walk of this auditor in flight
+    assert release is not None
+    r = client.get("/v1/audit/verify", headers=auditor)
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1, r.get_json()
+    release()
+    assert client.get("/v1/audit/verify", headers=auditor).status_code == 200

@@ -510,6 +510,15 @@ def test_the_command_line(cli_env, tmp_path):
     checked = json.loads(run(["audit", "check-checkpoints", "--public-key", key["public_key"], str(witness_file)],
                              outsider).stdout)
     assert checked == {"ok": True, "checked": 2, "problems": []}
+    # A copy missing a checkpoint between two others is reported (the outsider cannot tell "never signed" from
+    # "withheld" otherwise).
+    run(["audit", "checkpoint"], cli_env)
+    three = witness_file.read_text().splitlines()
+    gap = tmp_path / "gap.jsonl"
+    gap.write_text(three[0] + "\n" + three[2] + "\n")
+    proc = run(["audit", "check-checkpoints", "--public-key", key["public_key"], str(gap)], outsider, check=False)
+    assert proc.returncode == 1
+    assert json.loads(proc.stdout)["problems"] == [{"checkpoint": 2, "reason": "missing between the others"}]
     lines = witness_file.read_text().splitlines()
     forged = json.loads(lines[1])
     forged["signature"] = base64.b64encode(bytes(64)).decode()

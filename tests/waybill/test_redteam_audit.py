@@ -57,3 +57,24 @@ def test_walker_answer_missing_shards_is_accepted(fresh_env, monkeypatch):
     assert not r.ok, "verify accepts a walker answer that covers none of the shards"
     assert {b["reason"] for b in (x.first_bad for x in r.shards) if b} == {
         "not verified: the walk did not answer for this shard"}
+
+
+def test_a_failed_walker_process_is_not_a_verdict(fresh_env, monkeypatch):
+    """A walker that cannot reach the database (or dies) leaves the log unverified: ``AuditWalkFailed`` (503 over
+    HTTP), neither ok nor broken."""
+    import importlib
+
+    from tests.private_services import free_port
+    from waybill.errors import AuditWalkFailed
+
+    v = importlib.import_module("waybill.audit.verify")
+    env = fresh_env(audit_shards=16)
+    svc = env.services()
+    with svc.session_factory() as s:
+        for i in range(20):
+            audit.record(s, SYSTEM, "test.event", object_type="thing", object_id=f"o{i}")
+        s.commit()
+    dead = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nothing?connect_timeout=2"
+    monkeypatch.setattr(v, "_process_url", lambda source: dead)
+    with pytest.raises(AuditWalkFailed):
+        audit.verify(svc.read_session_factory, svc.keys.secret("audit_chain"), processes=2)

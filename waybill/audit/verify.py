@@ -33,6 +33,7 @@ from sqlalchemy import cast as sa_cast
 from sqlalchemy.orm import Session, sessionmaker
 
 from waybill.audit.chain import GENESIS, canonical_values, link_hash
+from waybill.errors import AuditWalkFailed
 from waybill.models import AuditEvent, AuditHead
 
 _HEAD, _EVENTS = cast(Table, AuditHead.__table__), cast(Table, AuditEvent.__table__)
@@ -270,7 +271,7 @@ def _walk_in_processes(url: str, key: bytes, tasks: list[tuple[_Head, int, bytes
             assert p.stdout is not None
             out = p.stdout.read()
             if p.wait() != 0:
-                raise RuntimeError(f"an audit walker process failed (exit status {p.returncode})")
+                raise AuditWalkFailed()  # not verified: neither sound nor broken (503, try again)
             results.extend(ShardResult.from_json(r) for r in json.loads(out))
     finally:
         for p in walkers:

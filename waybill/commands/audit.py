@@ -103,7 +103,14 @@ def register(group: click.Group) -> None:
             except checkpoints.CheckpointInvalid as exc:
                 problems.append({"item": n, "reason": exc.reason})
                 continue
+            other = found.get(cp.id)
+            if other is not None and other.hash != cp.hash:
+                # Two different checkpoints signed under one id: a split view (two logs shown to two parties).
+                problems.append({"checkpoint": cp.id, "reason": "two different checkpoints with this id"})
             found[cp.id] = cp
+        ids = sorted(found)
+        for missing in sorted(set(range(ids[0], ids[-1] + 1)) - set(ids)) if ids else []:
+            problems.append({"checkpoint": missing, "reason": "missing between the others"})
         for cp_id, cp in sorted(found.items()):
             before = found.get(cp_id - 1)
             if before is not None and cp.prev_hash != before.hash:

@@ -15,6 +15,7 @@ from waybill.crypto.kms import KeyServiceUnavailable
 from waybill.crypto.vault import CryptoError, DataDestroyed
 from waybill.errors import (
     AlertResolved,
+    AuditWalkFailed,
     AuthenticationFailed,
     Conflict,
     DomainError,
@@ -51,6 +52,7 @@ ERROR_TABLE: list[tuple[type[Exception], int, str]] = [
     (InvalidRegion, 422, "invalid_region"),
     (ValidationFailed, 422, "validation_error"),
     (NoAvailableNumber, 503, "no_available_number"),
+    (AuditWalkFailed, 503, "audit_walk_failed"),
     (LimitsUnavailable, 503, "limits_unavailable"),
     (ProviderError, 502, "provider_error"),
     (MessageProviderError, 502, "provider_error"),
