@@ -159,18 +159,22 @@ class RateLimited(DomainError):
         self.retry_after = retry_after
 
 
-class LimitsUnavailable(DomainError):
-    """The store of the shared limits (Redis) cannot be reached: the request is refused, not let through unlimited
-    (a limit counted in each process would multiply by the number of processes). ``retry_after`` in seconds."""
-
-    default_message = "限流计数服务（Redis）暂不可用，请稍后重试"
+class Unavailable(DomainError):
+    """Something the request needs is down for now: refused (``503``) with ``retry_after`` seconds to wait."""
 
     def __init__(self, retry_after: float = 5.0) -> None:
         super().__init__()
         self.retry_after = retry_after
 
 
-class AuditWalkFailed(LimitsUnavailable):
+class LimitsUnavailable(Unavailable):
+    """The store of the shared limits (Redis) cannot be reached: the request is refused, not let through unlimited
+    (a limit counted in each process would multiply by the number of processes)."""
+
+    default_message = "限流计数服务（Redis）暂不可用，请稍后重试"
+
+
+class AuditWalkFailed(Unavailable):
     """A walker process of ``audit verify`` failed (it could not reach the database, or died): the log was not
     verified, which is neither a sound nor a broken log; try again (``503``)."""
 

@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 from sqlalchemy import select
 
 from waybill import audit
 from waybill.models import AuditEvent
 from waybill.permissions import SYSTEM
+
+# The module (``waybill.audit.verify`` as an attribute is the re-exported function).
+_VERIFY = importlib.import_module("waybill.audit.verify")
+
+
+def _twenty_objects(fresh_env):
+    """An installation with 16 chains and one event of each of 20 objects (spread over most chains)."""
+    env = fresh_env(audit_shards=16)
+    svc = env.services()
+    with svc.session_factory() as s:
+        for i in range(20):
+            audit.record(s, SYSTEM, "test.event", object_type="thing", object_id=f"o{i}")
+        s.commit()
+    return env, svc
 
 
 @pytest.fixture
@@ -38,16 +54,8 @@ def test_walker_answer_missing_shards_is_accepted(fresh_env, monkeypatch):
     """A walker process that answers fewer shards than it was given (``[]``, exit 0) makes verify ok: its
     answer is never matched against the heads it was handed. (With ``python -m`` from the cwd, a ``waybill/``
     package in the verify's working directory is such a walker, and it reads the DB URL and HMAC key.)"""
-    import importlib
-
-    v = importlib.import_module("waybill.audit.verify")
-
-    env = fresh_env(audit_shards=16)
-    svc = env.services()
-    with svc.session_factory() as s:
-        for i in range(20):
-            audit.record(s, SYSTEM, "test.event", object_type="thing", object_id=f"o{i}")
-        s.commit()
+    v = _VERIFY
+    env, svc = _twenty_objects(fresh_env)
     with env.engine.begin() as c:  # break every chain
         c.execute(AuditEvent.__table__.update().values(outcome="denied"))
     assert not audit.verify(svc.read_session_factory, svc.keys.secret("audit_chain"), processes=0).ok
@@ -62,18 +70,11 @@ def test_walker_answer_missing_shards_is_accepted(fresh_env, monkeypatch):
 def test_a_failed_walker_process_is_not_a_verdict(fresh_env, monkeypatch):
     """A walker that cannot reach the database (or dies) leaves the log unverified: ``AuditWalkFailed`` (503 over
     HTTP), neither ok nor broken."""
-    import importlib
-
     from tests.private_services import free_port
     from waybill.errors import AuditWalkFailed
 
-    v = importlib.import_module("waybill.audit.verify")
-    env = fresh_env(audit_shards=16)
-    svc = env.services()
-    with svc.session_factory() as s:
-        for i in range(20):
-            audit.record(s, SYSTEM, "test.event", object_type="thing", object_id=f"o{i}")
-        s.commit()
+    v = _VERIFY
+    _env, svc = _twenty_objects(fresh_env)
     dead = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nothing?connect_timeout=2"
     monkeypatch.setattr(v, "_process_url", lambda source: dead)
     with pytest.raises(AuditWalkFailed):

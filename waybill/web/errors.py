@@ -40,6 +40,7 @@ from waybill.errors import (
     RequestAlreadyOpen,
     SandboxShipment,
     TooManyConcurrentRequests,
+    Unavailable,
     ValidationFailed,
 )
 from waybill.messages.base import ProviderError as MessageProviderError
@@ -130,7 +131,7 @@ def domain_error_response(exc: DomainError) -> Response:
     resp = jsonify(error_payload(code, exc.message, exc.field, **extra))
     note_code(code)
     resp.status_code = status
-    if isinstance(exc, RateLimited | LimitsUnavailable):
+    if isinstance(exc, RateLimited | Unavailable):
         resp.headers["Retry-After"] = str(max(1, math.ceil(min(exc.retry_after, 86400))))
     if status == 401:
         resp.headers["WWW-Authenticate"] = 'Bearer realm="waybill"'
